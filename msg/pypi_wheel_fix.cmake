@@ -1,0 +1,23 @@
+# The PyPI ros-* wheels export <dep>__rosidl_generator_py targets whose include dirs point at the wheel
+# build host's Python; drop include dirs that do not exist here and add this interpreter's. No-op on a
+# regular ROS 2 installation (all include dirs exist there).
+get_directory_property(_imported IMPORTED_TARGETS)
+foreach(_t IN LISTS _imported)
+  get_target_property(_inc ${_t} INTERFACE_INCLUDE_DIRECTORIES)
+  if(NOT _inc)
+    continue()
+  endif()
+  set(_fixed "")
+  set(_changed FALSE)
+  foreach(_d IN LISTS _inc)
+    if(_d MATCHES "^\\$<" OR EXISTS "${_d}")
+      list(APPEND _fixed "${_d}")
+    else()
+      set(_changed TRUE)
+    endif()
+  endforeach()
+  if(_changed)
+    list(APPEND _fixed ${Python3_INCLUDE_DIRS} ${Python3_NumPy_INCLUDE_DIRS})
+    set_target_properties(${_t} PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${_fixed}")
+  endif()
+endforeach()

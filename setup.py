@@ -1,0 +1,37 @@
+"""imp: ROS 2 visual localization (imp_core library + imp_ros nodes).
+
+Works as an ament_python package under colcon and as a plain pip package (see README).
+"""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "imp"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=["imp_core", "imp_core.*", "imp_ros", "imp_ros.*"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
+        ("share/" + package_name, ["package.xml"]),
+        ("share/" + package_name + "/launch", glob("launch/*.py")),
+        ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+    ],
+    install_requires=["numpy", "opencv-python", "torch", "kornia", "pycolmap", "h5py", "tqdm", "matplotlib", "PyYAML"],
+    zip_safe=False,
+    maintainer="imp developers",
+    maintainer_email="imp@example.org",
+    description="Visual localization for ROS 2: instance recognition (LBR) and iterative matching (IMP/EIMP)",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    entry_points={
+        "console_scripts": [
+            "imp = imp_core.cli:main",
+            "localizer = imp_ros.localizer_node:main",
+            "replay = imp_ros.replay_node:main",
+            "evaluator = imp_ros.evaluator_node:main",
+            "imp_graph = imp_ros.graph:main",
+        ],
+    },
+)
