@@ -42,3 +42,22 @@ def load_yaml(path: Union[str, Path]) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+MODEL_KEYS = ("features", "matcher", "global", "recognition")
+
+
+def merge_with_models(defaults: Mapping[str, Any], overrides: Optional[Mapping[str, Any]],
+                      model_keys=MODEL_KEYS, where: str = "conf") -> dict:
+    """Like ``merge``, but model sub-confs (``{"name": ...}``) are not checked here: each model class validates
+    its own keys. Same ``name``: the override updates the default sub-conf; another name: it replaces it."""
+    overrides = dict(overrides or {})
+    models = {k: overrides.pop(k) for k in model_keys if isinstance(overrides.get(k), Mapping)}
+    out = merge(defaults, overrides, strict=True, where=where)
+    for k, v in models.items():
+        base = defaults.get(k)
+        if isinstance(base, Mapping) and v.get("name", base.get("name")) == base.get("name"):
+            out[k] = {**copy.deepcopy(dict(base)), **copy.deepcopy(dict(v))}
+        else:
+            out[k] = copy.deepcopy(dict(v))
+    return out

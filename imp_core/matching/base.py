@@ -16,6 +16,8 @@ MATCHERS = Registry(
         "gm": "imp_core.matching.imp.matcher",
         "imp": "imp_core.matching.imp.matcher",
         "eimp": "imp_core.matching.imp.matcher",
+        # LBR's label-aware mutual NN (NNML)
+        "label_nn": "imp_core.recognition.label_matcher",
     },
 )
 

@@ -1,0 +1,107 @@
+"""Common dataset interface: query items, the reference model, and layout detection (``open_dataset``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
+
+from ..types import Camera, Pose
+
+
+class DatasetError(ValueError):
+    """A dataset directory or file is missing or malformed (the message names it)."""
+
+
+@dataclass
+class QueryItem:
+    """One query image: ``name`` as written in result files, ``path`` on disk, its intrinsics and optional GT."""
+
+    name: str
+    path: Path
+    camera: Camera
+    condition: str
+    gt_pose: Optional[Pose] = None  # cam_from_world
+    stamp: Optional[float] = None  # seconds
+
+
+class LocalizationDataset:
+    """A localization benchmark: database images with a reference COLMAP model, and query images.
+
+    Subclasses fill ``_db`` (name -> (Camera, Pose)) lazily via ``_load_reference`` and implement ``queries``.
+    """
+
+    kind = "base"
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._db: Optional[Dict[str, Tuple[Camera, Pose]]] = None
+
+    # -- to be provided by each layout
+    @property
+    def reference_model_dir(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def image_root(self) -> Path:
+        raise NotImplementedError
+
+    def queries(self, condition: Optional[str] = None) -> List[QueryItem]:
+        raise NotImplementedError
+
+    @property
+    def conditions(self) -> List[str]:
+        return sorted({q.condition for q in self.queries()})
+
+    # -- database access through the reference model
+    def _reference(self) -> Dict[str, Tuple[Camera, Pose]]:
+        if self._db is None:
+            from .colmap_io import read_model_poses
+
+            self._db = read_model_poses(self.reference_model_dir)
+        return self._db
+
+    @property
+    def db_names(self) -> List[str]:
+        return sorted(self._reference())
+
+    def _db_entry(self, name: str) -> Tuple[Camera, Pose]:
+        try:
+            return self._reference()[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not a database image of {self.reference_model_dir}") from None
+
+    def db_image_path(self, name: str) -> Path:
+        self._db_entry(name)
+        return self.image_root / name
+
+    def db_camera(self, name: str) -> Camera:
+        return self._db_entry(name)[0]
+
+    def db_pose(self, name: str) -> Pose:
+        return self._db_entry(name)[1]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r})"
+
+
+def _detectors() -> List[Tuple[str, Callable[[Path], bool], Callable[[Path], LocalizationDataset], str]]:
+    from . import aachen, robotcar, synthetic
+
+    return [
+        ("synthetic", synthetic.is_synthetic_world, synthetic.SyntheticWorld, "world.json"),
+        ("aachen_v1.1", aachen.is_aachen, aachen.AachenDataset, "3D-models/aachen_v_1_1/ + images/images_upright/"),
+        ("robotcar", robotcar.is_robotcar, robotcar.RobotCarDataset, "intrinsics/*_intrinsics.txt + images/"),
+    ]
+
+
+def open_dataset(path) -> LocalizationDataset:
+    """Open a dataset directory, detecting its layout (synthetic world, Aachen Day-Night v1.1, RobotCar Seasons)."""
+    root = Path(path)
+    if not root.is_dir():
+        raise DatasetError(f"dataset directory {root} does not exist")
+    tried = []
+    for kind, detect, cls, marker in _detectors():
+        if detect(root):
+            return cls(root)
+        tried.append(f"{kind} ({marker})")
+    raise DatasetError(f"{root} is not a known dataset layout; looked for: " + "; ".join(tried))

