@@ -61,22 +61,33 @@ def param(node, name: str):
 
 
 def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None) -> int:
-    """rclpy.init, build the node, spin a MultiThreadedExecutor until SIGINT/shutdown; clean exit code."""
+    """rclpy.init, build the node, spin a MultiThreadedExecutor until SIGINT/SIGTERM or the node says it is
+    finished; then close the node (stop workers and timers) before the context goes away."""
+    import signal
+    import threading
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=sys.argv if args is None else args)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
         node = make_node()
         ex = MultiThreadedExecutor(num_threads=executor_threads)
         ex.add_node(node)
-        while rclpy.ok() and not getattr(node, "finished", False):
+        while rclpy.ok() and not stop.is_set() and not getattr(node, "finished", False):
             ex.spin_once(timeout_sec=0.1)
         code = int(getattr(node, "exit_code", 0))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception as e:  # a bad parameter or file: one clear line, non-zero exit
+        print(f"[{getattr(node, 'get_name', lambda: 'node')()}] error: {type(e).__name__}: {e}", file=sys.stderr)
+        code = 2
     finally:
         if node is not None:
             close = getattr(node, "close", None)

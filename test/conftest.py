@@ -15,3 +15,30 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test photos not found at {SHARED_DATA} (set IMP_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The tiny synthetic world (deterministic, generated once per test session)."""
+    from imp_core.datasets.synthetic import SyntheticWorld, make_world
+
+    root = make_world(tmp_path_factory.mktemp("world") / "tiny", preset="tiny", seed=0, progress=False)
+    return SyntheticWorld(root)
+
+
+TINY_MAP_CONF = {
+    "features": {"name": "sift", "max_keypoints": 2048},
+    "matcher": {"name": "nn", "ratio_threshold": 0.9},
+    "global": {"name": "vlad", "num_clusters": 16},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_map(tiny_world, tmp_path_factory):
+    """A SIFT map of the tiny world (fast to build and to localize against on 2 cores)."""
+    import pycolmap
+
+    from imp_core.mapping import build_map
+
+    pycolmap.logging.minloglevel = 2
+    return build_map(tiny_world, tmp_path_factory.mktemp("maps") / "tiny_sift", TINY_MAP_CONF, progress=False)

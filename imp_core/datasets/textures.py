@@ -80,11 +80,54 @@ def material(rng: np.random.Generator, kind: str, h: int, w: int, ppm: float, ba
     elif kind != "plaster":
         raise ValueError(f"unknown material {kind!r}; known: {MATERIALS}")
     grain = fractal_noise(rng, h, w, cells=(6 * ppm, ppm, 0.08 * ppm), amps=(0.45, 0.3, 0.25)) - 0.5
-    shade = 1.0 + tone + 0.25 * grain
+    shade = 1.0 + tone + 0.45 * grain
     img = base[None, None, :] * shade[..., None]
     if joint.any():
-        img[joint] = img[joint] * 0.55 + 0.25
+        img[joint] = img[joint] * 0.4 + 0.3
     return img
+
+
+def decals(img: np.ndarray, rng: np.random.Generator, ppm: float, density: float = 0.35) -> None:
+    """Wall clutter that makes every facade unique: stains, plaques, vents, pipes, stickers, graffiti, ivy."""
+    H, W = img.shape[:2]
+    n = int(density * (W / ppm) * (H / ppm))
+    for _ in range(n):
+        x, y = rng.uniform(0, W), rng.uniform(0, H)
+        kind = rng.integers(7)
+        c = random_color(rng, sat=(0.0, 1.0), val=(0.05, 1.0))
+        if kind == 0:  # stain
+            ax = (int(rng.uniform(0.1, 0.6) * ppm), int(rng.uniform(0.1, 0.6) * ppm))
+            over = img.copy()
+            cv2.ellipse(over, (int(x), int(y)), ax, rng.uniform(0, 180), 0, 360, tuple(float(v) for v in c), -1,
+                        cv2.LINE_AA)
+            img[:] = img * 0.7 + over * 0.3
+        elif kind == 1:  # plaque with text
+            w_, h_ = rng.uniform(0.3, 0.8) * ppm, rng.uniform(0.15, 0.35) * ppm
+            _rect(img, x, y, x + w_, y + h_, c)
+            put_text(img, rng, random_word(rng, 2, 6), (int(x), int(y), int(x + w_), int(y + h_)), 1.0 - c)
+        elif kind == 2:  # vent / AC unit with a grille
+            w_, h_ = rng.uniform(0.3, 0.9) * ppm, rng.uniform(0.25, 0.6) * ppm
+            _rect(img, x, y, x + w_, y + h_, c * 0.5 + 0.4)
+            for yy in np.arange(y + 2, y + h_ - 1, max(2.0, 0.05 * ppm)):
+                cv2.line(img, (int(x + 2), int(yy)), (int(x + w_ - 2), int(yy)), (0.15, 0.15, 0.15), 1)
+        elif kind == 3:  # drain pipe with brackets
+            t = max(2, int(0.07 * ppm))
+            _rect(img, x, y, x + t, H, (0.35, 0.35, 0.38))
+            for yy in np.arange(y, H, 1.5 * ppm):
+                _rect(img, x - 2, yy, x + t + 2, yy + max(2, 0.04 * ppm), (0.2, 0.2, 0.2))
+        elif kind == 4:  # sticker / small poster
+            w_, h_ = rng.uniform(0.1, 0.4) * ppm, rng.uniform(0.1, 0.5) * ppm
+            p = poster(rng, max(2, int(h_)), max(2, int(w_)))
+            y0, x0 = int(min(y, H - p.shape[0])), int(min(x, W - p.shape[1]))
+            img[y0:y0 + p.shape[0], x0:x0 + p.shape[1]] = p
+        elif kind == 5:  # graffiti tag near street level
+            gy = H - rng.uniform(0.3, 2.0) * ppm
+            put_text(img, rng, random_word(rng, 2, 6), (int(x), int(gy - 0.5 * ppm), int(x + 1.5 * ppm), int(gy)), c)
+        else:  # ivy: a cluster of leaves
+            leaves = rng.normal(0, 0.35 * ppm, size=(int(rng.integers(20, 60)), 2)) + (x, y)
+            for lx, ly in leaves:
+                g = (rng.uniform(0.05, 0.25), rng.uniform(0.3, 0.6), rng.uniform(0.05, 0.2))
+                cv2.circle(img, (int(lx), int(ly)), max(1, int(rng.uniform(0.03, 0.07) * ppm)), g, -1)
 
 
 def put_text(img: np.ndarray, rng: np.random.Generator, text: str, box: Tuple[int, int, int, int], color) -> None:
@@ -97,8 +140,16 @@ def put_text(img: np.ndarray, rng: np.random.Generator, text: str, box: Tuple[in
     (tw, th), _ = cv2.getTextSize(text, font, 1.0, thick)
     scale = min((x1 - x0) * 0.9 / max(tw, 1), (y1 - y0) * 0.75 / max(th, 1))
     (tw, th), _ = cv2.getTextSize(text, font, scale, thick)
-    org = (int(x0 + (x1 - x0 - tw) / 2), int(y0 + (y1 - y0 + th) / 2))
-    cv2.putText(img, text, org, font, scale, tuple(float(c) for c in color), thick, cv2.LINE_AA)
+    H, W = img.shape[:2]
+    bx0, by0, bx1, by1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
+    if bx1 <= bx0 or by1 <= by0:
+        return
+    org = (int(x0 + (x1 - x0 - tw) / 2) - bx0, int(y0 + (y1 - y0 + th) / 2) - by0)
+    mask = np.zeros((by1 - by0, bx1 - bx0), np.uint8)  # OpenCV draws anti-aliased text on 8-bit images only
+    cv2.putText(mask, text, org, font, scale, 255, thick, cv2.LINE_AA)
+    alpha = (mask.astype(np.float32) / 255.0)[..., None]
+    patch = img[by0:by1, bx0:bx1]
+    patch[:] = patch * (1 - alpha) + np.asarray(color, np.float32) * alpha
 
 
 def random_word(rng: np.random.Generator, lo=3, hi=9) -> str:
@@ -168,6 +219,7 @@ def facade(rng: np.random.Generator, width_m: float, height_m: float, ppm: float
     mat = MATERIALS[rng.integers(len(MATERIALS))]
     base = random_color(rng, sat=(0.1, 0.65), val=(0.4, 0.9))
     img = material(rng, mat, H, W, ppm, base)
+    decals(img, rng, ppm)
     emis = np.zeros((H, W), np.float32)
     m = ppm  # metres -> pixels
     ground_h = rng.uniform(3.6, 4.4)
@@ -273,6 +325,7 @@ def wall(rng: np.random.Generator, width_m: float, height_m: float, ppm: float, 
     """A plain side wall in a building's material, with a few posters and graffiti-like marks."""
     W, H = max(2, int(round(width_m * ppm))), max(2, int(round(height_m * ppm)))
     img = material(rng, style["material"], H, W, ppm, np.asarray(style["base"], np.float32) * 0.9)
+    decals(img, rng, ppm)
     for _ in range(int(rng.integers(0, 3))):
         c = random_color(rng, sat=(0.5, 1.0), val=(0.3, 1.0))
         y = H - rng.uniform(0.5, 2.0) * ppm

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..types import Features
 from .base import EXTRACTORS, FeatureExtractor
-from .utils import make_features, to_gray
+from .utils import empty_features, make_features, to_gray
 
 
 @EXTRACTORS.register("sift")
@@ -44,7 +44,7 @@ class SIFT(FeatureExtractor):
         h, w = image.shape[:2]
         kps, desc = self._sift.detectAndCompute(to_gray(image), None)
         if desc is None or len(kps) == 0:
-            return Features(np.zeros((0, 2)), np.zeros((0, 128)), np.zeros(0), (w, h))
+            return empty_features(128, (w, h))
         xy = np.array([k.pt for k in kps], dtype=np.float32)
         scores = np.array([k.response for k in kps], dtype=np.float32)
         desc = desc.astype(np.float32)

@@ -35,15 +35,28 @@ def make_features(keypoints, descriptors, scores, image_size, max_keypoints=None
     """Build ``Features`` from arrays or tensors: drop keypoints outside the image, sort by descending score
     (stable, so equal scores keep the detector's order) and keep at most ``max_keypoints``."""
     kp = _np(keypoints).astype(np.float32).reshape(-1, 2)
-    desc = _np(descriptors).astype(np.float32).reshape(len(kp), -1)
+    desc = _np(descriptors).astype(np.float32)
+    desc = desc.reshape(len(kp), desc.shape[-1] if desc.size == 0 else -1)
     sc = _np(scores).astype(np.float32).reshape(len(kp))
     w, h = image_size
     inside = (kp[:, 0] >= -0.5) & (kp[:, 1] >= -0.5) & (kp[:, 0] <= w - 0.5) & (kp[:, 1] <= h - 0.5)
     kp, desc, sc = kp[inside], desc[inside], sc[inside]
+    if len(kp) == 0:
+        return empty_features(desc.shape[1], (w, h))
     order = np.argsort(-sc, kind="stable")
     if max_keypoints is not None and max_keypoints > 0:
         order = order[:max_keypoints]
     return Features(kp[order], desc[order], sc[order], (w, h))
+
+
+def empty_features(dim: int, image_size) -> Features:
+    """Features with no keypoint but ``dim``-wide descriptors.
+
+    Built from a one-keypoint instance because ``Features.__post_init__`` cannot reshape an empty array to (0, -1).
+    """
+    f = Features(np.zeros((1, 2)), np.zeros((1, dim)), np.zeros(1), image_size)
+    f.keypoints, f.descriptors, f.scores = f.keypoints[:0], f.descriptors[:0], f.scores[:0]
+    return f
 
 
 def _np(x) -> np.ndarray:

@@ -9,6 +9,7 @@ missing, unexpected or mis-shaped key.
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
@@ -83,8 +84,9 @@ def load_checkpoint(path: Union[str, Path], what: str, subkey: Optional[str] = N
 
 
 def load_state_dict_checked(module, state_dict: Mapping[str, Any], what: str, source: Union[str, Path],
-                            allow_missing: Iterable[str] = ()) -> None:
-    """Load ``state_dict`` into ``module``; only keys in ``allow_missing`` (derived buffers) may be absent.
+                            allow_missing: Iterable[str] = (), ignore_unexpected: Optional[str] = None) -> None:
+    """Load ``state_dict`` into ``module``; only keys in ``allow_missing`` (derived buffers) may be absent, and only
+    keys matching the regex ``ignore_unexpected`` (known unused legacy entries) may be extra.
 
     Raises :class:`WeightsError` naming the missing, unexpected and mis-shaped keys.
     """
@@ -92,6 +94,8 @@ def load_state_dict_checked(module, state_dict: Mapping[str, Any], what: str, so
 
     expected = module.state_dict()
     allow = set(allow_missing)
+    if ignore_unexpected:
+        state_dict = {k: v for k, v in state_dict.items() if k in expected or not re.fullmatch(ignore_unexpected, k)}
     missing = sorted(k for k in expected if k not in state_dict and k not in allow)
     unexpected = sorted(k for k in state_dict if k not in expected)
     shapes = sorted(

@@ -1,8 +1,8 @@
 """Nearest-neighbour descriptor matching (``nn``): mutual check, optional Lowe ratio and distance thresholds.
 
-Distances are Euclidean, computed from one matmul per block (``|a|^2 + |b|^2 - 2 a.b``); the query side is
-processed in chunks of ``chunk_size`` rows so that 8k x 8k fits in little memory, and column-wise nearest
-neighbours are merged across chunks. The ratio test (``d1 < ratio * d2``) and ``distance_threshold`` apply in
+Distances are Euclidean, from fused matmuls (``|a|^2 + |b|^2 - 2 a.b``); the query side is processed in blocks of
+at most ``chunk_size`` rows and ~16M distances, so 8k x 8k needs ~64 MB per block, and the best two neighbours of
+each reference are merged across blocks. The ratio test (``d1 < ratio * d2``) and ``distance_threshold`` apply in
 both directions, as in hloc. Scores are the descriptor similarities ``a.b`` (cosine for unit descriptors).
 ``match_many`` matches one query against k references with one matmul over the stacked references.
 """
@@ -52,7 +52,8 @@ class NearestNeighborMatcher(Matcher):
         return self._match_segments(query, list(refs))
 
     def _match_segments(self, query: Features, refs: List[Features]) -> List[Matches]:
-        """Match ``query`` against each of ``refs`` (stacked into one matrix)."""
+        """Match ``query`` against each of ``refs``: references padded into one (k, M, D) batch, batched matmuls per
+        block of query rows, best two neighbours kept in both directions."""
         import torch
 
         dim = query.descriptors.shape[1]
@@ -61,45 +62,48 @@ class NearestNeighborMatcher(Matcher):
                 raise ValueError(f"nn matcher: descriptor dimension mismatch, query {dim} vs reference {i} "
                                  f"{r.descriptors.shape[1]}")
         sizes = [len(r) for r in refs]
-        bounds = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        k, m, n0 = len(refs), max(sizes), len(query)
+        if m == 0:
+            return [Matches.empty() for _ in refs]
+        dev = self.device
         with torch.inference_mode():
-            q = torch.from_numpy(np.ascontiguousarray(query.descriptors, np.float32)).to(self.device)
-            R = torch.from_numpy(np.concatenate([r.descriptors.reshape(len(r), dim) for r in refs]).astype(
-                np.float32)).to(self.device)
-            qn, rn = (q * q).sum(1), (R * R).sum(1)
-            n0 = len(q)
-            # per segment: row-wise best two (query -> ref) and column-wise best two (ref -> query)
-            row_d = [torch.full((n0, 2), float("inf"), device=self.device) for _ in refs]
-            row_i = [torch.zeros((n0, 2), dtype=torch.long, device=self.device) for _ in refs]
-            row_s = [torch.zeros(n0, device=self.device) for _ in refs]
-            col_d = torch.full((2, len(R)), float("inf"), device=self.device)
-            col_i = torch.zeros((2, len(R)), dtype=torch.long, device=self.device)
-            step = int(self.conf["chunk_size"])
+            R = torch.zeros((k, m, dim), dtype=torch.float32)
+            for i, r in enumerate(refs):
+                R[i, : len(r)] = torch.from_numpy(np.ascontiguousarray(r.descriptors, np.float32))
+            R = R.to(dev)
+            pad = torch.arange(m)[None, :] >= torch.tensor(sizes)[:, None]  # (k, M) True on padding
+            rn = (R * R).sum(-1).masked_fill_(pad.to(dev), float("inf"))  # padding is infinitely far
+            q = torch.from_numpy(np.ascontiguousarray(query.descriptors, np.float32)).to(dev)
+            qn = (q * q).sum(-1)
+            k2 = min(2, m)
+            rt = R.transpose(1, 2)
+            row_d = torch.full((k, n0, 2), float("inf"), device=dev)
+            row_i = torch.zeros((k, n0, 2), dtype=torch.long, device=dev)
+            col_d = torch.full((k, 2, m), float("inf"), device=dev)
+            col_i = torch.zeros((k, 2, m), dtype=torch.long, device=dev)
+            # at most chunk_size query rows and ~16M distances (64 MB) per block
+            step = max(1, min(int(self.conf["chunk_size"]), (1 << 24) // (k * m)))
             for a in range(0, n0, step):
                 b = min(a + step, n0)
-                sim = q[a:b] @ R.t()
-                d2 = (qn[a:b, None] + rn[None, :] - 2 * sim).clamp_min_(0)
-                for k, (s0, s1) in enumerate(zip(bounds[:-1], bounds[1:])):
-                    if s1 == s0:
-                        continue
-                    kk = min(2, s1 - s0)
-                    vals, idx = torch.topk(d2[:, s0:s1], kk, dim=1, largest=False)
-                    row_d[k][a:b, :kk] = vals
-                    row_i[k][a:b, :kk] = idx
-                    row_s[k][a:b] = sim[:, s0:s1].gather(1, idx[:, :1])[:, 0]
-                kk = min(2, b - a)
-                vals, idx = torch.topk(d2, kk, dim=0, largest=False)
-                cand_d = torch.cat([col_d, vals])
-                cand_i = torch.cat([col_i, idx + a])
-                best, order = torch.topk(cand_d, 2, dim=0, largest=False)
-                col_d, col_i = best, cand_i.gather(0, order)
-            out = []
-            for k, (s0, s1) in enumerate(zip(bounds[:-1], bounds[1:])):
-                if s1 == s0:
-                    out.append(Matches.empty())
-                    continue
-                out.append(self._select(row_d[k], row_i[k], row_s[k], col_d[:, s0:s1], col_i[:, s0:s1]))
-        return out
+                qc = q[a:b]
+                # |q - r|^2 - |q|^2 for the rows, |q - r|^2 - |r|^2 for the columns: fused add + matmul, and
+                # reductions along the contiguous last axis (fast) in both directions
+                vals, idx = torch.topk(torch.baddbmm(rn[:, None, :], qc[None].expand(k, -1, -1), rt, alpha=-2),
+                                       k2, dim=2, largest=False)
+                row_d[:, a:b, :k2], row_i[:, a:b, :k2] = vals + qn[None, a:b, None], idx
+                vals, idx = torch.topk(torch.baddbmm(qn[None, None, a:b], R, qc.t()[None].expand(k, -1, -1),
+                                                     alpha=-2), min(2, b - a), dim=2, largest=False)
+                vals = vals.transpose(1, 2) + rn[:, None, :]
+                best, order = torch.topk(torch.cat([col_d, vals], 1), 2, dim=1, largest=False)
+                col_d, col_i = best, torch.cat([col_i, idx.transpose(1, 2) + a], 1).gather(1, order)
+            row_d.clamp_min_(0)
+            col_d.clamp_min_(0)
+            # similarity of the nearest reference: (|q|^2 + |r|^2 - d^2) / 2
+            row_s = (qn[None, :] + rn.gather(1, row_i[..., 0]) - row_d[..., 0]) / 2
+            return [
+                self._select(row_d[i], row_i[i], row_s[i], col_d[i, :, :n], col_i[i, :, :n]) if n else Matches.empty()
+                for i, n in enumerate(sizes)
+            ]
 
     def _select(self, row_d, row_i, row_s, col_d, col_i) -> Matches:
         """Apply ratio / distance tests in both directions and the mutual check; distances are squared here."""

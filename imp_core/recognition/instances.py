@@ -6,8 +6,9 @@ On disk, inside the map directory (written by ``annotate_map``):
   ``instance_images`` {id: [names]}, ``image_instances`` {name: {id: pixels}}.
 - ``instances.npz``: ``point3D_ids`` (P,) int64, ``point_labels`` (P,) int32, ``centroids`` (N, 3) float64.
 - ``instance_masks/<name>.png``: uint16 label image at the database image resolution.
-- ``labels.h5``: group per image name with dataset ``labels`` (N,) int32, aligned with the keypoints of
-  that image in ``features.h5`` (0 = keypoint on no instance).
+- ``labels.h5``: one dataset per image (name with '/' replaced by '|'), (N,) int32, aligned with the
+  keypoints of that image in ``features.h5`` (0 = keypoint on no instance); ``LocalizationMap`` attaches
+  them as ``Features.labels``.
 LBR release masks (PNG colour codes + ``code gid`` list) are read by ``read_code_gid`` / ``read_lbr_mask``.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ default_conf: Dict[str, Any] = {
 
 # ------------------------------------------------------------------------------------------------ clustering
 def cluster_points(xyz: np.ndarray, num_instances: int, mode: str = "xyz", seed: int = 0,
-                   weights_mask: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+                   weights_mask: Optional[np.ndarray] = None, n_init: int = 5) -> Tuple[np.ndarray, np.ndarray]:
     """K-means (k-means++ init, fixed seed) of 3D points -> (labels (P,) in 1..N, centroids (N, 3)).
 
     Only points where ``weights_mask`` is True shape the clusters; every point gets its nearest centroid.
@@ -57,8 +58,13 @@ def cluster_points(xyz: np.ndarray, num_instances: int, mode: str = "xyz", seed:
     if len(fit) < num_instances:
         raise ValueError(f"cannot make {num_instances} instances from {len(fit)} 3D points; lower instances.num_instances")
     rng = np.random.default_rng(seed)
-    cent, _ = kmeans2(fit[:, cols], num_instances, minit="++", seed=rng, iter=30)
-    lab = _nearest(xyz[:, cols], cent)
+    best, best_cost = None, np.inf
+    for _ in range(max(1, n_init)):  # k-means finds local minima: keep the best of a few restarts
+        cent, lab_fit = kmeans2(fit[:, cols], num_instances, minit="++", seed=rng, iter=30)
+        cost = float(((fit[:, cols] - cent[lab_fit]) ** 2).sum())
+        if cost < best_cost:
+            best, best_cost = cent, cost
+    lab = _nearest(xyz[:, cols], best)
     counts = np.bincount(lab, minlength=num_instances)
     order = np.argsort(-counts, kind="stable")
     remap = np.empty(num_instances, np.int32)
@@ -283,7 +289,7 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
             index.add(name, mask)
             # keypoints without a 3D point take the label painted under them
             kl = np.where(lab > 0, lab, keypoint_labels(feats.keypoints, mask))
-            h5.create_group(name).create_dataset("labels", data=kl.astype(np.int32))
+            h5.create_dataset(name.replace("/", "|"), data=kl.astype(np.int32))
     index.save(map_dir / INSTANCES_JSON)
     if recognizer is not None:
         if load_image is None:
@@ -318,3 +324,24 @@ def load_point_labels(map_dir: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray
         raise FileNotFoundError(f"{path} missing: annotate the map with `imp instances` first")
     with np.load(path) as z:
         return z["point3D_ids"], z["point_labels"], z["centroids"]
+
+
+def map_image_loader(map_dir: Union[str, Path], image_dir: Optional[Union[str, Path]] = None
+                     ) -> Callable[[str], np.ndarray]:
+    """``load(name) -> RGB`` for the database images of a map: from ``image_dir``, else from the dataset the
+    map was built from (``source`` in map.json)."""
+    from ..imageio import read_image
+    from ..mapping import read_map_meta
+
+    if image_dir is not None:
+        root = Path(image_dir)
+        if not root.is_dir():
+            raise FileNotFoundError(f"database image directory not found: {root}")
+        return lambda name: read_image(root / name)
+    source = read_map_meta(map_dir).get("source")
+    if not source:
+        raise ValueError(f"{map_dir}/map.json does not name its source dataset; pass the database image directory")
+    from ..datasets import open_dataset
+
+    ds = open_dataset(source)
+    return lambda name: read_image(ds.db_image_path(name))

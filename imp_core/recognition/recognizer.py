@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..config import merge
+from .confs import merge_open
 
 
 @dataclass
@@ -37,7 +37,7 @@ class Recognizer:
 
     default_conf: Dict[str, Any] = {
         "model": None,  # our checkpoint, or an official LBR state dict (then give "network")
-        "network": {},  # network conf for bare state dicts (encoder, classes, psp_out_channels, input_bgr)
+        "network": None,  # network conf for bare state dicts (encoder, classes, psp_out_channels, input_bgr)
         "device": "auto",
         "input_size": None,  # (w, h); default: the size the model was trained at
         "min_area": 0.005,  # an instance must cover this fraction of the image to be recognized
@@ -48,7 +48,7 @@ class Recognizer:
         from ..features.base import resolve_device
         from .network import load_model
 
-        self.conf = merge(self.default_conf, conf, where="recognition")
+        self.conf = merge_open(self.default_conf, conf, ("network",), where="recognition")
         self.device = resolve_device(self.conf["device"])
         if net is not None:
             self.net = net.eval().to(self.device)

@@ -94,11 +94,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask 
     attn_mask = None if key_mask is None else key_mask[:, None, None, :]
     if not need_prob:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), None
-    scores = torch.einsum("bhnd,bhmd->bhnm", q, k) / math.sqrt(q.shape[-1])
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))
     if attn_mask is not None:
-        scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
-    prob = scores.softmax(dim=-1)
-    return torch.einsum("bhnm,bhmd->bhnd", prob, v), prob
+        scores = scores.masked_fill_(~attn_mask, torch.finfo(scores.dtype).min)
+    prob = torch.softmax(scores, dim=-1)
+    return torch.matmul(prob, v), prob
 
 
 class MultiHeadedAttention(nn.Module):
@@ -148,7 +148,7 @@ class SharedAttentionalPropagation(nn.Module):
         if prob is None:
             raise RuntimeError("a shared attention layer needs the previous layer's attention probabilities")
         v = split_heads(self.proj(source), self.num_heads)
-        message = self.merge(merge_heads(torch.einsum("bhnm,bhmd->bhnd", prob, v)))
+        message = self.merge(merge_heads(torch.matmul(prob, v)))
         return self.mlp(torch.cat([x, message], dim=1), x_mask), prob
 
 

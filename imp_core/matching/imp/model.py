@@ -14,7 +14,7 @@ Parameter names equal the released checkpoints (ALGORITHM_BRIEF §1.11).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -168,9 +168,11 @@ class IMPModel(nn.Module):
         full_s.scatter_(1, st.ids0, s0)
         return full_m, full_s
 
-    def pool(self, st: MatchState, prob: torch.Tensor, threshold: Optional[float] = None) -> bool:
-        """EIMP adaptive pooling; returns True when tokens were removed."""
+    def pool(self, st: MatchState, prob: torch.Tensor,
+             threshold: Union[None, float, Sequence[float]] = None) -> bool:
+        """EIMP adaptive pooling (threshold per batch element or shared); returns True when tokens were removed."""
         th = self.conf["pool_threshold"] if threshold is None else threshold
+        th = [float(th)] * prob.shape[0] if isinstance(th, (int, float)) else [float(t) for t in th]
         p = prob[:, :-1, :-1]
         keep0 = self._keep(p.sum(2), st.probs["00"], st.probs["10"], st.mask0, th)
         keep1 = self._keep(p.sum(1), st.probs["11"], st.probs["01"], st.mask1, th)
@@ -186,7 +188,7 @@ class IMPModel(nn.Module):
         return changed
 
     def _keep(self, mass: torch.Tensor, prob_self: torch.Tensor, prob_cross: torch.Tensor,
-              mask: Optional[torch.Tensor], th: float) -> Optional[torch.Tensor]:
+              mask: Optional[torch.Tensor], th: Sequence[float]) -> Optional[torch.Tensor]:
         """Tokens to keep for one image: matchable ones plus those with above-median attention (self or cross).
 
         ``prob_self`` / ``prob_cross`` are [B, H, Nq, N] with this image's tokens as keys. Returns None if no
@@ -201,7 +203,7 @@ class IMPModel(nn.Module):
             n = int(valid[b].sum())
             if n <= int(self.conf["n_min_tokens"]):
                 continue
-            matchable = (mass[b] >= th) & valid[b]
+            matchable = (mass[b] >= th[b]) & valid[b]
             if not bool(matchable.any()):
                 continue
             k = matchable.clone()

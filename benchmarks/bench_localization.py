@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""Localization accuracy and per-stage latency for each feature/matcher pair, all in one run.
+
+For every pair: build a map of the synthetic world (or reuse it), localize every query globally (no tracking
+prior), and report recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) / (5 m, 10 deg) per condition, median errors,
+per-stage latency per frame (extraction, retrieval, matching, PnP: p50 / p95 ms) and the peak resident memory
+of the process that ran the pair (each pair runs in its own process so peaks do not mix).
+
+    .venv/bin/python benchmarks/bench_localization.py --world data/world --pairs sift+nn aliked+lightglue
+Writes outputs/bench_localization/{results.json, table.txt, error_cdf.png}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAIRS = {
+    "sift+nn": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9}),
+    "aliked+lightglue": ({"name": "aliked", "max_keypoints": 2048}, {"name": "lightglue"}),
+    "disk+lightglue": ({"name": "disk", "max_keypoints": 2048}, {"name": "lightglue"}),
+    "xfeat+nn": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
+}
+STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
+
+
+def run_pair(args: dict) -> dict:
+    import pycolmap
+
+    from imp_core.datasets import open_dataset
+    from imp_core.eval.metrics import THRESHOLDS
+    from imp_core.localization import Localizer
+    from imp_core.localization.batch import localize_queries
+    from imp_core.mapping import build_map
+    from imp_core.types import pose_error
+
+    pycolmap.logging.minloglevel = 2
+    fconf, mconf = PAIRS[args["pair"]]
+    ds = open_dataset(args["world"])
+    map_dir = Path(args["maps"]) / args["pair"].replace("+", "_")
+    t = time.time()
+    if not (map_dir / "map.json").is_file():
+        build_map(ds, map_dir, {"features": fconf, "matcher": mconf}, progress=True)
+    build_s = time.time() - t
+    loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": args["top_k"]}]})
+    queries = ds.queries()
+    if args["limit"]:
+        queries = [q for c in ds.conditions for q in ds.queries(c)[: args["limit"]]]
+    results = localize_queries(loc, queries, tracking=False, progress=True)
+    per_cond: dict = {}
+    lat = {s: [] for s in STAGES}
+    for q in queries:
+        r = results[q.name]
+        for s in STAGES:
+            if s in r.timings:
+                lat[s].append(r.timings[s])
+        e = pose_error(r.pose, q.gt_pose) if (r.pose is not None and q.gt_pose is not None) else (np.inf, np.inf)
+        per_cond.setdefault(q.condition, []).append(e)
+    acc = {}
+    for cond, errs in per_cond.items():
+        e = np.array(errs, dtype=float)
+        acc[cond] = {
+            "n": len(e),
+            "recall": [float(np.mean((e[:, 0] <= t) & (e[:, 1] <= r))) for t, r in THRESHOLDS],
+            "median_t_m": float(np.median(e[:, 0])),
+            "median_R_deg": float(np.median(e[:, 1])),
+            "errors": e.tolist(),
+        }
+    return {
+        "pair": args["pair"],
+        "map_build_s": build_s,
+        "accuracy": acc,
+        "latency_ms": {s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
+                       for s, v in lat.items() if v},
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "image_size": [queries[0].camera.width, queries[0].camera.height] if queries else None,
+    }
+
+
+def format_table(rows: list) -> str:
+    lines = [f"{'pair':<18} {'cond':<6} {'n':>3} {'.25m,2°':>8} {'.5m,5°':>8} {'5m,10°':>8} {'med t':>7} {'med R':>7}"
+             f" | {'extract':>8} {'retr':>6} {'match':>7} {'pnp':>6} {'total':>7} {'peakMB':>7}"]
+    for r in rows:
+        lat = r["latency_ms"]
+        for cond, a in sorted(r["accuracy"].items()):
+            rec = " ".join(f"{100 * v:7.1f}%" for v in a["recall"])
+            lt = " ".join(f"{lat.get(s, {}).get('p50', float('nan')):{w}.0f}"
+                          for s, w in (("extraction", 8), ("retrieval", 6), ("matching", 7), ("pnp", 6), ("total", 7)))
+            lines.append(f"{r['pair']:<18} {cond:<6} {a['n']:>3} {rec} {a['median_t_m']:6.3f}m {a['median_R_deg']:6.2f}°"
+                         f" | {lt} {r['peak_rss_mb']:7.0f}")
+    lines.append("latency: median ms per frame; peak RSS of the process that built the map and localized")
+    return "\n".join(lines)
+
+
+def plot_cdf(rows: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for r in rows:
+        for cond, a in sorted(r["accuracy"].items()):
+            e = np.array(a["errors"])
+            for ax, col in zip(axes, (0, 1)):
+                v = np.sort(e[:, col])
+                ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=f"{r['pair']} {cond}",
+                        ls="-" if cond == "day" else "--")
+    axes[0].set(xscale="log", xlabel="position error [m]", ylabel="fraction of queries", xlim=(1e-3, 10))
+    axes[1].set(xscale="log", xlabel="rotation error [deg]", xlim=(1e-2, 20))
+    for ax, th in zip(axes, ((0.25, 0.5, 5.0), (2, 5, 10))):
+        for t in th:
+            ax.axvline(t, color="gray", lw=0.5)
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", type=Path, default=ROOT / "data" / "world", help="synthetic world (made if absent)")
+    p.add_argument("--preset", default="default")
+    p.add_argument("--pairs", nargs="+", default=["sift+nn", "aliked+lightglue"], choices=sorted(PAIRS))
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--limit", type=int, default=0, help="queries per condition (0 = all)")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_localization")
+    a = p.parse_args()
+    from imp_core.datasets.synthetic import make_world
+
+    make_world(a.world, preset=a.preset)
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    ctx = mp.get_context("spawn")
+    for pair in a.pairs:
+        with ctx.Pool(1) as pool:
+            rows.append(pool.apply(run_pair, ({"pair": pair, "world": str(a.world), "maps": str(a.out / "maps"),
+                                               "top_k": a.top_k, "limit": a.limit},)))
+    table = format_table(rows)
+    print(table)
+    (a.out / "table.txt").write_text(table + "\n")
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+    plot_cdf(rows, a.out / "error_cdf.png")
+    print(f"wrote {a.out / 'results.json'}, {a.out / 'error_cdf.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,336 @@
+"""The embedded synthetic street: a deterministic dataset with exact poses, depth and instance masks.
+
+``make_world(root, preset, seed)`` renders it once (then reuses it) in the layout of real benchmarks::
+
+    world.json                       preset, seed, version, counts, conf (written last: marks a complete world)
+    images/db/0003.png               mapping drive (day)
+    images/query/{day,night}/seq1_0012.png
+    depth/<name>                     uint16 millimetres (0 = sky or farther than 65.5 m), name as under images/
+    masks/<name>                     uint16 instance ids (0 = ground, poles, sky; facades >= 1)
+    sfm_gt/                          COLMAP binary model of the database: cameras and posed images, no points
+    queries/{day,night}_queries_with_intrinsics.txt    name MODEL w h params
+    gt/query_poses.txt               name qw qx qy qz tx ty tz (cam_from_world)
+    gt/sequences.json                sequences (condition, names, stamps at 10 Hz) and database stamps
+    instances.json                   facade id, name, front corners (4, 3) and all quads of the instance
+
+``SyntheticWorld(root)`` reads it back (and is a ``LocalizationDataset``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from ..config import merge
+from ..types import Camera, Pose
+from .base import DatasetError, LocalizationDataset, QueryItem
+from .colmap_io import read_model_poses, read_poses, read_query_list, write_model, write_poses, write_query_list
+
+VERSION = 1
+FORMAT = "imp-synthetic-world"
+CONDITIONS = ("day", "night")
+
+BASE_CONF = {
+    "width": 640,
+    "height": 480,
+    "focal": 500.0,
+    "supersample": 2,
+    "street_length": 60.0,  # metres of street covered by the mapping drive
+    "street_half_width": 7.0,  # facade line (before set-backs)
+    "road_half_width": 5.0,
+    "street_margin": 14.0,  # buildings continue this far beyond both ends of the drive
+    "texture_ppm": 64.0,
+    "ground_ppm": 48.0,
+    "lamp_spacing": 12.0,
+    "camera_height": 1.6,
+    "db_pitch": 3.0,
+    "db_yaws": [30.0, -30.0],  # one image per yaw at each station (left- and right-looking)
+    "db_stations": 30,
+    "query_sequences": {"day": [20, 20], "night": [20, 20]},  # frames per sequence
+    "query_speed": 1.2,  # metres per frame (10 Hz)
+    "max_lateral": 1.5,
+    "max_yaw_dev": 15.0,
+}
+PRESETS = {
+    "default": {},
+    "tiny": {
+        "street_length": 16.0,
+        "street_margin": 10.0,
+        "db_stations": 8,
+        "query_sequences": {"day": [8], "night": [8]},
+        "query_speed": 1.0,
+    },
+}
+
+
+def world_conf(preset: str = "default", overrides: Optional[dict] = None) -> dict:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown synthetic world preset {preset!r}; available: {', '.join(PRESETS)}")
+    return merge(merge(BASE_CONF, PRESETS[preset], where="preset"), overrides, where="overrides")
+
+
+def world_camera(conf: dict) -> Camera:
+    """PINHOLE camera with the principal point at the image centre (COLMAP convention: w/2, h/2)."""
+    w, h, f = int(conf["width"]), int(conf["height"]), float(conf["focal"])
+    return Camera("PINHOLE", w, h, [f, f, w / 2.0, h / 2.0])
+
+
+def lighting(kind: str, rng: np.random.Generator):
+    """Appearance of the mapping drive ("db"), of a day query sequence or a night one."""
+    from .render import Lighting
+
+    if kind == "db":
+        return Lighting()
+    if kind == "day":
+        sun = rng.normal(0, 0.15, 3) + (-0.5, 0.55, 0.65)
+        return Lighting(
+            ambient=rng.uniform(0.35, 0.55), sun=rng.uniform(0.3, 0.8), sun_dir=tuple(sun),
+            tint=tuple(1 + rng.uniform(-0.08, 0.08, 3)), exposure=rng.uniform(0.8, 1.2), gamma=rng.uniform(0.9, 1.15),
+            sky_horizon=tuple(rng.uniform(0.7, 0.95, 3)), sky_zenith=tuple(rng.uniform(0.4, 0.8, 3)),
+            noise=rng.uniform(0.004, 0.01), defocus=rng.uniform(0.0, 0.4))
+    if kind == "night":
+        cast = (0.85, 0.9, 1.2) if rng.random() < 0.5 else (1.15, 0.95, 0.75)
+        return Lighting(
+            ambient=rng.uniform(0.05, 0.08), sun=0.0, tint=cast, exposure=rng.uniform(2.2, 3.0), gamma=1.3,
+            sky_horizon=(0.05, 0.05, 0.09), sky_zenith=(0.01, 0.01, 0.03), lamps=1.0, emission=0.9, glare=0.6,
+            noise=0.02, shot_noise=0.03, motion_blur=rng.uniform(2.0, 6.0), motion_angle=rng.uniform(-10, 10),
+            defocus=0.6)
+    raise ValueError(f"unknown lighting {kind!r}")
+
+
+def _fingerprint(preset: str, seed: int, overrides: Optional[dict]) -> dict:
+    return {"format": FORMAT, "version": VERSION, "preset": preset, "seed": int(seed),
+            "overrides": json.loads(json.dumps(overrides or {}))}
+
+
+GENERATED = ("world.json", "instances.json", "images", "depth", "masks", "sfm_gt", "queries", "gt")
+
+
+def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional[dict] = None,
+               progress: bool = True) -> Path:
+    """Render the synthetic world into ``root`` (reused when a complete one with the same settings is there)."""
+    from tqdm import tqdm
+
+    from .render import Renderer
+    from .scene import build_scene, db_poses, query_sequences
+
+    root = Path(root)
+    conf = world_conf(preset, overrides)
+    fp = _fingerprint(preset, seed, overrides)
+    meta_path = root / "world.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+            if {k: meta.get(k) for k in fp} == fp:
+                SyntheticWorld(root).check_files()
+                return root
+        except (ValueError, DatasetError):
+            pass  # incomplete or corrupt: regenerate below
+    for name in GENERATED:
+        p = root / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+    root.mkdir(parents=True, exist_ok=True)
+
+    scene = build_scene(conf, seed)
+    renderer = Renderer(scene)
+    cam = world_camera(conf)
+    K = cam.K
+    jobs = []  # (name, pose, lighting, condition)
+    db_stamps = []
+    for i, pose in enumerate(db_poses(conf)):
+        jobs.append((f"db/{i:04d}.png", pose, lighting("db", np.random.default_rng([seed, 2000 + i])), "db"))
+        db_stamps.append(round(100.0 + 0.5 * i, 3))
+    seqs = {}
+    for k, (seq, (cond, poses)) in enumerate(query_sequences(conf, seed).items()):
+        light = lighting(cond, np.random.default_rng([seed, 3000 + k]))
+        t0 = 1000.0 + 100.0 * k
+        names, stamps = [], []
+        for j, pose in enumerate(poses):
+            name = f"query/{cond}/{seq}_{j:04d}.png"
+            frame_light = _with_seed(light, seed * 100003 + 5000 + len(jobs))
+            jobs.append((name, pose, frame_light, cond))
+            names.append(name)
+            stamps.append(round(t0 + 0.1 * j, 3))
+        seqs[seq] = {"condition": cond, "names": names, "stamps": stamps}
+
+    for name, pose, light, cond in tqdm(jobs, desc="rendering synthetic world", disable=not progress):
+        rgb = renderer.render(K, cam.width, cam.height, pose, light, supersample=int(conf["supersample"]))
+        depth, mask = renderer.depth_and_mask(K, cam.width, cam.height, pose)
+        _write_png(root / "images" / name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        mm = np.round(depth * 1000.0)
+        _write_png(root / "depth" / name, np.where(mm > 65535, 0, mm).astype(np.uint16))
+        _write_png(root / "masks" / name, mask.astype(np.uint16))
+
+    db_jobs = [j for j in jobs if j[3] == "db"]
+    write_model(root / "sfm_gt", [(name, cam, pose) for name, pose, _, _ in db_jobs])
+    for cond in CONDITIONS:
+        write_query_list(root / "queries" / f"{cond}_queries_with_intrinsics.txt",
+                         {name: cam for name, _, _, c in jobs if c == cond})
+    write_poses(root / "gt" / "query_poses.txt", {name: pose for name, pose, _, c in jobs if c != "db"})
+    (root / "gt" / "sequences.json").write_text(json.dumps(
+        {"sequences": seqs, "db": {"names": [j[0] for j in db_jobs], "stamps": db_stamps}}, indent=1))
+    (root / "instances.json").write_text(json.dumps({"instances": scene.instances}, indent=1))
+    counts = {"db": len(db_jobs), **{c: sum(1 for j in jobs if j[3] == c) for c in CONDITIONS},
+              "instances": len(scene.instances)}
+    meta_path.write_text(json.dumps({**fp, "counts": counts, "conf": conf}, indent=1))
+    return root
+
+
+def _with_seed(light, seed: int):
+    from dataclasses import replace
+
+    return replace(light, seed=int(seed))
+
+
+def _write_png(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), img):
+        raise OSError(f"could not write {path}")
+
+
+def _read_png(path: Path, flags: int) -> np.ndarray:
+    if not path.is_file():
+        raise DatasetError(f"file {path} does not exist")
+    img = cv2.imread(str(path), flags)
+    if img is None:
+        raise DatasetError(f"file {path} is not a readable image (corrupt?)")
+    return img
+
+
+def is_synthetic_world(root) -> bool:
+    p = Path(root) / "world.json"
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("format") == FORMAT
+    except ValueError:
+        return False
+
+
+class SyntheticWorld(LocalizationDataset):
+    """Read access to a world written by ``make_world``. Names are relative to ``images/``."""
+
+    kind = "synthetic"
+
+    def __init__(self, root) -> None:
+        super().__init__(Path(root))
+        self.meta = self._json("world.json")
+        if self.meta.get("format") != FORMAT:
+            raise DatasetError(f"{self.root / 'world.json'} is not a synthetic world (format {self.meta.get('format')!r})")
+        seq = self._json("gt/sequences.json")
+        try:
+            self.sequences: Dict[str, List[str]] = {k: list(v["names"]) for k, v in seq["sequences"].items()}
+            self._stamps = {n: float(t) for v in seq["sequences"].values() for n, t in zip(v["names"], v["stamps"])}
+            self._stamps.update({n: float(t) for n, t in zip(seq["db"]["names"], seq["db"]["stamps"])})
+            self._seq_cond = {k: v["condition"] for k, v in seq["sequences"].items()}
+        except (KeyError, TypeError) as e:
+            raise DatasetError(f"{self.root / 'gt/sequences.json'} is malformed (missing {e})") from None
+        self.instances: List[dict] = self._json("instances.json").get("instances", [])
+        self._query_cams: Dict[str, Camera] = {}
+        self._cond: Dict[str, str] = {}
+        for cond in CONDITIONS:
+            cams = read_query_list(self.root / "queries" / f"{cond}_queries_with_intrinsics.txt")
+            self._query_cams.update(cams)
+            self._cond.update({n: cond for n in cams})
+        self._gt = read_poses(self.root / "gt" / "query_poses.txt")
+        missing = [n for n in self._query_cams if n not in self._gt]
+        if missing:
+            raise DatasetError(f"{self.root / 'gt/query_poses.txt'} lacks poses for {missing[:3]}...")
+
+    def _json(self, rel: str) -> dict:
+        p = self.root / rel
+        if not p.is_file():
+            raise DatasetError(f"synthetic world file {p} does not exist (run make_world / `imp world`)")
+        try:
+            return json.loads(p.read_text())
+        except ValueError as e:
+            raise DatasetError(f"synthetic world file {p} is not valid JSON: {e}") from None
+
+    @property
+    def reference_model_dir(self) -> Path:
+        return self.root / "sfm_gt"
+
+    @property
+    def image_root(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def conf(self) -> dict:
+        return self.meta["conf"]
+
+    @property
+    def conditions(self) -> List[str]:
+        return [c for c in CONDITIONS if c in self._cond.values()]
+
+    def query_names(self, condition: Optional[str] = None) -> List[str]:
+        if condition is not None and condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r}; available: {CONDITIONS}")
+        return [n for n, c in self._cond.items() if condition is None or c == condition]
+
+    def queries(self, condition: Optional[str] = None) -> List[QueryItem]:
+        return [QueryItem(n, self.image_path(n), self._query_cams[n], self._cond[n], self._gt[n], self._stamps.get(n))
+                for n in self.query_names(condition)]
+
+    def _known(self, name: str) -> None:
+        if name not in self._cond and name not in self._reference():
+            raise KeyError(f"{name!r} is not an image of the synthetic world {self.root}")
+
+    def condition(self, name: str) -> str:
+        self._known(name)
+        return self._cond.get(name, "db")
+
+    def stamp(self, name: str) -> float:
+        self._known(name)
+        return self._stamps[name]
+
+    def camera(self, name: str) -> Camera:
+        self._known(name)
+        return self._query_cams[name] if name in self._query_cams else self.db_camera(name)
+
+    def pose(self, name: str) -> Pose:
+        """cam_from_world ground truth."""
+        self._known(name)
+        return self._gt[name] if name in self._gt else self.db_pose(name)
+
+    def image_path(self, name: str) -> Path:
+        return self.image_root / name
+
+    def image(self, name: str) -> np.ndarray:
+        """RGB uint8."""
+        self._known(name)
+        return cv2.cvtColor(_read_png(self.image_path(name), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def depth(self, name: str) -> np.ndarray:
+        """z-depth in metres (float32), 0 where invalid (sky, beyond 65.5 m)."""
+        self._known(name)
+        return _read_png(self.root / "depth" / name, cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
+
+    def instance_mask(self, name: str) -> np.ndarray:
+        """int32 instance ids (0 = no instance)."""
+        self._known(name)
+        return _read_png(self.root / "masks" / name, cv2.IMREAD_UNCHANGED).astype(np.int32)
+
+    @property
+    def db_names(self) -> List[str]:
+        return sorted(self._reference())
+
+    def instance(self, instance_id: int) -> dict:
+        for inst in self.instances:
+            if inst["id"] == instance_id:
+                return inst
+        raise KeyError(f"no instance {instance_id} in {self.root / 'instances.json'}")
+
+    def check_files(self) -> None:
+        """Raise DatasetError naming the first missing image, depth map or mask."""
+        read_model_poses(self.reference_model_dir)
+        for name in list(self._reference()) + list(self._cond):
+            for p in (self.image_path(name), self.root / "depth" / name, self.root / "masks" / name):
+                if not p.is_file():
+                    raise DatasetError(f"synthetic world file {p} does not exist")

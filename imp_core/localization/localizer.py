@@ -1,0 +1,266 @@
+"""The localizer: image + camera -> 6-DoF pose with covariance, the one pipeline the CLI, ROS and benchmarks share.
+
+    extract features -> coarse stages (tracking prior | instance recognition | global retrieval) propose
+    candidate reference clusters -> match query vs. each cluster's references -> lift to 2D-3D -> PnP
+    (pycolmap LO-RANSAC + refinement) -> progressive acceptance -> optional covisibility refinement.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+
+from ..config import ConfigError, load_yaml, merge, merge_with_models
+from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose)
+from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
+from .stages import COARSE_STAGES, Candidate, QueryContext
+
+logger = logging.getLogger(__name__)
+
+
+def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
+    """A localizer conf from a dict or a YAML file (top-level ``localizer:`` section or the conf itself)."""
+    if conf is None:
+        return {}
+    if isinstance(conf, (str, Path)):
+        data = load_yaml(conf)
+        return dict(data.get("localizer", data))
+    return dict(conf)
+
+
+class Localizer:
+    default_conf: Dict[str, Any] = {
+        "map": None,  # map directory (required)
+        "features": None,  # None: the map's own feature conf (the only one that matches it)
+        "matcher": {"name": "lightglue"},
+        "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
+        "pnp": DEFAULT_PNP_CONF,
+        "acceptance": {
+            "min_inliers": 20,  # below this no pose is reported (LOST)
+            "max_candidates": 8,  # clusters tried per frame at most
+        },
+        "refinement": {
+            "covisibility": False,  # LBR's covisibility-based refinement after acceptance
+            "num_frames": 10,
+            "radius_px": 20.0,
+            "max_angle_deg": 10.0,
+        },
+        "tracking": {"max_lost_frames": 3},  # frames without a fix before the prior is dropped
+        "label_keypoints": True,  # give query keypoints the recognized instance label under them
+        "device": "auto",
+    }
+
+    def __init__(self, conf: Union[str, Path, Mapping[str, Any]], progress: bool = False):
+        from ..features.base import create_extractor
+        from ..mapping.format import LocalizationMap, read_map_meta
+        from ..matching.base import create_matcher
+
+        conf = load_config(conf)
+        self.conf = merge_with_models(self.default_conf, conf, where="localizer")
+        if not self.conf["map"]:
+            raise ConfigError("localizer conf needs 'map': the directory of a map built with `imp map build`")
+        meta = read_map_meta(self.conf["map"])
+        fconf = dict(meta["features"]) if self.conf["features"] is None else dict(self.conf["features"])
+        if fconf.get("name") != meta["features"].get("name"):
+            from ..mapping.format import MapError
+
+            raise MapError(f"map {self.conf['map']} holds {meta['features'].get('name')!r} features but the "
+                           f"localizer is configured with {fconf.get('name')!r}")
+        fconf["device"] = self.conf["device"] if fconf.get("device") in (None, "auto") else fconf["device"]
+        self.extractor = create_extractor(fconf)
+        mconf = dict(self.conf["matcher"])
+        mconf.setdefault("device", self.conf["device"])
+        self.matcher = create_matcher(mconf)
+        self.map = LocalizationMap.load(self.conf["map"], progress=progress)
+        self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
+        if not self.stages:
+            raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
+        self._prior: Optional[Pose] = None
+        self._prior_cov: Optional[np.ndarray] = None
+        self._lost = 0
+        self._tracking = False
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget the tracking state: the next frame is localized globally."""
+        self._prior = None
+        self._prior_cov = None
+        self._lost = 0
+        self._tracking = False
+
+    def set_prior(self, pose: Pose, covariance: Optional[np.ndarray] = None) -> None:
+        """A pose prior (cam_from_world), e.g. from /initialpose: the next frame tries references near it."""
+        self._prior = pose
+        self._prior_cov = covariance
+        self._lost = 0
+
+    @property
+    def prior(self) -> Optional[Pose]:
+        return self._prior
+
+    def close(self) -> None:
+        for s in self.stages:
+            s.close()
+        self.stages = []
+        self.extractor = None
+        self.matcher = None
+        self.map = None
+
+    # ------------------------------------------------------------------ main entry
+    def localize(self, image: np.ndarray, camera: Camera, prior: Optional[Pose] = None,
+                 name: str = "") -> LocalizationResult:
+        if self.map is None:
+            raise RuntimeError("localizer is closed")
+        t0 = time.perf_counter()
+        timings: Dict[str, float] = {}
+        image = np.asarray(image)
+        if image.ndim < 2 or image.shape[0] != camera.height or image.shape[1] != camera.width:
+            raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
+                             f"{camera.width}x{camera.height}")
+        feats = self.extractor.extract(image)
+        timings["extraction"] = 1000 * (time.perf_counter() - t0)
+        ctx = QueryContext(image=image, camera=camera, features=feats,
+                           prior=prior if prior is not None else self._prior)
+        best: Optional[Tuple[PnPResult, int, List[str], Candidate, np.ndarray]] = None
+        accepted = False
+        timings["matching"] = 0.0
+        timings["pnp"] = 0.0
+        for stage in self.stages:
+            ts = time.perf_counter()
+            stage.prepare(ctx)
+            cands = stage.propose(ctx)
+            key = stage.conf["name"]
+            timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
+            if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
+                feats.labels = _labels_at(ctx.label_map, feats.keypoints)
+            for cand in cands[: int(self.conf["acceptance"]["max_candidates"])]:
+                res = self._verify(ctx, cand, timings)
+                if res is None:
+                    continue
+                if best is None or res[0].num_inliers > best[0].num_inliers:
+                    best = res
+                if res[0].num_inliers >= cand.min_inliers:
+                    accepted = True
+                    best = res
+                    break
+            if accepted:
+                break
+        for k, v in ctx.timings.items():  # stage-internal sub-timings (e.g. recognition network)
+            timings.setdefault(k, v)
+        result = LocalizationResult(instances=list(ctx.instances), timings=timings)
+        if best is not None and best[0].num_inliers >= self.conf["acceptance"]["min_inliers"]:
+            pnp, n_matches, refs, cand, _ = best
+            if self.conf["refinement"]["covisibility"]:
+                tr = time.perf_counter()
+                refined = self._refine_covisible(ctx, pnp, refs)
+                timings["refinement"] = 1000 * (time.perf_counter() - tr)
+                if refined is not None:
+                    pnp, n_matches, refs = refined
+            result.status = STATUS_OK
+            result.pose = pnp.pose
+            result.covariance = pnp.covariance
+            result.num_matches = n_matches
+            result.num_inliers = pnp.num_inliers
+            result.references = refs
+            result.mode = "tracking" if cand.source == "tracking" else (
+                "instance" if cand.source.startswith("instance") else "global")
+            self._prior = pnp.pose
+            self._prior_cov = pnp.covariance
+            self._lost = 0
+            self._tracking = True
+        else:
+            self._lost += 1
+            if best is not None:
+                result.num_matches = best[1]
+                result.num_inliers = best[0].num_inliers
+                result.references = best[2]
+            result.status = STATUS_RELOCALIZING if self._tracking else STATUS_LOST
+            result.message = ("no candidate reached the inlier threshold"
+                              if best is not None else "no 2D-3D matches found")
+            if self._lost > self.conf["tracking"]["max_lost_frames"]:
+                self._prior = None
+                self._tracking = False
+                result.status = STATUS_LOST
+        timings["total"] = 1000 * (time.perf_counter() - t0)
+        return result
+
+    # ------------------------------------------------------------------ steps
+    def _correspondences(self, ctx: QueryContext, refs: List[str], timings: Dict[str, float]):
+        """Match the query with each reference, lift to (query keypoint, 3D point id) pairs."""
+        tm = time.perf_counter()
+        ref_feats = [self.map.features(r) for r in refs]
+        contexts = [{"points3D": self.map.keypoint_xyz(r), "camera0": ctx.camera} for r in refs]
+        all_matches = self.matcher.match_many(ctx.features, ref_feats, contexts)
+        timings["matching"] += 1000 * (time.perf_counter() - tm)
+        q_idx, p_ids, src = [], [], []
+        for k, (r, m) in enumerate(zip(refs, all_matches)):
+            if len(m) == 0:
+                continue
+            ids = self.map.point3D_ids(r)[m.indices[:, 1]]
+            ok = ids >= 0
+            q_idx.append(m.indices[ok, 0])
+            p_ids.append(ids[ok])
+            src.append(np.full(int(ok.sum()), k))
+        if not q_idx:
+            return None
+        q_idx = np.concatenate(q_idx)
+        p_ids = np.concatenate(p_ids)
+        src = np.concatenate(src)
+        pairs = np.unique(np.stack([q_idx, p_ids], 1), axis=0, return_index=True)[1]
+        return q_idx[pairs], p_ids[pairs], src[pairs]
+
+    def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float]):
+        refs = [r for r in dict.fromkeys(cand.references) if self.map.has(r)]
+        if not refs:
+            return None
+        corr = self._correspondences(ctx, refs, timings)
+        if corr is None:
+            return None
+        q_idx, p_ids, src = corr
+        tp = time.perf_counter()
+        pnp = estimate_pose(ctx.features.keypoints[q_idx], self.map.points3D_xyz(p_ids), ctx.camera, self.conf["pnp"])
+        timings["pnp"] += 1000 * (time.perf_counter() - tp)
+        if pnp is None:
+            return None
+        # order references by their inlier contribution (the best one drives covisibility refinement)
+        contrib = np.bincount(src[pnp.inliers], minlength=len(refs))
+        refs = [refs[i] for i in np.argsort(-contrib, kind="stable")]
+        return pnp, len(q_idx), refs, cand, src
+
+    def _refine_covisible(self, ctx: QueryContext, pnp: PnPResult, refs: List[str]):
+        """LBR-style: re-match against frames covisible with the best reference whose orientation is close to the
+        estimate, keep 2D-3D matches that reproject within ``radius_px``, and re-run PnP."""
+        rc = self.conf["refinement"]
+        frames = [refs[0]] + self.map.covisible(refs[0], 4 * int(rc["num_frames"]))
+        keep = []
+        for n in frames:
+            ang = np.degrees(np.arccos(np.clip((np.trace(self.map.pose(n).R @ pnp.pose.R.T) - 1) / 2, -1, 1)))
+            if ang <= rc["max_angle_deg"]:
+                keep.append(n)
+            if len(keep) >= rc["num_frames"]:
+                break
+        if not keep:
+            return None
+        corr = self._correspondences(ctx, keep, {"matching": 0.0})
+        if corr is None:
+            return None
+        q_idx, p_ids, _ = corr
+        xyz = self.map.points3D_xyz(p_ids)
+        err = reprojection_errors(pnp.pose, ctx.camera, ctx.features.keypoints[q_idx], xyz)
+        near = err <= rc["radius_px"]
+        if near.sum() < self.conf["acceptance"]["min_inliers"]:
+            return None
+        new = estimate_pose(ctx.features.keypoints[q_idx[near]], xyz[near], ctx.camera, self.conf["pnp"])
+        if new is None or new.num_inliers < pnp.num_inliers:
+            return None
+        return new, int(near.sum()), keep
+
+
+def _labels_at(label_map: np.ndarray, kpts: np.ndarray) -> np.ndarray:
+    h, w = label_map.shape[:2]
+    x = np.clip(np.round(kpts[:, 0]).astype(int), 0, w - 1)
+    y = np.clip(np.round(kpts[:, 1]).astype(int), 0, h - 1)
+    return label_map[y, x].astype(np.int32)

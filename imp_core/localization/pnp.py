@@ -1,0 +1,103 @@
+"""Absolute pose from 2D-3D matches (pycolmap LO-RANSAC + refinement) and its covariance in the world frame."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from ..config import merge
+from ..types import Camera, Pose
+
+DEFAULT_PNP_CONF: Dict[str, Any] = {
+    "ransac_max_error": 12.0,  # px, as hloc / LBR
+    "min_inlier_ratio": 0.01,
+    "max_iterations": 10000,
+    "refine_focal_length": False,
+    "min_covariance_sigma_px": 0.5,  # floor of the residual std used to scale the covariance
+}
+
+
+@dataclass
+class PnPResult:
+    pose: Pose  # cam_from_world
+    inliers: np.ndarray  # (N,) bool
+    covariance: Optional[np.ndarray]  # 6x6 world frame, ROS order (x, y, z, rot_x, rot_y, rot_z)
+    residual_sigma_px: float
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inliers.sum())
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+
+
+def covariance_to_world(cov_colmap: np.ndarray, pose: Pose) -> np.ndarray:
+    """pycolmap's 6x6 pose covariance -> covariance of the camera pose in the world frame (ROS order).
+
+    pycolmap returns the covariance of (h, dt): h is Ceres' quaternion tangent (half the rotation vector of a
+    left perturbation R' = exp(2h) R, i.e. about camera axes) and dt the perturbation of cam_from_world's
+    translation (checked against Monte Carlo in test_localization). With phi = 2h:
+    d(centre) = -R^T [t]x phi - R^T dt and the world-frame rotation perturbation is psi = -R^T phi.
+    """
+    R, t = pose.R, pose.t
+    A = np.zeros((6, 6))
+    A[:3, :3] = -R.T @ _skew(t)
+    A[:3, 3:] = -R.T
+    A[3:, :3] = -R.T
+    B = np.diag([2.0, 2.0, 2.0, 1.0, 1.0, 1.0])
+    M = A @ B
+    C = M @ cov_colmap @ M.T
+    return 0.5 * (C + C.T)
+
+
+def reprojection_errors(pose: Pose, camera: Camera, points2D: np.ndarray, points3D: np.ndarray) -> np.ndarray:
+    """Pixel reprojection errors (points2D in OpenCV pixel convention)."""
+    import pycolmap
+
+    cam = camera.to_pycolmap()
+    xc = pose.transform(points3D)
+    err = np.full(len(points2D), np.inf)
+    front = xc[:, 2] > 1e-6
+    if front.any():
+        proj = np.asarray(cam.img_from_cam(xc[front])) - 0.5
+        err[front] = np.linalg.norm(proj - points2D[front], axis=1)
+    return err
+
+
+def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
+                  conf: Optional[Mapping[str, Any]] = None) -> Optional[PnPResult]:
+    """LO-RANSAC PnP + refinement. ``points2D`` in OpenCV pixel convention (+0.5 added for COLMAP here)."""
+    import pycolmap
+
+    conf = merge(DEFAULT_PNP_CONF, conf, where="pnp")
+    points2D = np.asarray(points2D, dtype=np.float64).reshape(-1, 2)
+    points3D = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
+    if len(points2D) < 4:
+        return None
+    est = pycolmap.AbsolutePoseEstimationOptions()
+    est.ransac.max_error = float(conf["ransac_max_error"])
+    est.ransac.min_inlier_ratio = float(conf["min_inlier_ratio"])
+    est.ransac.max_num_trials = int(conf["max_iterations"])
+    est.estimate_focal_length = bool(conf["refine_focal_length"])
+    ref = pycolmap.AbsolutePoseRefinementOptions()
+    ref.refine_focal_length = bool(conf["refine_focal_length"])
+    ref.refine_extra_params = False
+    ref.print_summary = False
+    cam = camera.to_pycolmap()
+    ret = pycolmap.estimate_and_refine_absolute_pose(points2D + 0.5, points3D, cam, est, ref, return_covariance=True)
+    if ret is None:
+        return None
+    pose = Pose.from_pycolmap(ret["cam_from_world"])
+    inliers = np.asarray(ret["inlier_mask"], dtype=bool)
+    err = reprojection_errors(pose, camera, points2D[inliers], points3D[inliers])
+    n = max(int(inliers.sum()), 1)
+    # residual std per coordinate from the inliers (2 coords per point, 6 dof)
+    sigma = float(np.sqrt(np.sum(np.minimum(err, conf["ransac_max_error"]) ** 2) / max(2 * n - 6, 1)))
+    sigma = max(sigma, float(conf["min_covariance_sigma_px"]))
+    cov = None
+    if ret.get("covariance") is not None:
+        cov = covariance_to_world(np.asarray(ret["covariance"]), pose) * sigma ** 2
+    return PnPResult(pose, inliers, cov, sigma)

@@ -1,0 +1,70 @@
+"""`imp map build` / `imp map info`."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("map", help="build or inspect a localization map",
+                       description="Build a localization map from database images (triangulation when the "
+                                   "dataset knows the database poses, SfM otherwise) or print a map's summary.")
+    msub = p.add_subparsers(dest="map_cmd", required=True)
+    b = msub.add_parser("build", help="build a map from a dataset or an image folder",
+                        description="Extract local features, match covisible pairs, triangulate (known poses) or "
+                                    "run SfM (images only), and write a versioned map directory. Resumes an "
+                                    "interrupted build from its cache.")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", type=Path, help="dataset root (synthetic world, Aachen v1.1, RobotCar Seasons)")
+    src.add_argument("--images", type=Path, help="folder of images without poses (SfM mode)")
+    b.add_argument("--out", type=Path, required=True, help="map directory to write")
+    b.add_argument("--config", type=Path, help="YAML with a 'map' section (features, matcher, pairs, ...)")
+    b.add_argument("--features", help="feature conf name: sift, aliked, disk, xfeat, superpoint")
+    b.add_argument("--matcher", help="matcher conf name: nn, lightglue, imp, ...")
+    b.add_argument("--max-keypoints", type=int, help="keypoint budget per image")
+    b.add_argument("--resize-max", type=int, help="resize the longer image side to this before extraction")
+    b.add_argument("--device", default=None, help="auto, cpu or cuda")
+    b.set_defaults(func=_build)
+    i = msub.add_parser("info", help="print a map's metadata")
+    i.add_argument("map", type=Path)
+    i.set_defaults(func=_info)
+
+
+def build_conf_from_args(args) -> dict:
+    from ..config import load_yaml
+
+    conf: dict = {}
+    if args.config:
+        data = load_yaml(args.config)
+        conf = dict(data.get("map", data))
+    if args.features:
+        conf["features"] = {"name": args.features}
+    if args.matcher:
+        conf["matcher"] = {"name": args.matcher}
+    for key, val in (("max_keypoints", args.max_keypoints), ("resize_max", args.resize_max)):
+        if val is not None:
+            conf.setdefault("features", {"name": "aliked"})[key] = val
+    if args.device:
+        conf["device"] = args.device
+    return conf
+
+
+def _build(args) -> int:
+    from ..datasets import open_dataset
+    from .build import ImageFolder, build_map
+
+    source = open_dataset(args.dataset) if args.dataset else ImageFolder(args.images)
+    conf = build_conf_from_args(args)
+    out = build_map(source, args.out, conf)
+    meta = json.loads((out / "map.json").read_text())
+    print(f"map written to {out}: {meta['num_images']} images, {meta['num_points3D']} 3D points, "
+          f"mode {meta['mode']}, features {meta['features']['name']}")
+    return 0
+
+
+def _info(args) -> int:
+    from .format import read_map_meta
+
+    print(json.dumps(read_map_meta(args.map), indent=2))
+    return 0

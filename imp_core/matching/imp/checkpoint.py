@@ -1,0 +1,159 @@
+"""Loading released IMP/EIMP/GM checkpoints and SuperGlue weights into ``IMPModel``.
+
+Official files (imp-release, Google Drive link in its README) are ``torch.save({'epoch', 'iteration', 'model',
+'min_loss'})`` with the state dict under ``'model'`` and no ``module.`` prefix; bare state dicts and ``module.``
+prefixes are accepted too. Files are read with ``torch.load(..., weights_only=True)`` (nothing is unpickled).
+
+SuperGlue (``superglue_outdoor.pth`` / ``superglue_indoor.pth``) loads into GM with a SuperGlue-shaped conf:
+9 iterations, BatchNorm (its running statistics are kept), log-space optimal transport (100 iterations) and its
+single ``final_proj`` as the head of the last iteration. What cannot be represented: heads for iterations 0-7
+(SuperGlue has none), so a SuperGlue-loaded GM matches only after the last iteration (no early stop).
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import torch
+
+from .model import IMPModel
+
+# name -> (variant, descriptor_dim); imp and eimp files hold the same keys (EIMP adds no parameters).
+RELEASED: Dict[str, Tuple[str, int]] = {
+    "imp_spp.pth": ("imp", 256),
+    "imp_sift.pth": ("imp", 128),
+    "eimp_spp.pth": ("eimp", 256),
+    "eimp_sift.pth": ("eimp", 128),
+    "imp_geo_spp_scannet.pth": ("imp", 256),
+    "imp_geo_spp_yfcc.pth": ("imp", 256),
+    "imp_geo_sift.pth": ("imp", 128),
+    "eimp_geo_spp_scannet.pth": ("eimp", 256),
+    "eimp_geo_spp_yfcc.pth": ("eimp", 256),
+    "eimp_geo_sift.pth": ("eimp", 128),
+    "superglue_outdoor.pth": ("gm", 256),
+    "superglue_indoor.pth": ("gm", 256),
+}
+
+WHERE_TO_GET = (
+    "Official IMP/EIMP weights are linked (Google Drive) from the README of github.com/feixue94/imp-release "
+    f"({', '.join(n for n in RELEASED if not n.startswith('superglue'))}); SuperGlue weights come from "
+    "github.com/magicleap/SuperGluePretrainedNetwork (models/weights). Download them yourself, put them e.g. in "
+    "~/.cache/imp/weights/ and set the matcher conf key 'weights' to the file path."
+)
+
+SUPERGLUE_CONF = {"variant": "gm", "n_layers": 9, "norm": "bn", "assignment": "log_ot", "sinkhorn_iterations": 100}
+
+
+def variant_from_name(path: Union[str, Path]) -> Optional[Tuple[str, int]]:
+    """(variant, descriptor_dim) from a released file name, e.g. ``eimp_geo_sift.pth`` -> ('eimp', 128)."""
+    name = Path(path).name
+    if name in RELEASED:
+        return RELEASED[name]
+    m = re.match(r"^(gm|imp|eimp|superglue)[_.-]", name)
+    if not m:
+        return None
+    variant = "gm" if m.group(1) in ("gm", "superglue") else m.group(1)
+    return variant, 128 if "sift" in name else 256
+
+
+def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """The state dict of a checkpoint file (official dict with 'model', or bare), ``module.`` stripped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"matcher weights not found: {path}. {WHERE_TO_GET}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"cannot read matcher weights {path} with torch.load(weights_only=True): {e}") from e
+    if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
+        obj = obj["model"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: expected a state dict (or a dict with key 'model' holding one)")
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def is_superglue(state: Mapping[str, torch.Tensor]) -> bool:
+    return "final_proj.weight" in state
+
+
+def conf_from_state(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
+    """Model conf read off the tensors: descriptor dim, iterations, sharing (gm vs imp), norm type."""
+    if is_superglue(state):
+        dim = int(state["final_proj.weight"].shape[0])
+        n_gnn = len({int(m.group(1)) for k in state if (m := re.match(r"gnn\.layers\.(\d+)\.", k))})
+        return {**SUPERGLUE_CONF, "descriptor_dim": dim, "n_layers": n_gnn // 2}
+    heads = {int(m.group(1)) for k in state if (m := re.match(r"final_proj\.(\d+)\.weight", k))}
+    if not heads:
+        raise ValueError("state dict has no 'final_proj.<i>.weight' entries: not an IMP/GM/SuperGlue checkpoint")
+    dim = int(state["final_proj.0.weight"].shape[0])
+    shared = any(re.match(r"gnn\.layers\.\d+\.proj\.weight", k) for k in state)
+    conf = {"descriptor_dim": dim, "n_layers": max(heads) + 1, "variant": "imp" if shared else "gm"}
+    if "kenc.encoder.1.running_mean" in state:
+        conf["norm"] = "bn"
+    return conf
+
+
+def convert_superglue(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torch.Tensor], List[str]]:
+    """SuperGlue keys -> GM keys; returns the new dict and the GM keys SuperGlue cannot provide."""
+    n = conf_from_state(state)["n_layers"]
+    out = {k: v for k, v in state.items() if not k.startswith("final_proj.")}
+    out[f"final_proj.{n - 1}.weight"] = state["final_proj.weight"]
+    out[f"final_proj.{n - 1}.bias"] = state["final_proj.bias"]
+    missing = [f"final_proj.{i}.{p}" for i in range(n - 1) for p in ("weight", "bias")]
+    return out, missing
+
+
+def check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+               allowed_missing: Tuple[str, ...] = ()) -> None:
+    """Strict key/shape check with an error that names every wrong key."""
+    own = model.state_dict()
+    missing = sorted(k for k in own if k not in state and k not in allowed_missing)
+    unexpected = sorted(k for k in state if k not in own)
+    shapes = sorted(f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                    for k in state if k in own and state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+        if unexpected:
+            parts.append(f"unexpected keys: {', '.join(unexpected[:20])}" + (" ..." if len(unexpected) > 20 else ""))
+        if shapes:
+            parts.append(f"shape mismatches: {'; '.join(shapes[:20])}")
+        raise ValueError(f"{source} does not fit {model.conf['variant']} "
+                         f"(D={model.conf['descriptor_dim']}, {model.conf['n_layers']} iterations): " + " | ".join(parts))
+
+
+def load_model(path: Union[str, Path], variant: Optional[str] = None,
+               overrides: Optional[Mapping[str, Any]] = None) -> Tuple[IMPModel, Dict[str, Any]]:
+    """Build an ``IMPModel`` for the checkpoint at ``path`` and load it strictly.
+
+    ``variant`` ('gm', 'imp', 'eimp') selects the inference behaviour (imp and eimp files are interchangeable);
+    the architecture (descriptor dim, iterations, sharing) comes from the tensors. Returns (model, info) where
+    info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
+    """
+    state = read_state_dict(path)
+    arch = conf_from_state(state)
+    sg = is_superglue(state)
+    if variant is not None:
+        if (variant == "gm") != (arch["variant"] == "gm"):
+            raise ValueError(f"{path} holds {'a GM/SuperGlue' if arch['variant'] == 'gm' else 'an IMP/EIMP'} "
+                             f"checkpoint, but the matcher is {variant!r}")
+        arch["variant"] = variant
+    model = IMPModel({**arch, **dict(overrides or {})})
+    allowed: Tuple[str, ...] = ()
+    if sg:
+        state, missing = convert_superglue(state)
+        allowed = tuple(missing)
+    check_keys(model, state, str(path), allowed)
+    model.load_state_dict(state, strict=not sg)
+    heads = [model.n_layers - 1] if sg else list(range(model.n_layers))
+    return model.eval(), {"superglue": sg, "heads": heads, "path": str(path)}
+
+
+def save_checkpoint(path: Union[str, Path], model: torch.nn.Module, epoch: int = 0, iteration: int = 0,
+                    min_loss: float = float("inf"), **extra: Any) -> None:
+    """Write the official layout ``{'epoch', 'iteration', 'model', 'min_loss'}`` (plus ``extra`` entries)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"epoch": epoch, "iteration": iteration, "model": model.state_dict(), "min_loss": min_loss, **extra},
+               str(path))

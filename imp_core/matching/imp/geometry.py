@@ -1,0 +1,110 @@
+"""Pose checks used between iterations: essential matrix (image pairs) and PnP (localization)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ...types import Camera
+
+
+@dataclass
+class PoseEstimate:
+    R: np.ndarray  # (3, 3)
+    t: np.ndarray  # (3,) translation (unit direction for pairs, metres for PnP)
+    inliers: np.ndarray  # (M,) bool over the matches that were given
+    used: np.ndarray  # (M,) bool: matches that took part (PnP: reference keypoint has a 3D point)
+
+    @property
+    def inlier_ratio(self) -> float:
+        n = int(self.used.sum())
+        return float(self.inliers.sum()) / n if n else 0.0
+
+
+def rotation_angle_deg(R0: np.ndarray, R1: np.ndarray) -> float:
+    cos = (np.trace(R0.T @ R1) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def vector_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-12 or nb < 1e-12:
+        return 180.0
+    return float(np.degrees(np.arccos(np.clip(np.dot(a, b) / (na * nb), -1.0, 1.0))))
+
+
+def normalized_points(kpts: np.ndarray, camera: Camera) -> np.ndarray:
+    """Pixel keypoints (OpenCV convention) -> undistorted normalized image coordinates."""
+    pts = np.asarray(kpts, np.float64).reshape(-1, 1, 2)
+    return cv2.undistortPoints(pts, camera.K, camera.distortion).reshape(-1, 2)
+
+
+class PairGeometry:
+    """Relative pose from the essential matrix (USAC_MAGSAC, then cheirality via recoverPose)."""
+
+    def __init__(self, camera0: Camera, camera1: Camera, threshold_px: float = 1.0, confidence: float = 0.99999,
+                 stop_deg: float = 1.5):
+        self.camera0, self.camera1 = camera0, camera1
+        focals = list(camera0.focal) + list(camera1.focal)
+        self.threshold = threshold_px / float(np.mean(focals))
+        self.confidence = confidence
+        self.stop_deg = stop_deg
+
+    def estimate(self, kpts0: np.ndarray, kpts1: np.ndarray) -> Optional[PoseEstimate]:
+        used = np.ones(len(kpts0), bool)
+        if len(kpts0) < 5:
+            return None
+        n0, n1 = normalized_points(kpts0, self.camera0), normalized_points(kpts1, self.camera1)
+        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.USAC_MAGSAC, prob=self.confidence,
+                                       threshold=self.threshold)
+        if E is None or mask is None:
+            return None
+        best = None
+        for Ei in np.split(E, len(E) // 3):
+            n, R, t, m = cv2.recoverPose(Ei, n0, n1, np.eye(3), mask=mask.copy())
+            if best is None or n > best[0]:
+                best = (n, R, t.ravel(), m.ravel() > 0)
+        if best is None or best[0] < 5:
+            return None
+        return PoseEstimate(best[1], best[2], best[3], used)
+
+    def agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
+        """IMP's stop test: max(rotation angle, translation-direction angle) <= stop_deg."""
+        return max(rotation_angle_deg(a.R, b.R), vector_angle_deg(a.t, b.t)) <= self.stop_deg
+
+
+class PnPGeometry:
+    """Query pose from 2D-3D matches (pycolmap LO-RANSAC); ``points3D`` (N1, 3) has NaN rows without a point."""
+
+    def __init__(self, camera0: Camera, points3D: np.ndarray, threshold_px: float = 12.0, stop_deg: float = 1.5,
+                 stop_position: float = 0.25):
+        import pycolmap
+
+        self.camera = camera0.to_pycolmap()
+        self.points3D = np.asarray(points3D, np.float64).reshape(-1, 3)
+        self.options = pycolmap.AbsolutePoseEstimationOptions()
+        self.options.ransac.max_error = float(threshold_px)
+        self.stop_deg, self.stop_position = stop_deg, stop_position
+
+    def estimate(self, kpts0: np.ndarray, ref_idx: np.ndarray) -> Optional[PoseEstimate]:
+        import pycolmap
+
+        xyz = self.points3D[ref_idx]
+        used = np.isfinite(xyz).all(1)
+        if used.sum() < 4:
+            return None
+        ret = pycolmap.estimate_absolute_pose(np.asarray(kpts0, np.float64)[used] + 0.5, xyz[used], self.camera,
+                                              self.options)
+        if ret is None:
+            return None
+        rig = ret["cam_from_world"]
+        inliers = np.zeros(len(used), bool)
+        inliers[np.flatnonzero(used)] = np.asarray(ret["inlier_mask"], bool)
+        return PoseEstimate(np.asarray(rig.rotation.matrix()), np.asarray(rig.translation), inliers, used)
+
+    def agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
+        """Rotation within stop_deg and camera centres within stop_position (map units)."""
+        ca, cb = -a.R.T @ a.t, -b.R.T @ b.t
+        return rotation_angle_deg(a.R, b.R) <= self.stop_deg and float(np.linalg.norm(ca - cb)) <= self.stop_position

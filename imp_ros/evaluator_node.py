@@ -1,0 +1,180 @@
+"""``evaluator`` node: pairs localization results with the replay's ground truth and keeps an accuracy table.
+
+Results (``imp_msgs/LocalizationResult``) and frames (``imp_msgs/ReplayFrame``: name, condition, ground truth)
+are paired by stamp (the result carries the image stamp). The table per condition (recall at the three
+thresholds, median errors, per-stage latency) is logged while running; when the replay reports it is done (or on
+shutdown) the node writes, under ``output_dir``: visuallocalization.net results, TUM trajectories (estimate and
+ground truth), per-frame CSV, ``summary.json`` and plots (trajectory, error CDF).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from imp_core.types import Pose
+from imp_ros import common
+from imp_ros import conversions as cv
+
+
+@dataclass
+class FrameRecord:
+    stamp_ns: int
+    name: str = ""
+    condition: str = ""
+    gt: Optional[Pose] = None  # cam_from_world
+    est: Optional[Pose] = None  # cam_from_world; None = not localized
+    status: str = ""
+    mode: str = ""
+    num_inliers: int = 0
+    latency_ms: float = float("nan")
+    timings: Dict[str, float] = field(default_factory=dict)
+    has_result: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name or f"{self.stamp_ns}"
+
+
+class EvaluatorNode(Node):
+    PARAMS = {
+        "output_dir": "outputs/eval",
+        "method": "imp",
+        "result_topic": common.RESULT_TOPIC,
+        "frames_topic": common.FRAMES_TOPIC,
+        "done_topic": common.DONE_TOPIC,
+        "stamp_tolerance": 0.001,
+        "table_period": 5.0,
+        "result_wait": 10.0,
+        "exit_on_done": True,
+        "write_plots": True,
+    }
+
+    def __init__(self) -> None:
+        super().__init__("evaluator")
+        common.declare(self, self.PARAMS)
+        from imp_msgs.msg import LocalizationResult, ReplayFrame
+        from std_msgs.msg import String
+
+        self.out = Path(common.param(self, "output_dir"))
+        self.records: Dict[int, FrameRecord] = {}
+        self._orphans: Dict[int, object] = {}  # results that arrived before their frame
+        self._lock = threading.Lock()
+        self._changed = False
+        self._done_at: Optional[float] = None
+        self._written = False
+        self.finished = False
+        self.exit_code = 0
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(ReplayFrame, common.param(self, "frames_topic"), self._on_frame, reliable)
+        self.create_subscription(LocalizationResult, common.param(self, "result_topic"), self._on_result, reliable)
+        self.create_subscription(String, common.param(self, "done_topic"), self._on_done, common.latched_qos())
+        self.create_timer(common.param(self, "table_period"), self._log_table)
+        self.create_timer(0.2, self._check_done)
+
+    # ------------------------------------------------------------ pairing
+    def _find(self, stamp: int, table: Dict[int, object]) -> Optional[int]:
+        if stamp in table:
+            return stamp
+        tol = int(common.param(self, "stamp_tolerance") * 1e9)
+        best = min(table, key=lambda s: abs(s - stamp), default=None)
+        return best if best is not None and abs(best - stamp) <= tol else None
+
+    def _on_frame(self, msg) -> None:
+        stamp = cv.stamp_to_ns(msg.header.stamp)
+        gt = cv.msg_to_pose(msg.camera_pose).inverse() if msg.has_ground_truth else None
+        with self._lock:
+            rec = self.records.setdefault(stamp, FrameRecord(stamp))
+            rec.name, rec.condition, rec.gt = msg.name, msg.condition, gt
+            k = self._find(stamp, self._orphans)
+            if k is not None:
+                self._apply(rec, self._orphans.pop(k))
+            self._changed = True
+
+    def _on_result(self, msg) -> None:
+        stamp = cv.stamp_to_ns(msg.header.stamp)
+        with self._lock:
+            k = self._find(stamp, self.records)
+            if k is None:
+                self._orphans[stamp] = msg
+                return
+            self._apply(self.records[k], msg)
+            self._changed = True
+
+    @staticmethod
+    def _apply(rec: FrameRecord, msg) -> None:
+        rec.has_result = True
+        rec.status = msg.status_text.split(":")[0]
+        rec.mode = msg.mode
+        rec.num_inliers = int(msg.num_inliers)
+        rec.latency_ms = float(msg.total_latency_ms)
+        rec.timings = cv.timings_dict(msg)
+        rec.est = cv.msg_to_pose(msg.camera_pose).inverse() if msg.status == 0 else None
+
+    def _on_done(self, msg) -> None:
+        if self._done_at is None:
+            self._done_at = time.monotonic()
+            self.get_logger().info(f"replay finished: {msg.data}")
+
+    def _check_done(self) -> None:
+        if self._done_at is None or self._written:
+            return
+        with self._lock:
+            missing = [r for r in self.records.values() if not r.has_result]
+        if missing and time.monotonic() - self._done_at < common.param(self, "result_wait"):
+            return
+        self.write_outputs()
+        if common.param(self, "exit_on_done"):
+            self.finished = True
+
+    # ------------------------------------------------------------ reporting
+    def snapshot(self) -> List[FrameRecord]:
+        with self._lock:
+            return sorted(self.records.values(), key=lambda r: r.stamp_ns)
+
+    def _log_table(self) -> None:
+        if not self._changed:
+            return
+        self._changed = False
+        recs = self.snapshot()
+        if recs:
+            from imp_ros.report import accuracy_table
+
+            self.get_logger().info("\n" + accuracy_table(recs, common.param(self, "method")))
+
+    def write_outputs(self) -> Optional[dict]:
+        from imp_ros.report import write_report
+
+        if self._written:
+            return None
+        self._written = True
+        recs = self.snapshot()
+        if not recs:
+            self.get_logger().warning("no frames received: nothing to write")
+            return None
+        summary = write_report(recs, self.out, common.param(self, "method"), common.param(self, "write_plots"))
+        self.get_logger().info(f"wrote results, trajectories, plots and summary.json to {self.out}\n"
+                               + summary["table"])
+        return summary
+
+    def close(self) -> None:
+        try:
+            self.write_outputs()
+        except Exception as e:
+            self.get_logger().error(f"writing outputs to {self.out} failed: {e}")
+            self.exit_code = 1
+
+
+def main(args=None) -> int:
+    return common.run(EvaluatorNode, args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

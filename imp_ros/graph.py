@@ -1,0 +1,278 @@
+"""Run a graph of imp nodes from a YAML config as separate ROS 2 processes, without ``ros2 launch``.
+
+The same YAML drives the launch files in ``launch/`` (``launch_description_from_graph``). Format::
+
+    graph:
+      params_file: config/synthetic.yaml       # ROS parameters, keyed by node name (relative to the YAML's repo)
+      fastdds_profile: config/fastdds_shm.xml   # exported as FASTDDS_DEFAULT_PROFILES_FILE
+      env: {ROS_AUTOMATIC_DISCOVERY_RANGE: LOCALHOST}
+      nodes:
+        - {name: localizer, executable: localizer, parameters: {autostart: true}}
+        - {name: evaluator, executable: evaluator, required: true}
+        - {name: replay, executable: replay}
+
+The graph ends when every ``required`` node has exited (default: all nodes that are not ``daemon: true``) or when
+any node fails; the others then get SIGINT, then SIGKILL after a grace period.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, TextIO
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+EXECUTABLES = {
+    "localizer": "imp_ros.localizer_node",
+    "replay": "imp_ros.replay_node",
+    "evaluator": "imp_ros.evaluator_node",
+}
+
+
+class GraphError(ValueError):
+    """A graph config that cannot be run (the message names the file and key)."""
+
+
+@dataclass
+class NodeSpec:
+    name: str
+    executable: str
+    parameters: Dict[str, Any] = field(default_factory=dict)
+    remappings: Dict[str, str] = field(default_factory=dict)
+    required: bool = True
+    daemon: bool = False
+
+
+@dataclass
+class GraphSpec:
+    nodes: List[NodeSpec]
+    params_file: Optional[Path] = None
+    fastdds_profile: Optional[Path] = None
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+def _resolve(p: Optional[str], base: Path) -> Optional[Path]:
+    if not p:
+        return None
+    q = Path(os.path.expandvars(str(p))).expanduser()
+    for cand in (q, base / q, REPO / q):
+        if cand.exists():
+            return cand.resolve()
+    raise GraphError(f"file {p!r} not found (looked relative to {base} and {REPO})")
+
+
+def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = None) -> GraphSpec:
+    """Parse a graph YAML (or dict). ``overrides`` = {node name: {param: value}} added to the node's parameters."""
+    if isinstance(path_or_dict, dict):
+        raw, where, base = path_or_dict, "<dict>", REPO
+    else:
+        where = str(path_or_dict)
+        try:
+            raw = yaml.safe_load(Path(path_or_dict).read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise GraphError(f"cannot read graph config {where}: {e}") from e
+        base = Path(path_or_dict).resolve().parent
+    g = (raw or {}).get("graph")
+    if not isinstance(g, dict) or not isinstance(g.get("nodes"), list) or not g["nodes"]:
+        raise GraphError(f"{where}: needs a 'graph' mapping with a non-empty 'nodes' list")
+    nodes = []
+    for i, n in enumerate(g["nodes"]):
+        if not isinstance(n, dict) or "name" not in n or "executable" not in n:
+            raise GraphError(f"{where}: graph.nodes[{i}] needs 'name' and 'executable'")
+        if n["executable"] not in EXECUTABLES:
+            raise GraphError(f"{where}: graph.nodes[{i}].executable {n['executable']!r} unknown; "
+                             f"choose from {sorted(EXECUTABLES)}")
+        unknown = set(n) - {"name", "executable", "parameters", "remappings", "required", "daemon"}
+        if unknown:
+            raise GraphError(f"{where}: graph.nodes[{i}] has unknown keys {sorted(unknown)}")
+        params = dict(n.get("parameters") or {})
+        params.update((overrides or {}).get(n["name"], {}))
+        daemon = bool(n.get("daemon", False))
+        nodes.append(NodeSpec(n["name"], n["executable"], params, dict(n.get("remappings") or {}),
+                              bool(n.get("required", not daemon)), daemon))
+    return GraphSpec(nodes, _resolve(g.get("params_file"), base), _resolve(g.get("fastdds_profile"), base),
+                     {str(k): str(v) for k, v in (g.get("env") or {}).items()})
+
+
+def ros_env(profile: Optional[Path] = None, domain_id: Optional[int] = None,
+            extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for node processes: localhost discovery, the SHM profile, the venv as ament prefix."""
+    env = dict(os.environ)
+    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if profile is not None:
+        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.update(extra or {})
+    return env
+
+
+def node_command(spec: NodeSpec, params_file: Optional[Path], override_file: Optional[Path]) -> List[str]:
+    cmd = [sys.executable, "-m", EXECUTABLES[spec.executable], "--ros-args", "-r", f"__node:={spec.name}"]
+    for a, b in spec.remappings.items():
+        cmd += ["-r", f"{a}:={b}"]
+    for f in (params_file, override_file):
+        if f is not None:
+            cmd += ["--params-file", str(f)]
+    return cmd
+
+
+class Graph:
+    """Started node processes; use as a context manager so they are always stopped."""
+
+    def __init__(self, spec: GraphSpec, domain_id: Optional[int] = None, log: Optional[TextIO] = None,
+                 log_dir: Optional[Path] = None) -> None:
+        self.spec = spec
+        self.env = ros_env(spec.fastdds_profile, domain_id, spec.env)
+        self.log = log if log is not None else sys.stdout
+        self.log_dir = Path(log_dir) if log_dir else None
+        self._tmp = tempfile.TemporaryDirectory(prefix="imp_graph_")
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self.output: Dict[str, List[str]] = {}
+        self._threads: List[threading.Thread] = []
+        self._log_lock = threading.Lock()
+        self.killed = False
+
+    def start(self) -> "Graph":
+        for n in self.spec.nodes:
+            override = None
+            if n.parameters:
+                override = Path(self._tmp.name) / f"{n.name}.yaml"
+                override.write_text(yaml.safe_dump({n.name: {"ros__parameters": n.parameters}}))
+            cmd = node_command(n, self.spec.params_file, override)
+            p = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, bufsize=1, start_new_session=True)
+            self.procs[n.name] = p
+            self.output[n.name] = []
+            t = threading.Thread(target=self._pump, args=(n.name, p), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _pump(self, name: str, p: subprocess.Popen) -> None:
+        f = open(self.log_dir / f"{name}.log", "w") if self.log_dir else None
+        try:
+            for line in p.stdout:
+                self.output[name].append(line)
+                if f:
+                    f.write(line)
+                with self._log_lock:
+                    self.log.write(f"[{name}] {line}")
+                    self.log.flush()
+        finally:
+            if f:
+                f.close()
+
+    def wait(self, timeout: Optional[float] = None) -> Dict[str, Optional[int]]:
+        """Until all required nodes exit, a node fails, or ``timeout``; returns {name: exit code or None}."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        required = [n.name for n in self.spec.nodes if n.required]
+        while True:
+            codes = {k: p.poll() for k, p in self.procs.items()}
+            if any(c not in (None, 0) for c in codes.values()):
+                break
+            if all(codes[k] is not None for k in required):
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        return {k: p.poll() for k, p in self.procs.items()}
+
+    def stop(self, grace: float = 10.0) -> Dict[str, Optional[int]]:
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + grace
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+                self.killed = True
+        for t in self._threads:
+            t.join(timeout=2.0)
+        if self.killed:
+            clean_shm()
+        self._tmp.cleanup()
+        return {k: p.returncode for k, p in self.procs.items()}
+
+    def __enter__(self) -> "Graph":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def clean_shm() -> None:
+    """Remove Fast DDS shared-memory segments left by killed processes (only zombies: the CLI checks locks)."""
+    exe = Path(sys.executable).parent / "fastdds"
+    if exe.exists():
+        subprocess.run([str(exe), "shm", "clean"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=30, check=False)
+
+
+def run_graph(path_or_dict, overrides=None, domain_id=None, timeout=None, log=None, log_dir=None) -> int:
+    """Start, wait, stop; 0 when every required node exited with 0."""
+    spec = load_graph(path_or_dict, overrides)
+    with Graph(spec, domain_id, log, log_dir) as g:
+        codes = g.wait(timeout)
+        timed_out = any(codes[n.name] is None for n in spec.nodes if n.required)
+    codes = {k: p.returncode for k, p in g.procs.items()}
+    bad = {n.name: codes[n.name] for n in spec.nodes if n.required and codes[n.name] not in (0,)}
+    if timed_out:
+        print(f"[imp_graph] timed out after {timeout} s", file=sys.stderr)
+    if bad:
+        print(f"[imp_graph] nodes failed: {bad}", file=sys.stderr)
+    return 0 if not bad and not timed_out else 1
+
+
+def parse_set(items: List[str]) -> Dict[str, Dict[str, Any]]:
+    """['localizer.device=cpu', ...] -> {'localizer': {'device': 'cpu'}} (values parsed as YAML scalars)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for it in items:
+        key, sep, val = it.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot or not node or not name:
+            raise GraphError(f"--set {it!r}: expected NODE.PARAM=VALUE")
+        out.setdefault(node, {})[name] = yaml.safe_load(val)
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="imp_graph", description=__doc__.split("\n\n")[0])
+    ap.add_argument("config", help="graph YAML (e.g. config/graph_synthetic.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
+                    help="override a node parameter (repeatable)")
+    ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for all nodes")
+    ap.add_argument("--timeout", type=float, default=None, help="stop the graph after this many seconds")
+    ap.add_argument("--log-dir", type=Path, default=None, help="also write one log file per node here")
+    a = ap.parse_args(argv)
+    try:
+        return run_graph(a.config, parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir)
+    except GraphError as e:
+        print(f"imp_graph: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

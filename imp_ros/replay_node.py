@@ -1,0 +1,339 @@
+"""``replay`` node: plays a dataset folder (synthetic world, Aachen v1.1, RobotCar Seasons) or a ROS 1 / ROS 2 bag
+as a camera stream (Image or CompressedImage + CameraInfo), with the ground truth when known.
+
+Modes: real time scaled by ``speed`` (frames stamped with the wall clock by default), ``loop``, and ``lockstep``
+(wait for the localizer's result for each frame, so a benchmark loses none). Per frame it publishes, in order:
+TF odom->base (simulated odometry from the ground truth, when known), CameraInfo, ``imp_msgs/ReplayFrame``
+(name, condition, ground truth), ground-truth PoseStamped, then the image. At the end it publishes a JSON summary
+on the latched ``done`` topic.
+"""
+from __future__ import annotations
+
+import fnmatch
+import json
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional
+
+import cv2
+import numpy as np
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from imp_core.types import Pose
+from imp_ros import bags, common
+from imp_ros import conversions as cv
+
+
+@dataclass
+class Frame:
+    index: int
+    stamp_ns: int
+    name: str = ""
+    condition: str = ""
+    rgb: Optional[np.ndarray] = None  # dataset frames
+    msg: Optional[object] = None  # bag frames: the original Image / CompressedImage
+    info: Optional[object] = None  # CameraInfo
+    map_from_cam: Optional[Pose] = None  # ground truth
+
+
+def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_id: str) -> Iterator[Frame]:
+    """Frames of a localization dataset's queries, in time (then name) order."""
+    from imp_core.datasets import open_dataset
+
+    ds = open_dataset(path)
+    items = [q for q in ds.queries() if (not condition or q.condition == condition)
+             and fnmatch.fnmatch(q.name, pattern)]
+    if not items:
+        raise ValueError(f"dataset {path}: no query matches condition={condition!r} names={pattern!r}")
+    items.sort(key=lambda q: (q.stamp is None, q.stamp if q.stamp is not None else 0.0, q.name))
+    t0 = None
+    for i, q in enumerate(items):
+        bgr = cv2.imread(str(q.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"dataset {path}: cannot read image {q.path}")
+        stamp = q.stamp if q.stamp is not None else i / rate
+        t0 = stamp if t0 is None else t0
+        yield Frame(i, int(round(stamp * 1e9)), q.name, q.condition or "", rgb=bgr[..., ::-1],
+                    info=cv.camera_to_info(q.camera, frame_id),
+                    map_from_cam=None if q.gt_pose is None else q.gt_pose.inverse())
+
+
+def bag_frames(path: str, image_topic: str, info_topic: str, gt_topic: str) -> Iterator[Frame]:
+    """Frames of a bag: each image with the latest CameraInfo and the ground truth at its stamp when present."""
+    topics = bags.bag_topics(path)
+    if not image_topic:
+        cands = [t for t, m in topics.items() if m in ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")]
+        if not cands:
+            raise bags.BagError(f"bag {path} has no Image/CompressedImage topic (topics: {topics})")
+        image_topic = sorted(cands)[0]
+    if not info_topic:
+        cands = [t for t, m in topics.items() if m == "sensor_msgs/msg/CameraInfo"]
+        info_topic = sorted(cands)[0] if cands else ""
+    for t in (image_topic, info_topic, gt_topic):
+        if t and t not in topics:
+            raise bags.BagError(f"bag {path} has no topic {t!r} (topics: {sorted(topics)})")
+    gt: Dict[int, Pose] = {}
+    if gt_topic:
+        for _, stamp, m in bags.read_bag(path, [gt_topic]):
+            p = m.pose.pose if hasattr(m.pose, "pose") else m.pose
+            gt[stamp] = cv.msg_to_pose(p)
+    info = None
+    i = 0
+    for topic, stamp, m in bags.read_bag(path, [t for t in (image_topic, info_topic) if t]):
+        if topic == info_topic:
+            info = m
+            continue
+        yield Frame(i, stamp, msg=m, info=info, map_from_cam=gt.get(stamp))
+        i += 1
+
+
+class ReplayNode(Node):
+    PARAMS = {
+        "source": "",
+        "condition": "",
+        "names": "*",
+        "max_frames": 0,  # over all loops; 0 = no limit
+        "rate": 10.0,
+        "speed": 1.0,
+        "loop": False,
+        "lockstep": False,
+        "lockstep_timeout": 60.0,
+        "lockstep_retries": 1,
+        "stamp_mode": "now",
+        "image_topic": common.IMAGE_TOPIC,
+        "camera_info_topic": common.CAMERA_INFO_TOPIC,
+        "compressed": False,
+        "encoding": "rgb8",
+        "image_qos": "reliable",
+        "result_topic": common.RESULT_TOPIC,
+        "frames_topic": common.FRAMES_TOPIC,
+        "ground_truth_topic": common.GT_POSE_TOPIC,
+        "done_topic": common.DONE_TOPIC,
+        "bag_image_topic": "",
+        "bag_camera_info_topic": "",
+        "bag_ground_truth_topic": "",
+        "remap": [""],
+        "map_frame": "map",
+        "odom_frame": "odom",
+        "base_frame": "base_link",
+        "camera_frame": "camera_optical",
+        "camera_extrinsics": [0.5, 0.0, 1.2, -0.5, 0.5, -0.5, 0.5],
+        "publish_odom": True,
+        "odom_offset": [2.0, -1.0, 0.0, 15.0],
+        "wait_for": ["image"],
+        "wait_timeout": 30.0,
+        "exit_on_done": True,
+    }
+
+    def __init__(self) -> None:
+        super().__init__("replay")
+        common.declare(self, self.PARAMS)
+        p = lambda n: common.param(self, n)  # noqa: E731
+        self.p = p
+        if not p("source"):
+            raise ValueError("parameter 'source' is empty: give a dataset folder or a bag path")
+        if p("speed") <= 0 or p("rate") <= 0:
+            raise ValueError(f"parameters 'speed' ({p('speed')}) and 'rate' ({p('rate')}) must be > 0")
+        if p("stamp_mode") not in ("now", "source"):
+            raise ValueError(f"parameter 'stamp_mode' must be 'now' or 'source', got {p('stamp_mode')!r}")
+        self.remap = self._parse_remap(p("remap"))
+        qos = common.qos_from_param(p("image_qos"), depth=5, name="image_qos")
+        from imp_msgs.msg import LocalizationResult, ReplayFrame
+        from geometry_msgs.msg import PoseStamped
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from std_msgs.msg import String
+
+        self.image_topic = p("image_topic")
+        self.pub_image = self.create_publisher(Image, self.image_topic, qos)
+        self.pub_compressed = self.create_publisher(CompressedImage, self.image_topic + "/compressed", qos)
+        self.pub_info = self.create_publisher(CameraInfo, p("camera_info_topic"), qos)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_frame = self.create_publisher(ReplayFrame, p("frames_topic"), reliable)
+        self.pub_gt = self.create_publisher(PoseStamped, p("ground_truth_topic"), reliable)
+        self.pub_done = self.create_publisher(String, p("done_topic"), common.latched_qos())
+        from imp_ros.tf_buffer import TfBroadcaster
+
+        self.tf = TfBroadcaster(self)
+        self.tf_static = TfBroadcaster(self, static=True)
+        e = list(p("camera_extrinsics"))
+        if len(e) != 7:
+            raise ValueError(f"parameter 'camera_extrinsics' needs 7 values [x y z qx qy qz qw], got {e}")
+        self.base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
+        o = list(p("odom_offset"))
+        yaw = np.radians(o[3])
+        self.odom_from_map = Pose(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],
+                                            [0, 0, 1.0]]), o[:3])
+        self._results: Dict[int, object] = {}
+        self._result_event = threading.Condition()
+        self.create_subscription(LocalizationResult, p("result_topic"), self._on_result,
+                                 QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self.finished = False
+        self.exit_code = 0
+        self.stats = {"published": 0, "results": 0, "lockstep_timeouts": 0, "source": p("source")}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._play_safe, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _parse_remap(items: List[str]) -> Dict[str, str]:
+        out = {}
+        for it in items:
+            if not it:
+                continue
+            if ":=" not in it:
+                raise ValueError(f"parameter 'remap': entry {it!r} is not 'from:=to'")
+            a, b = it.split(":=", 1)
+            out[a.strip()] = b.strip()
+        return out
+
+    # ------------------------------------------------------------ playing
+    def _frames(self) -> Iterator[Frame]:
+        p = self.p
+        src = p("source")
+        if bags.is_bag(src):
+            inverse = {v: k for k, v in self.remap.items()}
+            yield from bag_frames(src, p("bag_image_topic") or inverse.get(p("image_topic"), ""),
+                                  p("bag_camera_info_topic") or inverse.get(p("camera_info_topic"), ""),
+                                  p("bag_ground_truth_topic") or inverse.get(p("ground_truth_topic"), ""))
+        elif Path(src).is_dir():
+            yield from dataset_frames(src, p("condition"), p("names"), p("rate"), p("camera_frame"))
+        else:
+            raise FileNotFoundError(f"parameter 'source': {src} is neither a dataset folder nor a bag")
+
+    def _wait_for_peers(self) -> None:
+        alias = {"image": self.image_topic, "frames": self.p("frames_topic"), "done": self.p("done_topic")}
+        topics = [alias.get(t, t) for t in self.p("wait_for") if t]
+        deadline = time.monotonic() + self.p("wait_timeout")
+        for t in topics:
+            while self.count_subscribers(t) < 1 and time.monotonic() < deadline and not self._stop.is_set():
+                time.sleep(0.05)
+            if self.count_subscribers(t) < 1:
+                self.get_logger().warning(f"no subscriber on {t} after {self.p('wait_timeout')} s; playing anyway")
+        if self.p("lockstep"):
+            while (self.count_publishers(self.p("result_topic")) < 1 and time.monotonic() < deadline
+                   and not self._stop.is_set()):
+                time.sleep(0.05)
+
+    def _play_safe(self) -> None:
+        try:
+            self._wait_for_peers()
+            first = True
+            while first or (self.p("loop") and not self._stop.is_set()):
+                self._play_once(loop_offset_ns=0 if first else self._next_offset)
+                first = False
+        except Exception as e:
+            self.get_logger().error(f"replay of {self.p('source')} failed: {e}")
+            self.stats["error"] = str(e)
+            self.exit_code = 2
+        self._finish()
+
+    def _play_once(self, loop_offset_ns: int) -> None:
+        p = self.p
+        t0_wall = None
+        s0 = None
+        last = 0
+        n_max = p("max_frames")
+        for fr in self._frames():
+            if self._stop.is_set() or (n_max and self.stats["published"] >= n_max):
+                self._stop.set()
+                break
+            src_ns = fr.stamp_ns + loop_offset_ns
+            if t0_wall is None:
+                t0_wall, s0 = time.monotonic(), src_ns
+            if not p("lockstep"):
+                delay = t0_wall + (src_ns - s0) * 1e-9 / p("speed") - time.monotonic()
+                if delay > 0:
+                    self._stop.wait(delay)
+            stamp = self.get_clock().now().nanoseconds if p("stamp_mode") == "now" else src_ns
+            self._publish(fr, stamp)
+            if p("lockstep"):
+                self._wait_result(fr, stamp)
+            last = src_ns
+        self._next_offset = last + int(1e9 / p("rate"))
+
+    def _publish(self, fr: Frame, stamp: int) -> None:
+        from geometry_msgs.msg import PoseStamped
+        from imp_msgs.msg import ReplayFrame
+
+        p = self.p
+        st = cv.ns_to_stamp(stamp)
+        if fr.map_from_cam is not None and p("publish_odom"):
+            map_from_base = fr.map_from_cam * self.base_from_cam.inverse()
+            self.tf.send([cv.pose_to_transform(self.odom_from_map * map_from_base, p("odom_frame"),
+                                               p("base_frame"), stamp)])
+        if self.stats["published"] == 0:
+            cam_frame = fr.info.header.frame_id if fr.info is not None and fr.info.header.frame_id else p(
+                "camera_frame")
+            self.tf_static.send([cv.pose_to_transform(self.base_from_cam, p("base_frame"), cam_frame, stamp)])
+        if fr.info is not None:
+            fr.info.header.stamp = st
+            self.pub_info.publish(fr.info)
+        rf = ReplayFrame(name=fr.name, condition=fr.condition, index=fr.index,
+                         has_ground_truth=fr.map_from_cam is not None)
+        rf.header.stamp = st
+        rf.header.frame_id = p("map_frame")
+        if fr.map_from_cam is not None:
+            rf.camera_pose = cv.pose_to_msg(fr.map_from_cam)
+            self.pub_gt.publish(PoseStamped(header=rf.header, pose=rf.camera_pose))
+        else:
+            rf.camera_pose.orientation.w = 1.0
+        self.pub_frame.publish(rf)
+        if fr.msg is not None:
+            fr.msg.header.stamp = st
+            pub = self.pub_compressed if hasattr(fr.msg, "format") else self.pub_image
+            pub.publish(fr.msg)
+        elif p("compressed"):
+            self.pub_compressed.publish(cv.rgb_to_compressed(fr.rgb, "jpeg", p("camera_frame"), stamp))
+        else:
+            self.pub_image.publish(cv.rgb_to_image(fr.rgb, p("encoding"), p("camera_frame"), stamp))
+        self.stats["published"] += 1
+
+    def _wait_result(self, fr: Frame, stamp: int) -> None:
+        tries = 1 + max(0, int(self.p("lockstep_retries")))
+        per_try = self.p("lockstep_timeout") / tries
+        for k in range(tries):
+            with self._result_event:
+                ok = self._result_event.wait_for(lambda: stamp in self._results or self._stop.is_set(), per_try)
+            if ok:
+                self._results.pop(stamp, None)
+                return
+            if k + 1 < tries:
+                self.get_logger().warning(f"no result for frame {fr.index} {fr.name} after {per_try:.1f} s; resending")
+                self._publish(fr, stamp)
+                self.stats["published"] -= 1
+        self.stats["lockstep_timeouts"] += 1
+        self.get_logger().warning(f"no result for frame {fr.index} {fr.name}; moving on")
+
+    def _on_result(self, msg) -> None:
+        with self._result_event:
+            self._results[cv.stamp_to_ns(msg.header.stamp)] = True
+            self.stats["results"] += 1
+            if len(self._results) > 1000:
+                self._results.clear()
+            self._result_event.notify_all()
+
+    def _finish(self) -> None:
+        from std_msgs.msg import String
+
+        self.pub_done.publish(String(data=json.dumps(self.stats)))
+        self.get_logger().info(f"replay done: {json.dumps(self.stats)}")
+        if self.p("exit_on_done"):
+            self.pub_done.wait_for_all_acked(timeout=Duration(seconds=3.0))
+            self.finished = True
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._result_event:
+            self._result_event.notify_all()
+
+
+def main(args=None) -> int:
+    return common.run(ReplayNode, args=args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,43 @@
+"""Shared helper for the launch files: turn an imp graph YAML (config/graph_*.yaml) into launch_ros Nodes,
+so `ros2 launch` and the pip-environment runner `imp_graph` start the same processes with the same parameters."""
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import EmitEvent, RegisterEventHandler, SetEnvironmentVariable
+from launch.event_handlers import OnProcessExit
+from launch.events import Shutdown
+from launch_ros.actions import Node
+
+from imp_ros.graph import load_graph
+
+
+def share_path(*parts):
+    return os.path.join(get_package_share_directory("imp"), *parts)
+
+
+def graph_actions(graph_yaml, overrides=None):
+    """Launch actions for every node of the graph; the launch ends when all required nodes have exited."""
+    spec = load_graph(graph_yaml, overrides)
+    actions = [SetEnvironmentVariable(k, v) for k, v in spec.env.items()]
+    if spec.fastdds_profile is not None:
+        actions.append(SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(spec.fastdds_profile)))
+    nodes = []
+    for n in spec.nodes:
+        params = ([str(spec.params_file)] if spec.params_file else []) + ([n.parameters] if n.parameters else [])
+        node = Node(package="imp", executable=n.executable, name=n.name, output="screen", parameters=params,
+                    remappings=list(n.remappings.items()))
+        nodes.append((n, node))
+        actions.append(node)
+    required = [node for n, node in nodes if n.required]
+    if required:
+        done = set()
+
+        def on_exit(event, context, _required=required):
+            done.add(id(event.action))
+            if all(id(r) in done for r in _required):
+                return [EmitEvent(event=Shutdown(reason="all required imp nodes finished"))]
+            return None
+
+        for r in required:
+            actions.append(RegisterEventHandler(OnProcessExit(target_action=r, on_exit=on_exit)))
+    return actions

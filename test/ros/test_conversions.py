@@ -1,0 +1,93 @@
+"""Image, CameraInfo, pose and result conversions (no DDS)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imp_core.types import Camera, LocalizationResult, Pose
+from imp_ros import conversions as cv
+
+
+def _smooth_rgb(h=48, w=64):
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([x * 4, y * 5, (x + y) * 2], -1).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("enc,tol", [("rgb8", 0), ("bgr8", 0), ("mono8", 60), ("mono16", 60), ("bayer_rggb8", 8),
+                                     ("bayer_bggr8", 8), ("bayer_gbrg8", 8), ("bayer_grbg8", 8)])
+def test_image_round_trip(enc, tol):
+    rgb = _smooth_rgb()
+    out = cv.image_to_rgb(cv.rgb_to_image(rgb, enc, "cam", 123))
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    if enc.startswith("mono"):
+        grey = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
+        assert np.abs(out[..., 0].astype(float) - grey).max() <= 1.5
+    else:  # bayer: interior pixels after demosaicing a smooth image
+        assert np.abs(out[2:-2, 2:-2].astype(int) - rgb[2:-2, 2:-2]).max() <= tol
+
+
+def test_image_with_row_padding_and_errors():
+    rgb = _smooth_rgb()
+    msg = cv.rgb_to_image(rgb, "rgb8")
+    padded = np.zeros((48, 64 * 3 + 8), np.uint8)
+    padded[:, : 64 * 3] = rgb.reshape(48, -1)
+    msg.step, msg.data = 64 * 3 + 8, padded.tobytes()
+    assert (cv.image_to_rgb(msg) == rgb).all()
+    msg.encoding = "yuv422_odd"
+    with pytest.raises(cv.ConversionError, match="yuv422_odd"):
+        cv.image_to_rgb(msg)
+    msg = cv.rgb_to_image(rgb, "rgb8")
+    msg.data = msg.data[:100]
+    with pytest.raises(cv.ConversionError, match="expected 48 rows"):
+        cv.image_to_rgb(msg)
+
+
+def test_compressed():
+    rgb = _smooth_rgb()
+    assert (cv.compressed_to_rgb(cv.rgb_to_compressed(rgb, "png")) == rgb).all()
+    assert np.abs(cv.compressed_to_rgb(cv.rgb_to_compressed(rgb, "jpeg")).astype(int) - rgb).mean() < 3
+    bad = cv.rgb_to_compressed(rgb, "png")
+    bad.data = b"not an image"
+    with pytest.raises(cv.ConversionError, match="cannot decode"):
+        cv.compressed_to_rgb(bad)
+
+
+def test_camera_info_and_undistortion():
+    cam = Camera("PINHOLE", 64, 48, [50.0, 52.0, 32.0, 24.0])
+    info = cv.camera_to_info(cam, "cam")
+    assert info.k[2] == pytest.approx(31.5)  # COLMAP principal point is +0.5 w.r.t. ROS/OpenCV
+    rgb = _smooth_rgb()
+    und = cv.Undistorter()
+    out, cam2 = und(rgb, info)
+    assert (out == rgb).all() and np.allclose(cam2.params, cam.params)
+    dist = cv.camera_to_info(Camera("OPENCV", 64, 48, [50, 52, 32, 24, -0.2, 0.05, 0, 0]), "cam")
+    out, cam3 = und(rgb, dist)
+    assert cam3.model == "PINHOLE" and not (out == rgb).all()
+    info.k = [0.0] * 9
+    with pytest.raises(cv.ConversionError, match="uncalibrated"):
+        und(rgb, info)
+    with pytest.raises(cv.ConversionError, match="differs"):
+        und(rgb[:40], cv.camera_to_info(cam, "cam"))
+
+
+def test_pose_transform_and_result():
+    rng = np.random.default_rng(0)
+    q = rng.normal(size=4)
+    p = Pose.from_qvec(q / np.linalg.norm(q), rng.normal(size=3))
+    back = cv.msg_to_pose(cv.pose_to_msg(p))
+    assert np.allclose(back.matrix, p.matrix)
+    ts = cv.pose_to_transform(p, "map", "odom", 5_000_000_123)
+    assert cv.stamp_to_ns(ts.header.stamp) == 5_000_000_123
+    assert np.allclose(cv.transform_to_pose(ts.transform).matrix, p.matrix)
+    base_from_cam = Pose.from_qvec([0.5, -0.5, 0.5, -0.5], [0.5, 0, 1.2])
+    res = LocalizationResult(status="OK", pose=p, covariance=np.eye(6) * 0.01, num_matches=50, num_inliers=40,
+                             references=["db/1.png"], instances=[(3, 0.9)], timings={"extraction": 5.0, "total": 9.0},
+                             mode="tracking")
+    msg, pwc, map_from_base = cv.result_to_msgs(res, base_from_cam, "map", 42, "m1")
+    assert msg.status == 0 and msg.num_inliers == 40 and msg.instances[0].instance_id == 3
+    assert np.allclose(cv.msg_to_pose(msg.camera_pose).matrix, p.inverse().matrix)
+    assert np.allclose(map_from_base.matrix, (p.inverse() * base_from_cam.inverse()).matrix)
+    assert np.allclose(cv.msg_to_pose(pwc.pose.pose).matrix, map_from_base.matrix)
+    lost, none, _ = cv.result_to_msgs(LocalizationResult(status="LOST", message="no matches"), base_from_cam,
+                                      "map", 43, "m1")
+    assert none is None and lost.status == 1 and min(np.diag(np.reshape(lost.pose.covariance, (6, 6)))) > 1000

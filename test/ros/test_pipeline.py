@@ -1,0 +1,178 @@
+"""End to end over real DDS: replay (dataset folder, mcap bag, ROS 1 bag) -> localizer -> evaluator, each a
+separate process; lifecycle transitions; TF consistency; LOST and input errors while the node keeps running."""
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from conftest import DOMAIN_ID, graph_of, wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def localizer(ros, ros_map):
+    """One localizer process for the module, brought up through /localizer/change_state (no autostart)."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+
+    from imp_ros.graph import Graph, load_graph
+
+    spec = graph_of(("localizer", "localizer", {
+        "autostart": False, "map": str(ros_map), "matcher": "nn", "coarse": "tracking,retrieval",
+        "device": "cpu", "image_qos": "sensor_data", "tf_rate": 20.0}))
+    g = Graph(load_graph(spec), domain_id=DOMAIN_ID).start()
+    try:
+        for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            res = ros.call(ChangeState, "/localizer/change_state",
+                           ChangeState.Request(transition=Transition(id=tid)), timeout=60.0)
+            assert res.success, f"lifecycle transition {tid} failed:\n{''.join(g.output['localizer'])}"
+        st = ros.call(GetState, "/localizer/get_state", GetState.Request())
+        assert st.current_state.label == "active"
+        yield g
+    finally:
+        g.stop()
+
+
+def _replay_and_evaluate(run_graph, tmp_path, replay_params):
+    out = tmp_path / "eval"
+    g = run_graph(graph_of(
+        ("evaluator", "evaluator", {"output_dir": str(out), "result_wait": 10.0}),
+        ("replay", "replay", {"lockstep": True, "lockstep_timeout": 30.0, "wait_for": ["image", "frames"],
+                              **replay_params})))
+    codes = g.wait(timeout=150)
+    assert codes == {"evaluator": 0, "replay": 0}, "".join(sum(g.output.values(), []))
+    summary = json.loads((out / "summary.json").read_text())
+    return out, summary
+
+
+def _assert_day_accuracy(summary, n_frames):
+    assert summary["results"] == summary["frames"] == n_frames
+    day = summary["accuracy"]["day"]
+    assert day["recall"][1] >= 0.75, summary["table"]  # (0.5 m, 5 deg)
+    assert day["median_t"] < 0.25
+
+
+def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph, tmp_path):
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from imp_ros import conversions as cv
+    from imp_ros.tf_buffer import TfBuffer, TfListener
+
+    poses, sub = ros.collect(PoseWithCovarianceStamped, "/imp/localization/pose")
+    buf = TfBuffer(cache_s=60.0)
+    listener = TfListener(ros.node, buf)
+    out, summary = _replay_and_evaluate(run_graph, tmp_path, {"source": str(ros_world), "condition": "day",
+                                                               "odom_offset": [2.0, -1.0, 0.0, 15.0]})
+    _assert_day_accuracy(summary, 8)
+    for f in ("results_imp.txt", "trajectory_estimate.tum", "trajectory_ground_truth.tum", "frames.csv",
+              "trajectory.png", "error_cdf.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert "extraction" in summary["latency_ms"] and summary["latency_ms"]["end_to_end"]["p50"] > 0
+    # TF map->odom composed with odom->base at the image time gives the published base pose.
+    wait_until(lambda: len(poses) >= 6, 10, "published poses")
+    wait_until(lambda: buf.can_transform("map", "odom"), 10, "map->odom on /tf")
+    last = poses[-1]
+    stamp = cv.stamp_to_ns(last.header.stamp)
+    map_from_base = cv.msg_to_pose(last.pose.pose)
+    via_tf = buf.lookup("map", "odom") * buf.lookup("odom", "base_link", stamp)
+    assert np.linalg.norm(via_tf.t - map_from_base.t) < 0.02
+    assert np.degrees(np.arccos(np.clip((np.trace(via_tf.R.T @ map_from_base.R) - 1) / 2, -1, 1))) < 0.5
+    # the replay's simulated odometry is the ground truth offset by (2, -1, 0, yaw 15 deg): map->odom inverts it
+    yaw = np.radians(15.0)
+    odom_from_map_t = np.array([2.0, -1.0, 0.0])
+    map_from_odom = buf.lookup("map", "odom")
+    assert np.linalg.norm(map_from_odom.inverse().t - odom_from_map_t) < 0.2
+    assert abs(np.arctan2(map_from_odom.R[1, 0], map_from_odom.R[0, 0]) + yaw) < np.radians(1.0)
+    assert len(last.pose.covariance) == 36 and 0 < last.pose.covariance[0] < 1.0
+    ros.node.destroy_subscription(sub)
+    for s in listener._subs:
+        ros.node.destroy_subscription(s)
+
+
+@pytest.mark.parametrize("storage", ["mcap", "ros1"])
+def test_bag_replay(localizer, ros_world, run_graph, tmp_path, storage):
+    from imp_core.datasets.synthetic import SyntheticWorld
+
+    from imp_ros.bags import dataset_to_bag
+
+    bag = tmp_path / ("day.bag" if storage == "ros1" else "day_bag")
+    dataset_to_bag(SyntheticWorld(ros_world), bag, storage, "day", image_topic="/cam0/image",
+                   info_topic="/cam0/info", encoding="bgr8" if storage == "ros1" else "rgb8")
+    _, summary = _replay_and_evaluate(run_graph, tmp_path, {
+        "source": str(bag), "remap": ["/cam0/image:=/camera/image_raw", "/cam0/info:=/camera/camera_info"],
+        "bag_ground_truth_topic": "/ground_truth/camera_pose"})
+    summary["accuracy"]["day"] = summary["accuracy"]["all"]  # bags carry no condition
+    _assert_day_accuracy(summary, 8)
+
+
+def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from imp_msgs.msg import LocalizationResult
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo, Image
+    from std_srvs.srv import Trigger
+
+    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_ros import conversions as cv
+
+    w = SyntheticWorld(ros_world)
+    name = w.sequences[sorted(w.sequences)[0]][0]
+    if w.condition(name) != "day":
+        name = next(n for n in w.query_names("day"))
+    results, rsub = ros.collect(LocalizationResult, "/imp/localization/result")
+    diags, dsub = ros.collect(DiagnosticArray, "/diagnostics")
+    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+    pub_img = ros.node.create_publisher(Image, "/camera/image_raw", qos)
+    pub_info = ros.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
+    wait_until(lambda: pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0, 10,
+               "localizer subscriptions")
+    assert ros.call(Trigger, "/localizer/relocalize", Trigger.Request()).success
+
+    def send(img_msg, info_msg):
+        stamp = time.time_ns()
+        img_msg.header.stamp = info_msg.header.stamp = cv.ns_to_stamp(stamp)
+        pub_info.publish(info_msg)
+        pub_img.publish(img_msg)
+        return wait_until(lambda: next((r for r in results if cv.stamp_to_ns(r.header.stamp) == stamp), None), 30,
+                          "the localizer's result")
+
+    info = cv.camera_to_info(w.camera(name), "camera_optical")
+    black = cv.rgb_to_image(np.zeros_like(w.image(name)), "rgb8", "camera_optical")
+    r = send(black, info)
+    assert r.status == LocalizationResult.STATUS_LOST, r.status_text
+    assert all(v > 1000 for v in np.asarray(r.pose.covariance).reshape(6, 6).diagonal())
+
+    weird = cv.rgb_to_image(w.image(name), "rgb8", "camera_optical")
+    weird.encoding = "yuv_fancy42"
+    r = send(weird, info)
+    assert r.status == LocalizationResult.STATUS_INPUT_ERROR and "yuv_fancy42" in r.status_text
+
+    bad = cv.camera_to_info(w.camera(name), "camera_optical")
+    bad.k = [0.0] * 9
+    r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), bad)
+    assert r.status == LocalizationResult.STATUS_INPUT_ERROR and "uncalibrated" in r.status_text
+
+    wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "uncalibrated" in s.message
+                           for d in diags for s in d.status), 5, "an ERROR diagnostic naming the bad CameraInfo")
+    r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), info)  # still alive and localizing
+    assert r.status == LocalizationResult.STATUS_OK, r.status_text
+    keys = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert {"input_rate_hz", "latency_p50_ms", "dropped", "state"} <= set(keys)
+    for e in (rsub, dsub):
+        ros.node.destroy_subscription(e)
+    ros.node.destroy_publisher(pub_img)
+    ros.node.destroy_publisher(pub_info)
+
+
+def test_corrupt_bag_gives_clear_error(run_graph, tmp_path):
+    bag = tmp_path / "broken.bag"
+    bag.write_bytes(b"#ROSBAG V2.0\n" + b"\x00garbage" * 200)
+    g = run_graph(graph_of(("replay", "replay", {"source": str(bag), "wait_for": [""], "wait_timeout": 1.0})))
+    codes = g.wait(timeout=60)
+    out = "".join(g.output["replay"])
+    assert codes["replay"] == 2, out
+    assert "cannot read bag" in out and str(bag) in out

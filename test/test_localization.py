@@ -1,0 +1,146 @@
+"""Localizer, PnP covariance, map format errors, tracking, on the tiny synthetic world and synthetic geometry."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from imp_core.localization import Localizer, estimate_pose
+from imp_core.mapping import LocalizationMap, MapError
+from imp_core.types import Camera, Pose, pose_error
+
+
+def _rot(rx, ry, rz):
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("xyz", [rx, ry, rz], degrees=True).as_matrix()
+
+
+def test_pnp_covariance_matches_monte_carlo():
+    """The world-frame covariance predicts the spread of poses estimated from noisy pixels (within 2x)."""
+    rng = np.random.default_rng(0)
+    cam = Camera("PINHOLE", 640, 480, [500, 500, 320, 240])
+    gt = Pose.from_center(_rot(5, 20, 3), [1.0, 0.5, -8.0])
+    X = rng.uniform([-4, -3, 0], [4, 3, 6], (400, 3))
+    xc = gt.transform(X)
+    uv = xc[:, :2] / xc[:, 2:] * 500 + [319.5, 239.5]
+    ok = (uv[:, 0] > 0) & (uv[:, 0] < 639) & (uv[:, 1] > 0) & (uv[:, 1] < 479)
+    X, uv = X[ok], uv[ok]
+    centers, rots, covs = [], [], []
+    for _ in range(150):
+        r = estimate_pose(uv + rng.normal(0, 1.0, uv.shape), X, cam)
+        assert r is not None and r.covariance is not None
+        centers.append(r.pose.center)
+        rots.append(r.pose)
+        covs.append(r.covariance)
+    from scipy.spatial.transform import Rotation
+
+    # world-frame rotation perturbation psi: R_wc_est = exp(psi) R_wc_gt
+    psi = np.array([Rotation.from_matrix(p.R.T @ gt.R).as_rotvec() for p in rots])
+    emp = np.cov(np.concatenate([np.array(centers) - gt.center, psi], 1).T)
+    pred = np.mean(covs, 0)
+    ratio = np.diag(pred) / np.diag(emp)
+    assert np.all(ratio > 0.5) and np.all(ratio < 2.5), ratio
+    # the dominant correlation (depth vs. rotation) has the right sign and size
+    corr_emp = emp[0, 4] / np.sqrt(emp[0, 0] * emp[4, 4])
+    corr_pred = pred[0, 4] / np.sqrt(pred[0, 0] * pred[4, 4])
+    assert abs(corr_emp - corr_pred) < 0.3
+
+
+def test_pnp_rejects_too_few_points():
+    cam = Camera("PINHOLE", 640, 480, [500, 500, 320, 240])
+    assert estimate_pose(np.zeros((3, 2)), np.ones((3, 3)), cam) is None
+
+
+def test_map_loads_and_has_points(tiny_map, tiny_world):
+    m = LocalizationMap.load(tiny_map)
+    assert len(m.names) == len(tiny_world.db_names)
+    ids, xyz = m.all_points3D()
+    assert len(ids) > 500
+    # triangulated points lie on the world's surfaces: reproject with GT depth of a database image
+    name = m.names[len(m.names) // 2]
+    pid = m.point3D_ids(name)
+    f = m.features(name)
+    has = pid >= 0
+    assert has.sum() > 100
+    xc = tiny_world.pose(name).transform(m.points3D_xyz(pid[has]))
+    depth = tiny_world.depth(name)
+    kp = np.round(f.keypoints[has]).astype(int)
+    d_gt = depth[kp[:, 1], kp[:, 0]]
+    valid = d_gt > 0
+    rel = np.abs(xc[valid, 2] - d_gt[valid]) / d_gt[valid]
+    assert np.median(rel) < 0.02
+    assert m.covisible(name, 3)
+    assert m.global_descriptors.shape[0] == len(m.names)
+
+
+def test_localize_day_queries(tiny_map, tiny_world):
+    loc = Localizer({"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
+                     "coarse": [{"name": "retrieval", "top_k": 4}]})
+    names = tiny_world.query_names("day")
+    good = 0
+    for n in names:
+        loc.reset()
+        r = loc.localize(tiny_world.image(n), tiny_world.camera(n), name=n)
+        assert set(r.timings) >= {"extraction", "retrieval", "matching", "pnp", "total"}
+        if r.success:
+            dt, dr = pose_error(r.pose, tiny_world.pose(n))
+            good += dt < 0.25 and dr < 2.0
+            assert r.covariance.shape == (6, 6)
+            assert np.all(np.linalg.eigvalsh(r.covariance) > 0)
+            assert r.mode == "global" and r.references
+    assert good >= 0.8 * len(names), f"{good}/{len(names)} day queries within 0.25 m, 2 deg"
+
+
+def test_tracking_mode_and_fallback(tiny_map, tiny_world):
+    loc = Localizer({"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
+                     "coarse": [{"name": "tracking", "min_inliers": 30}, {"name": "retrieval", "top_k": 4}]})
+    seq = next(iter(tiny_world.sequences.values()))
+    names = seq["names"] if isinstance(seq, dict) else seq
+    names = [n for n in names if tiny_world.condition(n) == "day"] or names
+    modes = []
+    for n in names[:4]:
+        r = loc.localize(tiny_world.image(n), tiny_world.camera(n), name=n)
+        modes.append(r.mode if r.success else r.status)
+    assert modes[0] == "global"
+    assert "tracking" in modes[1:], modes
+    # a black frame: nothing to match -> not OK, and the prior survives only a few frames
+    black = np.zeros_like(tiny_world.image(names[0]))
+    r = loc.localize(black, tiny_world.camera(names[0]))
+    assert not r.success and r.status in ("LOST", "RELOCALIZING")
+    for _ in range(5):
+        r = loc.localize(black, tiny_world.camera(names[0]))
+    assert r.status == "LOST" and loc.prior is None
+    # an explicit prior (e.g. /initialpose) is used for reference selection
+    loc.set_prior(tiny_world.pose(names[1]))
+    r = loc.localize(tiny_world.image(names[1]), tiny_world.camera(names[1]))
+    assert r.success and r.mode == "tracking"
+
+
+def test_map_errors_name_the_problem(tiny_map, tmp_path):
+    with pytest.raises(MapError, match="map.json"):
+        LocalizationMap.load(tmp_path)
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_map, bad, ignore=shutil.ignore_patterns("build"))
+    meta = json.loads((bad / "map.json").read_text())
+    (bad / "map.json").write_text(json.dumps({**meta, "version": 99}))
+    with pytest.raises(MapError, match="version 99"):
+        LocalizationMap.load(bad)
+    (bad / "map.json").write_text(json.dumps(meta))
+    with pytest.raises(MapError, match="'aliked'"):
+        Localizer({"map": str(bad), "features": {"name": "aliked"}})
+    (bad / "features.h5").write_bytes(b"not an hdf5 file")
+    with pytest.raises(MapError, match="features.h5"):
+        LocalizationMap.load(bad)
+    (bad / "map.json").write_text("{broken")
+    with pytest.raises(MapError, match="corrupt"):
+        LocalizationMap.load(bad)
+
+
+def test_image_camera_mismatch_is_an_error(tiny_map, tiny_world):
+    loc = Localizer({"map": str(tiny_map), "matcher": {"name": "nn"}, "coarse": [{"name": "retrieval"}]})
+    n = tiny_world.query_names("day")[0]
+    with pytest.raises(ValueError, match="camera"):
+        loc.localize(tiny_world.image(n)[:100], tiny_world.camera(n))
