@@ -240,7 +240,8 @@ class Features:
     def __post_init__(self) -> None:
         self.keypoints = np.asarray(self.keypoints, dtype=np.float32).reshape(-1, 2)
         n = len(self.keypoints)
-        self.descriptors = np.asarray(self.descriptors, dtype=np.float32).reshape(n, -1)
+        desc = np.asarray(self.descriptors, dtype=np.float32)
+        self.descriptors = desc.reshape(n, -1) if n else desc.reshape(0, desc.shape[-1] if desc.ndim == 2 else 0)
         self.scores = np.asarray(self.scores, dtype=np.float32).reshape(n)
         if self.labels is not None:
             self.labels = np.asarray(self.labels, dtype=np.int32).reshape(n)

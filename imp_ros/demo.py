@@ -66,10 +66,9 @@ def ensure_map(world: Path, data: Path, preset: str, features: str, matcher: str
     return out
 
 
-def main(argv=None) -> int:
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     from imp_core.mapping import DEFAULT_BUILD_CONF
 
-    ap = argparse.ArgumentParser(prog="python -m imp_ros.demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="default", help="synthetic world preset (tiny, default)")
     ap.add_argument("--features", default=DEFAULT_BUILD_CONF["features"]["name"],
                     help="local features for map and localizer (sift, aliked, disk, superpoint, xfeat)")
@@ -79,8 +78,15 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=REPO / "data", help="where the world and maps live")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
     ap.add_argument("--timeout", type=float, default=1800.0, help="stop the graph after this many seconds")
-    a = ap.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m imp_ros.demo", description=__doc__.split("\n\n")[0])
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
+
+
+def run(a: argparse.Namespace) -> int:
     world = ensure_world(a.data, a.preset)
     map_dir = ensure_map(world, a.data, a.preset, a.features, a.matcher)
     out = a.out.resolve()

@@ -145,10 +145,10 @@ class LocalizerNode(LifecycleNode):
         self.tf_pub = TfBroadcaster(self)
         srv_group = MutuallyExclusiveCallbackGroup()
         self._entities = [
-            self.pub_pose, self.pub_result, self.pub_diag, self.tf_pub._pub, *self.tf_listener._subs,
+            self.pub_pose, self.pub_result, self.pub_diag, *self.tf_listener._subs,
             self.create_service(Trigger, "~/relocalize", self._on_relocalize, callback_group=srv_group),
             self.create_service(LocalizeImage, "~/localize", self._on_localize_srv, callback_group=srv_group),
-        ] + ([self.pub_debug] if self.pub_debug else [])
+        ] + ([self.pub_debug] if self.pub_debug else []) + ([self.tf_pub._pub] if self.tf_pub._pub else [])
         self.undistort = cv.Undistorter()
         return TransitionCallbackReturn.SUCCESS
 
@@ -379,7 +379,8 @@ class LocalizerNode(LifecycleNode):
         self.last_result = res
         self.state = res.status
         if self.pub_debug is not None:
-            self.pub_debug.publish(self._debug_image(rgb, res, stamp, frame))
+            with self._lock:
+                self.pub_debug.publish(self._debug_image(rgb, camera, res, stamp, frame))
 
     def _update_tf(self, map_from_base: Pose, stamp: int) -> None:
         odom, base, mp = self.p("odom_frame"), self.p("base_frame"), self.p("map_frame")
@@ -407,14 +408,24 @@ class LocalizerNode(LifecycleNode):
         stamp = self.get_clock().now().nanoseconds + int(self.p("tf_future_dating") * 1e9)
         self.tf_pub.send([cv.pose_to_transform(cur[0], cur[1], cur[2], stamp)])
 
-    def _debug_image(self, rgb: np.ndarray, res: LocalizationResult, stamp: int, frame: str):
+    def _debug_image(self, rgb: np.ndarray, camera, res: LocalizationResult, stamp: int, frame: str):
+        """The query with the map points of the reference images reprojected by the estimated pose (green:
+        inside the image), and the status line."""
         import cv2
 
         img = np.ascontiguousarray(rgb.copy())
-        kps = getattr(res, "inlier_keypoints", None)
-        if kps is not None:
-            for x, y in np.asarray(kps).reshape(-1, 2).astype(int):
-                cv2.circle(img, (int(x), int(y)), 3, (0, 255, 0), 1)
+        lmap = self.loc.map if self.loc is not None else None
+        if res.success and lmap is not None:
+            xyz = [lmap.keypoint_xyz(r) for r in res.references[:4] if lmap.has(r)]
+            xyz = np.concatenate(xyz) if xyz else np.zeros((0, 3))
+            xyz = xyz[np.isfinite(xyz).all(1)]
+            pc = res.pose.transform(xyz)
+            pc = pc[pc[:, 2] > 0.1]
+            uv = (pc / pc[:, 2:3]) @ camera.K.T
+            h, w = img.shape[:2]
+            for u, v in uv[:, :2].astype(int):
+                if 0 <= u < w and 0 <= v < h:
+                    cv2.circle(img, (int(u), int(v)), 2, (0, 255, 0), -1)
         colour = (0, 255, 0) if res.status == STATUS_OK else (255, 0, 0)
         text = f"{res.status} {res.mode} inliers {res.num_inliers}/{res.num_matches}"
         cv2.putText(img, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)

@@ -99,6 +99,7 @@ class ReplayNode(Node):
         "max_frames": 0,  # over all loops; 0 = no limit
         "rate": 10.0,
         "speed": 1.0,
+        "max_gap": 1.0,
         "loop": False,
         "lockstep": False,
         "lockstep_timeout": 60.0,
@@ -232,9 +233,12 @@ class ReplayNode(Node):
         self._finish()
 
     def _play_once(self, loop_offset_ns: int) -> None:
+        """One pass over the source. Real-time pacing follows the source stamps, with gaps longer than
+        ``max_gap`` (e.g. between two sequences) shortened to one frame period."""
         p = self.p
-        t0_wall = None
-        s0 = None
+        t0_wall = time.monotonic()
+        virtual = 0.0  # seconds of source time played so far (gaps capped)
+        prev = None
         last = 0
         n_max = p("max_frames")
         for fr in self._frames():
@@ -242,10 +246,12 @@ class ReplayNode(Node):
                 self._stop.set()
                 break
             src_ns = fr.stamp_ns + loop_offset_ns
-            if t0_wall is None:
-                t0_wall, s0 = time.monotonic(), src_ns
+            if prev is not None:
+                gap = (src_ns - prev) * 1e-9
+                virtual += gap if 0 <= gap <= p("max_gap") else 1.0 / p("rate")
+            prev = src_ns
             if not p("lockstep"):
-                delay = t0_wall + (src_ns - s0) * 1e-9 / p("speed") - time.monotonic()
+                delay = t0_wall + virtual / p("speed") - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
             stamp = self.get_clock().now().nanoseconds if p("stamp_mode") == "now" else src_ns

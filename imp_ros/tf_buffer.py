@@ -168,16 +168,28 @@ class TfListener:
 
 
 class TfBroadcaster:
-    """Publishes TransformStamped lists on /tf (or /tf_static, latched)."""
+    """Publishes TransformStamped lists on /tf (or /tf_static, latched): tf2_ros's broadcaster when the ROS
+    distribution provides it, else our publisher of the wire-compatible tf2_msgs/TFMessage."""
 
     def __init__(self, node, static: bool = False) -> None:
+        try:
+            import tf2_ros
+
+            self._tf2 = (tf2_ros.StaticTransformBroadcaster if static else tf2_ros.TransformBroadcaster)(node)
+            self._pub = None
+            return
+        except ImportError:
+            self._tf2 = None
         from tf2_msgs.msg import TFMessage
 
         self._cls = TFMessage
         self._pub = node.create_publisher(TFMessage, "/tf_static" if static else "/tf", _tf_qos(static))
 
     def send(self, transforms) -> None:
-        self._pub.publish(self._cls(transforms=list(transforms)))
+        if self._tf2 is not None:
+            self._tf2.sendTransform(list(transforms))
+        else:
+            self._pub.publish(self._cls(transforms=list(transforms)))
 
 
 def make_tf(node, cache_s: float = 10.0, tolerance_s: float = 0.05, callback_group=None) -> Tuple[TfBuffer, TfListener]:

@@ -147,3 +147,27 @@ def test_missing_and_corrupt_files_are_named(tiny_world, tmp_path):
         SyntheticWorld(root)
     with pytest.raises(DatasetError, match="world.json"):
         SyntheticWorld(tmp_path / "empty")
+    other = tmp_path / "someone_elses"
+    (other / "images").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="refusing to overwrite"):
+        make_world(other, preset="tiny", progress=False)
+    assert (other / "images").is_dir()
+
+
+def test_scene_is_deterministic_and_seeded():
+    from imp_core.datasets import textures
+    from imp_core.datasets.scene import query_sequences
+    from imp_core.datasets.synthetic import world_conf
+
+    a, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)
+    b, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)
+    c, _ = textures.facade(np.random.default_rng([1, 101]), 6.0, 9.0, 32.0)
+    assert a.shape == (288, 192, 4) and np.array_equal(a, b) and not np.array_equal(a, c)
+    conf = world_conf("tiny")
+    s0, s1 = query_sequences(conf, 0), query_sequences(conf, 1)
+    assert np.allclose(s0["seq0"][1][3].t, query_sequences(conf, 0)["seq0"][1][3].t)
+    assert not np.allclose(s0["seq0"][1][3].t, s1["seq0"][1][3].t)
+    with pytest.raises(ValueError, match="unknown synthetic world preset"):
+        world_conf("huge")
+    with pytest.raises(Exception, match="overrides.widht"):
+        world_conf("tiny", {"widht": 320})

@@ -241,7 +241,8 @@ class Renderer:
             img = cv2.GaussianBlur(img, (0, 0), light.defocus)
         img = img * light.exposure * np.asarray(light.tint, np.float32)
         if light.shot_noise > 0:
-            img = img + rng.normal(0, 1, img.shape).astype(np.float32) * np.sqrt(np.clip(img, 0, None)) * light.shot_noise
+            shot = np.sqrt(np.clip(img, 0, None)) * light.shot_noise
+            img = img + rng.normal(0, 1, img.shape).astype(np.float32) * shot
         if light.noise > 0:
             img = img + rng.normal(0, light.noise, img.shape).astype(np.float32)
         img = np.clip(img, 0, 1) ** (1.0 / light.gamma)

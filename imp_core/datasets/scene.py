@@ -170,7 +170,9 @@ def query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
             rng = np.random.default_rng([seed, 1000 + k])
             n = int(n)
             span = speed * (n - 1)
-            x0 = rng.uniform(0.5, max(0.5, L - 0.5 - span))
+            # spread the starts along the street (golden-ratio sequence), with some jitter
+            frac = (0.5 + 0.618034 * k + rng.uniform(-0.1, 0.1)) % 1.0
+            x0 = 0.5 + frac * max(0.0, L - 1.0 - span)
             xs = np.clip(x0 + speed * np.arange(n), 0.0, L)
             lat = float(conf["max_lateral"])
             ys = np.clip(_smooth(rng, n, lat) + rng.uniform(-0.4, 0.4) * lat, -lat, lat)

@@ -107,6 +107,7 @@ def _fingerprint(preset: str, seed: int, overrides: Optional[dict]) -> dict:
             "overrides": json.loads(json.dumps(overrides or {}))}
 
 
+PENDING = ".generating"  # present while a world is being written: lets an interrupted run be redone
 GENERATED = ("world.json", "instances.json", "images", "depth", "masks", "sfm_gt", "queries", "gt")
 
 
@@ -130,13 +131,17 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
                 return root
         except (ValueError, DatasetError):
             pass  # incomplete or corrupt: regenerate below
+    if root.is_dir() and any(root.iterdir()) and not (is_synthetic_world(root) or (root / PENDING).is_file()):
+        raise DatasetError(f"{root} is not empty and holds no synthetic world: refusing to overwrite it "
+                           "(choose an empty or new directory)")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PENDING).write_text(json.dumps(fp))
     for name in GENERATED:
         p = root / name
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
-    root.mkdir(parents=True, exist_ok=True)
 
     scene = build_scene(conf, seed)
     renderer = Renderer(scene)
@@ -180,6 +185,7 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
     counts = {"db": len(db_jobs), **{c: sum(1 for j in jobs if j[3] == c) for c in CONDITIONS},
               "instances": len(scene.instances)}
     meta_path.write_text(json.dumps({**fp, "counts": counts, "conf": conf}, indent=1))
+    (root / PENDING).unlink()
     return root
 
 
@@ -223,7 +229,8 @@ class SyntheticWorld(LocalizationDataset):
         super().__init__(Path(root))
         self.meta = self._json("world.json")
         if self.meta.get("format") != FORMAT:
-            raise DatasetError(f"{self.root / 'world.json'} is not a synthetic world (format {self.meta.get('format')!r})")
+            raise DatasetError(
+                f"{self.root / 'world.json'} is not a synthetic world (format {self.meta.get('format')!r})")
         seq = self._json("gt/sequences.json")
         try:
             self.sequences: Dict[str, List[str]] = {k: list(v["names"]) for k, v in seq["sequences"].items()}

@@ -31,7 +31,8 @@ def value_noise(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nda
     return np.clip(big[:h, :w], 0, 1)
 
 
-def fractal_noise(rng: np.random.Generator, h: int, w: int, cells=(48.0, 12.0, 3.0), amps=(0.5, 0.3, 0.2)) -> np.ndarray:
+def fractal_noise(rng: np.random.Generator, h: int, w: int, cells=(48.0, 12.0, 3.0),
+                  amps=(0.5, 0.3, 0.2)) -> np.ndarray:
     out = np.zeros((h, w), np.float32)
     for c, a in zip(cells, amps):
         out += a * value_noise(rng, h, w, c)
@@ -396,7 +397,8 @@ def pole(rng: np.random.Generator, width_m: float, height_m: float, ppm: float) 
     """A painted metal pole with a few stickers."""
     W, H = max(2, int(round(width_m * ppm))), max(2, int(round(height_m * ppm)))
     col = random_color(rng, sat=(0.0, 0.4), val=(0.2, 0.5))
-    img = np.ones((H, W, 3), np.float32) * col * (0.8 + 0.4 * fractal_noise(rng, H, W, cells=(ppm, 0.1 * ppm)))[..., None]
+    shade = 0.8 + 0.4 * fractal_noise(rng, H, W, cells=(ppm, 0.1 * ppm))
+    img = np.ones((H, W, 3), np.float32) * col * shade[..., None]
     for _ in range(int(rng.integers(1, 4))):
         y = int(rng.uniform(0.8, 2.2) * ppm)
         _rect(img, 0, y, W, y + int(rng.uniform(0.1, 0.3) * ppm), random_color(rng, sat=(0.5, 1), val=(0.5, 1)))

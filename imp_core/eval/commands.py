@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     ds = open_dataset(args.dataset)
     queries = ds.queries(args.condition)
     if not queries:
-        raise SystemExit(f"imp eval: no queries in {args.dataset}" + (f" for {args.condition}" if args.condition else ""))
+        which = f" for condition {args.condition}" if args.condition else ""
+        raise SystemExit(f"imp eval: no queries in {args.dataset}{which}")
     if any(q.gt_pose is None for q in queries):
         raise SystemExit(f"imp eval: {args.dataset} has no ground-truth poses for its queries "
                          "(public benchmarks are evaluated on visuallocalization.net)")

@@ -10,6 +10,7 @@ from ..types import Pose
 from .metrics import THRESHOLDS, QueryError
 
 COLORS = {"day": "tab:orange", "night": "tab:blue", "db": "0.6"}
+T_MIN, R_MIN = 1e-3, 1e-2  # left ends of the logarithmic error axes (metres, degrees)
 
 
 def _plt():
@@ -38,7 +39,12 @@ def plot_trajectories(path, gt: Mapping[str, Pose], estimates: Mapping[str, Opti
         names = [n for n in gt if conditions.get(n) == cond]
         c = _color(cond, i)
         g = np.array([gt[n].center for n in names])
-        ax.plot(g[:, 0], g[:, 1], "-", lw=1, color=c, alpha=0.6, label=f"{cond} ground truth")
+        # join consecutive ground-truth positions only within a drive (no lines across sequence jumps)
+        gap = np.r_[False, np.linalg.norm(np.diff(g[:, :2], axis=0), axis=1) > 3.0]
+        gx, gy = g[:, 0].copy(), g[:, 1].copy()
+        gx[gap], gy[gap] = np.nan, np.nan
+        ax.plot(g[:, 0], g[:, 1], "x", ms=3, color=c, alpha=0.6)
+        ax.plot(gx, gy, "-", lw=1, color=c, alpha=0.6, label=f"{cond} ground truth")
         est = [(gt[n].center, estimates[n].center) for n in names if estimates.get(n) is not None]
         if est:
             e = np.array([b for _, b in est])
@@ -63,18 +69,18 @@ def plot_error_cdf(path, errors: Mapping[str, Sequence[QueryError]], title: str 
             sel = [e for e in errs if e.condition == cond]
             n = len(sel)
             style = ["-", "--", ":", "-."][m % 4]
-            for ax, vals in ((ax_t, [e.t_err for e in sel]), (ax_r, [e.r_err for e in sel])):
+            for ax, vals, lo in ((ax_t, [e.t_err for e in sel], T_MIN), (ax_r, [e.r_err for e in sel], R_MIN)):
                 v = np.sort(np.asarray(vals, np.float64))
-                v = v[np.isfinite(v)]
+                v = np.maximum(v[np.isfinite(v)], lo)  # exact estimates show at the left edge of the log axis
                 y = np.arange(1, len(v) + 1) / max(n, 1)
-                ax.step(np.concatenate([[1e-3], v]), np.concatenate([[0], y]), style, where="post",
+                ax.step(np.concatenate([[lo], v]), np.concatenate([[0], y]), style, where="post",
                         color=_color(cond, i), label=f"{method} / {cond}")
     for (dt, dr) in THRESHOLDS:
         ax_t.axvline(dt, color="0.7", lw=0.8)
         ax_r.axvline(dr, color="0.7", lw=0.8)
     for ax, lab in ((ax_t, "position error [m]"), (ax_r, "rotation error [deg]")):
         ax.set_xscale("log")
-        ax.set_xlim(1e-3 if ax is ax_t else 1e-2, 100 if ax is ax_t else 180)
+        ax.set_xlim(T_MIN if ax is ax_t else R_MIN, 100 if ax is ax_t else 180)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(lab)
         ax.set_ylabel("fraction of queries")

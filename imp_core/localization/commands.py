@@ -78,7 +78,7 @@ def _run(args) -> int:
         queries = order_for_tracking(queries)
     results = localize_queries(loc, queries, tracking=args.tracking, log_path=args.out / "log.jsonl")
     from ..eval.formats import write_results
-    from ..eval.summary import summarize_run
+    from .report import summarize_run
 
     write_results(args.out / "results.txt", {n: r.pose for n, r in results.items() if r.pose is not None})
     summary = summarize_run(results, queries, args.out)

@@ -50,6 +50,8 @@ class Localizer:
         },
         "tracking": {"max_lost_frames": 3},  # frames without a fix before the prior is dropped
         "label_keypoints": True,  # give query keypoints the recognized instance label under them
+        # LBR: extract `oversample` x the keypoint budget, then keep instance-labelled keypoints first
+        "labelled_first": {"enabled": False, "oversample": 2.0},
         "device": "auto",
     }
 
@@ -70,6 +72,9 @@ class Localizer:
             raise MapError(f"map {self.conf['map']} holds {meta['features'].get('name')!r} features but the "
                            f"localizer is configured with {fconf.get('name')!r}")
         fconf["device"] = self.conf["device"] if fconf.get("device") in (None, "auto") else fconf["device"]
+        self._budget = fconf.get("max_keypoints")
+        if self.conf["labelled_first"]["enabled"] and self._budget:
+            fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
         self.extractor = create_extractor(fconf)
         mconf = dict(self.conf["matcher"])
         mconf.setdefault("device", self.conf["device"])
@@ -136,6 +141,7 @@ class Localizer:
             timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
             if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
                 feats.labels = _labels_at(ctx.label_map, feats.keypoints)
+            feats = ctx.features = self._apply_budget(feats)
             for cand in cands[: int(self.conf["acceptance"]["max_candidates"])]:
                 res = self._verify(ctx, cand, timings)
                 if res is None:
@@ -188,6 +194,14 @@ class Localizer:
         return result
 
     # ------------------------------------------------------------------ steps
+    def _apply_budget(self, feats: Features) -> Features:
+        """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget."""
+        if not self.conf["labelled_first"]["enabled"] or not self._budget or len(feats) <= self._budget:
+            return feats
+        labelled = (feats.labels > 0) if feats.labels is not None else np.zeros(len(feats), bool)
+        order = np.lexsort((-feats.scores, ~labelled))  # labelled first, then by descending score
+        return feats.subset(np.sort(order[: self._budget]))
+
     def _correspondences(self, ctx: QueryContext, refs: List[str], timings: Dict[str, float]):
         """Match the query with each reference, lift to (query keypoint, 3D point id) pairs."""
         tm = time.perf_counter()

@@ -23,7 +23,7 @@ def localizer(ros, ros_map):
 
     spec = graph_of(("localizer", "localizer", {
         "autostart": False, "map": str(ros_map), "matcher": "nn", "coarse": "tracking,retrieval",
-        "device": "cpu", "image_qos": "sensor_data", "tf_rate": 20.0}))
+        "device": "cpu", "image_qos": "sensor_data", "tf_rate": 20.0, "publish_debug_image": True}))
     g = Graph(load_graph(spec), domain_id=DOMAIN_ID).start()
     try:
         for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
@@ -33,6 +33,11 @@ def localizer(ros, ros_map):
         st = ros.call(GetState, "/localizer/get_state", GetState.Request())
         assert st.current_state.label == "active"
         yield g
+        for tid in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):  # frees map and models
+            res = ros.call(ChangeState, "/localizer/change_state", ChangeState.Request(transition=Transition(id=tid)))
+            assert res.success, f"lifecycle transition {tid} failed"
+        st = ros.call(GetState, "/localizer/get_state", GetState.Request())
+        assert st.current_state.label == "unconfigured"
     finally:
         g.stop()
 
@@ -58,11 +63,13 @@ def _assert_day_accuracy(summary, n_frames):
 
 def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph, tmp_path):
     from geometry_msgs.msg import PoseWithCovarianceStamped
+    from sensor_msgs.msg import Image
 
     from imp_ros import conversions as cv
     from imp_ros.tf_buffer import TfBuffer, TfListener
 
     poses, sub = ros.collect(PoseWithCovarianceStamped, "/imp/localization/pose")
+    debug, dsub = ros.collect(Image, "/imp/localization/debug_image")
     buf = TfBuffer(cache_s=60.0)
     listener = TfListener(ros.node, buf)
     out, summary = _replay_and_evaluate(run_graph, tmp_path, {"source": str(ros_world), "condition": "day",
@@ -88,7 +95,10 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     assert np.linalg.norm(map_from_odom.inverse().t - odom_from_map_t) < 0.2
     assert abs(np.arctan2(map_from_odom.R[1, 0], map_from_odom.R[0, 0]) + yaw) < np.radians(1.0)
     assert len(last.pose.covariance) == 36 and 0 < last.pose.covariance[0] < 1.0
+    wait_until(lambda: debug, 10, "a debug image")
+    assert (debug[-1].width, debug[-1].height) == (640, 480) and debug[-1].encoding == "rgb8"
     ros.node.destroy_subscription(sub)
+    ros.node.destroy_subscription(dsub)
     for s in listener._subs:
         ros.node.destroy_subscription(s)
 

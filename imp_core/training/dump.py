@@ -1,0 +1,120 @@
+"""Training data dump: local features of every image plus ground-truth correspondences of every pair.
+
+One HDF5 file (format ``imp-matcher-dump``)::
+
+    attrs: format, version, features (JSON conf), source
+    features/<image name>/{keypoints (N,2), descriptors (N,D), scores (N,)}  attrs: image_size (w, h)
+    pairs/<k>/{matches (M,2), labels0 (N0,), labels1 (N1,), K0, K1 (3,3), T_0to1 (4,4)}  attrs: name0, name1
+
+Labels: partner index, -1 unmatched (dustbin), -2 ignore (see ``correspondences``). ``dump_synthetic`` reads the
+synthetic world (it has depth); ``megadepth.dump_megadepth`` the MegaDepth layout; both go through ``write_dump``.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ..config import merge
+from ..types import Features, Pose
+from .correspondences import View, correspondences
+
+FORMAT, VERSION = "imp-matcher-dump", 1
+
+default_conf: Dict[str, Any] = {
+    "features": {"name": "sift", "max_keypoints": 1024, "device": "cpu"},
+    "min_matches": 21,  # pairs with fewer ground-truth matches are dropped (released: > 20)
+    "inlier_px": 5.0,
+    "outlier_px": 15.0,
+    "max_pairs": None,  # keep at most this many pairs (evenly spread), None = all
+}
+
+
+class ImageSource:
+    """What the dump needs per image: ``image(name)`` RGB uint8, ``depth(name)`` metres, ``K(name)``,
+    ``pose(name)`` cam_from_world."""
+
+    def __init__(self, image: Callable[[str], np.ndarray], depth: Callable[[str], np.ndarray],
+                 K: Callable[[str], np.ndarray], pose: Callable[[str], Pose]):
+        self.image, self.depth, self.K, self.pose = image, depth, K, pose
+
+
+def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[str, Any]) -> Dict[str, Features]:
+    from ..features.base import create_extractor
+
+    extractor = create_extractor(feat_conf)
+    return {n: extractor.extract(source.image(n)) for n in tqdm(names, desc="features")}
+
+
+def write_dump(out: Path, names: Sequence[str], pairs: Iterable[Tuple[str, str]], source: ImageSource,
+               conf: Mapping[str, Any], source_name: str) -> Dict[str, int]:
+    """Extract features, compute ground truth for ``pairs`` and write the HDF5 dump; returns counts."""
+    conf = merge(default_conf, conf, where="dump")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    feats = extract_all(names, source, conf["features"])
+    pairs = list(pairs)
+    if conf["max_pairs"] and len(pairs) > conf["max_pairs"]:
+        keep = np.linspace(0, len(pairs) - 1, int(conf["max_pairs"])).round().astype(int)
+        pairs = [pairs[i] for i in keep]
+    views: Dict[str, View] = {}
+
+    def view(n: str) -> View:
+        if n not in views:
+            views[n] = View(feats[n].keypoints, source.depth(n), source.K(n), source.pose(n))
+        return views[n]
+
+    kept = 0
+    with h5py.File(out, "w") as h5:
+        h5.attrs.update({"format": FORMAT, "version": VERSION, "features": json.dumps(conf["features"]),
+                         "source": source_name})
+        g = h5.create_group("features")
+        for n, f in feats.items():
+            gi = g.create_group(n)
+            gi.create_dataset("keypoints", data=f.keypoints)
+            gi.create_dataset("descriptors", data=f.descriptors)
+            gi.create_dataset("scores", data=f.scores)
+            gi.attrs["image_size"] = np.array(f.image_size)
+        gp = h5.create_group("pairs")
+        for n0, n1 in tqdm(pairs, desc="ground truth"):
+            v0, v1 = view(n0), view(n1)
+            m, l0, l1 = correspondences(v0, v1, conf["inlier_px"], conf["outlier_px"])
+            if len(m) < conf["min_matches"]:
+                continue
+            gk = gp.create_group(str(kept))
+            gk.attrs["name0"], gk.attrs["name1"] = n0, n1
+            for k, v in (("matches", m), ("labels0", l0), ("labels1", l1), ("K0", v0.K), ("K1", v1.K),
+                         ("T_0to1", (v1.pose * v0.pose.inverse()).matrix)):
+                gk.create_dataset(k, data=v)
+            kept += 1
+    return {"images": len(names), "pairs_tried": len(pairs), "pairs": kept}
+
+
+def dump_synthetic(world_root, out, conf: Optional[Mapping[str, Any]] = None,
+                   conditions: Sequence[str] = ("day",)) -> Dict[str, int]:
+    """Dump the synthetic world: database images plus queries of ``conditions``, all pairs."""
+    from ..datasets.synthetic import SyntheticWorld
+
+    world = SyntheticWorld(world_root)
+    names: List[str] = list(world.db_names)
+    for c in conditions:
+        names += list(world.query_names(c))
+    source = ImageSource(world.image, world.depth, lambda n: world.camera(n).K, world.pose)
+    return write_dump(Path(out), names, itertools.combinations(names, 2), source, conf or {},
+                      f"synthetic:{Path(world_root).resolve()}")
+
+
+def read_dump_info(path) -> Dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"training dump not found: {path} (create it with `imp dump`)")
+    with h5py.File(path, "r") as h5:
+        if h5.attrs.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an {FORMAT} file (attrs.format = {h5.attrs.get('format')!r})")
+        return {"version": int(h5.attrs["version"]), "features": json.loads(h5.attrs["features"]),
+                "source": str(h5.attrs["source"]), "pairs": len(h5["pairs"]), "images": len(h5["features"])}

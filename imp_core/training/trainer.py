@@ -1,0 +1,233 @@
+"""Train GM / IMP / EIMP on a dump (``imp train-matcher``): Adam, deep supervision at every iteration,
+checkpoints in the released format (loadable by the ``imp``/``eimp`` matchers), resume, AMP on CUDA, progress
+bar, JSON-lines log, a loss-curve PNG and held-out precision/recall.
+
+EIMP trains exactly like IMP (same parameters; pooling is an inference-time decision), so a checkpoint trained
+here serves both.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+import torch
+
+from ..config import merge
+from ..features.base import resolve_device
+from ..matching.imp.checkpoint import save_checkpoint
+from ..matching.imp.model import IMPModel
+from ..matching.imp.sinkhorn import mutual_matches
+from .dump import read_dump_info
+from .losses import total_loss
+from .sampler import PairDataset, split_pairs
+
+default_conf: Dict[str, Any] = {
+    "variant": "imp",
+    # IMPModel overrides, None = default (descriptor_dim is taken from the dump)
+    "model": {k: None for k in IMPModel.default_conf if k not in ("variant", "descriptor_dim")},
+    "n_keypoints": 1024,
+    "min_inliers": 32,
+    "max_inliers": 512,
+    "batch_size": 16,
+    "steps": 100000,
+    "lr": 1e-4,
+    "decay_step": 200000,  # released schedule: lr * 0.999992^(step - decay_step) after decay_step
+    "decay": 0.999992,
+    "min_lr": 1e-6,
+    "pose_weight": 0.0,  # > 0 enables the pose loss (weighted eight-point) ...
+    "pose_warmup": 0,  # ... after this many steps
+    "pose_margin": 0.1,
+    "val_fraction": 0.1,
+    "val_every": 1000,
+    "ckpt_every": 1000,
+    "log_every": 50,
+    "match_threshold": 0.2,
+    "amp": True,  # CUDA only
+    "grad_clip": 10.0,
+    "num_workers": 0,
+    "seed": 0,
+    "device": "auto",
+    "init_weights": None,  # start from a checkpoint (e.g. official weights) instead of random
+}
+
+
+def to_device(batch: Mapping[str, torch.Tensor], device: str) -> Dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def evaluate(model: IMPModel, loader, device: str, threshold: float = 0.2) -> Dict[str, float]:
+    """Precision / recall of the last iteration's mutual matches against the ground truth (ignored keypoints
+    excluded from precision) and the mean loss."""
+    model.eval()
+    tp = fp = n_gt = 0
+    losses = []
+    for batch in loader:
+        batch = to_device(batch, device)
+        probs = model(batch)
+        losses.append(float(total_loss(probs[-1:], batch)["match"]))
+        m0, _ = mutual_matches(probs[-1], threshold)
+        gt0 = batch["gt0"]
+        pred = m0 >= 0
+        counted = pred & (gt0 != -2)
+        tp += int((counted & (m0 == gt0)).sum())
+        fp += int((counted & (m0 != gt0)).sum())
+        n_gt += int((gt0 >= 0).sum())
+    model.train()
+    return {"precision": tp / max(tp + fp, 1), "recall": tp / max(n_gt, 1), "val_loss": float(np.mean(losses)),
+            "matches": tp + fp}
+
+
+def lr_at(step: int, conf: Mapping[str, Any]) -> float:
+    if step <= conf["decay_step"]:
+        return conf["lr"]
+    return max(conf["min_lr"], conf["lr"] * conf["decay"] ** (step - conf["decay_step"]))
+
+
+def plot_log(log: List[Dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+    tr = [r for r in log if "loss" in r]
+    ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], label="train loss")
+    va = [r for r in log if "val_loss" in r]
+    if va:
+        ax[0].plot([r["step"] for r in va], [r["val_loss"] for r in va], "o-", label="held-out loss")
+        ax[1].plot([r["step"] for r in va], [r["precision"] for r in va], "o-", label="precision")
+        ax[1].plot([r["step"] for r in va], [r["recall"] for r in va], "o-", label="recall")
+    for a in ax:
+        a.set_xlabel("step")
+        a.legend()
+    ax[0].set_yscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
+          progress: bool = True) -> Dict[str, Any]:
+    """Train on the dump at ``data_path``; writes ``last.pth``, ``best.pth``, ``log.jsonl``, ``curves.png``."""
+    from tqdm import tqdm
+
+    conf = merge(default_conf, conf, where="train")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(conf["device"])
+    info = read_dump_info(data_path)
+    torch.manual_seed(conf["seed"])
+
+    train_ids, val_ids = split_pairs(info["pairs"], conf["val_fraction"], conf["seed"])
+    if not train_ids:
+        raise ValueError(f"{data_path}: no training pairs ({info['pairs']} pairs in the dump)")
+    kw = dict(n_keypoints=conf["n_keypoints"], min_inliers=conf["min_inliers"], max_inliers=conf["max_inliers"],
+              seed=conf["seed"])
+    train_set = PairDataset(data_path, pairs=train_ids, **kw)
+    val_set = PairDataset(data_path, pairs=val_ids, fixed=True, **kw)
+    dim = int(train_set[0]["descriptors0"].shape[-1])
+    overrides = {k: v for k, v in conf["model"].items() if v is not None}
+    model_conf = {**overrides, "variant": conf["variant"], "descriptor_dim": dim}
+    if conf["init_weights"]:
+        from ..matching.imp.checkpoint import load_model
+
+        model, _ = load_model(conf["init_weights"], conf["variant"], overrides)
+    else:
+        model = IMPModel(model_conf)
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=conf["lr"])
+    use_amp = bool(conf["amp"]) and device.startswith("cuda")
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    step, epoch, best = 0, 0, math.inf
+    log: List[Dict[str, Any]] = []
+    last = out / "last.pth"
+    if resume:
+        if not last.is_file():
+            raise FileNotFoundError(f"cannot resume: {last} does not exist")
+        ck = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        step, epoch, best = int(ck["iteration"]), int(ck["epoch"]), float(ck["min_loss"])
+        if (out / "log.jsonl").is_file():
+            log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+            log = [r for r in log if r["step"] <= step]
+    (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": str(data_path)},
+                                              indent=1))
+
+    def loader(ds, shuffle):
+        return torch.utils.data.DataLoader(ds, batch_size=min(conf["batch_size"], len(ds)), shuffle=shuffle,
+                                           num_workers=conf["num_workers"], drop_last=shuffle,
+                                           generator=torch.Generator().manual_seed(conf["seed"] + epoch))
+
+    def checkpoint(path: Path) -> None:
+        save_checkpoint(path, model, epoch=epoch, iteration=step, min_loss=best, optimizer=opt.state_dict(),
+                        conf=json.dumps(model.conf))
+
+    logf = open(out / "log.jsonl", "w")
+    for r in log:
+        logf.write(json.dumps(r) + "\n")
+
+    def write(r: Dict[str, Any]) -> None:
+        log.append(r)
+        logf.write(json.dumps(r) + "\n")
+        logf.flush()
+
+    def validate() -> None:
+        nonlocal best
+        if not len(val_set):
+            return
+        r = {"step": step, **evaluate(model, loader(val_set, False), device, conf["match_threshold"])}
+        write(r)
+        if r["val_loss"] < best:
+            best = r["val_loss"]
+            checkpoint(out / "best.pth")
+
+    bar = tqdm(total=conf["steps"], initial=step, desc="train-matcher", disable=not progress)
+    t0 = time.time()
+    try:
+        if step == 0:
+            validate()
+        while step < conf["steps"]:
+            train_set.set_epoch(epoch)
+            for batch in loader(train_set, True):
+                batch = to_device(batch, device)
+                for g in opt.param_groups:
+                    g["lr"] = lr_at(step, conf)
+                pose_w = conf["pose_weight"] if step >= conf["pose_warmup"] else 0.0
+                with torch.autocast("cuda", enabled=use_amp):
+                    probs = model(batch)
+                losses = total_loss(probs, batch, pose_w, conf["pose_margin"])
+                if not torch.isfinite(losses["loss"]):
+                    opt.zero_grad(set_to_none=True)
+                    step += 1
+                    continue
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(losses["loss"]).backward()
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), conf["grad_clip"])
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                bar.update(1)
+                if step % conf["log_every"] == 0 or step == 1:
+                    r = {"step": step, "epoch": epoch, "lr": lr_at(step, conf), "time_s": time.time() - t0,
+                         **{k: float(v) for k, v in losses.items()}}
+                    write(r)
+                    bar.set_postfix(loss=f"{r['loss']:.3f}")
+                if step % conf["val_every"] == 0 or step == conf["steps"]:
+                    validate()
+                if step % conf["ckpt_every"] == 0 or step == conf["steps"]:
+                    checkpoint(last)
+                if step >= conf["steps"]:
+                    break
+            epoch += 1
+    finally:
+        bar.close()
+        logf.close()
+    plot_log(log, out / "curves.png")
+    return {"log": log, "out": str(out), "step": step, "best_val_loss": best}

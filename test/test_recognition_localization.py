@@ -1,0 +1,95 @@
+"""LBR end to end on the tiny synthetic world: annotate a map with global instances (checked against the world's
+facade ids), train the recognition net briefly through the CLI, localize day and night queries with the
+"instance" coarse stage and the label-aware matcher."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from imp_core.mapping import LocalizationMap
+from imp_core.recognition.network import load_model, save_model
+from imp_core.recognition.instances import InstanceIndex, keypoint_labels, load_point_labels, read_mask
+from imp_core.types import pose_error
+
+
+def imp_main(argv):
+    """Our subcommands as `imp` runs them (only this module's parsers, so other stages' CLIs do not matter)."""
+    import argparse
+
+    from imp_core.recognition import commands
+
+    parser = argparse.ArgumentParser(prog="imp")
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+@pytest.fixture(scope="module")
+def annotated(tiny_map, tiny_world, tmp_path_factory):
+    """A copy of the session map (annotating writes into the map directory) with instances and a model."""
+    root = tmp_path_factory.mktemp("lbr")
+    map_dir = root / "map"
+    shutil.copytree(tiny_map, map_dir)
+    assert imp_main(["instances", str(map_dir), "--num-instances", "6", "--mode", "xy"]) == 0
+    assert imp_main(["train-recognition", str(map_dir), str(root / "rec"), "--steps", "60", "--batch-size", "4",
+                     "--size", "128", "96", "--image-dir", str(tiny_world.image_root), "--annotate"]) == 0
+    return map_dir, root / "rec" / "model.pt"
+
+
+def test_instances_follow_facades(annotated, tiny_world):
+    map_dir, _ = annotated
+    lmap = LocalizationMap.load(map_dir)
+    index = InstanceIndex.load(map_dir)
+    assert index.num_instances == 6 and len(index.instance_images) == 6
+    pids, plab, _ = load_point_labels(map_dir)
+    lut = dict(zip(pids.tolist(), plab.tolist()))
+    pairs = []
+    for name in lmap.names:
+        f = lmap.features(name)
+        assert f.labels is not None and len(f.labels) == len(f)  # labels.h5 is attached by the map loader
+        mask = read_mask(map_dir / "instance_masks" / f"{name}.png")
+        assert mask.shape == (tiny_world.camera(name).height, tiny_world.camera(name).width)
+        assert set(np.unique(mask)) - {0} == set(index.image_instances[name])
+        gt = keypoint_labels(f.keypoints, tiny_world.instance_mask(name))
+        p3 = lmap.point3D_ids(name)
+        pairs += [(lut[int(p)], g) for p, g in zip(p3, gt) if p >= 0 and g > 0]
+    pairs = np.array(pairs)
+    # each cluster is mostly one ground-truth facade
+    purity = sum(np.bincount(pairs[pairs[:, 0] == c, 1]).max() for c in np.unique(pairs[:, 0])) / len(pairs)
+    assert purity > 0.75
+
+
+def test_instance_guided_localization(annotated, tiny_world):
+    from imp_core.localization import Localizer
+
+    map_dir, model = annotated
+    loc = Localizer({"map": str(map_dir), "matcher": {"name": "label_nn"},
+                     "coarse": [{"name": "instance", "model": str(model), "rec_th": 40, "k_can": 3,
+                                 "fallback": {"name": "retrieval", "top_k": 3}}]})
+    queries = tiny_world.queries("day")[:2] + tiny_world.queries("night")[:2]
+    good = modes = 0
+    for q in queries:
+        loc.reset()
+        res = loc.localize(tiny_world.image(q.name), q.camera, name=q.name)
+        assert res.instances, "the recognition network found no instance"
+        assert all(0 < i <= 6 for i, _ in res.instances)
+        assert "recognition" in res.timings
+        if res.success:
+            dt, dr = pose_error(res.pose, q.gt_pose)
+            good += dt < 0.5 and dr < 5
+            modes += res.mode == "instance"
+    loc.close()
+    assert good >= 3 and modes >= 1
+
+
+def test_stage_refuses_a_model_the_map_was_not_annotated_with(annotated, tmp_path):
+    from imp_core.localization.stages import COARSE_STAGES
+
+    map_dir, model = annotated
+    other = tmp_path / "other.pt"
+    save_model(other, load_model(model), extra={"note": "another model"})
+    lmap = LocalizationMap.load(map_dir)
+    with pytest.raises(ValueError, match="imp instances --model"):
+        COARSE_STAGES.create({"name": "instance", "model": str(other)}, lmap=lmap)
