@@ -14,7 +14,7 @@ COMMAND_MODULES = [
     "imp_core.localization.commands",  # localize
     "imp_core.eval.commands",  # eval
     "imp_core.recognition.commands",  # instances, train-recognition, eval-recognition
-    # "imp_core.training.commands",  # dump, train-matcher  (enabled when it lands)
+    "imp_core.training.commands",  # dump, train-matcher
 ]
 
 

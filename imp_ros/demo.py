@@ -53,13 +53,12 @@ def ensure_map(world: Path, data: Path, preset: str, features: str, matcher: str
     from imp_core.datasets.synthetic import SyntheticWorld
     from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
 
-    out = data / "maps" / f"synthetic_{preset}_{features}"
+    out = data / "maps" / f"synthetic_{preset}_{features}_{matcher}"
     if (out / "map.json").is_file():
         print(f"[demo] map {out} exists")
         return out
-    conf = {"features": {**DEFAULT_BUILD_CONF["features"], "name": features}, "matcher": {"name": matcher}}
-    if features != DEFAULT_BUILD_CONF["features"]["name"]:
-        conf["features"] = {"name": features}
+    conf = {"features": {"name": features, "max_keypoints": DEFAULT_BUILD_CONF["features"]["max_keypoints"]},
+            "matcher": {"name": matcher}}
     t0 = time.time()
     build_map(SyntheticWorld(world), out, conf, progress=True)
     print(f"[demo] map {out} built in {time.time() - t0:.1f} s")
@@ -70,10 +69,12 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     from imp_core.mapping import DEFAULT_BUILD_CONF
 
     ap.add_argument("--preset", default="default", help="synthetic world preset (tiny, default)")
-    ap.add_argument("--features", default=DEFAULT_BUILD_CONF["features"]["name"],
-                    help="local features for map and localizer (sift, aliked, disk, superpoint, xfeat)")
-    ap.add_argument("--matcher", default=DEFAULT_BUILD_CONF["matcher"]["name"],
-                    help="matcher (nn, lightglue, imp, eimp)")
+    ap.add_argument("--features", default="sift",
+                    help="local features for map and localizer (sift, aliked, disk, superpoint, xfeat); sift keeps "
+                         f"the demo to a few minutes on 2 CPU cores, the library default is "
+                         f"{DEFAULT_BUILD_CONF['features']['name']}")
+    ap.add_argument("--matcher", default="nn",
+                    help=f"matcher (nn, lightglue, imp, eimp); library default {DEFAULT_BUILD_CONF['matcher']['name']}")
     ap.add_argument("--out", type=Path, default=Path("outputs/demo"), help="results, plots and summary.json")
     ap.add_argument("--data", type=Path, default=REPO / "data", help="where the world and maps live")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")

@@ -76,6 +76,7 @@ class LocalizerNode(LifecycleNode):
         common.declare(self, self.PARAMS)
         self.loc = None
         self.map_id = ""
+        self._last_camera_frame = ""
         self._reset_state()
         self._lock = threading.Lock()  # the Localizer is used by one thread at a time
         self._frame_cv = threading.Condition()
@@ -221,6 +222,7 @@ class LocalizerNode(LifecycleNode):
                 self.loc.close()
                 self.loc = None
         self.map_id = ""
+        self._last_camera_frame = ""
         self._reset_state()
         try:
             import torch
@@ -263,7 +265,7 @@ class LocalizerNode(LifecycleNode):
     def _on_initialpose(self, msg) -> None:
         try:
             map_from_base = cv.msg_to_pose(msg.pose.pose)
-            base_from_cam = self._base_from_camera(self._camera_frame(None), None)
+            base_from_cam = self._base_from_camera(self._camera_frame(None), None)  # latest extrinsics
             cam_from_world = (map_from_base * base_from_cam).inverse()
             cov = cv.covariance_from_msg(msg.pose.covariance)
         except Exception as e:
@@ -317,7 +319,10 @@ class LocalizerNode(LifecycleNode):
                 self.get_logger().error(f"frame failed: {type(e).__name__}: {e}")
 
     def _camera_frame(self, msg) -> str:
-        return self.p("camera_frame") or (msg.header.frame_id if msg is not None else "") or self.p("base_frame")
+        """The camera_frame parameter, else the image's frame (the last image's when ``msg`` is None)."""
+        if msg is not None and msg.header.frame_id:
+            self._last_camera_frame = msg.header.frame_id
+        return self.p("camera_frame") or self._last_camera_frame or self.p("base_frame")
 
     def _base_from_camera(self, camera_frame: str, stamp: Optional[int]) -> Pose:
         if camera_frame == self.p("base_frame"):

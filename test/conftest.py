@@ -22,7 +22,7 @@ def tiny_world(tmp_path_factory):
     """The tiny synthetic world (deterministic, generated once per test session)."""
     from imp_core.datasets.synthetic import SyntheticWorld, make_world
 
-    root = make_world(tmp_path_factory.mktemp("world") / "tiny", preset="tiny", seed=0, progress=False)
+    root = make_world(tmp_path_factory.getbasetemp() / "worlds" / "tiny", preset="tiny", seed=0, progress=False)
     return SyntheticWorld(root)
 
 

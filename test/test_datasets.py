@@ -15,13 +15,6 @@ from imp_core.datasets.synthetic import SyntheticWorld, make_world
 from imp_core.types import Camera, Pose
 
 
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> SyntheticWorld:
-    # one path per test session, so every module's tiny_world fixture reuses the same rendering
-    root = make_world(tmp_path_factory.getbasetemp() / "worlds" / "tiny", preset="tiny", seed=0, progress=False)
-    return SyntheticWorld(root)
-
-
 def same_pose(a: Pose, b: Pose, tol: float = 1e-6) -> bool:
     return np.allclose(a.R, b.R, atol=tol) and np.allclose(a.t, b.t, atol=tol)
 

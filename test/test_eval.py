@@ -16,13 +16,6 @@ from imp_core.eval.report import format_table, write_summary
 from imp_core.types import Pose
 
 
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> SyntheticWorld:
-    # one path per test session, so every module's tiny_world fixture reuses the same rendering
-    root = make_world(tmp_path_factory.getbasetemp() / "worlds" / "tiny", preset="tiny", seed=0, progress=False)
-    return SyntheticWorld(root)
-
-
 def rot_z(deg: float) -> np.ndarray:
     a = np.radians(deg)
     return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])

@@ -32,7 +32,7 @@ def annotated(tiny_map, tiny_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("lbr")
     map_dir = root / "map"
     shutil.copytree(tiny_map, map_dir)
-    assert imp_main(["instances", str(map_dir), "--num-instances", "6", "--mode", "xy"]) == 0
+    assert imp_main(["instances", str(map_dir), "--num-instances", "10", "--mode", "xy"]) == 0
     assert imp_main(["train-recognition", str(map_dir), str(root / "rec"), "--steps", "60", "--batch-size", "4",
                      "--size", "128", "96", "--image-dir", str(tiny_world.image_root), "--annotate"]) == 0
     return map_dir, root / "rec" / "model.pt"
@@ -42,7 +42,7 @@ def test_instances_follow_facades(annotated, tiny_world):
     map_dir, _ = annotated
     lmap = LocalizationMap.load(map_dir)
     index = InstanceIndex.load(map_dir)
-    assert index.num_instances == 6 and len(index.instance_images) == 6
+    assert index.num_instances == 10 and len(index.instance_images) == 10
     pids, plab, _ = load_point_labels(map_dir)
     lut = dict(zip(pids.tolist(), plab.tolist()))
     pairs = []
@@ -74,7 +74,7 @@ def test_instance_guided_localization(annotated, tiny_world):
         loc.reset()
         res = loc.localize(tiny_world.image(q.name), q.camera, name=q.name)
         assert res.instances, "the recognition network found no instance"
-        assert all(0 < i <= 6 for i, _ in res.instances)
+        assert all(0 < i <= 10 for i, _ in res.instances)
         assert "recognition" in res.timings
         if res.success:
             dt, dr = pose_error(res.pose, q.gt_pose)

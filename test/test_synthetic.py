@@ -11,13 +11,6 @@ from imp_core.datasets.base import DatasetError
 from imp_core.datasets.synthetic import SyntheticWorld, make_world
 
 
-@pytest.fixture(scope="session")
-def tiny_world(tmp_path_factory) -> SyntheticWorld:
-    # one path per test session, so every module's tiny_world fixture reuses the same rendering
-    root = make_world(tmp_path_factory.getbasetemp() / "worlds" / "tiny", preset="tiny", seed=0, progress=False)
-    return SyntheticWorld(root)
-
-
 def backproject(world: SyntheticWorld, name: str, step: int = 7):
     """World points of every ``step``-th pixel with valid depth, and the pixels they came from."""
     depth = world.depth(name)

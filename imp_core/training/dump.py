@@ -97,16 +97,17 @@ def write_dump(out: Path, names: Sequence[str], pairs: Iterable[Tuple[str, str]]
 
 def dump_synthetic(world_root, out, conf: Optional[Mapping[str, Any]] = None,
                    conditions: Sequence[str] = ("day",)) -> Dict[str, int]:
-    """Dump the synthetic world: database images plus queries of ``conditions``, all pairs."""
+    """Dump the synthetic world (directory or ``SyntheticWorld``): database images plus queries of
+    ``conditions``, all pairs."""
     from ..datasets.synthetic import SyntheticWorld
 
-    world = SyntheticWorld(world_root)
+    world = world_root if isinstance(world_root, SyntheticWorld) else SyntheticWorld(world_root)
     names: List[str] = list(world.db_names)
     for c in conditions:
         names += list(world.query_names(c))
     source = ImageSource(world.image, world.depth, lambda n: world.camera(n).K, world.pose)
     return write_dump(Path(out), names, itertools.combinations(names, 2), source, conf or {},
-                      f"synthetic:{Path(world_root).resolve()}")
+                      f"synthetic:{Path(world.root).resolve()}")
 
 
 def read_dump_info(path) -> Dict[str, Any]:

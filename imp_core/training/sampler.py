@@ -1,8 +1,8 @@
 """Training pairs from a dump: a fixed number of keypoints per image with U[min, max] ground-truth matches.
 
 As released (``sample_matches_from_offline``): draw the number of ground-truth matches uniformly in
-[min_inliers, max_inliers] (capped by what the pair has), fill the rest with other keypoints, shuffle. A keypoint
-whose partner was not drawn becomes unmatched (dustbin). Images with fewer keypoints than ``n_keypoints`` are
+[min_inliers, max_inliers] (capped by what the pair has), fill the rest with keypoints that have no GT partner,
+shuffle. Images with fewer keypoints than ``n_keypoints`` are
 padded with random keypoints (random position, random unit descriptor, score 0) labelled unmatched.
 """
 from __future__ import annotations
@@ -52,8 +52,8 @@ class PairDataset(torch.utils.data.Dataset):
         lab0, lab1 = np.asarray(g["labels0"]), np.asarray(g["labels1"])
         n_in = min(len(matches), int(rng.integers(self.min_inliers, self.max_inliers + 1)), self.n)
         chosen = matches[rng.choice(len(matches), n_in, replace=False)] if n_in else np.zeros((0, 2), np.int64)
-        sel0 = self._fill(chosen[:, 0], len(lab0), rng)
-        sel1 = self._fill(chosen[:, 1], len(lab1), rng)
+        sel0 = self._fill(chosen[:, 0], lab0, rng)
+        sel1 = self._fill(chosen[:, 1], lab1, rng)
         out = {}
         for s, f, sel, lab, other in (("0", f0, sel0, lab0, sel1), ("1", f1, sel1, lab1, sel0)):
             kp, de, sc, gt = self._gather(f, sel, lab, other, rng)
@@ -64,9 +64,10 @@ class PairDataset(torch.utils.data.Dataset):
                     "T_0to1": torch.from_numpy(np.asarray(g["T_0to1"], np.float32))})
         return out
 
-    def _fill(self, chosen: np.ndarray, n_total: int, rng: np.random.Generator) -> np.ndarray:
-        """Chosen indices plus random others up to ``self.n`` (-1 = padding slot), shuffled."""
-        rest = np.setdiff1d(np.arange(n_total), chosen)
+    def _fill(self, chosen: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Chosen indices plus random keypoints without a GT partner up to ``self.n`` (-1 = padding slot),
+        shuffled: the number of GT matches is exactly the number drawn."""
+        rest = np.flatnonzero(labels < 0)
         extra = rng.choice(rest, min(len(rest), self.n - len(chosen)), replace=False)
         sel = np.concatenate([chosen, extra, np.full(self.n - len(chosen) - len(extra), -1)]).astype(np.int64)
         return sel[rng.permutation(self.n)]

@@ -216,7 +216,7 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                 bar.update(1)
                 if step % conf["log_every"] == 0 or step == 1:
                     r = {"step": step, "epoch": epoch, "lr": lr_at(step, conf), "time_s": time.time() - t0,
-                         **{k: float(v) for k, v in losses.items()}}
+                         **{k: float(v.detach()) for k, v in losses.items()}}
                     write(r)
                     bar.set_postfix(loss=f"{r['loss']:.3f}")
                 if step % conf["val_every"] == 0 or step == conf["steps"]:

@@ -168,14 +168,35 @@ def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
 
     wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "uncalibrated" in s.message
                            for d in diags for s in d.status), 5, "an ERROR diagnostic naming the bad CameraInfo")
+    # /initialpose (base pose in map) becomes the tracking prior; extrinsics as the replay publishes them
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from imp_core.types import Pose
+    from imp_ros.replay_node import ReplayNode
+    from imp_ros.tf_buffer import TfBroadcaster
+
+    e = ReplayNode.PARAMS["camera_extrinsics"]
+    base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
+    static = TfBroadcaster(ros.node, static=True)
+    static.send([cv.pose_to_transform(base_from_cam, "base_link", "camera_optical", 0)])
+    wait_until(lambda: static._pub.get_subscription_count() > 0, 10, "the localizer's /tf_static subscription")
+    pub_init = ros.node.create_publisher(PoseWithCovarianceStamped, "/initialpose", qos)
+    wait_until(lambda: pub_init.get_subscription_count() > 0, 10, "the localizer's /initialpose subscription")
+    init = PoseWithCovarianceStamped()
+    init.header.frame_id = "map"
+    init.pose.pose = cv.pose_to_msg(w.pose(name).inverse() * base_from_cam.inverse())
+    n_log = len(localizer.output["localizer"])
+    pub_init.publish(init)
+    wait_until(lambda: any("prior set from /initialpose" in ln for ln in localizer.output["localizer"][n_log:]), 10,
+               "the localizer to take the prior")
     r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), info)  # still alive and localizing
-    assert r.status == LocalizationResult.STATUS_OK, r.status_text
+    assert r.status == LocalizationResult.STATUS_OK and r.mode == "tracking", r.status_text
     keys = {kv.key: kv.value for kv in diags[-1].status[0].values}
     assert {"input_rate_hz", "latency_p50_ms", "dropped", "state"} <= set(keys)
     for e in (rsub, dsub):
         ros.node.destroy_subscription(e)
-    ros.node.destroy_publisher(pub_img)
-    ros.node.destroy_publisher(pub_info)
+    for p in (pub_img, pub_info, pub_init, static._pub):
+        ros.node.destroy_publisher(p)
 
 
 def test_corrupt_bag_gives_clear_error(run_graph, tmp_path):

@@ -1,0 +1,156 @@
+"""IMP training pipeline on the synthetic world: ground truth, MegaDepth layout, sampler, losses, trainer."""
+from __future__ import annotations
+
+import argparse
+import json
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from imp_core.matching.base import create_matcher
+from imp_core.training.correspondences import IGNORE, UNMATCHED, View, correspondences
+from imp_core.training.dump import dump_synthetic, read_dump_info
+from imp_core.training.losses import pose_loss, total_loss
+from imp_core.training.megadepth import dump_megadepth
+from imp_core.training.sampler import PairDataset
+from imp_core.training.trainer import train
+
+FEATS = {"features": {"name": "sift", "max_keypoints": 384, "device": "cpu"}}
+
+
+@pytest.fixture(scope="module")
+def dump(tiny_world, tmp_path_factory):
+    path = tmp_path_factory.mktemp("imp_dump") / "syn.h5"
+    res = dump_synthetic(tiny_world, path, {**FEATS, "max_pairs": 120})
+    assert res["pairs"] >= 40, res
+    return path
+
+
+def test_ground_truth_is_geometric(tiny_world, dump):
+    with h5py.File(dump) as h5:
+        g = h5["pairs"]["0"]
+        n0, n1 = g.attrs["name0"], g.attrs["name1"]
+        m, l0, l1 = np.asarray(g["matches"]), np.asarray(g["labels0"]), np.asarray(g["labels1"])
+        k0, k1 = np.asarray(h5["features"][n0]["keypoints"]), np.asarray(h5["features"][n1]["keypoints"])
+    assert len(np.unique(m[:, 0])) == len(m) == len(np.unique(m[:, 1]))  # one-to-one
+    assert np.array_equal(l0[m[:, 0]], m[:, 1]) and np.array_equal(l1[m[:, 1]], m[:, 0])
+    assert set(np.unique(l0[l0 < 0])) <= {UNMATCHED, IGNORE} and (l0 == UNMATCHED).any()
+    # GT matches satisfy the epipolar constraint of the true relative pose (independent check)
+    p0, p1, cam = tiny_world.pose(n0), tiny_world.pose(n1), tiny_world.camera(n0)
+    rel = p1 * p0.inverse()
+    tx = np.array([[0, -rel.t[2], rel.t[1]], [rel.t[2], 0, -rel.t[0]], [-rel.t[1], rel.t[0], 0]])
+    Kinv = np.linalg.inv(cam.K)
+    x0 = np.c_[k0[m[:, 0]], np.ones(len(m))] @ Kinv.T
+    x1 = np.c_[k1[m[:, 1]], np.ones(len(m))] @ Kinv.T
+    l = x0 @ (tx @ rel.R).T
+    d = np.abs((x1 * l).sum(1)) / np.linalg.norm(l[:, :2], axis=1) * cam.focal[0]
+    assert np.median(d) < 2.0 and np.mean(d < 5.0) > 0.95
+    # a shifted keypoint set loses most of its matches (5 px gate; some survive by chance in dense areas)
+    v0 = View(k0, tiny_world.depth(n0), cam.K, p0)
+    v1 = View(k1 + 20.0, tiny_world.depth(n1), cam.K, p1)
+    assert len(correspondences(v0, v1)[0]) < 0.35 * len(m)
+
+
+def test_megadepth_layout_dump(tiny_world, tmp_path):
+    root = tmp_path / "MegaDepth"
+    names = tiny_world.db_names[0:8:2]  # one side of the street (db images alternate left / right)
+    img_paths, depth_paths, Ks, poses = [], [], [], []
+    for i, n in enumerate(names):
+        ip = f"Undistorted_SfM/0000/images/{i:04d}.jpg"
+        dp = f"phoenix/S6/zl548/MegaDepth_v1/0000/dense0/depths/{i:04d}.h5"
+        (root / ip).parent.mkdir(parents=True, exist_ok=True)
+        (root / dp).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / ip), cv2.cvtColor(tiny_world.image(n), cv2.COLOR_RGB2BGR),
+                    [cv2.IMWRITE_JPEG_QUALITY, 95])
+        with h5py.File(root / dp, "w") as f:
+            f.create_dataset("depth", data=tiny_world.depth(n))
+        img_paths.append(ip)
+        depth_paths.append(dp)
+        Ks.append(tiny_world.camera(n).K)
+        poses.append(tiny_world.pose(n).matrix)
+    ov = np.full((4, 4), 0.5)
+    ov[0, 3] = ov[3, 0] = 0.0  # not a pair
+    (root / "scene_info").mkdir()
+    np.savez(root / "scene_info" / "0000.npz", image_paths=np.array(img_paths), depth_paths=np.array(depth_paths),
+             intrinsics=np.stack(Ks), poses=np.stack(poses), overlap_matrix=ov)
+    res = dump_megadepth(root, tmp_path / "mega.h5", conf=FEATS, pairs_per_scene=None)
+    assert res["pairs_tried"] == 5 and res["pairs"] >= 3, res
+    assert read_dump_info(tmp_path / "mega.h5")["source"].startswith("megadepth:")
+    # D2-Net object arrays need an explicit opt-in to unpickle
+    np.savez(root / "scene_info" / "0001.npz", image_paths=np.array([None, "a.jpg"], dtype=object),
+             depth_paths=np.array(depth_paths[:2]), intrinsics=np.stack(Ks[:2]), poses=np.stack(poses[:2]),
+             overlap_matrix=ov[:2, :2])
+    with pytest.raises(ValueError, match="allow_pickle"):
+        dump_megadepth(root, tmp_path / "mega2.h5", scenes=["0001"], conf=FEATS)
+
+
+def test_sampler(dump):
+    ds = PairDataset(dump, n_keypoints=256, min_inliers=32, max_inliers=64, seed=1)
+    counts = []
+    for i in range(8):
+        s = ds[i]
+        assert s["keypoints0"].shape == (256, 2) and s["descriptors1"].shape == (256, 128)
+        g0, g1 = s["gt0"], s["gt1"]
+        m = torch.nonzero(g0 >= 0).flatten()
+        assert torch.equal(g1[g0[m]], m)  # consistent both ways
+        counts.append(len(m))
+    assert min(counts) >= 21 and max(counts) <= 64 and len(set(counts)) > 1
+
+
+def test_pose_loss_prefers_true_assignment(dump):
+    s = PairDataset(dump, n_keypoints=128, min_inliers=60, max_inliers=60, seed=0)[0]
+    batch = {k: v[None] for k, v in s.items()}
+    n = 128
+    gt = torch.full((1, n + 1, n + 1), 1e-4)
+    m = torch.nonzero(batch["gt0"][0] >= 0).flatten()
+    gt[0, m, batch["gt0"][0, m]] = 1.0
+    rnd = torch.rand(1, n + 1, n + 1, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    good, bad = pose_loss(gt, batch), pose_loss(rnd, batch)
+    assert float(good) < 0.1 * float(bad)
+    bad.backward()
+    assert torch.isfinite(rnd.grad).all() and rnd.grad.abs().sum() > 0
+    out = total_loss([gt, rnd], batch, pose_weight=1.0)
+    assert set(out) == {"match", "pose", "loss"} and torch.isfinite(out["loss"])
+
+
+def test_training_improves_matching_and_resumes(dump, tmp_path):
+    conf = {"steps": 30, "batch_size": 4, "n_keypoints": 128, "min_inliers": 32, "max_inliers": 96, "lr": 1e-3,
+            "model": {"n_layers": 2}, "val_every": 30, "ckpt_every": 10, "log_every": 5, "val_fraction": 0.15,
+            "device": "cpu"}
+    res = train(dump, tmp_path / "run", conf, progress=False)
+    log = res["log"]
+    vals = [r for r in log if "precision" in r]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert vals[0]["step"] == 0 and vals[-1]["step"] == 30
+    assert np.mean(losses[-3:]) < 0.85 * losses[0], losses
+    assert vals[-1]["val_loss"] < vals[0]["val_loss"]
+    assert vals[-1]["precision"] > vals[0]["precision"] + 0.1, vals
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    # the checkpoint is in the released layout: the imp matcher loads it strictly
+    m = create_matcher({"name": "imp", "weights": str(tmp_path / "run" / "last.pth"), "device": "cpu"})
+    assert m.model.n_layers == 2 and m.descriptor_dim == 128
+    # resume continues from step 30 (pose loss switched on for the extra steps)
+    res2 = train(dump, tmp_path / "run", {**conf, "steps": 34, "pose_weight": 0.5, "log_every": 2}, resume=True,
+                 progress=False)
+    assert res2["step"] == 34
+    extra = [r for r in res2["log"] if r["step"] > 30 and "pose" in r]
+    assert extra and all(np.isfinite(r["pose"]) for r in extra)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert lines[-1]["step"] == 34
+
+
+def test_cli_help():
+    from imp_core.training import commands
+
+    p = argparse.ArgumentParser(prog="imp")
+    sub = p.add_subparsers(dest="command")
+    commands.register(sub)
+    for cmd in ("dump", "train-matcher"):
+        with pytest.raises(SystemExit) as e:
+            p.parse_args([cmd, "--help"])
+        assert e.value.code == 0
+    args = p.parse_args(["train-matcher", "--data", "x.h5", "--out", "o", "--layers", "3", "--pose-weight", "1"])
+    assert args.layers == 3 and args.pose_weight == 1.0
