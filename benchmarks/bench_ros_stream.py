@@ -46,6 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-keypoints", type=int, default=1024)
     ap.add_argument("--matcher", default="nn")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--config", type=Path, default=REPO / "config" / "localizer_stream.yaml",
+                    help="localizer conf (coarse stages, PnP) for the stream")
     ap.add_argument("--data", type=Path, default=REPO / "data")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_ros_stream")
     a = ap.parse_args(argv)
@@ -83,7 +85,7 @@ def main(argv=None) -> int:
     n_frames = int(a.rate * a.duration)
     spec = load_graph({"graph": {"fastdds_profile": str(REPO / "config" / "fastdds_shm.xml"), "nodes": [
         {"name": "localizer", "executable": "localizer", "daemon": True, "parameters": {
-            "autostart": True, "map": str(map_dir), "matcher": a.matcher, "coarse": "tracking,retrieval",
+            "autostart": True, "map": str(map_dir), "matcher": a.matcher, "config": str(a.config),
             "device": a.device, "image_qos": "sensor_data"}},
         {"name": "replay", "executable": "replay", "parameters": {
             "source": str(world), "condition": "day", "rate": a.rate, "loop": True, "max_frames": n_frames,
@@ -123,6 +125,7 @@ def main(argv=None) -> int:
         "stage_p50_ms": {k: float(np.median([t.milliseconds for _, m in results for t in m.timings if t.stage == k]))
                          for k in sorted({t.stage for _, m in results for t in m.timings})},
         "image_size": "640x480", "features": a.features, "matcher": a.matcher, "device": a.device,
+        "config": str(a.config),
         "keeps_up": bool(span > 0 and (len(results) - 1) / span >= 0.95 * a.rate),
     }
     rows = [("stream rate [Hz]", f"{a.rate:.1f}"), ("processed rate [Hz]", f"{rep['processed_rate_hz']:.2f}"),

@@ -21,6 +21,7 @@ RESULT_TOPIC = "/imp/localization/result"
 FRAMES_TOPIC = "/imp/replay/frames"
 GT_POSE_TOPIC = "/imp/replay/ground_truth"
 DONE_TOPIC = "/imp/replay/done"
+EVALUATOR_READY_TOPIC = "/imp/evaluator/ready"
 
 
 def qos_from_param(value: Any, depth: int = 1, name: str = "qos") -> QoSProfile:

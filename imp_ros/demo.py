@@ -18,6 +18,8 @@ from pathlib import Path
 
 from imp_ros.graph import REPO, Graph, load_graph
 
+os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines would drown the progress bars
+
 
 class _Echo:
     """Node output: everything to the log file, warnings/errors and the evaluator's lines to the terminal."""

@@ -54,6 +54,7 @@ class EvaluatorNode(Node):
         "result_wait": 10.0,
         "exit_on_done": True,
         "write_plots": True,
+        "ready_topic": common.EVALUATOR_READY_TOPIC,
     }
 
     def __init__(self) -> None:
@@ -77,6 +78,18 @@ class EvaluatorNode(Node):
         self.create_subscription(String, common.param(self, "done_topic"), self._on_done, common.latched_qos())
         self.create_timer(common.param(self, "table_period"), self._log_table)
         self.create_timer(0.2, self._check_done)
+        self.pub_ready = self.create_publisher(String, common.param(self, "ready_topic"), common.latched_qos())
+        self._ready_timer = self.create_timer(0.05, self._check_ready)
+
+    def _check_ready(self) -> None:
+        """Announce readiness (latched) once the result publisher is discovered, so a replay waiting for the
+        evaluator does not start before results can reach it."""
+        if self.count_publishers(common.param(self, "result_topic")) >= 1:
+            from std_msgs.msg import String
+
+            self.pub_ready.publish(String(data=self.get_fully_qualified_name()))
+            self.destroy_timer(self._ready_timer)
+            self.get_logger().info("ready: the localizer's result publisher is discovered")
 
     # ------------------------------------------------------------ pairing
     def _find(self, stamp: int, table: Dict[int, object]) -> Optional[int]:

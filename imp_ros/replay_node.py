@@ -114,6 +114,7 @@ class ReplayNode(Node):
         "frames_topic": common.FRAMES_TOPIC,
         "ground_truth_topic": common.GT_POSE_TOPIC,
         "done_topic": common.DONE_TOPIC,
+        "evaluator_ready_topic": common.EVALUATOR_READY_TOPIC,
         "bag_image_topic": "",
         "bag_camera_info_topic": "",
         "bag_ground_truth_topic": "",
@@ -172,6 +173,9 @@ class ReplayNode(Node):
         self._result_event = threading.Condition()
         self.create_subscription(LocalizationResult, p("result_topic"), self._on_result,
                                  QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
+        self._evaluator_ready = threading.Event()
+        self.create_subscription(String, p("evaluator_ready_topic"), lambda m: self._evaluator_ready.set(),
+                                 common.latched_qos())
         self.finished = False
         self.exit_code = 0
         self.stats = {"published": 0, "results": 0, "lockstep_timeouts": 0, "source": p("source")}
@@ -206,9 +210,14 @@ class ReplayNode(Node):
             raise FileNotFoundError(f"parameter 'source': {src} is neither a dataset folder nor a bag")
 
     def _wait_for_peers(self) -> None:
+        """Wait (up to ``wait_timeout``) for a subscriber on each ``wait_for`` topic ("image" and "frames" are
+        aliases), for the evaluator's ready message ("evaluator"), and in lockstep for the result publisher."""
         alias = {"image": self.image_topic, "frames": self.p("frames_topic"), "done": self.p("done_topic")}
-        topics = [alias.get(t, t) for t in self.p("wait_for") if t]
+        wanted = [t for t in self.p("wait_for") if t]
+        topics = [alias.get(t, t) for t in wanted if t != "evaluator"]
         deadline = time.monotonic() + self.p("wait_timeout")
+        if "evaluator" in wanted and not self._evaluator_ready.wait(self.p("wait_timeout")):
+            self.get_logger().warning(f"the evaluator was not ready after {self.p('wait_timeout')} s; playing anyway")
         for t in topics:
             while self.count_subscribers(t) < 1 and time.monotonic() < deadline and not self._stop.is_set():
                 time.sleep(0.05)

@@ -109,7 +109,7 @@ def test_pose_loss_prefers_true_assignment(dump):
     gt[0, m, batch["gt0"][0, m]] = 1.0
     rnd = torch.rand(1, n + 1, n + 1, generator=torch.Generator().manual_seed(0), requires_grad=True)
     good, bad = pose_loss(gt, batch), pose_loss(rnd, batch)
-    assert float(good) < 0.1 * float(bad)
+    assert float(good.detach()) < 0.1 * float(bad.detach())
     bad.backward()
     assert torch.isfinite(rnd.grad).all() and rnd.grad.abs().sum() > 0
     out = total_loss([gt, rnd], batch, pose_weight=1.0)
@@ -117,29 +117,31 @@ def test_pose_loss_prefers_true_assignment(dump):
 
 
 def test_training_improves_matching_and_resumes(dump, tmp_path):
-    conf = {"steps": 30, "batch_size": 4, "n_keypoints": 128, "min_inliers": 32, "max_inliers": 96, "lr": 1e-3,
-            "model": {"n_layers": 2}, "val_every": 30, "ckpt_every": 10, "log_every": 5, "val_fraction": 0.15,
-            "device": "cpu"}
+    conf = {"steps": 50, "batch_size": 4, "n_keypoints": 128, "min_inliers": 32, "max_inliers": 96, "lr": 1e-3,
+            "model": {"n_layers": 2}, "val_every": 50, "ckpt_every": 25, "log_every": 5, "val_fraction": 0.15,
+            "match_threshold": 0.1, "device": "cpu"}
     res = train(dump, tmp_path / "run", conf, progress=False)
     log = res["log"]
     vals = [r for r in log if "precision" in r]
     losses = [r["loss"] for r in log if "loss" in r]
-    assert vals[0]["step"] == 0 and vals[-1]["step"] == 30
-    assert np.mean(losses[-3:]) < 0.85 * losses[0], losses
-    assert vals[-1]["val_loss"] < vals[0]["val_loss"]
+    assert vals[0]["step"] == 0 and vals[-1]["step"] == 50
+    assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
+    assert vals[-1]["val_loss"] < 0.85 * vals[0]["val_loss"]
+    # held-out pairs: the trained model beats the untrained one (same sampled keypoints, threshold 0.1)
     assert vals[-1]["precision"] > vals[0]["precision"] + 0.1, vals
+    assert vals[-1]["recall"] > 2 * vals[0]["recall"], vals
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     # the checkpoint is in the released layout: the imp matcher loads it strictly
     m = create_matcher({"name": "imp", "weights": str(tmp_path / "run" / "last.pth"), "device": "cpu"})
     assert m.model.n_layers == 2 and m.descriptor_dim == 128
-    # resume continues from step 30 (pose loss switched on for the extra steps)
-    res2 = train(dump, tmp_path / "run", {**conf, "steps": 34, "pose_weight": 0.5, "log_every": 2}, resume=True,
+    # resume continues from step 50 (pose loss switched on for the extra steps)
+    res2 = train(dump, tmp_path / "run", {**conf, "steps": 54, "pose_weight": 0.5, "log_every": 2}, resume=True,
                  progress=False)
-    assert res2["step"] == 34
-    extra = [r for r in res2["log"] if r["step"] > 30 and "pose" in r]
+    assert res2["step"] == 54
+    extra = [r for r in res2["log"] if r["step"] > 50 and "pose" in r]
     assert extra and all(np.isfinite(r["pose"]) for r in extra)
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert lines[-1]["step"] == 34
+    assert lines[-1]["step"] == 54
 
 
 def test_cli_help():

@@ -1,4 +1,4 @@
-"""Real photos: leave-one-out localization on the 10 Sacre-Coeur images (SfM maps, ALIKED + LightGlue).
+"""Real photos: leave-one-out localization on the 10 Sacre-Coeur images (SfM maps, ALIKED features).
 
 For each photo, a map is built from the other 9 (SfM) and the photo is localized against it; the 9-image map is
 aligned to the map of all 10 by a similarity transform and the rotation is compared with the photo's pose there.
@@ -9,10 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-CONF = {"features": {"name": "aliked", "max_keypoints": 2048, "resize_max": 1024}, "matcher": {"name": "lightglue"}}
+FEATURES = {"name": "aliked", "max_keypoints": 2048, "resize_max": 1024}
 
 
-def test_leave_one_out_rotation_below_2deg(shared_data, tmp_path):
+@pytest.mark.parametrize("matcher", ["nn", pytest.param("lightglue", marks=pytest.mark.slow)])
+def test_leave_one_out_rotation_below_2deg(shared_data, tmp_path, matcher):
+    conf = {"features": FEATURES, "matcher": {"name": matcher}}
     import pycolmap
 
     from imp_core.imageio import read_image
@@ -23,18 +25,18 @@ def test_leave_one_out_rotation_below_2deg(shared_data, tmp_path):
     src = ImageFolder(shared_data / "sacre_coeur_mapping")
     assert len(src.db_names) == 10
     cache = tmp_path / "cache"
-    full = LocalizationMap.load(build_map(src, tmp_path / "full", CONF, cache_dir=cache, progress=False))
+    full = LocalizationMap.load(build_map(src, tmp_path / "full", conf, cache_dir=cache, progress=False))
     assert len(full.names) == 10
     errors = {}
     for q in src.db_names:
         others = [n for n in src.db_names if n != q]
-        sub_dir = build_map(src, tmp_path / f"loo_{q[:8]}", CONF, names=others, cache_dir=cache, progress=False)
+        sub_dir = build_map(src, tmp_path / f"loo_{q[:8]}", conf, names=others, cache_dir=cache, progress=False)
         sub = LocalizationMap.load(sub_dir)
         common = [n for n in sub.names if full.has(n)]
         sim = pycolmap.estimate_sim3d(np.stack([sub.pose(n).center for n in common]),
                                       np.stack([full.pose(n).center for n in common]))
-        loc = Localizer({"map": str(sub_dir), "matcher": {"name": "lightglue"},
-                         "coarse": [{"name": "retrieval", "top_k": 5}], "pnp": {"refine_focal_length": True}})
+        loc = Localizer({"map": str(sub_dir), "matcher": {"name": matcher},
+                         "coarse": [{"name": "retrieval", "top_k": 3}], "pnp": {"refine_focal_length": True}})
         res = loc.localize(read_image(src.db_image_path(q)), src.db_camera(q), name=q)
         assert res.success, f"{q}: {res.status} {res.message}"
         R_full = res.pose.R @ np.asarray(sim.rotation.matrix()).T

@@ -68,6 +68,7 @@ class InstanceCoarseStage(CoarseStage):
         sim_all = self.db_desc @ q
         th = float(self.conf["global_score_th"])
         out: List[Candidate] = []
+        seen: set = set()
         for iid, score in ctx.instances[: int(self.conf["k_rec"])]:
             names = self._images.get(int(iid), [])
             if not names:
@@ -75,7 +76,9 @@ class InstanceCoarseStage(CoarseStage):
             rows = np.array([self.row[n] for n in names])
             sims = sim_all[rows]
             order = [k for k in np.argsort(-sims, kind="stable") if sims[k] >= th][: int(self.conf["k_can"])]
-            if order:
+            refs = frozenset(names[k] for k in order)
+            if order and refs not in seen:  # two instances on the same images: verify that set once
+                seen.add(refs)
                 out.append(Candidate([names[k] for k in order], int(self.conf["rec_th"]), f"instance:{iid}", float(score)))
         if self.fallback is not None:
             fb = self.fallback.propose(ctx)

@@ -46,7 +46,7 @@ def _replay_and_evaluate(run_graph, tmp_path, replay_params):
     out = tmp_path / "eval"
     g = run_graph(graph_of(
         ("evaluator", "evaluator", {"output_dir": str(out), "result_wait": 10.0}),
-        ("replay", "replay", {"lockstep": True, "lockstep_timeout": 30.0, "wait_for": ["image", "frames"],
+        ("replay", "replay", {"lockstep": True, "lockstep_timeout": 30.0, "wait_for": ["image", "frames", "evaluator"],
                               **replay_params})))
     codes = g.wait(timeout=150)
     assert codes == {"evaluator": 0, "replay": 0}, "".join(sum(g.output.values(), []))
@@ -72,6 +72,8 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     debug, dsub = ros.collect(Image, "/imp/localization/debug_image")
     buf = TfBuffer(cache_s=60.0)
     listener = TfListener(ros.node, buf)
+    wait_until(lambda: ros.node.count_publishers("/imp/localization/pose") >= 1
+               and ros.node.count_publishers("/imp/localization/debug_image") >= 1, 10, "the localizer's publishers")
     out, summary = _replay_and_evaluate(run_graph, tmp_path, {"source": str(ros_world), "condition": "day",
                                                                "odom_offset": [2.0, -1.0, 0.0, 15.0]})
     _assert_day_accuracy(summary, 8)
@@ -135,6 +137,8 @@ def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
         name = next(n for n in w.query_names("day"))
     results, rsub = ros.collect(LocalizationResult, "/imp/localization/result")
     diags, dsub = ros.collect(DiagnosticArray, "/diagnostics")
+    wait_until(lambda: ros.node.count_publishers("/imp/localization/result") >= 1
+               and ros.node.count_publishers("/diagnostics") >= 1, 10, "the localizer's publishers")
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     pub_img = ros.node.create_publisher(Image, "/camera/image_raw", qos)
     pub_info = ros.node.create_publisher(CameraInfo, "/camera/camera_info", qos)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .model import IMPModel
+from .model import IMPModel, sharing_pattern
 
 # name -> (variant, descriptor_dim); imp and eimp files hold the same keys (EIMP adds no parameters).
 RELEASED: Dict[str, Tuple[str, int]] = {
@@ -136,7 +136,8 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
     arch = conf_from_state(state)
     sg = is_superglue(state)
     if variant is not None:
-        if (variant == "gm") != (arch["variant"] == "gm"):
+        same_keys = not any(sharing_pattern(arch["n_layers"]))  # <= 3 iterations: GM and IMP have equal keys
+        if (variant == "gm") != (arch["variant"] == "gm") and not same_keys:
             raise ValueError(f"{path} holds {'a GM/SuperGlue' if arch['variant'] == 'gm' else 'an IMP/EIMP'} "
                              f"checkpoint, but the matcher is {variant!r}")
         arch["variant"] = variant

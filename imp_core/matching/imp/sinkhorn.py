@@ -44,9 +44,9 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
     c = torch.cat([v1[:, :-1].to(s.dtype), m_real + 1], dim=1)
     u = torch.ones_like(r)
     v = torch.ones_like(c)
-    for _ in range(iterations):
-        u = r / ((p * v[:, None, :]).sum(-1) + 1e-8)
-        v = c / ((p * u[:, :, None]).sum(-2) + 1e-8)
+    for _ in range(iterations):  # matrix-vector products: no N x M temporaries
+        u = r / (torch.bmm(p, v[:, :, None])[..., 0] + 1e-8)
+        v = c / (torch.bmm(u[:, None, :], p)[:, 0] + 1e-8)
     return p * u[:, :, None] * v[:, None, :]
 
 
