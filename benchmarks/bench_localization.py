@@ -140,11 +140,12 @@ def main() -> int:
     make_world(a.world, preset=a.preset)
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    ctx = mp.get_context("spawn")
-    for pair in a.pairs:
-        with ctx.Pool(1) as pool:
-            rows.append(pool.apply(run_pair, ({"pair": pair, "world": str(a.world), "maps": str(a.out / "maps"),
-                                               "top_k": a.top_k, "limit": a.limit},)))
+    from concurrent.futures import ProcessPoolExecutor
+
+    for pair in a.pairs:  # one fresh process per pair, shut down cleanly (its peak RSS is its own)
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            rows.append(ex.submit(run_pair, {"pair": pair, "world": str(a.world), "maps": str(a.out / "maps"),
+                                             "top_k": a.top_k, "limit": a.limit}).result())
     table = format_table(rows)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")

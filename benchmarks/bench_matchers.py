@@ -4,8 +4,9 @@
     python benchmarks/bench_matchers.py --sizes 512 1024 --devices cpu      # quick run
 
 Inputs are a synthetic pair (two calibrated views of one 3D point cloud, 60 % of the keypoints shared, noisy
-descriptors, 1024x768). All learned matchers run with random weights (no official weights ship offline), so the
-numbers measure compute, not accuracy. Rows:
+descriptors, 1024x768). Learned matchers run with random weights unless ``--weights`` names official files (none
+ship offline), so by default the numbers measure compute, not accuracy, and EIMP's pooling / the early stop
+rarely trigger (they need trained matchability). Rows:
 - ``gm``: 15 iterations, no sharing, no early stop (the SuperGlue-style baseline);
 - ``imp``: attention sharing only; ``eimp``: sharing + adaptive pooling (both without early stop);
 - ``eimp+stop``: EIMP with the pose check (essential matrix) and early stop, as used for pairs with intrinsics;
@@ -109,7 +110,7 @@ class PeakRSS:
         return (self.peak - self.base) / 2 ** 20
 
 
-def make_runners(device: str) -> Dict[str, Callable[[Features, Features], Dict]]:
+def make_runners(device: str, weights: Dict[str, str]) -> Dict[str, Callable[[Features, Features], Dict]]:
     from kornia.feature import LightGlue
 
     torch.manual_seed(0)
@@ -125,7 +126,9 @@ def make_runners(device: str) -> Dict[str, Callable[[Features, Features], Dict]]
         return {"matches": int(out["matches"][0].shape[0])}
 
     def imp_family(name, early):
-        m = create_matcher({"name": name, "allow_random_init": True, "device": device, "early_stop": early})
+        conf = {"name": name, "device": device, "early_stop": early}
+        conf.update({"weights": weights[name]} if name in weights else {"allow_random_init": True})
+        m = create_matcher(conf)
         ctx = {"camera0": CAMERA, "camera1": CAMERA} if early else None
 
         def run(f0, f1):
@@ -143,10 +146,11 @@ def make_runners(device: str) -> Dict[str, Callable[[Features, Features], Dict]]
     }
 
 
-def bench(device: str, sizes: List[int], repeats: Dict[int, int], names: List[str]) -> List[Dict]:
+def bench(device: str, sizes: List[int], repeats: Dict[int, int], names: List[str],
+          weights: Dict[str, str]) -> List[Dict]:
     from tqdm import tqdm
 
-    runners = make_runners(device)
+    runners = make_runners(device, weights)
     rows = []
     jobs = [(n, name) for n in sizes for name in names]
     for n, name in tqdm(jobs, desc=f"bench {device}"):
@@ -209,11 +213,14 @@ def table(rows: List[Dict]) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    ap.add_argument("--repeats", type=int, nargs="+", default=[3, 2, 1, 1],
+    ap.add_argument("--repeats", type=int, nargs="+", default=[2, 1, 1, 1],
                     help="timed repeats per size (same order as --sizes; the median is reported)")
     ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
     ap.add_argument("--matchers", nargs="+", default=["nn", "lightglue", "gm", "imp", "eimp", "eimp+stop"])
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    ap.add_argument("--weights", nargs="+", default=[], metavar="VARIANT=PATH",
+                    help="official weights, e.g. imp=imp_spp.pth eimp=eimp_spp.pth gm=superglue_outdoor.pth "
+                         "(default: random weights, so pooling and early stop rarely trigger)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--tag", default=None, help="file name tag (default: the devices)")
     args = ap.parse_args(argv)
@@ -221,17 +228,19 @@ def main(argv=None) -> None:
         torch.set_num_threads(args.threads)
     devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     repeats = {s: args.repeats[min(i, len(args.repeats) - 1)] for i, s in enumerate(args.sizes)}
+    weights = dict(w.split("=", 1) for w in args.weights)
     rows = []
     for d in devices:
-        rows += bench(d, args.sizes, repeats, args.matchers)
+        rows += bench(d, args.sizes, repeats, args.matchers, weights)
     meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
             "cpu": platform.processor(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": weights or "random"}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or "_".join(devices)
     (out / f"bench_matchers_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = f"Run {meta['date']}, torch {meta['torch']}, {meta['threads']} CPU threads, GPU: {meta['cuda']}\n\n" + table(rows)
+    md = (f"Run {meta['date']}, torch {meta['torch']}, {meta['threads']} CPU threads, GPU: {meta['cuda']}, "
+          f"weights: {meta['weights']}\n\n" + table(rows))
     (out / f"bench_matchers_{tag}.md").write_text(md)
     print(md)
 

@@ -3,10 +3,12 @@
 (mIoU, top-1 instance accuracy) and night localization recall, instance-guided vs plain global retrieval.
 
 Steps (each reuses what an earlier run left in the output directory):
-1. world (``make_world``, preset default) and a map of its database (``build_map``);
+1. world (``make_world``, preset default) and a map of its database (``build_map``; SIFT + NN + VLAD by default:
+   the setting where local-feature retrieval suffers at night);
 2. ``annotate_map``: cluster the map's 3D points into instances, masks, index, keypoint labels; the clusters are
    checked against the world's ground-truth facade ids (purity);
-3. train the recognition network on the database images (day only, night-style augmentation), or take --model;
+3. train the recognition network on the database images (day only, night-style augmentation), or take --model
+   (whose stored instance definition then labels this map);
 4. recognition mIoU / top-1 on day and night queries (ground truth from query depth + pose, same label space);
 5. localize the night queries globally (no tracking) with each coarse variant: "retrieval" (the map's global
    descriptors, top-k cluster), "instance" (LBR progressive search, retrieval fallback), and optionally
@@ -29,6 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+# map build confs (features, matcher, global descriptor) selectable with --features
+MAP_CONFS = {
+    "sift": {"features": {"name": "sift", "max_keypoints": 2048}, "matcher": {"name": "nn", "ratio_threshold": 0.9},
+             "global": {"name": "vlad", "num_clusters": 32}},
+    "aliked": {"features": {"name": "aliked", "max_keypoints": 1024}, "matcher": {"name": "lightglue"}},
+}
 
 
 def cluster_purity(world, lmap, map_dir) -> dict:
@@ -73,17 +81,19 @@ def main() -> int:
     ap.add_argument("--map", type=Path, default=None, help="map of the world (default: OUT/map, built if missing)")
     ap.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_recognition")
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--features", default="aliked", help="map features when the map is built here")
+    ap.add_argument("--features", default="sift", choices=sorted(MAP_CONFS), help="map conf when it is built here")
     ap.add_argument("--matcher", default="nn", help="matcher of the retrieval/instance comparison")
     ap.add_argument("--num-instances", type=int, default=32)
     ap.add_argument("--mode", default="xy", help="clustered axes (the synthetic world is z-up)")
     ap.add_argument("--model", type=Path, default=None, help="trained recognition model (skip training)")
+    ap.add_argument("--centroids-from", type=Path, default=None,
+                    help="annotated map whose instances to reuse (the one --model was trained on)")
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--rec-th", type=int, default=100, help="inliers accepting an instance cluster (LBR Aachen: 100)")
     ap.add_argument("--limit", type=int, default=None, help="queries per condition")
-    ap.add_argument("--label-nn", action="store_true", help="also run instance + the label-aware matcher")
+    ap.add_argument("--no-label-nn", action="store_true", help="skip instance + the label-aware matcher (LBR)")
     args = ap.parse_args()
 
     import pycolmap
@@ -107,11 +117,13 @@ def main() -> int:
     ds = open_dataset(world_dir)
     map_dir = args.map or out / "map"
     if not (map_dir / "map.json").is_file():
-        build_map(ds, map_dir, {"features": {"name": args.features, "max_keypoints": 1024},
-                                "matcher": {"name": args.matcher}}, progress=True)
+        build_map(ds, map_dir, MAP_CONFS[args.features], progress=True)
     report: dict = {"world": str(world_dir), "map": str(map_dir), "args": {k: str(v) for k, v in vars(args).items()}}
 
-    index = annotate_map(map_dir, {"num_instances": args.num_instances, "mode": args.mode})
+    # a given model brings its own instance definition (the clusters of the map it was trained on)
+    source = args.centroids_from or args.model
+    index = annotate_map(map_dir, {"num_instances": args.num_instances, "mode": args.mode,
+                                   "centroids_from": str(source) if source else None})
     lmap = LocalizationMap.load(map_dir)
     report["instances"] = {"num_instances": index.num_instances, **cluster_purity(ds, lmap, map_dir),
                            "images_per_instance": float(np.mean([len(v) for v in index.instance_images.values()]))}
@@ -139,7 +151,7 @@ def main() -> int:
                 "fallback": retrieval}
     variants = {f"retrieval+{args.matcher}": ([retrieval], args.matcher),
                 f"instance+{args.matcher}": ([instance], args.matcher)}
-    if args.label_nn:
+    if not args.no_label_nn:
         variants["instance+label_nn"] = ([instance], "label_nn")
     report["localization_night"] = {}
     for key, (coarse, matcher) in variants.items():
@@ -190,7 +202,8 @@ def plot(rep: dict, path: Path) -> None:
     a.set_xticks(x, conds)
     a.set_ylabel("%")
     a.set_title("recognition on synthetic queries")
-    a.legend()
+    a.set_ylim(0, 125)
+    a.legend(loc="upper center", ncol=2)
     keys = list(rep["localization_night"])
     labels = [f"{t} m, {d}°" for t, d in THRESHOLDS]
     w = 0.8 / max(1, len(keys))
@@ -200,8 +213,9 @@ def plot(rep: dict, path: Path) -> None:
               label=key)
     b.set_xticks(np.arange(3), labels)
     b.set_ylabel("night queries localized (%)")
-    b.set_title("instance-guided vs global retrieval")
-    b.legend()
+    b.set_title("night queries: instance-guided vs global retrieval")
+    b.set_ylim(0, 125)
+    b.legend(loc="upper center", ncol=2, fontsize=8)
     fig.tight_layout()
     fig.savefig(str(path), dpi=110)
     plt.close(fig)

@@ -61,7 +61,7 @@ def param(node, name: str):
     return node.get_parameter(name).value
 
 
-def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None) -> int:
+def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name: str = "node") -> int:
     """rclpy.init, build the node, spin a MultiThreadedExecutor until SIGINT/SIGTERM or the node says it is
     finished; then close the node (stop workers and timers) before the context goes away."""
     import signal
@@ -87,7 +87,7 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None) -> i
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # a bad parameter or file: one clear line, non-zero exit
-        print(f"[{getattr(node, 'get_name', lambda: 'node')()}] error: {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"[{name}] error: {type(e).__name__}: {e}", file=sys.stderr)
         code = 2
     finally:
         if node is not None:

@@ -190,7 +190,9 @@ def check_camera_info(msg: CameraInfo) -> None:
     """Raise ConversionError for an uncalibrated or inconsistent CameraInfo."""
     K = np.asarray(msg.k, np.float64).reshape(3, 3)
     if msg.width == 0 or msg.height == 0:
-        raise ConversionError(f"CameraInfo (frame {msg.header.frame_id!r}) has no image size ({msg.width}x{msg.height})")
+        raise ConversionError(
+            f"CameraInfo (frame {msg.header.frame_id!r}) has no image size ({msg.width}x{msg.height})"
+        )
     if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
         raise ConversionError(
             f"CameraInfo (frame {msg.header.frame_id!r}) is uncalibrated: K={K.reshape(-1).tolist()} "

@@ -137,6 +137,8 @@ class Graph:
         self.env = ros_env(spec.fastdds_profile, domain_id, spec.env)
         self.log = log if log is not None else sys.stdout
         self.log_dir = Path(log_dir) if log_dir else None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
         self._tmp = tempfile.TemporaryDirectory(prefix="imp_graph_")
         self.procs: Dict[str, subprocess.Popen] = {}
         self.output: Dict[str, List[str]] = {}

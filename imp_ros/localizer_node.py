@@ -151,6 +151,7 @@ class LocalizerNode(LifecycleNode):
             self.create_service(LocalizeImage, "~/localize", self._on_localize_srv, callback_group=srv_group),
         ] + ([self.pub_debug] if self.pub_debug else []) + ([self.tf_pub._pub] if self.tf_pub._pub else [])
         self.undistort = cv.Undistorter()
+        self.undistort_srv = cv.Undistorter()  # the service runs on another thread
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
@@ -289,7 +290,7 @@ class LocalizerNode(LifecycleNode):
     def _on_localize_srv(self, request, response):
         stamp = cv.stamp_to_ns(request.image.header.stamp)
         try:
-            rgb, camera = self.undistort(cv.image_to_rgb(request.image), request.camera_info)
+            rgb, camera = self.undistort_srv(cv.image_to_rgb(request.image), request.camera_info)
             prior = None
             if request.use_prior:
                 frame = self._camera_frame(request.image)
@@ -466,7 +467,7 @@ class LocalizerNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return common.run(LocalizerNode, args=args)
+    return common.run(LocalizerNode, args=args, name="localizer")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,8 @@ class ReplayNode(Node):
         self.p = p
         if not p("source"):
             raise ValueError("parameter 'source' is empty: give a dataset folder or a bag path")
+        if not Path(p("source")).exists():
+            raise FileNotFoundError(f"parameter 'source': {p('source')} does not exist")
         if p("speed") <= 0 or p("rate") <= 0:
             raise ValueError(f"parameters 'speed' ({p('speed')}) and 'rate' ({p('rate')}) must be > 0")
         if p("stamp_mode") not in ("now", "source"):
@@ -347,7 +349,7 @@ class ReplayNode(Node):
 
 
 def main(args=None) -> int:
-    return common.run(ReplayNode, args=args)
+    return common.run(ReplayNode, args=args, name="replay")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ def test_strict_load_every_released_variant(tmp_path, name):
     assert set(own) == set(state)
     assert all(torch.equal(own[k], state[k]) for k in state)
     assert m.descriptor_dim == dim and m.model.conf["variant"] == variant
+    assert load_model(path)[0].conf["variant"] == variant  # variant from the file name
 
 
 def test_gm_layout_bare_and_module_prefix(tmp_path):
@@ -265,3 +266,26 @@ def test_match_many_equals_pairs(variant):
             assert abs(b.info["tokens1"] - single.info["tokens1"]) <= 0.02 * len(r)
     if variant == "eimp":
         assert all(b.info["pooling_steps"] > 0 and b.info["tokens1"] < len(r) for b, r in zip(batched, refs))
+
+
+def test_localizer_runs_eimp_with_map_contexts(tiny_world, tiny_map):
+    """Integration: the localizer picks eimp from config and calls match_many with PnP contexts (SIFT, D=128)."""
+    from imp_core.localization.localizer import Localizer
+    from imp_core.matching.imp.matcher import IMPMatcher
+
+    loc = Localizer({"map": str(tiny_map), "coarse": [{"name": "retrieval", "top_k": 3}],
+                     "matcher": {"name": "eimp", "allow_random_init": True, "model": {"descriptor_dim": 128}}})
+    try:
+        assert isinstance(loc.matcher, IMPMatcher) and loc.matcher.descriptor_dim == 128
+        name = tiny_world.query_names("day")[0]
+        res = loc.localize(tiny_world.image(name), tiny_world.camera(name), name=name)
+        assert res.status in ("OK", "LOST") and res.references
+        # the same contexts the localizer builds, checked directly
+        refs = res.references[:2]
+        q = loc.extractor.extract(tiny_world.image(name))
+        ctxs = [{"points3D": loc.map.keypoint_xyz(r), "camera0": tiny_world.camera(name)} for r in refs]
+        out = loc.matcher.match_many(q, [loc.map.features(r) for r in refs], ctxs)
+        assert all(m.info["iterations"] >= 1 and m.info["tokens1"] <= len(loc.map.features(r))
+                   for m, r in zip(out, refs))
+    finally:
+        loc.close()

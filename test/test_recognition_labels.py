@@ -110,3 +110,12 @@ def test_recognition_score():
     r = s.summary()
     assert r["top1"] == 0.5 and r["images"] == 2
     assert r["mIoU"] == pytest.approx((1.0 + 80 / 100) / 2)
+
+
+def test_assign_to_centroids_reuses_an_instance_definition():
+    cent = np.array([[0, 0, 0], [10, 0, 5], [np.nan] * 3, [0, 10, 0.0]])
+    xyz = np.array([[1, 1, 9], [9, -1, 0], [0.5, 9, 3], [100, 0, 100.0]])
+    from imp_core.recognition.instances import assign_to_centroids
+
+    assert list(assign_to_centroids(xyz, cent, "xy")) == [1, 2, 4, 2]
+    assert list(assign_to_centroids(xyz[:2], cent, "xyz")) == [1, 2]

@@ -93,3 +93,48 @@ def test_stage_refuses_a_model_the_map_was_not_annotated_with(annotated, tmp_pat
     lmap = LocalizationMap.load(map_dir)
     with pytest.raises(ValueError, match="imp instances --model"):
         COARSE_STAGES.create({"name": "instance", "model": str(other)}, lmap=lmap)
+
+
+def test_model_carries_its_instances_to_another_map(annotated, tiny_world, tmp_path):
+    """A second map of the same place, annotated from the model's instance definition, gets the same labels."""
+    from imp_core.localization.stages import COARSE_STAGES
+
+    map_dir, model = annotated
+    other = tmp_path / "map"
+    shutil.copytree(map_dir, other)
+    assert imp_main(["instances", str(other), "--centroids-from", str(model), "--model", str(model),
+                     "--image-dir", str(tiny_world.image_root)]) == 0
+    _, a, _ = load_point_labels(map_dir)
+    _, b, _ = load_point_labels(other)
+    assert (a == b).mean() > 0.95
+    assert InstanceIndex.load(other).conf["mode"] == "xy"
+    stage = COARSE_STAGES.create({"name": "instance", "model": str(model)}, lmap=LocalizationMap.load(other))
+    stage.close()
+
+
+def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world):
+    from imp_core.localization.stages import COARSE_STAGES, QueryContext
+
+    map_dir, model = annotated
+    lmap = LocalizationMap.load(map_dir)
+    index = InstanceIndex.load(map_dir)
+    q = tiny_world.queries("night")[0]
+    ctx = QueryContext(image=tiny_world.image(q.name), camera=q.camera)
+    stage = COARSE_STAGES.create({"name": "instance", "model": str(model), "k_can": 2, "rec_th": 77, "nv_th": 33,
+                                  "fallback_top_k": 4}, lmap=lmap)
+    stage.prepare(ctx)
+    assert ctx.label_map.shape == ctx.image.shape[:2] and ctx.global_descriptor is not None
+    confs = [c for _, c in ctx.instances]
+    assert confs == sorted(confs, reverse=True)
+    cands = stage.propose(ctx)
+    inst = [c for c in cands if c.source.startswith("instance:")]
+    assert inst and all(c.min_inliers == 77 and 1 <= len(c.references) <= 2 for c in inst)
+    for c in inst:  # every reference shows the instance it was proposed for
+        iid = int(c.source.split(":")[1])
+        assert all(iid in index.image_instances[r] for r in c.references)
+    fb = [c for c in cands if c.source == "retrieval"]
+    assert len(fb) == 4 and all(c.min_inliers == 33 and len(c.references) == 1 for c in fb)
+    assert cands[-4:] == fb  # fallback clusters come last
+    strict = COARSE_STAGES.create({"name": "instance", "model": str(model), "global_score_th": 1.01}, lmap=lmap)
+    strict.prepare(ctx)
+    assert all(c.source == "retrieval" for c in strict.propose(ctx))

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_BUILD_CONF: Dict[str, Any] = {
     "features": {"name": "aliked", "max_keypoints": 2048},
     "matcher": {"name": "lightglue"},
-    "pairs": {"num_neighbors": 8, "max_angle_deg": 75.0, "exhaustive_below": 30},
+    "pairs": {"num_neighbors": 5, "max_angle_deg": 75.0, "exhaustive_below": 30},
     "verification": {"max_epipolar_error": 4.0, "min_matches": 15},
     "triangulation": {"max_reproj_error": 4.0, "min_tri_angle": 1.0},
     "global": {"name": "vlad", "num_clusters": 32},

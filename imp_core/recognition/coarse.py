@@ -8,6 +8,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
+from ..config import ConfigError
 from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from .instances import InstanceIndex, load_db_descriptors
 from .recognizer import Recognizer
@@ -30,6 +31,9 @@ class InstanceCoarseStage(CoarseStage):
     }
 
     def _init(self, conf: Dict[str, Any]) -> None:
+        if not conf["model"]:
+            raise ConfigError("coarse stage 'instance' needs 'model': a recognition checkpoint "
+                              "(train one with `imp train-recognition`)")
         self.recognizer = Recognizer({"model": conf["model"], "network": conf["network"], "device": conf["device"],
                                       "min_area": conf["min_area"], "max_instances": conf["k_rec"]})
         self.index = InstanceIndex.load(self.map.dir)
@@ -38,6 +42,9 @@ class InstanceCoarseStage(CoarseStage):
             raise ValueError(f"{self.map.dir}: database recognition descriptors were computed with model {fp}, "
                              f"but instance.model {conf['model']} is {self.recognizer.fingerprint}; rerun "
                              "`imp instances --model` with this model")
+        if set(names) != set(self.map.names):
+            raise ValueError(f"{self.map.dir}: recognition descriptors cover other images than the map; rerun "
+                             "`imp instances --model` on this map")
         self.names = names
         self.row = {n: i for i, n in enumerate(names)}
         self.db_desc = desc

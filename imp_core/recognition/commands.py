@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--num-instances", type=int, default=None, help="number of 3D point clusters")
     p.add_argument("--mode", default=None, help="clustered axes: xyz (default), or two of them (e.g. xz)")
     p.add_argument("--fill-radius", type=float, default=None, help="mask fill radius, fraction of the diagonal")
+    p.add_argument("--centroids-from", type=Path, default=None,
+                   help="annotated map, or a model trained on one, whose instances to reuse (same place, other map)")
     p.add_argument("--model", type=Path, default=None,
                    help="recognition checkpoint: also store its global descriptors of the database images")
     p.add_argument("--image-dir", type=Path, default=None,
@@ -51,7 +53,9 @@ def cmd_instances(args: argparse.Namespace) -> int:
     from .instances import annotate_map, map_image_loader
 
     conf = {k: v for k, v in {"num_instances": args.num_instances, "mode": args.mode,
-                              "fill_radius": args.fill_radius}.items() if v is not None}
+                              "fill_radius": args.fill_radius,
+                              "centroids_from": str(args.centroids_from) if args.centroids_from else None}.items()
+            if v is not None}
     rec = loader = None
     if args.model is not None:
         from .recognizer import Recognizer

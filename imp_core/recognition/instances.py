@@ -35,6 +35,9 @@ default_conf: Dict[str, Any] = {
     "min_track": 2,  # points seen by fewer db images do not shape the clusters (they still get a label)
     "fill_radius": 0.05,  # mask fill around observed points, fraction of the image diagonal
     "seed": 0,
+    # reuse another annotated map's instance definition (its instances.npz centroids) instead of clustering,
+    # so a recognition model trained on that map serves this one (same place, other features)
+    "centroids_from": None,
 }
 
 
@@ -247,17 +250,41 @@ def label_map_points(lmap: Any, conf: Mapping[str, Any]) -> Tuple[np.ndarray, np
     """Cluster the map's 3D points -> (point3D_ids, labels, centroids)."""
     ids, xyz = lmap.all_points3D()
     ids = np.asarray(ids, np.int64)
+    if conf["centroids_from"]:
+        cent, mode = load_instance_definition(conf["centroids_from"])
+        return ids, assign_to_centroids(xyz, cent, mode), cent
+    seen = [np.unique(p3[p3 >= 0]) for p3 in (np.asarray(lmap.point3D_ids(n)) for n in lmap.names)]
+    obs, cnt = np.unique(np.concatenate(seen + [np.zeros(0, np.int64)]), return_counts=True)
     track = np.zeros(len(ids), np.int64)
-    pos = {int(p): k for k, p in enumerate(ids)}
-    for name in lmap.names:
-        p3 = np.asarray(lmap.point3D_ids(name))
-        for p in np.unique(p3[p3 >= 0]):
-            k = pos.get(int(p))
-            if k is not None:
-                track[k] += 1
+    pos = np.searchsorted(obs, ids)
+    hit = (pos < len(obs)) & (obs[np.minimum(pos, max(len(obs) - 1, 0))] == ids) if len(obs) else np.zeros(len(ids), bool)
+    track[hit] = cnt[pos[hit]]
     labels, cent = cluster_points(xyz, int(conf["num_instances"]), conf["mode"], int(conf["seed"]),
                                   track >= int(conf["min_track"]))
     return ids, labels, cent
+
+
+def load_instance_definition(source: Union[str, Path]) -> Tuple[np.ndarray, str]:
+    """(centroids (N, 3), clustered axes) from an annotated map directory or a recognition model trained on one."""
+    source = Path(source)
+    if source.is_dir():
+        return load_point_labels(source)[2], str(InstanceIndex.load(source).conf.get("mode", "xyz"))
+    if not source.is_file():
+        raise FileNotFoundError(f"instance definition not found: {source} (an annotated map or a recognition model)")
+    import torch
+
+    blob = torch.load(str(source), map_location="cpu", weights_only=True)
+    inst = blob.get("instances") if isinstance(blob, dict) else None
+    if not inst or "centroids" not in inst:
+        raise ValueError(f"{source} carries no instance definition (train it with `imp train-recognition`)")
+    return inst["centroids"].numpy().astype(np.float64), str(inst.get("mode", "xyz"))
+
+
+def assign_to_centroids(xyz: np.ndarray, centroids: np.ndarray, mode: str = "xyz") -> np.ndarray:
+    """Instance id (1..N) of the nearest centroid in the clustered axes; empty (NaN) centroids never win."""
+    cols = ["xyz".index(c) for c in mode]
+    cent = np.where(np.isfinite(centroids), centroids, 1e18)
+    return (_nearest(np.asarray(xyz, np.float64)[:, cols], cent[:, cols]) + 1).astype(np.int32)
 
 
 def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = None,
@@ -275,6 +302,9 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
     map_dir = Path(map_dir)
     lmap = LocalizationMap.load(map_dir)
     pids, plabels, cent = label_map_points(lmap, conf)
+    conf["num_instances"] = len(cent)
+    if conf["centroids_from"]:
+        conf["mode"] = load_instance_definition(conf["centroids_from"])[1]
     lut = dict(zip(pids.tolist(), plabels.tolist()))
     np.savez(map_dir / INSTANCES_NPZ, point3D_ids=pids, point_labels=plabels, centroids=cent)
     index = InstanceIndex(int(conf["num_instances"]), conf=dict(conf))
@@ -319,7 +349,9 @@ def load_db_descriptors(map_dir: Union[str, Path]) -> Tuple[List[str], np.ndarra
 
 
 def load_point_labels(map_dir: Union[str, Path]) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    path = Path(map_dir) / INSTANCES_NPZ
+    """(point3D_ids, labels, centroids) of an annotated map (directory or its instances.npz)."""
+    path = Path(map_dir)
+    path = path if path.suffix == ".npz" else path / INSTANCES_NPZ
     if not path.is_file():
         raise FileNotFoundError(f"{path} missing: annotate the map with `imp instances` first")
     with np.load(path) as z:

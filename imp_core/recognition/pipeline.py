@@ -5,7 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
-from .instances import INSTANCES_JSON, MASK_DIR, InstanceIndex, map_image_loader, read_mask, write_db_descriptors
+import numpy as np
+import torch
+
+from .instances import (
+    INSTANCES_JSON,
+    MASK_DIR,
+    InstanceIndex,
+    load_point_labels,
+    map_image_loader,
+    read_mask,
+    write_db_descriptors,
+)
 from .train import load_samples, train_recognition
 
 
@@ -22,7 +33,12 @@ def train_on_map(map_dir: Union[str, Path], out_dir: Union[str, Path], conf: Opt
     # keep some margin for the zoom-out of the augmenter
     load_size = (int(size[0] * 1.25), int(size[1] * 1.25))
     samples = load_samples(names, load_image, lambda n: read_mask(map_dir / MASK_DIR / f"{n}.png"), load_size)
-    res = train_recognition(samples, index.num_instances + 1, out_dir, conf, resume=resume, progress=progress)
+    # the model carries the instance definition, so other maps of the place can be annotated consistently
+    _, _, centroids = load_point_labels(map_dir)
+    extra = {"instances": {"centroids": torch.from_numpy(np.asarray(centroids, np.float64)),
+                           "mode": str(index.conf.get("mode", "xyz"))}}
+    res = train_recognition(samples, index.num_instances + 1, out_dir, conf, resume=resume, progress=progress,
+                            extra=extra)
     if annotate:
         from .recognizer import Recognizer
 

@@ -89,9 +89,11 @@ def _lr_factor(step: int, conf: Mapping[str, Any]) -> float:
 
 def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_classes: int,
                       out_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = None,
-                      resume: bool = True, progress: bool = True) -> Dict[str, Any]:
+                      resume: bool = True, progress: bool = True,
+                      extra: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
     """Train on (image uint8 RGB, label map int) pairs; writes ``model.pt`` (+ log, checkpoint, PNG) in
-    ``out_dir`` and returns {"model": path, "log": [...], "steps": n, "seconds": s}."""
+    ``out_dir`` and returns {"model": path, "log": [...], "steps": n, "seconds": s}. ``extra`` is stored in
+    the model file (e.g. the instance definition the labels came from)."""
     import torch
     from tqdm import tqdm
 
@@ -162,7 +164,7 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
                         "optimizer": opt.state_dict()}, str(state_path))
     bar.close()
     net.eval()
-    save_model(out_dir / MODEL_FILE, net)
+    save_model(out_dir / MODEL_FILE, net, extra)
     plot_log(log, out_dir / "train_loss.png")
     return {"model": out_dir / MODEL_FILE, "log": log, "steps": step, "seconds": time.time() - t0, "net": net}
 

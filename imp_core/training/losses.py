@@ -12,7 +12,7 @@ weights; the loss is the symmetric epipolar distance of the ground-truth matches
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 

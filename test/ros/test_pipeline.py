@@ -8,9 +8,9 @@ import time
 import numpy as np
 import pytest
 
-from conftest import DOMAIN_ID, graph_of, wait_until
+from rosutil import DOMAIN_ID, graph_of, wait_until
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ros]
 
 
 @pytest.fixture(scope="module")
@@ -81,20 +81,32 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
               "trajectory.png", "error_cdf.png"):
         assert (out / f).stat().st_size > 0, f
     assert "extraction" in summary["latency_ms"] and summary["latency_ms"]["end_to_end"]["p50"] > 0
-    # TF map->odom composed with odom->base at the image time gives the published base pose.
+    # TF map->odom (from the localizer) composed with odom->base at the image time gives the published base pose.
+    # odom->base is the replay's simulated odometry: odom_from_map(offset) * ground-truth map_from_base.
+    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.types import Pose
+    from imp_ros.replay_node import ReplayNode
+
     wait_until(lambda: len(poses) >= 6, 10, "published poses")
     wait_until(lambda: buf.can_transform("map", "odom"), 10, "map->odom on /tf")
     last = poses[-1]
     stamp = cv.stamp_to_ns(last.header.stamp)
+    rows = [ln.split(",") for ln in (out / "frames.csv").read_text().splitlines()[1:]]
+    t_row, name = min(((float(r[0]), r[1]) for r in rows), key=lambda tr: abs(tr[0] - stamp * 1e-9))
+    assert abs(t_row - stamp * 1e-9) < 1e-4
+    e = ReplayNode.PARAMS["camera_extrinsics"]
+    base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
+    yaw = np.radians(15.0)
+    odom_from_map = Pose(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]]),
+                         [2.0, -1.0, 0.0])
+    odom_from_base = odom_from_map * SyntheticWorld(ros_world).pose(name).inverse() * base_from_cam.inverse()
     map_from_base = cv.msg_to_pose(last.pose.pose)
-    via_tf = buf.lookup("map", "odom") * buf.lookup("odom", "base_link", stamp)
+    via_tf = buf.lookup("map", "odom") * odom_from_base
     assert np.linalg.norm(via_tf.t - map_from_base.t) < 0.02
     assert np.degrees(np.arccos(np.clip((np.trace(via_tf.R.T @ map_from_base.R) - 1) / 2, -1, 1))) < 0.5
-    # the replay's simulated odometry is the ground truth offset by (2, -1, 0, yaw 15 deg): map->odom inverts it
-    yaw = np.radians(15.0)
-    odom_from_map_t = np.array([2.0, -1.0, 0.0])
+    # and map->odom is close to the inverse of the simulated offset (the localization error is small)
     map_from_odom = buf.lookup("map", "odom")
-    assert np.linalg.norm(map_from_odom.inverse().t - odom_from_map_t) < 0.2
+    assert np.linalg.norm(map_from_odom.t - odom_from_map.inverse().t) < 0.2
     assert abs(np.arctan2(map_from_odom.R[1, 0], map_from_odom.R[0, 0]) + yaw) < np.radians(1.0)
     assert len(last.pose.covariance) == 36 and 0 < last.pose.covariance[0] < 1.0
     wait_until(lambda: debug, 10, "a debug image")
@@ -195,6 +207,13 @@ def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
                "the localizer to take the prior")
     r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), info)  # still alive and localizing
     assert r.status == LocalizationResult.STATUS_OK and r.mode == "tracking", r.status_text
+    from imp_msgs.srv import LocalizeImage
+
+    req = LocalizeImage.Request(image=cv.rgb_to_image(w.image(name), "bgr8", "camera_optical"), camera_info=info)
+    resp = ros.call(LocalizeImage, "/localizer/localize", req, timeout=30.0)
+    assert resp.success and resp.result.status == LocalizationResult.STATUS_OK, resp.message
+    dt = np.linalg.norm(cv.msg_to_pose(resp.result.camera_pose).t - w.pose(name).center)
+    assert dt < 0.25, dt
     keys = {kv.key: kv.value for kv in diags[-1].status[0].values}
     assert {"input_rate_hz", "latency_p50_ms", "dropped", "state"} <= set(keys)
     for e in (rsub, dsub):

@@ -120,21 +120,25 @@ def check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source
             parts.append(f"unexpected keys: {', '.join(unexpected[:20])}" + (" ..." if len(unexpected) > 20 else ""))
         if shapes:
             parts.append(f"shape mismatches: {'; '.join(shapes[:20])}")
-        raise ValueError(f"{source} does not fit {model.conf['variant']} "
-                         f"(D={model.conf['descriptor_dim']}, {model.conf['n_layers']} iterations): " + " | ".join(parts))
+        c = model.conf
+        raise ValueError(f"{source} does not fit {c['variant']} (D={c['descriptor_dim']}, {c['n_layers']} "
+                         "iterations): " + " | ".join(parts))
 
 
 def load_model(path: Union[str, Path], variant: Optional[str] = None,
                overrides: Optional[Mapping[str, Any]] = None) -> Tuple[IMPModel, Dict[str, Any]]:
     """Build an ``IMPModel`` for the checkpoint at ``path`` and load it strictly.
 
-    ``variant`` ('gm', 'imp', 'eimp') selects the inference behaviour (imp and eimp files are interchangeable);
-    the architecture (descriptor dim, iterations, sharing) comes from the tensors. Returns (model, info) where
+    ``variant`` ('gm', 'imp', 'eimp') selects the inference behaviour (imp and eimp files are interchangeable;
+    None = from the released file name, e.g. ``eimp_sift.pth``, else from the tensors); the architecture (descriptor dim, iterations, sharing) comes from the tensors. Returns (model, info) where
     info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
     """
     state = read_state_dict(path)
     arch = conf_from_state(state)
     sg = is_superglue(state)
+    named = variant_from_name(path)
+    if variant is None and named is not None:
+        variant = named[0]
     if variant is not None:
         same_keys = not any(sharing_pattern(arch["n_layers"]))  # <= 3 iterations: GM and IMP have equal keys
         if (variant == "gm") != (arch["variant"] == "gm") and not same_keys:

@@ -59,7 +59,8 @@ def select_batch(st: MatchState, rows: torch.Tensor) -> MatchState:
 
     st.desc0, st.ids0, st.mask0 = take(st.desc0, st.ids0, st.mask0)
     st.desc1, st.ids1, st.mask1 = take(st.desc1, st.ids1, st.mask1)
-    st.probs = {}
+    n = {"0": st.desc0.shape[-1], "1": st.desc1.shape[-1]}
+    st.probs = {k: p[rows][:, :, :n[k[0]], :n[k[1]]] for k, p in st.probs.items()}  # key "qk": query, key image
     return st
 
 

@@ -150,7 +150,8 @@ class IMPModel(nn.Module):
     def assign(self, st: MatchState, i: int) -> torch.Tensor:
         """Assignment probabilities [B, N0'+1, N1'+1] from the head of iteration ``i``."""
         md0, md1 = self.final_proj[i](st.desc0), self.final_proj[i](st.desc1)
-        scores = torch.einsum("bdn,bdm->bnm", md0, md1) / self.descriptor_dim ** 0.5
+        # the assignment runs in float32 (also under autocast): fp16 Sinkhorn marginals overflow easily
+        scores = torch.einsum("bdn,bdm->bnm", md0, md1).float() / self.descriptor_dim ** 0.5
         name = self.conf["assignment"]
         kwargs = {} if name == "dual_softmax" else {"iterations": int(self.conf["sinkhorn_iterations"])}
         return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.mask0, mask1=st.mask1, **kwargs)

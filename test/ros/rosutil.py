@@ -1,0 +1,83 @@
+"""Helpers for the ROS tests: the per-run DDS domain and environment (set on import, before rclpy starts),
+an in-process test node, waiting with timeouts, and graph specs for imp_ros.graph."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# One domain per test run (10-90), chosen before rclpy creates any participant.
+DOMAIN_ID = random.Random(os.getpid() ^ int(time.time())).randint(10, 90)
+os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(ROOT / "config" / "fastdds_shm.xml")
+os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def wait_until(pred, timeout: float, what: str, poll: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+class RosTestNode:
+    """An rclpy node spun in a background thread, with message collectors."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from rclpy.executors import MultiThreadedExecutor
+
+        rclpy.init()
+        self.node = rclpy.create_node("imp_test")
+        self.ex = MultiThreadedExecutor(num_threads=2)
+        self.ex.add_node(self.node)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._spin, daemon=True)
+        self._t.start()
+
+    def _spin(self) -> None:
+        while not self._stop.is_set():
+            self.ex.spin_once(timeout_sec=0.05)
+
+    def collect(self, msg_type, topic: str, qos=None):
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+        box = []
+        qos = qos or QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        sub = self.node.create_subscription(msg_type, topic, box.append, qos)
+        return box, sub
+
+    def call(self, srv_type, name: str, request, timeout: float = 15.0):
+        cli = self.node.create_client(srv_type, name)
+        try:
+            if not cli.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available after {timeout} s")
+            fut = cli.call_async(request)
+            wait_until(fut.done, timeout, f"response of {name}")
+            return fut.result()
+        finally:
+            self.node.destroy_client(cli)
+
+    def close(self) -> None:
+        import rclpy
+
+        self._stop.set()
+        self._t.join(timeout=5)
+        self.node.destroy_node()
+        rclpy.shutdown()
+
+
+def graph_of(*nodes):
+    """A graph spec dict for imp_ros.graph from (name, executable, parameters[, extra keys]) tuples."""
+    return {"graph": {"fastdds_profile": str(ROOT / "config" / "fastdds_shm.xml"),
+                      "nodes": [{"name": n[0], "executable": n[1], "parameters": n[2], **(n[3] if len(n) > 3 else {})}
+                                for n in nodes]}}
