@@ -370,7 +370,7 @@ class LocalizerNode(LifecycleNode):
         with self._lock:
             if self.loc is None:
                 return
-            res = self.loc.localize(rgb, camera, name=f"{stamp}")
+            res = self.loc.localize(rgb, camera, name=f"{stamp}", stamp=stamp * 1e-9)
         base_from_cam = self._base_from_camera(frame, stamp)
         out, pwc, map_from_base = cv.result_to_msgs(res, base_from_cam, self.p("map_frame"), stamp, self.map_id)
         latency = (time.monotonic() - t_recv) * 1e3

@@ -48,7 +48,13 @@ class Localizer:
             "radius_px": 20.0,
             "max_angle_deg": 10.0,
         },
-        "tracking": {"max_lost_frames": 3},  # frames without a fix before the prior is dropped
+        "tracking": {
+            "max_lost_frames": 3,  # frames without a fix before the prior is dropped
+            # a pose found from prior-selected references must stay near the prior, else global search decides
+            "max_jump_m": 3.0,
+            "max_jump_deg": 25.0,
+            "max_gap_s": 2.0,  # a larger stamp gap (or a stamp going backwards) drops the prior
+        },
         "label_keypoints": True,  # give query keypoints the recognized instance label under them
         # LBR: extract `oversample` x the keypoint budget, then keep instance-labelled keypoints first
         "labelled_first": {"enabled": False, "oversample": 2.0},
@@ -91,6 +97,7 @@ class Localizer:
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget the tracking state: the next frame is localized globally."""
+        self._last_stamp = None
         self._prior = None
         self._prior_cov = None
         self._lost = 0
@@ -116,10 +123,18 @@ class Localizer:
 
     # ------------------------------------------------------------------ main entry
     def localize(self, image: np.ndarray, camera: Camera, prior: Optional[Pose] = None,
-                 name: str = "") -> LocalizationResult:
+                 name: str = "", stamp: Optional[float] = None) -> LocalizationResult:
+        """Localize one frame. ``prior`` (cam_from_world) overrides the tracking prior for this frame; ``stamp``
+        (seconds) lets the tracker notice time gaps (sequence changes, dropped streams) and relocalize globally."""
         if self.map is None:
             raise RuntimeError("localizer is closed")
         t0 = time.perf_counter()
+        if stamp is not None:
+            last = getattr(self, "_last_stamp", None)
+            if last is not None and (stamp < last or stamp - last > self.conf["tracking"]["max_gap_s"]):
+                self._prior = None
+                self._tracking = False
+            self._last_stamp = stamp
         timings: Dict[str, float] = {}
         image = np.asarray(image)
         if image.ndim < 2 or image.shape[0] != camera.height or image.shape[1] != camera.width:
@@ -146,6 +161,8 @@ class Localizer:
                 res = self._verify(ctx, cand, timings)
                 if res is None:
                     continue
+                if cand.source == "tracking" and ctx.prior is not None and not self._near_prior(res[0].pose, ctx.prior):
+                    continue  # a jump away from the prior: wrong references, let global search decide
                 if best is None or res[0].num_inliers > best[0].num_inliers:
                     best = res
                 if res[0].num_inliers >= cand.min_inliers:
@@ -194,6 +211,12 @@ class Localizer:
         return result
 
     # ------------------------------------------------------------------ steps
+    def _near_prior(self, pose: Pose, prior: Pose) -> bool:
+        tc = self.conf["tracking"]
+        dt = float(np.linalg.norm(pose.center - prior.center))
+        cos = (np.trace(prior.R.T @ pose.R) - 1.0) / 2.0
+        return dt <= tc["max_jump_m"] and float(np.degrees(np.arccos(np.clip(cos, -1, 1)))) <= tc["max_jump_deg"]
+
     def _apply_budget(self, feats: Features) -> Features:
         """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget."""
         if not self.conf["labelled_first"]["enabled"] or not self._budget or len(feats) <= self._budget:
