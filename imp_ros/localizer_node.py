@@ -24,7 +24,7 @@ from imp_ros.tf_buffer import TfBroadcaster, TfBuffer, TfListener, TransformLook
 
 
 def build_localizer_conf(config: str, map_dir: str, features: str, matcher: str, coarse: str,
-                         device: str) -> Dict[str, Any]:
+                         device: str, recognition_model: str = "") -> Dict[str, Any]:
     """Localizer conf from a YAML/JSON file plus parameter overrides (empty strings keep the file's values)."""
     from imp_core.localization.localizer import load_config
 
@@ -37,6 +37,8 @@ def build_localizer_conf(config: str, map_dir: str, features: str, matcher: str,
         conf["matcher"] = {**(conf.get("matcher") or {}), "name": matcher}
     if coarse:
         conf["coarse"] = [{"name": c.strip()} for c in coarse.split(",") if c.strip()]
+    if recognition_model:  # LBR: instance-guided coarse search (imp_core picks the stage/matcher defaults)
+        conf["recognition"] = {**(conf.get("recognition") or {}), "model": recognition_model}
     conf["device"] = device
     return conf
 
@@ -49,6 +51,7 @@ class LocalizerNode(LifecycleNode):
         "features": "",
         "matcher": "",
         "coarse": "",
+        "recognition_model": "",
         "device": "auto",
         "image_topic": common.IMAGE_TOPIC,
         "camera_info_topic": common.CAMERA_INFO_TOPIC,
@@ -122,7 +125,7 @@ class LocalizerNode(LifecycleNode):
             from imp_core.localization.localizer import Localizer
 
             conf = build_localizer_conf(self.p("config"), self.p("map"), self.p("features"), self.p("matcher"),
-                                        self.p("coarse"), self.p("device"))
+                                        self.p("coarse"), self.p("device"), self.p("recognition_model"))
             t0 = time.perf_counter()
             self.loc = Localizer(conf)
             self.map_id = str(getattr(self.loc.map, "map_id", ""))

@@ -138,3 +138,19 @@ def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world)
     strict = COARSE_STAGES.create({"name": "instance", "model": str(model), "global_score_th": 1.01}, lmap=lmap)
     strict.prepare(ctx)
     assert all(c.source == "retrieval" for c in strict.propose(ctx))
+
+
+def test_recognition_model_makes_instance_search_the_default(annotated, tiny_world):
+    """`recognition: {model}` alone selects tracking -> instance (fallback retrieval), label_nn, labelled first."""
+    from imp_core.localization import Localizer
+
+    map_dir, model = annotated
+    loc = Localizer({"map": str(map_dir), "recognition": {"model": str(model), "rec_th": 40, "k_can": 3}})
+    assert [s.conf["name"] for s in loc.stages] == ["tracking", "instance"]
+    assert loc.matcher.conf["name"] == "label_nn" and loc.conf["labelled_first"]["enabled"]
+    q = tiny_world.queries("night")[0]
+    res = loc.localize(tiny_world.image(q.name), q.camera, name=q.name)
+    assert res.instances and res.success and res.mode in ("instance", "global")
+    budget = loc._budget
+    assert budget and loc.extractor.conf["max_keypoints"] == 2 * budget
+    loc.close()

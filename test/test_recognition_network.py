@@ -136,3 +136,19 @@ def test_label_nn_matches_within_labels_first():
     assert res.info["label_matches"] == 1
     plain = create_matcher({"name": "label_nn", "use_labels": False}).match(_feats(q, [5, 0, 0]), _feats(r, [5, 6, 0, 0]))
     assert (0, 1) in {tuple(p) for p in plain.indices.tolist()}
+
+
+def test_committed_synthetic_model_loads():
+    from pathlib import Path
+
+    from imp_core.recognition.instances import load_instance_definition
+
+    path = Path(__file__).resolve().parents[1] / "models" / "recognition_synthetic.pt"
+    if not path.is_file():
+        pytest.skip(f"{path} not present")
+    net = load_model(path)
+    cent, mode = load_instance_definition(path)
+    assert net.num_classes == len(cent) + 1 == 33 and mode == "xy"
+    with torch.no_grad():
+        out = net(net.normalize(torch.rand(1, 3, 120, 160)))
+    assert out["masks"].shape == (1, 33, 15, 20)

@@ -37,10 +37,14 @@ class Localizer:
         "features": None,  # None: the map's own feature conf (the only one that matches it)
         "matcher": {"name": "lightglue"},
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
+        # LBR: a recognition model ({model: path, k_can, rec_th, ...}: the "instance" stage's conf) makes the
+        # instance-guided search the default coarse stage, with label-aware matching and labelled keypoints first
+        "recognition": None,
         "pnp": DEFAULT_PNP_CONF,
         "acceptance": {
             "min_inliers": 20,  # below this no pose is reported (LOST)
             "max_candidates": 8,  # clusters tried per frame at most
+            "min_best_reference_inliers": 0,  # LBR: the best single reference must contribute this many (10)
         },
         "refinement": {
             "covisibility": False,  # LBR's covisibility-based refinement after acceptance
@@ -67,6 +71,8 @@ class Localizer:
         from ..matching.base import create_matcher
 
         conf = load_config(conf)
+        if conf.get("recognition"):
+            conf = self._recognition_defaults(conf)
         self.conf = merge_with_models(self.default_conf, conf, where="localizer")
         if not self.conf["map"]:
             raise ConfigError("localizer conf needs 'map': the directory of a map built with `imp map build`")
@@ -93,6 +99,19 @@ class Localizer:
         self._prior_cov: Optional[np.ndarray] = None
         self._lost = 0
         self._tracking = False
+
+    @staticmethod
+    def _recognition_defaults(conf: Dict[str, Any]) -> Dict[str, Any]:
+        """With a recognition model and no explicit choices: tracking, then instance-guided search falling back to
+        global retrieval; label-aware mutual NN; instance-labelled keypoints first (LBR)."""
+        conf = dict(conf)
+        rec = dict(conf["recognition"])
+        rec.setdefault("fallback", {"name": "retrieval", "top_k": 5})
+        conf.setdefault("coarse", [{"name": "tracking"}, {"name": "instance", **rec}])
+        conf.setdefault("matcher", {"name": "label_nn"})
+        conf.setdefault("labelled_first", {"enabled": True, "oversample": 2.0})
+        conf.setdefault("acceptance", {"min_inliers": 20, "max_candidates": 8, "min_best_reference_inliers": 10})
+        return conf
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
@@ -144,7 +163,7 @@ class Localizer:
         timings["extraction"] = 1000 * (time.perf_counter() - t0)
         ctx = QueryContext(image=image, camera=camera, features=feats,
                            prior=prior if prior is not None else self._prior)
-        best: Optional[Tuple[PnPResult, int, List[str], Candidate, np.ndarray]] = None
+        best: Optional[Tuple[PnPResult, int, List[str], Candidate, np.ndarray, int]] = None
         accepted = False
         timings["matching"] = 0.0
         timings["pnp"] = 0.0
@@ -165,7 +184,8 @@ class Localizer:
                     continue  # a jump away from the prior: wrong references, let global search decide
                 if best is None or res[0].num_inliers > best[0].num_inliers:
                     best = res
-                if res[0].num_inliers >= cand.min_inliers:
+                if res[0].num_inliers >= cand.min_inliers and res[5] >= self.conf["acceptance"][
+                        "min_best_reference_inliers"]:
                     accepted = True
                     best = res
                     break
@@ -175,7 +195,7 @@ class Localizer:
             timings.setdefault(k, v)
         result = LocalizationResult(instances=list(ctx.instances), timings=timings)
         if best is not None and best[0].num_inliers >= self.conf["acceptance"]["min_inliers"]:
-            pnp, n_matches, refs, cand, _ = best
+            pnp, n_matches, refs, cand = best[:4]
             if self.conf["refinement"]["covisibility"]:
                 tr = time.perf_counter()
                 refined = self._refine_covisible(ctx, pnp, refs)
@@ -265,7 +285,7 @@ class Localizer:
         # order references by their inlier contribution (the best one drives covisibility refinement)
         contrib = np.bincount(src[pnp.inliers], minlength=len(refs))
         refs = [refs[i] for i in np.argsort(-contrib, kind="stable")]
-        return pnp, len(q_idx), refs, cand, src
+        return pnp, len(q_idx), refs, cand, src, int(contrib.max()) if len(contrib) else 0
 
     def _refine_covisible(self, ctx: QueryContext, pnp: PnPResult, refs: List[str]):
         """LBR-style: re-match against frames covisible with the best reference whose orientation is close to the
