@@ -128,12 +128,15 @@ class Pose:
         return cls(np.asarray(rigid.rotation.matrix()), np.asarray(rigid.translation))
 
 
+def rotation_angle_deg(R1: np.ndarray, R2: np.ndarray) -> float:
+    """Angle of the relative rotation R1^T R2 in degrees."""
+    cos = (np.trace(np.asarray(R1).T @ np.asarray(R2)) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
 def pose_error(est: Pose, gt: Pose) -> Tuple[float, float]:
     """(position error in metres, rotation error in degrees) between two cam_from_world poses."""
-    dt = float(np.linalg.norm(est.center - gt.center))
-    cos = (np.trace(gt.R.T @ est.R) - 1.0) / 2.0
-    dr = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-    return dt, dr
+    return float(np.linalg.norm(est.center - gt.center)), rotation_angle_deg(gt.R, est.R)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from ..config import ConfigError, load_yaml, merge, merge_with_models
-from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose)
+from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose,
+                     pose_error, rotation_angle_deg)
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
 from .stages import COARSE_STAGES, Candidate, QueryContext
 
@@ -233,9 +234,8 @@ class Localizer:
     # ------------------------------------------------------------------ steps
     def _near_prior(self, pose: Pose, prior: Pose) -> bool:
         tc = self.conf["tracking"]
-        dt = float(np.linalg.norm(pose.center - prior.center))
-        cos = (np.trace(prior.R.T @ pose.R) - 1.0) / 2.0
-        return dt <= tc["max_jump_m"] and float(np.degrees(np.arccos(np.clip(cos, -1, 1)))) <= tc["max_jump_deg"]
+        dt, dr = pose_error(pose, prior)
+        return dt <= tc["max_jump_m"] and dr <= tc["max_jump_deg"]
 
     def _apply_budget(self, feats: Features) -> Features:
         """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget."""
@@ -294,8 +294,7 @@ class Localizer:
         frames = [refs[0]] + self.map.covisible(refs[0], 4 * int(rc["num_frames"]))
         keep = []
         for n in frames:
-            ang = np.degrees(np.arccos(np.clip((np.trace(self.map.pose(n).R @ pnp.pose.R.T) - 1) / 2, -1, 1)))
-            if ang <= rc["max_angle_deg"]:
+            if rotation_angle_deg(self.map.pose(n).R, pnp.pose.R) <= rc["max_angle_deg"]:
                 keep.append(n)
             if len(keep) >= rc["num_frames"]:
                 break

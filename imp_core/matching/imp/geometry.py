@@ -7,7 +7,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
-from ...types import Camera
+from ...types import Camera, rotation_angle_deg
 
 
 @dataclass
@@ -21,11 +21,6 @@ class PoseEstimate:
     def inlier_ratio(self) -> float:
         n = int(self.used.sum())
         return float(self.inliers.sum()) / n if n else 0.0
-
-
-def rotation_angle_deg(R0: np.ndarray, R1: np.ndarray) -> float:
-    cos = (np.trace(R0.T @ R1) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
 def vector_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
