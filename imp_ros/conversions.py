@@ -316,8 +316,12 @@ def result_to_msgs(result: LocalizationResult, base_from_camera: Pose, map_frame
         return msg, None, None
     map_from_cam = result.pose.inverse()
     map_from_base = map_from_cam * base_from_camera.inverse()
-    cov = result.covariance if result.covariance is not None else np.eye(6) * LOST_VARIANCE
-    cov = np.asarray(cov, np.float64).reshape(6, 6)
+    if result.covariance is not None:
+        from imp_core.localization.pnp import covariance_of_attached_frame
+
+        cov = covariance_of_attached_frame(result.covariance, map_from_cam, base_from_camera.inverse())
+    else:
+        cov = np.eye(6) * LOST_VARIANCE
     msg.camera_pose = pose_to_msg(map_from_cam)
     msg.pose = PoseWithCovariance(pose=pose_to_msg(map_from_base), covariance=cov.reshape(-1).tolist())
     pwc = PoseWithCovarianceStamped()

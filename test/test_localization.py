@@ -144,3 +144,26 @@ def test_image_camera_mismatch_is_an_error(tiny_map, tiny_world):
     n = tiny_world.query_names("day")[0]
     with pytest.raises(ValueError, match="camera"):
         loc.localize(tiny_world.image(n)[:100], tiny_world.camera(n))
+
+
+def test_attached_frame_covariance_matches_sampling():
+    """Covariance moved to base_link (lever arm) agrees with sampling camera poses and composing the extrinsic."""
+    from scipy.spatial.transform import Rotation
+
+    from imp_core.localization.pnp import covariance_of_attached_frame
+
+    rng = np.random.default_rng(1)
+    map_from_cam = Pose(_rot(-90, 0, -90), [2.0, 1.0, 1.5])
+    cam_from_base = Pose(_rot(90, -90, 0), [0.3, -1.2, 2.0])  # base 2.3 m away from the camera
+    A = rng.normal(size=(6, 6)) * 1e-2
+    cov = A @ A.T
+    samples = []
+    for d in rng.multivariate_normal(np.zeros(6), cov, 20000):
+        R = Rotation.from_rotvec(d[3:]).as_matrix() @ map_from_cam.R  # world-frame rotation perturbation
+        cam = Pose(R, map_from_cam.t + d[:3])
+        base = cam * cam_from_base
+        samples.append(np.concatenate([base.t, Rotation.from_matrix(base.R @ (map_from_cam * cam_from_base).R.T)
+                                       .as_rotvec()]))
+    emp = np.cov(np.array(samples).T)
+    pred = covariance_of_attached_frame(cov, map_from_cam, cam_from_base)
+    assert np.allclose(pred, emp, atol=0.05 * np.abs(pred).max())

@@ -101,3 +101,16 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     if ret.get("covariance") is not None:
         cov = covariance_to_world(np.asarray(ret["covariance"]), pose) * sigma ** 2
     return PnPResult(pose, inliers, cov, sigma)
+
+
+def covariance_of_attached_frame(cov_cam: np.ndarray, map_from_cam: Pose, cam_from_body: Pose) -> np.ndarray:
+    """World-frame covariance (ROS order) of a frame rigidly attached to the camera (e.g. base_link).
+
+    The rotation block is unchanged (same world-frame rotation perturbation psi); the body origin moves with the
+    lever arm ``l = R_wc @ t_cb``: d(p_body) = d(c_cam) + psi x l = d(c_cam) - [l]x psi.
+    """
+    lever = map_from_cam.R @ cam_from_body.t
+    J = np.eye(6)
+    J[:3, 3:] = -_skew(lever)
+    C = J @ np.asarray(cov_cam, dtype=np.float64).reshape(6, 6) @ J.T
+    return 0.5 * (C + C.T)
