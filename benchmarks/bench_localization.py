@@ -71,8 +71,10 @@ def run_pair(args: dict) -> dict:
         acc[cond] = {
             "n": len(e),
             "recall": [float(np.mean((e[:, 0] <= t) & (e[:, 1] <= r))) for t, r in THRESHOLDS],
-            "median_t_m": float(np.median(e[:, 0])),
-            "median_R_deg": float(np.median(e[:, 1])),
+            "localized": int(np.isfinite(e[:, 0]).sum()),
+            # medians over the localized queries (as eval.metrics), NaN when none
+            "median_t_m": float(np.median(e[np.isfinite(e[:, 0]), 0])) if np.isfinite(e[:, 0]).any() else float("nan"),
+            "median_R_deg": float(np.median(e[np.isfinite(e[:, 1]), 1])) if np.isfinite(e[:, 1]).any() else float("nan"),
             "errors": e.tolist(),
         }
     return {
