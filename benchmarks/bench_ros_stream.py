@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--config", type=Path, default=REPO / "config" / "localizer_stream.yaml",
                     help="localizer conf (coarse stages, PnP) for the stream")
+    ap.add_argument("--image-qos", default="sensor_data", help="QoS of the image stream (sensor_data, reliable)")
     ap.add_argument("--data", type=Path, default=REPO / "data")
     ap.add_argument("--out", type=Path, default=REPO / "outputs" / "bench_ros_stream")
     a = ap.parse_args(argv)
@@ -73,6 +74,11 @@ def main(argv=None) -> int:
     node.create_subscription(LocalizationResult, common.RESULT_TOPIC,
                              lambda m: results.append((time.time_ns(), m)), rel)
     node.create_subscription(DiagnosticArray, "/diagnostics", diags.append, rel)
+    from sensor_msgs.msg import Image
+
+    seen_images = []  # what a plain subscriber receives from the replay (the stream's real rate)
+    node.create_subscription(Image, common.IMAGE_TOPIC, lambda m: seen_images.append(time.monotonic()),
+                             common.qos_from_param(a.image_qos, depth=1))
     node.create_subscription(String, common.DONE_TOPIC, done.append, common.latched_qos())
     stop = threading.Event()
 
@@ -86,10 +92,10 @@ def main(argv=None) -> int:
     spec = load_graph({"graph": {"fastdds_profile": str(REPO / "config" / "fastdds_shm.xml"), "nodes": [
         {"name": "localizer", "executable": "localizer", "daemon": True, "parameters": {
             "autostart": True, "map": str(map_dir), "matcher": a.matcher, "config": str(a.config),
-            "device": a.device, "image_qos": "sensor_data"}},
+            "device": a.device, "image_qos": a.image_qos}},
         {"name": "replay", "executable": "replay", "parameters": {
             "source": str(world), "condition": "day", "rate": a.rate, "loop": True, "max_frames": n_frames,
-            "lockstep": False, "stamp_mode": "now", "image_qos": "sensor_data", "wait_for": ["image"]}},
+            "lockstep": False, "stamp_mode": "now", "image_qos": a.image_qos, "wait_for": ["image"]}},
     ]}})
     a.out.mkdir(parents=True, exist_ok=True)
     log = open(a.out / "graph.log", "w")
@@ -116,6 +122,8 @@ def main(argv=None) -> int:
         "stream_rate_hz": a.rate, "frames_published": published, "results": len(results),
         "processed_rate_hz": (len(results) - 1) / span if span > 0 else float("nan"),
         "input_rate_hz_at_node": float(dkeys.get("input_rate_hz", "nan")),
+        "stream_rate_seen_by_listener_hz": (len(seen_images) - 1) / (seen_images[-1] - seen_images[0])
+        if len(seen_images) > 1 else float("nan"),
         "dropped_frames": published - len(results),
         "dropped_reported_by_node": int(dkeys.get("dropped", -1)),
         "latency_stamp_to_result_ms": {"p50": float(np.percentile(lat_stream, 50)),
@@ -127,6 +135,9 @@ def main(argv=None) -> int:
         "image_size": "640x480", "features": a.features, "matcher": a.matcher, "device": a.device,
         "config": str(a.config),
         "keeps_up": bool(span > 0 and (len(results) - 1) / span >= 0.95 * a.rate),
+        "per_frame": [{"recv_s": float(r * 1e-9), "node_ms": float(m.total_latency_ms), "mode": m.mode,
+                       "status": int(m.status), "stages_ms": {t.stage: round(float(t.milliseconds), 1)
+                                                              for t in m.timings}} for r, m in results],
     }
     rows = [("stream rate [Hz]", f"{a.rate:.1f}"), ("processed rate [Hz]", f"{rep['processed_rate_hz']:.2f}"),
             ("frames published / results", f"{published} / {len(results)}"),

@@ -185,7 +185,7 @@ class EvaluatorNode(Node):
 
 
 def main(args=None) -> int:
-    return common.run(EvaluatorNode, args=args, name="evaluator")
+    return common.run(EvaluatorNode, executor_threads=1, args=args, name="evaluator")
 
 
 if __name__ == "__main__":

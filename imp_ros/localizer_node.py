@@ -470,7 +470,7 @@ class LocalizerNode(LifecycleNode):
 
 
 def main(args=None) -> int:
-    return common.run(LocalizerNode, args=args, name="localizer")
+    return common.run(LocalizerNode, executor_threads=1, args=args, name="localizer")
 
 
 if __name__ == "__main__":

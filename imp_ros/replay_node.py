@@ -349,7 +349,7 @@ class ReplayNode(Node):
 
 
 def main(args=None) -> int:
-    return common.run(ReplayNode, args=args, name="replay")
+    return common.run(ReplayNode, executor_threads=1, args=args, name="replay")
 
 
 if __name__ == "__main__":
