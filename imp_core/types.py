@@ -307,6 +307,8 @@ class LocalizationResult:
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage, plus "total"
     mode: str = "global"  # "global", "tracking" or "instance"
     message: str = ""  # human-readable reason when not OK
+    inlier_keypoints: Optional[np.ndarray] = None  # (K, 2) query pixels of the PnP inliers
+    inlier_points3D: Optional[np.ndarray] = None  # (K, 3) their map points
 
     @property
     def success(self) -> bool:

@@ -418,27 +418,10 @@ class LocalizerNode(LifecycleNode):
         self.tf_pub.send([cv.pose_to_transform(cur[0], cur[1], cur[2], stamp)])
 
     def _debug_image(self, rgb: np.ndarray, camera, res: LocalizationResult, stamp: int, frame: str):
-        """The query with the map points of the reference images reprojected by the estimated pose (green:
-        inside the image), and the status line."""
-        import cv2
+        """The query with the PnP inlier matches and their reprojection residuals (imp_core's overlay)."""
+        from imp_core.localization.visualize import draw_localization
 
-        img = np.ascontiguousarray(rgb.copy())
-        lmap = self.loc.map if self.loc is not None else None
-        if res.success and lmap is not None:
-            xyz = [lmap.keypoint_xyz(r) for r in res.references[:4] if lmap.has(r)]
-            xyz = np.concatenate(xyz) if xyz else np.zeros((0, 3))
-            xyz = xyz[np.isfinite(xyz).all(1)]
-            pc = res.pose.transform(xyz)
-            pc = pc[pc[:, 2] > 0.1]
-            uv = (pc / pc[:, 2:3]) @ camera.K.T
-            h, w = img.shape[:2]
-            for u, v in uv[:, :2].astype(int):
-                if 0 <= u < w and 0 <= v < h:
-                    cv2.circle(img, (int(u), int(v)), 2, (0, 255, 0), -1)
-        colour = (0, 255, 0) if res.status == STATUS_OK else (255, 0, 0)
-        text = f"{res.status} {res.mode} inliers {res.num_inliers}/{res.num_matches}"
-        cv2.putText(img, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
-        return cv.rgb_to_image(img, "rgb8", frame, stamp)
+        return cv.rgb_to_image(draw_localization(rgb, camera, res), "rgb8", frame, stamp)
 
     # ------------------------------------------------------------ diagnostics
     def stats(self) -> Dict[str, Any]:

@@ -167,3 +167,19 @@ def test_attached_frame_covariance_matches_sampling():
     emp = np.cov(np.array(samples).T)
     pred = covariance_of_attached_frame(cov, map_from_cam, cam_from_base)
     assert np.allclose(pred, emp, atol=0.05 * np.abs(pred).max())
+
+
+def test_result_carries_inliers_and_overlay(tiny_map, tiny_world):
+    from imp_core.localization.visualize import draw_localization
+
+    loc = Localizer({"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
+                     "coarse": [{"name": "retrieval", "top_k": 3}]})
+    n = tiny_world.query_names("day")[0]
+    img, cam = tiny_world.image(n), tiny_world.camera(n)
+    r = loc.localize(img, cam)
+    assert r.success and r.inlier_keypoints.shape == (r.num_inliers, 2) and r.inlier_points3D.shape[1] == 3
+    from imp_core.localization.pnp import reprojection_errors
+
+    assert np.median(reprojection_errors(r.pose, cam, r.inlier_keypoints, r.inlier_points3D)) < 2.0
+    out = draw_localization(img, cam, r)
+    assert out.shape == img.shape and (out != img).any()

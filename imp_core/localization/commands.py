@@ -60,7 +60,16 @@ def _run(args) -> int:
             raise SystemExit("--image needs --camera 'MODEL W H params...'")
         from ..imageio import read_image
 
-        res = loc.localize(read_image(args.image), Camera.from_tokens(args.camera.split()), name=args.image.name)
+        camera = Camera.from_tokens(args.camera.split())
+        image = read_image(args.image)
+        res = loc.localize(image, camera, name=args.image.name)
+        import cv2
+
+        from .visualize import draw_localization
+
+        overlay = args.out / f"{args.image.stem}_matches.png"
+        cv2.imwrite(str(overlay), draw_localization(image, camera, res)[:, :, ::-1])
+        print(f"match overlay: {overlay}")
         print(f"{args.image.name}: {res.status} inliers {res.num_inliers}/{res.num_matches} "
               f"total {res.timings.get('total', 0):.0f} ms")
         if res.pose is not None:

@@ -209,6 +209,8 @@ class Localizer:
             result.num_matches = n_matches
             result.num_inliers = pnp.num_inliers
             result.references = refs
+            result.inlier_keypoints = pnp.inlier_points2D
+            result.inlier_points3D = pnp.inlier_points3D
             result.mode = "tracking" if cand.source == "tracking" else (
                 "instance" if cand.source.startswith("instance") else "global")
             self._prior = pnp.pose

@@ -24,6 +24,8 @@ class PnPResult:
     inliers: np.ndarray  # (N,) bool
     covariance: Optional[np.ndarray]  # 6x6 world frame, ROS order (x, y, z, rot_x, rot_y, rot_z)
     residual_sigma_px: float
+    inlier_points2D: Optional[np.ndarray] = None  # (K, 2) OpenCV pixel convention
+    inlier_points3D: Optional[np.ndarray] = None  # (K, 3)
 
     @property
     def num_inliers(self) -> int:
@@ -100,7 +102,7 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     cov = None
     if ret.get("covariance") is not None:
         cov = covariance_to_world(np.asarray(ret["covariance"]), pose) * sigma ** 2
-    return PnPResult(pose, inliers, cov, sigma)
+    return PnPResult(pose, inliers, cov, sigma, points2D[inliers], points3D[inliers])
 
 
 def covariance_of_attached_frame(cov_cam: np.ndarray, map_from_cam: Pose, cam_from_body: Pose) -> np.ndarray:
