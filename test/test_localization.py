@@ -183,3 +183,21 @@ def test_result_carries_inliers_and_overlay(tiny_map, tiny_world):
     assert np.median(reprojection_errors(r.pose, cam, r.inlier_keypoints, r.inlier_points3D)) < 2.0
     out = draw_localization(img, cam, r)
     assert out.shape == img.shape and (out != img).any()
+
+
+def test_covisibility_refinement(tiny_map, tiny_world):
+    """LBR's refinement: re-match against frames covisible with the best reference and re-run PnP."""
+    loc = Localizer({"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
+                     "coarse": [{"name": "retrieval", "top_k": 1}], "refinement": {"covisibility": True}})
+    plain = Localizer({"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
+                       "coarse": [{"name": "retrieval", "top_k": 1}]})
+    refined_any = False
+    for n in tiny_world.query_names("day")[:3]:
+        r = loc.localize(tiny_world.image(n), tiny_world.camera(n))
+        p = plain.localize(tiny_world.image(n), tiny_world.camera(n))
+        assert r.success and "refinement" in r.timings
+        dt, dr = pose_error(r.pose, tiny_world.pose(n))
+        assert dt < 0.25 and dr < 2.0
+        assert r.num_inliers >= p.num_inliers
+        refined_any |= len(r.references) > 1
+    assert refined_any, "refinement never used covisible frames"

@@ -111,6 +111,7 @@ class Localizer:
         conf.setdefault("coarse", [{"name": "tracking"}, {"name": "instance", **rec}])
         conf.setdefault("matcher", {"name": "label_nn"})
         conf.setdefault("labelled_first", {"enabled": True, "oversample": 2.0})
+        conf.setdefault("refinement", {"covisibility": True})
         conf.setdefault("acceptance", {"min_inliers": 20, "max_candidates": 8, "min_best_reference_inliers": 10})
         return conf
 
