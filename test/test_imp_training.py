@@ -79,12 +79,21 @@ def test_megadepth_layout_dump(tiny_world, tmp_path):
     res = dump_megadepth(root, tmp_path / "mega.h5", conf=FEATS, pairs_per_scene=None)
     assert res["pairs_tried"] == 5 and res["pairs"] >= 3, res
     assert read_dump_info(tmp_path / "mega.h5")["source"].startswith("megadepth:")
-    # D2-Net object arrays need an explicit opt-in to unpickle
-    np.savez(root / "scene_info" / "0001.npz", image_paths=np.array([None, "a.jpg"], dtype=object),
-             depth_paths=np.array(depth_paths[:2]), intrinsics=np.stack(Ks[:2]), poses=np.stack(poses[:2]),
-             overlap_matrix=ov[:2, :2])
-    with pytest.raises(ValueError, match="allow_pickle"):
-        dump_megadepth(root, tmp_path / "mega2.h5", scenes=["0001"], conf=FEATS)
+    # D2-Net object arrays (None for images without depth) are read without running pickled code ...
+    np.savez(root / "scene_info" / "0001.npz", image_paths=np.array(img_paths[:3] + [None], dtype=object),
+             depth_paths=np.array(depth_paths[:3] + [None], dtype=object), intrinsics=np.stack(Ks),
+             poses=np.stack(poses), overlap_matrix=ov)
+    res = dump_megadepth(root, tmp_path / "mega2.h5", scenes=["0001"], conf=FEATS, pairs_per_scene=None)
+    assert res["pairs_tried"] == 3, res
+    # ... and a file whose pickle would call a function is refused, naming the file
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    np.savez(root / "scene_info" / "0002.npz", image_paths=np.array([Evil()], dtype=object))
+    with pytest.raises(ValueError, match="refusing to unpickle builtins.print"):
+        dump_megadepth(root, tmp_path / "mega3.h5", scenes=["0002"], conf=FEATS)
 
 
 def test_sampler(dump):

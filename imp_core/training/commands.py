@@ -10,7 +10,7 @@ the MegaDepth layout (--megadepth ROOT with Undistorted_SfM/ and scene_info/*.np
 
 DUMP_EPILOG = """examples:
   imp dump --synthetic data/world --out data/train/syn_sift.h5 --features sift --max-keypoints 1024
-  imp dump --megadepth /data/MegaDepth --scenes 0015 0022 --out data/train/mega_sift.h5 --allow-pickle"""
+  imp dump --megadepth /data/MegaDepth --scenes 0015 0022 --out data/train/mega_sift.h5"""
 
 TRAIN_HELP = """Train GM / IMP / EIMP on a dump: matching loss at every iteration (released IMP loss), optional pose
 loss (weighted eight-point essential matrix, --pose-weight), Adam, checkpoints in the released format
@@ -41,8 +41,6 @@ def register(subparsers) -> None:
     p.add_argument("--pairs-per-scene", type=int, default=200, help="MegaDepth: pairs per scene (default 200)")
     p.add_argument("--min-overlap", type=float, default=0.1)
     p.add_argument("--max-overlap", type=float, default=0.8)
-    p.add_argument("--allow-pickle", action="store_true",
-                   help="MegaDepth: allow unpickling D2-Net scene_info object arrays (only for trusted files)")
     p.add_argument("--device", default="auto", help="feature extraction device: auto, cpu, cuda")
     p.set_defaults(func=run_dump)
 
@@ -77,7 +75,7 @@ def run_dump(args: argparse.Namespace) -> int:
         from .megadepth import dump_megadepth
 
         res = dump_megadepth(args.megadepth, args.out, args.scenes, conf, args.scene_info, args.min_overlap,
-                             args.max_overlap, args.pairs_per_scene, args.allow_pickle)
+                             args.max_overlap, args.pairs_per_scene)
     print(f"dump: {args.out}: {res['images']} images, {res['pairs']} of {res['pairs_tried']} pairs kept")
     return 0
 

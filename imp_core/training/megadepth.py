@@ -3,8 +3,8 @@
 ``scene_info/<scene>.npz`` holds ``image_paths``, ``depth_paths`` (relative to the MegaDepth root; empty or None
 for images without depth), ``intrinsics`` (3x3 each), ``poses`` (4x4 cam_from_world) and ``overlap_matrix``.
 Depth maps are HDF5 files with a ``depth`` dataset. Pairs with ``min_overlap <= overlap <= max_overlap`` (0.1-0.8,
-as released) are dumped. The original D2-Net files store object arrays, which need unpickling: they are only
-read with ``allow_pickle=True`` (a trusted-file opt-in, CLI ``--allow-pickle``); plain-array files load without.
+as released) are dumped. The original D2-Net files store object arrays; they are decoded by a restricted
+unpickler that only builds plain data and numpy arrays (``safe_npz``), so no code in a user's file ever runs.
 """
 from __future__ import annotations
 
@@ -19,15 +19,10 @@ from ..types import Pose
 from .dump import ImageSource, write_dump
 
 
-def read_scene_info(path: Path, allow_pickle: bool = False) -> Dict[str, Any]:
-    try:
-        with np.load(path, allow_pickle=allow_pickle) as z:
-            info = {k: z[k] for k in z.files}
-    except ValueError as e:
-        if "allow_pickle" in str(e):
-            raise ValueError(f"{path} stores object arrays (the D2-Net scene_info format); reading it unpickles "
-                             "data: pass allow_pickle=True (CLI --allow-pickle) only for files you trust") from e
-        raise
+def read_scene_info(path: Path) -> Dict[str, Any]:
+    from .safe_npz import load_npz
+
+    info = load_npz(path)
     for k in ("image_paths", "depth_paths", "intrinsics", "poses", "overlap_matrix"):
         if k not in info:
             raise KeyError(f"{path}: missing array {k!r} (have {sorted(info)})")
@@ -65,7 +60,7 @@ def scene_pairs(info: Mapping[str, Any], min_overlap: float, max_overlap: float,
 
 def dump_megadepth(root, out, scenes: Optional[Sequence[str]] = None, conf: Optional[Mapping[str, Any]] = None,
                    scene_info_dir=None, min_overlap: float = 0.1, max_overlap: float = 0.8,
-                   pairs_per_scene: Optional[int] = 200, allow_pickle: bool = False, seed: int = 0) -> Dict[str, int]:
+                   pairs_per_scene: Optional[int] = 200, seed: int = 0) -> Dict[str, int]:
     """Dump MegaDepth scenes (default: every ``scene_info/*.npz``) into one training file."""
     root = Path(root)
     sdir = Path(scene_info_dir) if scene_info_dir else root / "scene_info"
@@ -77,7 +72,7 @@ def dump_megadepth(root, out, scenes: Optional[Sequence[str]] = None, conf: Opti
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f"scene info not found: {f}")
-        info = read_scene_info(f, allow_pickle)
+        info = read_scene_info(f)
         for i, j in scene_pairs(info, min_overlap, max_overlap, pairs_per_scene, seed):
             for k in (i, j):
                 name = _path(info["image_paths"][k])
