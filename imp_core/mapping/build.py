@@ -38,6 +38,7 @@ DEFAULT_BUILD_CONF: Dict[str, Any] = {
     "verification": {"max_epipolar_error": 4.0, "min_matches": 15},
     "triangulation": {"max_reproj_error": 4.0, "min_tri_angle": 1.0},
     "global": {"name": "vlad", "num_clusters": 32},
+    "sfm": {"num_threads": 1},  # 1: deterministic incremental SfM (with the seed); more threads are faster
     "device": "auto",
     "seed": 0,
 }
@@ -220,6 +221,7 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     from ..retrieval.global_descriptors import create_global_descriptor
 
     conf = merge_with_models(DEFAULT_BUILD_CONF, conf)
+    pycolmap.set_random_seed(int(conf["seed"]))  # RANSAC and SfM sampling: same inputs, same map
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else out_dir / "build"
@@ -267,6 +269,7 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
         ids = _write_database(db_path, names, cameras, feats, verified, verified=True)
         ref = _reference_reconstruction(names, cameras, poses, feats, ids)
         opts = pycolmap.IncrementalPipelineOptions()
+        opts.random_seed = int(conf["seed"])
         opts.triangulation.ignore_two_view_tracks = False
         opts.triangulation.min_angle = conf["triangulation"]["min_tri_angle"]
         opts.triangulation.complete_max_reproj_error = conf["triangulation"]["max_reproj_error"]
@@ -280,7 +283,8 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
         pairs_txt.write_text("".join(f"{a} {b}\n" for (a, b), m in raw.items() if len(m)))
         pycolmap.verify_matches(str(db_path), str(pairs_txt))
         opts = pycolmap.IncrementalPipelineOptions()
-        opts.num_threads = 2
+        opts.num_threads = int(conf["sfm"]["num_threads"])
+        opts.random_seed = int(conf["seed"])
         models = pycolmap.incremental_mapping(str(db_path), str(image_dir), str(work / "sfm"), options=opts)
         if not models:
             raise MapError(f"SfM registered no model from {len(names)} images; too few matches")
