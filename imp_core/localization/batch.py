@@ -26,7 +26,8 @@ def localize_queries(localizer, queries: Sequence, tracking: bool = False, progr
             if not tracking:
                 localizer.reset()
             try:
-                res = localizer.localize(read_image(q.path), q.camera, name=q.name)
+                res = localizer.localize(read_image(q.path), q.camera, name=q.name,
+                                         stamp=getattr(q, "stamp", None) if tracking else None)
             except Exception as e:  # keep going: one bad image must not lose the others
                 res = LocalizationResult(message=f"{type(e).__name__}: {e}")
             results[q.name] = res
