@@ -8,7 +8,6 @@ ground truth), per-frame CSV, ``summary.json`` and plots (trajectory, error CDF)
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field

@@ -12,6 +12,7 @@ from typing import Dict, List
 import numpy as np
 
 from imp_core.eval import evaluate, formats, plots, query_errors, report
+from imp_core.localization.report import format_latency, latency_stats
 
 
 def _inputs(recs):
@@ -38,8 +39,7 @@ def latency(recs) -> Dict[str, Dict[str, float]]:
             stages.setdefault(k, []).append(v)
         if np.isfinite(r.latency_ms):
             stages.setdefault("end_to_end", []).append(r.latency_ms)
-    return {k: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)), "mean": float(np.mean(v)),
-                "n": len(v)} for k, v in stages.items()}
+    return latency_stats(stages)
 
 
 def accuracy_table(recs, method: str = "imp") -> str:
@@ -48,15 +48,6 @@ def accuracy_table(recs, method: str = "imp") -> str:
             f"with ground truth {sum(r.gt is not None for r in recs)}")
     acc = accuracy(recs)
     return report.format_table({method: acc}) + "\n" + head if acc else head
-
-
-def latency_table(lat: Dict[str, Dict[str, float]]) -> str:
-    rows = [f"{'stage':<14}{'p50 ms':>10}{'p95 ms':>10}{'mean ms':>10}{'n':>6}"]
-    order = sorted(lat, key=lambda k: (k in ("total", "end_to_end"), k))
-    for k in order:
-        v = lat[k]
-        rows.append(f"{k:<14}{v['p50']:>10.1f}{v['p95']:>10.1f}{v['mean']:>10.1f}{v['n']:>6d}")
-    return "\n".join(rows)
 
 
 def write_report(recs, out: Path, method: str = "imp", make_plots: bool = True) -> dict:
@@ -83,7 +74,7 @@ def write_report(recs, out: Path, method: str = "imp", make_plots: bool = True) 
                         f"{r.latency_ms:.1f}"] + [f"{r.timings.get(s, float('nan')):.1f}" for s in stages])
     lat = latency(recs)
     acc = accuracy(recs)
-    table = accuracy_table(recs, method) + "\n\nper-frame latency\n" + latency_table(lat)
+    table = accuracy_table(recs, method) + "\n\nper-frame latency\n" + format_latency(lat)
     files = {"results": f"results_{method}.txt", "frames": "frames.csv"}
     if make_plots and gt:
         files["trajectory"] = str(plots.plot_trajectories(out / "trajectory.png", gt, est, cond))

@@ -47,7 +47,6 @@ def localizer_conf_from_args(args) -> dict:
 
 
 def _run(args) -> int:
-    import numpy as np
 
     from ..types import Camera
     from .batch import localize_queries, order_for_tracking

@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
-from ..config import ConfigError, load_yaml, merge, merge_with_models
+from ..config import ConfigError, load_yaml, merge_with_models
 from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose,
                      pose_error, rotation_angle_deg)
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors

@@ -57,8 +57,6 @@ def covariance_to_world(cov_colmap: np.ndarray, pose: Pose) -> np.ndarray:
 
 def reprojection_errors(pose: Pose, camera: Camera, points2D: np.ndarray, points3D: np.ndarray) -> np.ndarray:
     """Pixel reprojection errors (points2D in OpenCV pixel convention)."""
-    import pycolmap
-
     cam = camera.to_pycolmap()
     xc = pose.transform(points3D)
     err = np.full(len(points2D), np.inf)

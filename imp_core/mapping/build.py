@@ -18,13 +18,13 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..config import merge_with_models
 from ..imageio import read_image
-from ..types import Camera, Features, Matches, Pose
+from ..types import Camera, Features, Pose
 from .features_io import list_features, read_features, write_features
 from .format import MAP_FORMAT, MAP_VERSION, MapError
 from .pairs import pairs_exhaustive, pairs_from_poses, relative_fundamental, sampson_error

@@ -81,6 +81,9 @@ class LocalizationMap:
         self._pt_ids = np.asarray(ids, dtype=np.int64)[order_ids]
         self._pt_xyz = (np.asarray(xyz, dtype=np.float64).reshape(-1, 3))[order_ids]
         self._covis_cache: Dict[str, List[str]] = {}
+        # per-frame lookups answered from memory: poses and keypoint 3D coordinates are computed once
+        self._poses: Dict[str, Pose] = {}
+        self._kp_xyz: Dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -184,7 +187,9 @@ class LocalizationMap:
         return Camera.from_pycolmap(self.reconstruction.cameras[img.camera_id])
 
     def pose(self, name: str) -> Pose:
-        return Pose.from_pycolmap(self._image(name).cam_from_world())
+        if name not in self._poses:
+            self._poses[name] = Pose.from_pycolmap(self._image(name).cam_from_world())
+        return self._poses[name]
 
     def all_points3D(self):
         return self._pt_ids, self._pt_xyz
@@ -201,8 +206,12 @@ class LocalizationMap:
         return out
 
     def keypoint_xyz(self, name: str) -> np.ndarray:
-        """(N, 3) world point of each keypoint of a database image, NaN where it has none."""
-        return self.points3D_xyz(self._p3d_ids[name])
+        """(N, 3) world point of each keypoint of a database image, NaN where it has none (cached; read-only)."""
+        if name not in self._kp_xyz:
+            xyz = self.points3D_xyz(self._p3d_ids[name])
+            xyz.setflags(write=False)
+            self._kp_xyz[name] = xyz
+        return self._kp_xyz[name]
 
     def covisible(self, name: str, k: int = 10) -> List[str]:
         """Database images sharing the most 3D points with ``name`` (best first, excluding itself)."""

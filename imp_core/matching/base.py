@@ -5,7 +5,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..config import merge
 from ..registry import Registry
-from ..types import Camera, Features, Matches
+from ..types import Features, Matches
 
 MATCHERS = Registry(
     "matcher",
