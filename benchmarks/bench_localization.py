@@ -37,11 +37,11 @@ def run_pair(args: dict) -> dict:
     import pycolmap
 
     from imp_core.datasets import open_dataset
-    from imp_core.eval.metrics import THRESHOLDS
+    from imp_core.eval.metrics import THRESHOLDS, query_errors, summarize
     from imp_core.localization import Localizer
     from imp_core.localization.batch import localize_queries
+    from imp_core.localization.report import latency_table
     from imp_core.mapping import build_map
-    from imp_core.types import pose_error
 
     pycolmap.logging.minloglevel = 2
     fconf, mconf = PAIRS[args["pair"]]
@@ -56,33 +56,20 @@ def run_pair(args: dict) -> dict:
     if args["limit"]:
         queries = [q for c in ds.conditions for q in ds.queries(c)[: args["limit"]]]
     results = localize_queries(loc, queries, tracking=False, progress=True)
-    per_cond: dict = {}
-    lat = {s: [] for s in STAGES}
-    for q in queries:
-        r = results[q.name]
-        for s in STAGES:
-            if s in r.timings:
-                lat[s].append(r.timings[s])
-        e = pose_error(r.pose, q.gt_pose) if (r.pose is not None and q.gt_pose is not None) else (np.inf, np.inf)
-        per_cond.setdefault(q.condition, []).append(e)
+    errors = query_errors({n: r.pose for n, r in results.items()}, {q.name: q.gt_pose for q in queries},
+                          {q.name: q.condition for q in queries})
     acc = {}
-    for cond, errs in per_cond.items():
-        e = np.array(errs, dtype=float)
-        acc[cond] = {
-            "n": len(e),
-            "recall": [float(np.mean((e[:, 0] <= t) & (e[:, 1] <= r))) for t, r in THRESHOLDS],
-            "localized": int(np.isfinite(e[:, 0]).sum()),
-            # medians over the localized queries (as eval.metrics), NaN when none
-            "median_t_m": float(np.median(e[np.isfinite(e[:, 0]), 0])) if np.isfinite(e[:, 0]).any() else float("nan"),
-            "median_R_deg": float(np.median(e[np.isfinite(e[:, 1]), 1])) if np.isfinite(e[:, 1]).any() else float("nan"),
-            "errors": e.tolist(),
-        }
+    for cond in sorted({e.condition for e in errors}):
+        errs = [e for e in errors if e.condition == cond]
+        sm = summarize(errs, THRESHOLDS)
+        acc[cond] = {"n": sm["count"], "recall": sm["recall"], "localized": sm["localized"],
+                     "median_t_m": sm["median_t"], "median_R_deg": sm["median_R"],
+                     "errors": [[e.t_err, e.r_err] for e in errs]}
     return {
         "pair": args["pair"],
         "map_build_s": build_s,
         "accuracy": acc,
-        "latency_ms": {s: {"p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95))}
-                       for s, v in lat.items() if v},
+        "latency_ms": {k: v for k, v in latency_table(results).items() if k in STAGES},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "image_size": [queries[0].camera.width, queries[0].camera.height] if queries else None,
     }

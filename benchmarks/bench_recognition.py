@@ -30,7 +30,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-THRESHOLDS = ((0.25, 2.0), (0.5, 5.0), (5.0, 10.0))
+from imp_core.eval.metrics import THRESHOLDS  # noqa: E402
+
 # map build confs (features, matcher, global descriptor) selectable with --features
 MAP_CONFS = {
     "sift": {"features": {"name": "sift", "max_keypoints": 2048}, "matcher": {"name": "nn", "ratio_threshold": 0.9},
@@ -61,17 +62,14 @@ def cluster_purity(world, lmap, map_dir) -> dict:
 
 
 def recall(results, queries) -> dict:
-    from imp_core.types import pose_error
+    from imp_core.eval.metrics import query_errors, summarize
 
-    errs = []
-    for q in queries:
-        r = results[q.name]
-        errs.append(pose_error(r.pose, q.gt_pose) if r.success else (np.inf, np.inf))
-    errs = np.array(errs)
-    out = {f"{t}m_{a}deg": float(np.mean((errs[:, 0] <= t) & (errs[:, 1] <= a))) for t, a in THRESHOLDS}
-    ok = np.isfinite(errs[:, 0])
-    out["median_m"] = float(np.median(errs[ok, 0])) if ok.any() else float("inf")
-    out["localized"] = float(ok.mean())
+    errs = query_errors({q.name: results[q.name].pose if results[q.name].success else None for q in queries},
+                        {q.name: q.gt_pose for q in queries})
+    sm = summarize(errs, THRESHOLDS)
+    out = {f"{t}m_{a}deg": r for (t, a), r in zip(THRESHOLDS, sm["recall"])}
+    out["median_m"] = sm["median_t"]
+    out["localized"] = sm["localized"] / max(sm["count"], 1)
     return out
 
 

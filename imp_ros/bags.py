@@ -163,7 +163,7 @@ def dataset_to_bag(dataset, path, storage: str = "mcap", condition: Optional[str
                    encoding: str = "rgb8", max_frames: int = 0) -> Path:
     """Write a dataset's queries (time order) as a bag: Image + CameraInfo + ground-truth camera PoseStamped in
     ``map`` per frame, stamped with the query stamps (10 Hz when the dataset has none)."""
-    import cv2
+    from imp_core.imageio import read_image
     from geometry_msgs.msg import PoseStamped
 
     from imp_ros import conversions as cv
@@ -174,13 +174,14 @@ def dataset_to_bag(dataset, path, storage: str = "mcap", condition: Optional[str
     msgs = []
     for i, q in enumerate(items):
         ns = int(round((q.stamp if q.stamp is not None else i * 0.1) * 1e9)) + 1_000_000_000
-        bgr = cv2.imread(str(q.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise BagError(f"cannot read image {q.path} for bag {path}")
+        try:
+            rgb = read_image(q.path)
+        except (FileNotFoundError, ValueError) as e:
+            raise BagError(f"cannot read image {q.path} for bag {path}: {e}") from e
         msgs.append((info_topic, ns, cv.camera_to_info(q.camera, frame_id, ns)))
         if q.gt_pose is not None:
             ps = PoseStamped(pose=cv.pose_to_msg(q.gt_pose.inverse()))
             ps.header.frame_id, ps.header.stamp = "map", cv.ns_to_stamp(ns)
             msgs.append((gt_topic, ns, ps))
-        msgs.append((image_topic, ns, cv.rgb_to_image(bgr[..., ::-1], encoding, frame_id, ns)))
+        msgs.append((image_topic, ns, cv.rgb_to_image(rgb, encoding, frame_id, ns)))
     return write_bag(path, msgs, storage)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
-import cv2
 import numpy as np
 from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from imp_core.types import Pose
+from imp_core.imageio import read_image
+from imp_core.types import Pose, quat_xyzw_to_wxyz
 from imp_ros import bags, common
 from imp_ros import conversions as cv
 
@@ -52,12 +52,10 @@ def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_i
     items.sort(key=lambda q: (q.stamp is None, q.stamp if q.stamp is not None else 0.0, q.name))
     t0 = None
     for i, q in enumerate(items):
-        bgr = cv2.imread(str(q.path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"dataset {path}: cannot read image {q.path}")
+        rgb = read_image(q.path)
         stamp = q.stamp if q.stamp is not None else i / rate
         t0 = stamp if t0 is None else t0
-        yield Frame(i, int(round(stamp * 1e9)), q.name, q.condition or "", rgb=bgr[..., ::-1],
+        yield Frame(i, int(round(stamp * 1e9)), q.name, q.condition or "", rgb=rgb,
                     info=cv.camera_to_info(q.camera, frame_id),
                     map_from_cam=None if q.gt_pose is None else q.gt_pose.inverse())
 
@@ -166,7 +164,7 @@ class ReplayNode(Node):
         e = list(p("camera_extrinsics"))
         if len(e) != 7:
             raise ValueError(f"parameter 'camera_extrinsics' needs 7 values [x y z qx qy qz qw], got {e}")
-        self.base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
+        self.base_from_cam = Pose.from_qvec(quat_xyzw_to_wxyz(e[3:7]), e[:3])
         o = list(p("odom_offset"))
         yaw = np.radians(o[3])
         self.odom_from_map = Pose(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0],

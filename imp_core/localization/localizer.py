@@ -176,7 +176,9 @@ class Localizer:
             key = stage.conf["name"]
             timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
             if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
-                feats.labels = _labels_at(ctx.label_map, feats.keypoints)
+                from ..recognition.instances import keypoint_labels
+
+                feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
             feats = ctx.features = self._apply_budget(feats)
             for cand in cands[: int(self.conf["acceptance"]["max_candidates"])]:
                 res = self._verify(ctx, cand, timings)
@@ -317,9 +319,3 @@ class Localizer:
             return None
         return new, int(near.sum()), keep
 
-
-def _labels_at(label_map: np.ndarray, kpts: np.ndarray) -> np.ndarray:
-    h, w = label_map.shape[:2]
-    x = np.clip(np.round(kpts[:, 0]).astype(int), 0, w - 1)
-    y = np.clip(np.round(kpts[:, 1]).astype(int), 0, h - 1)
-    return label_map[y, x].astype(np.int32)

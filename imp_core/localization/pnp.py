@@ -55,16 +55,20 @@ def covariance_to_world(cov_colmap: np.ndarray, pose: Pose) -> np.ndarray:
     return 0.5 * (C + C.T)
 
 
-def reprojection_errors(pose: Pose, camera: Camera, points2D: np.ndarray, points3D: np.ndarray) -> np.ndarray:
-    """Pixel reprojection errors (points2D in OpenCV pixel convention)."""
-    cam = camera.to_pycolmap()
+def project_points(pose: Pose, camera: Camera, points3D: np.ndarray) -> np.ndarray:
+    """(N, 2) pixels (OpenCV convention, camera distortion applied) of world points; NaN behind the camera."""
     xc = pose.transform(points3D)
-    err = np.full(len(points2D), np.inf)
+    uv = np.full((len(xc), 2), np.nan)
     front = xc[:, 2] > 1e-6
     if front.any():
-        proj = np.asarray(cam.img_from_cam(xc[front])) - 0.5
-        err[front] = np.linalg.norm(proj - points2D[front], axis=1)
-    return err
+        uv[front] = np.asarray(camera.to_pycolmap().img_from_cam(xc[front])) - 0.5
+    return uv
+
+
+def reprojection_errors(pose: Pose, camera: Camera, points2D: np.ndarray, points3D: np.ndarray) -> np.ndarray:
+    """Pixel reprojection errors (points2D in OpenCV pixel convention); inf behind the camera."""
+    err = np.linalg.norm(project_points(pose, camera, points3D) - points2D, axis=1)
+    return np.where(np.isfinite(err), err, np.inf)
 
 
 def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,

@@ -13,12 +13,9 @@ def draw_localization(image: np.ndarray, camera: Camera, result: LocalizationRes
 
     img = np.ascontiguousarray(image.copy() if image.ndim == 3 else np.stack([image] * 3, -1))
     if result.success and result.inlier_keypoints is not None and len(result.inlier_keypoints):
-        cam = camera.to_pycolmap()
-        xc = result.pose.transform(result.inlier_points3D)
-        front = xc[:, 2] > 1e-6
-        proj = np.full((len(xc), 2), np.nan)
-        if front.any():
-            proj[front] = np.asarray(cam.img_from_cam(xc[front])) - 0.5
+        from .pnp import project_points
+
+        proj = project_points(result.pose, camera, result.inlier_points3D)
         for (u, v), (pu, pv) in zip(result.inlier_keypoints, proj):
             p0 = (int(round(u)), int(round(v)))
             if np.isfinite(pu):

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
-import cv2
 import h5py
 import numpy as np
 
+from ..imageio import read_image
 from ..types import Pose
 from .dump import ImageSource, write_dump
 
@@ -82,12 +82,5 @@ def dump_megadepth(root, out, scenes: Optional[Sequence[str]] = None, conf: Opti
                                     np.asarray(info["intrinsics"][k], np.float64).reshape(3, 3), Pose.from_matrix(T))
             pairs.append((_path(info["image_paths"][i]), _path(info["image_paths"][j])))
 
-    def image(n: str) -> np.ndarray:
-        p = images[n][0]
-        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise FileNotFoundError(f"MegaDepth image not found or unreadable: {p}")
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-
-    source = ImageSource(image, lambda n: read_depth(images[n][1]), lambda n: images[n][2], lambda n: images[n][3])
+    source = ImageSource(lambda n: read_image(images[n][0]), lambda n: read_depth(images[n][1]), lambda n: images[n][2], lambda n: images[n][3])
     return write_dump(Path(out), sorted(images), pairs, source, conf or {}, f"megadepth:{root.resolve()}")
