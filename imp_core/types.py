@@ -163,8 +163,9 @@ class Camera:
 
     @classmethod
     def from_K(cls, K: np.ndarray, width: int, height: int) -> "Camera":
+        """PINHOLE camera from an OpenCV pixel-convention K (the inverse of ``Camera.K``)."""
         K = np.asarray(K, dtype=np.float64)
-        return cls("PINHOLE", width, height, np.array([K[0, 0], K[1, 1], K[0, 2], K[1, 2]]))
+        return cls("PINHOLE", width, height, np.array([K[0, 0], K[1, 1], K[0, 2] + 0.5, K[1, 2] + 0.5]))
 
     @property
     def focal(self) -> Tuple[float, float]:

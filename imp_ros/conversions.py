@@ -229,7 +229,7 @@ class Undistorter:
                 self._maps = cv2.initUndistortRectifyMap(K, d, None, K, (w, h), cv2.CV_16SC2)
             else:
                 self._maps = None
-            self._camera = Camera.from_K(K + np.array([[0, 0, 0.5], [0, 0, 0.5], [0, 0, 0]]), w, h)
+            self._camera = Camera.from_K(K, w, h)
             self._key = key
         if self._maps is not None:
             rgb = cv2.remap(rgb, self._maps[0], self._maps[1], cv2.INTER_LINEAR)

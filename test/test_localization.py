@@ -201,3 +201,9 @@ def test_covisibility_refinement(tiny_map, tiny_world):
         assert r.num_inliers >= p.num_inliers
         refined_any |= len(r.references) > 1
     assert refined_any, "refinement never used covisible frames"
+
+
+def test_camera_from_K_inverts_K():
+    cam = Camera("PINHOLE", 640, 480, [500, 510, 320, 240])
+    back = Camera.from_K(cam.K, 640, 480)
+    assert np.allclose(back.params, cam.params) and np.allclose(back.K, cam.K)
