@@ -51,7 +51,9 @@ class InstanceCoarseStage(CoarseStage):
         if self.recognizer.num_classes != self.index.num_instances + 1:
             raise ValueError(f"instance.model predicts {self.recognizer.num_classes - 1} instances but the map "
                              f"{self.map.dir} has {self.index.num_instances}")
+        # per instance: its database images and their descriptor rows, built once (propose runs per frame)
         self._images = {i: [n for n in v if n in self.row] for i, v in self.index.instance_images.items()}
+        self._rows = {i: np.array([self.row[n] for n in v], dtype=np.int64) for i, v in self._images.items()}
         self.fallback = None
         if conf["fallback"]:
             self.fallback = COARSE_STAGES.create(dict(conf["fallback"]), lmap=self.map)
@@ -80,8 +82,7 @@ class InstanceCoarseStage(CoarseStage):
             names = self._images.get(int(iid), [])
             if not names:
                 continue
-            rows = np.array([self.row[n] for n in names])
-            sims = sim_all[rows]
+            sims = sim_all[self._rows[int(iid)]]
             order = [k for k in np.argsort(-sims, kind="stable") if sims[k] >= th][: int(self.conf["k_can"])]
             refs = frozenset(names[k] for k in order)
             if order and refs not in seen:  # two instances on the same images: verify that set once
