@@ -246,19 +246,22 @@ def pose_to_msg(parent_from_child: Pose) -> PoseMsg:
     return m
 
 
-def msg_to_pose(m: PoseMsg) -> Pose:
-    """geometry_msgs/Pose (child in parent) -> Pose parent_from_child."""
-    o = m.orientation
-    q = quat_xyzw_to_wxyz([o.x, o.y, o.z, o.w])
+def _to_pose(r, p) -> Pose:
+    """ROS quaternion (x, y, z, w fields) + translation fields -> Pose; an invalid quaternion is an error."""
+    q = quat_xyzw_to_wxyz([r.x, r.y, r.z, r.w])
     if not np.isfinite(q).all() or np.linalg.norm(q) < 1e-9:
         raise ConversionError(f"pose has an invalid quaternion {q.tolist()}")
-    return Pose.from_qvec(q, [m.position.x, m.position.y, m.position.z])
+    return Pose.from_qvec(q, [p.x, p.y, p.z])
+
+
+def msg_to_pose(m: PoseMsg) -> Pose:
+    """geometry_msgs/Pose (child in parent) -> Pose parent_from_child."""
+    return _to_pose(m.orientation, m.position)
 
 
 def transform_to_pose(t: Transform) -> Pose:
-    r = t.rotation
-    q = quat_xyzw_to_wxyz([r.x, r.y, r.z, r.w])
-    return Pose.from_qvec(q, [t.translation.x, t.translation.y, t.translation.z])
+    """geometry_msgs/Transform -> Pose parent_from_child."""
+    return _to_pose(t.rotation, t.translation)
 
 
 def pose_to_transform(parent_from_child: Pose, parent: str, child: str, stamp_ns: int) -> TransformStamped:
