@@ -128,6 +128,13 @@ class Pose:
         return cls(np.asarray(rigid.rotation.matrix()), np.asarray(rigid.translation))
 
 
+def backproject(K: np.ndarray, cam_from_world: "Pose", uv: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """World points of pixels ``uv`` (N, 2; OpenCV convention) at camera depths ``z`` (N,) for a pinhole ``K``."""
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    rays = np.linalg.solve(np.asarray(K, np.float64), np.concatenate([uv, np.ones((len(uv), 1))], 1).T).T
+    return cam_from_world.inverse().transform(rays * np.asarray(z, np.float64).reshape(-1, 1))
+
+
 def rotation_angle_deg(R1: np.ndarray, R2: np.ndarray) -> float:
     """Angle of the relative rotation R1^T R2 in degrees."""
     cos = (np.trace(np.asarray(R1).T @ np.asarray(R2)) - 1.0) / 2.0

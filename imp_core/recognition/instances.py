@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import merge
-from ..types import Camera, Pose
+from ..types import Camera, Pose, backproject
 
 INSTANCES_JSON = "instances.json"
 INSTANCES_NPZ = "instances.npz"
@@ -114,11 +114,8 @@ def dense_labels_from_depth(depth: np.ndarray, camera: Camera, pose: Pose, point
 
     depth = np.asarray(depth, np.float32)
     h, w = depth.shape
-    K = camera.K
     ys, xs = np.nonzero(depth > 0)
-    z = depth[ys, xs].astype(np.float64)
-    cam = np.stack([(xs - K[0, 2]) / K[0, 0] * z, (ys - K[1, 2]) / K[1, 1] * z, z], 1)
-    world = (cam - pose.t) @ pose.R  # R.T @ (x - t)
+    world = backproject(camera.K, pose, np.stack([xs, ys], 1), depth[ys, xs])
     out = np.zeros((h, w), np.int32)
     if len(world) == 0 or len(points_xyz) == 0:
         return out

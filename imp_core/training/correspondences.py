@@ -15,7 +15,7 @@ from typing import Tuple
 import numpy as np
 from scipy.spatial import cKDTree
 
-from ..types import Pose
+from ..types import Pose, backproject
 
 UNMATCHED = -1
 IGNORE = -2
@@ -46,8 +46,7 @@ def warp(src: View, dst: View, occlusion_tol: float = 0.1) -> Tuple[np.ndarray, 
     ``occlusion_tol`` relative of dst's depth map; pixels without dst depth count as visible)."""
     z = sample_depth(src.depth, src.keypoints)
     has_depth = z > 0
-    rays = np.linalg.solve(src.K, np.concatenate([src.keypoints, np.ones((len(z), 1))], 1).T).T
-    X = src.pose.inverse().transform(rays * z[:, None])
+    X = backproject(src.K, src.pose, src.keypoints, z)
     Xc = dst.pose.transform(X)
     zc = Xc[:, 2]
     front = zc > 1e-6
