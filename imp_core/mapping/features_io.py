@@ -9,8 +9,13 @@ import numpy as np
 from ..types import Features
 
 
-def _key(name: str) -> str:
-    return name.replace("/", "|")  # flat groups: image names may contain '/'
+def h5_key(name: str) -> str:
+    """HDF5 key of an image name: flat groups, '/' in names becomes '|' (map files and labels.h5)."""
+    return name.replace("/", "|")
+
+
+def name_from_key(key: str) -> str:
+    return key.replace("|", "/")
 
 
 def write_features(path: Union[str, Path], name: str, feats: Features,
@@ -18,7 +23,7 @@ def write_features(path: Union[str, Path], name: str, feats: Features,
     import h5py
 
     with h5py.File(str(path), "a") as f:
-        k = _key(name)
+        k = h5_key(name)
         if k in f:
             del f[k]
         g = f.create_group(k)
@@ -40,7 +45,7 @@ def list_features(path: Union[str, Path]) -> list:
     if not Path(path).is_file():
         return []
     with h5py.File(str(path), "r") as f:
-        return [f[k].attrs.get("name", k.replace("|", "/")) for k in f.keys()]
+        return [f[k].attrs.get("name", name_from_key(k)) for k in f.keys()]
 
 
 def read_features(path: Union[str, Path], name: str, with_extra: Iterable[str] = ()) -> tuple:
@@ -52,7 +57,7 @@ def read_features(path: Union[str, Path], name: str, with_extra: Iterable[str] =
         raise FileNotFoundError(f"features file not found: {path}")
     try:
         with h5py.File(str(path), "r") as f:
-            k = _key(name)
+            k = h5_key(name)
             if k not in f:
                 raise KeyError(f"no features for image {name!r} in {path}")
             g = f[k]

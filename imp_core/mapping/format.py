@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..types import Camera, Features, Pose
-from .features_io import list_features, read_features
+from .features_io import list_features, name_from_key, read_features
 
 MAP_FORMAT = "imp-map"
 MAP_VERSION = 1
@@ -246,7 +246,7 @@ def _read_labels(path: Path) -> Dict[str, np.ndarray]:
     try:
         with h5py.File(str(path), "r") as f:
             for k in f.keys():
-                out[k.replace("|", "/")] = f[k][()].astype(np.int32)
+                out[name_from_key(k)] = f[k][()].astype(np.int32)
     except OSError as e:
         raise MapError(f"corrupt keypoint labels {path}: {e}") from e
     return out

@@ -294,6 +294,7 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
     from tqdm import tqdm
 
     from ..mapping import LocalizationMap
+    from ..mapping.features_io import h5_key
 
     conf = merge(default_conf, conf, where="instances")
     map_dir = Path(map_dir)
@@ -316,7 +317,7 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
             index.add(name, mask)
             # keypoints without a 3D point take the label painted under them
             kl = np.where(lab > 0, lab, keypoint_labels(feats.keypoints, mask))
-            h5.create_dataset(name.replace("/", "|"), data=kl.astype(np.int32))
+            h5.create_dataset(h5_key(name), data=kl.astype(np.int32))
     index.save(map_dir / INSTANCES_JSON)
     if recognizer is not None:
         if load_image is None:
