@@ -13,6 +13,7 @@ import numpy as np
 
 from imp_core.eval import evaluate, formats, plots, query_errors, report
 from imp_core.localization.report import format_latency, latency_stats
+from imp_core.paths import safe_join
 
 
 def _inputs(recs):
@@ -53,8 +54,9 @@ def accuracy_table(recs, method: str = "imp") -> str:
 def write_report(recs, out: Path, method: str = "imp", make_plots: bool = True) -> dict:
     """Write results (visuallocalization.net), TUM trajectories, per-frame CSV, summary.json and plots."""
     out = Path(out)
+    results_path = safe_join(out, f"results_{method}.txt", what="evaluator parameter 'method'")
     out.mkdir(parents=True, exist_ok=True)
-    formats.write_results(out / f"results_{method}.txt", {r.key: r.est for r in recs if r.est is not None})
+    formats.write_results(results_path, {r.key: r.est for r in recs if r.est is not None})
     loc = [r for r in recs if r.est is not None]
     formats.write_tum(out / "trajectory_estimate.tum", [r.stamp_ns * 1e-9 for r in loc], [r.est for r in loc])
     withgt = [r for r in recs if r.gt is not None]

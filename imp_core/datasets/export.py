@@ -8,6 +8,7 @@ from typing import Callable, Dict
 import cv2
 from tqdm import tqdm
 
+from ..paths import safe_join
 from ..types import Camera
 from . import aachen, robotcar
 from .colmap_io import write_model, write_poses, write_query_list
@@ -33,7 +34,7 @@ def export_aachen(world: SyntheticWorld, out, device: str = "nexus5x", progress:
     db = []
     for name in tqdm(world.db_names, desc="export aachen db", disable=not progress):
         new = str(Path(name).with_suffix(".jpg"))
-        _copy_jpg(world.image_path(name), root / new)
+        _copy_jpg(world.image_path(name), safe_join(root, new, what="database image name"))
         db.append((new, world.camera(name), world.pose(name)))
     write_model(out / aachen.MODEL, db)
     gt = {}
@@ -41,7 +42,7 @@ def export_aachen(world: SyntheticWorld, out, device: str = "nexus5x", progress:
         entries: Dict[str, Camera] = {}
         for q in world.queries(cond):
             new = f"query/{cond}/{device}/{Path(q.name).stem}.jpg"
-            _copy_jpg(q.path, root / new)
+            _copy_jpg(q.path, safe_join(root, new, what="query image name"))
             entries[new] = q.camera
             gt[aachen.result_name(new)] = q.gt_pose
         write_query_list(out / aachen.QUERY_LISTS[cond], entries)
@@ -68,13 +69,13 @@ def export_robotcar(world: SyntheticWorld, out, camera: str = "rear", progress: 
     db = []
     for name in tqdm(world.db_names, desc="export robotcar db", disable=not progress):
         new = f"{robotcar.REFERENCE}/{camera}/{ts(name)}.jpg"
-        _copy_jpg(world.image_path(name), out / "images" / new)
+        _copy_jpg(world.image_path(name), safe_join(out / "images", new, what="database image name"))
         db.append((new, rc_cam, world.pose(name)))
     write_model(out / robotcar.MODEL, db)
     gt = {}
     for q in world.queries():
         new = f"{ROBOTCAR_CONDITION[q.condition]}/{camera}/{ts(q.name)}.jpg"
-        _copy_jpg(q.path, out / "images" / new)
+        _copy_jpg(q.path, safe_join(out / "images", new, what="query image name"))
         gt[robotcar.result_name(new)] = q.gt_pose
     write_poses(out / robotcar.GT, gt)
     return out

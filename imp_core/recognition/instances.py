@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import merge
+from ..paths import safe_join
 from ..types import Camera, Pose, backproject
 
 INSTANCES_JSON = "instances.json"
@@ -304,6 +305,9 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
     if conf["centroids_from"]:
         conf["mode"] = load_instance_definition(conf["centroids_from"])[1]
     lut = dict(zip(pids.tolist(), plabels.tolist()))
+    # every mask path is checked before anything is written: a name such as '../../x' in the model is refused
+    mask_paths = {name: safe_join(map_dir / MASK_DIR, f"{name}.png", what=f"image name in map {map_dir}")
+                  for name in lmap.names}
     np.savez(map_dir / INSTANCES_NPZ, point3D_ids=pids, point_labels=plabels, centroids=cent)
     index = InstanceIndex(int(conf["num_instances"]), conf=dict(conf))
     with h5py.File(map_dir / LABELS_H5, "w") as h5:
@@ -313,7 +317,7 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
             lab = np.array([lut.get(int(p), 0) if p >= 0 else 0 for p in p3], np.int32)
             w, h = feats.image_size
             mask = fill_label_mask(feats.keypoints, lab, (w, h), float(conf["fill_radius"]) * np.hypot(w, h))
-            save_mask(map_dir / MASK_DIR / f"{name}.png", mask)
+            save_mask(mask_paths[name], mask)
             index.add(name, mask)
             # keypoints without a 3D point take the label painted under them
             kl = np.where(lab > 0, lab, keypoint_labels(feats.keypoints, mask))
@@ -367,7 +371,7 @@ def map_image_loader(map_dir: Union[str, Path], image_dir: Optional[Union[str, P
         root = Path(image_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"database image directory not found: {root}")
-        return lambda name: read_image(root / name)
+        return lambda name: read_image(safe_join(root, name, what="database image name"))
     source = read_map_meta(map_dir).get("source")
     if not source:
         raise ValueError(f"{map_dir}/map.json does not name its source dataset; pass the database image directory")
