@@ -187,21 +187,35 @@ def camera_to_info(camera: Camera, frame_id: str = "", stamp_ns: int = 0) -> Cam
 
 
 def check_camera_info(msg: CameraInfo) -> None:
-    """Raise ConversionError for an uncalibrated or inconsistent CameraInfo."""
-    K = np.asarray(msg.k, np.float64).reshape(3, 3)
+    """Raise ConversionError for an uncalibrated or inconsistent CameraInfo; the message names the field
+    (K[0] = fx, K[4] = fy, K[2] = cx, K[5] = cy, D[i]) and the bad value."""
+    where = f"CameraInfo (frame {msg.header.frame_id!r})"
     if msg.width == 0 or msg.height == 0:
+        raise ConversionError(f"{where} has no image size ({msg.width}x{msg.height})")
+    k = np.asarray(msg.k, np.float64).reshape(-1)
+    if k.size != 9:
+        raise ConversionError(f"{where}: K has {k.size} values, expected 9")
+    K = k.reshape(3, 3)
+    bad = [f"K[{i}]={v}" for i, v in enumerate(k) if not np.isfinite(v)]
+    if bad:
+        raise ConversionError(f"{where} is uncalibrated: {', '.join(bad)} not finite (K={k.tolist()})")
+    if K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
+        names = [n for n, ok in (("K[0] (fx)", K[0, 0] > 0), ("K[4] (fy)", K[1, 1] > 0),
+                                 ("K[8]", K[2, 2] == 1.0)) if not ok]
         raise ConversionError(
-            f"CameraInfo (frame {msg.header.frame_id!r}) has no image size ({msg.width}x{msg.height})"
+            f"{where} is uncalibrated: {', '.join(names)} invalid, K={k.tolist()} (fx, fy must be > 0 and K[8] = 1)"
         )
-    if not np.all(np.isfinite(K)) or K[0, 0] <= 0 or K[1, 1] <= 0 or K[2, 2] != 1.0:
-        raise ConversionError(
-            f"CameraInfo (frame {msg.header.frame_id!r}) is uncalibrated: K={K.reshape(-1).tolist()} "
-            "(fx, fy must be > 0 and K[2][2] = 1)"
-        )
+    for name, c, size in (("K[2] (cx)", K[0, 2], msg.width), ("K[5] (cy)", K[1, 2], msg.height)):
+        if not -0.5 * size <= c <= 1.5 * size:
+            raise ConversionError(f"{where}: principal point {name} = {c:g} is far outside the {msg.width}x"
+                                  f"{msg.height} image (allowed {-0.5 * size:g} .. {1.5 * size:g})")
+    d = np.asarray(msg.d, np.float64).reshape(-1)
+    bad = [f"D[{i}]={v}" for i, v in enumerate(d) if not np.isfinite(v)]
+    if bad:
+        raise ConversionError(f"{where}: distortion {', '.join(bad)} not finite (D={d.tolist()})")
     if msg.d and msg.distortion_model not in ("plumb_bob", "rational_polynomial", ""):
         raise ConversionError(
-            f"CameraInfo (frame {msg.header.frame_id!r}): distortion model {msg.distortion_model!r} is not supported "
-            "(plumb_bob, rational_polynomial)"
+            f"{where}: distortion model {msg.distortion_model!r} is not supported (plumb_bob, rational_polynomial)"
         )
 
 
@@ -229,7 +243,11 @@ class Undistorter:
                 self._maps = cv2.initUndistortRectifyMap(K, d, None, K, (w, h), cv2.CV_16SC2)
             else:
                 self._maps = None
-            self._camera = Camera.from_K(K, w, h)
+            try:  # imp_core's own Camera validation (CameraError is a ValueError) names the parameter too
+                camera = Camera.from_K(K, w, h)
+            except ValueError as e:
+                raise ConversionError(f"CameraInfo (frame {info.header.frame_id!r}): {e}") from e
+            self._camera = camera
             self._key = key
         if self._maps is not None:
             rgb = cv2.remap(rgb, self._maps[0], self._maps[1], cv2.INTER_LINEAR)

@@ -70,6 +70,21 @@ def test_camera_info_and_undistortion():
         und(rgb[:40], cv.camera_to_info(cam, "cam"))
 
 
+@pytest.mark.parametrize("field,index,value,match", [
+    ("d", 0, float("nan"), r"D\[0\]=nan"), ("d", 3, float("inf"), r"D\[3\]=inf"),
+    ("k", 0, -500.0, r"K\[0\] \(fx\)"), ("k", 4, 0.0, r"K\[4\] \(fy\)"), ("k", 0, float("nan"), r"K\[0\]=nan"),
+    ("k", 4, float("inf"), r"K\[4\]=inf"), ("k", 2, 5000.0, r"K\[2\] \(cx\)"), ("k", 5, -300.0, r"K\[5\] \(cy\)"),
+])
+def test_camera_info_validation_names_the_parameter(field, index, value, match):
+    """Issue 11: D=[nan,0,0,0,0] (and non-finite / non-positive K) was accepted and gave a silent LOST."""
+    info = cv.camera_to_info(Camera("PINHOLE", 64, 48, [50.0, 52.0, 32.0, 24.0]), "cam")
+    vals = list(getattr(info, field))
+    vals[index] = value
+    setattr(info, field, vals)
+    with pytest.raises(cv.ConversionError, match=match):
+        cv.Undistorter()(_smooth_rgb(), info)
+
+
 def test_pose_transform_and_result():
     rng = np.random.default_rng(0)
     q = rng.normal(size=4)
