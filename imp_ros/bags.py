@@ -74,10 +74,145 @@ def _header_ns(msg) -> Optional[int]:
     return ns or None
 
 
+# ---------------------------------------------------------------- salvaging truncated mcap files
+_MCAP_MAGIC = b"\x89MCAP0\r\n"
+_OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK = 0x03, 0x04, 0x05, 0x06
+
+
+def _mcap_files(path: Path) -> List[Path]:
+    if path.is_file():
+        return [path] if path.suffix == ".mcap" else []
+    return sorted(path.glob("*.mcap")) if path.is_dir() else []
+
+
+class _Buf:
+    """Little-endian field reader over bytes; raises EOFError at a truncated field."""
+
+    def __init__(self, data: bytes, pos: int = 0) -> None:
+        self.data, self.pos = data, pos
+
+    def take(self, n: int) -> bytes:
+        if n < 0 or self.pos + n > len(self.data):
+            raise EOFError
+        out = self.data[self.pos: self.pos + n]
+        self.pos += n
+        return out
+
+    def uint(self, n: int) -> int:
+        return int.from_bytes(self.take(n), "little")
+
+    def string(self) -> str:
+        return self.take(self.uint(4)).decode("utf-8", "replace")
+
+
+def _partial_decompress(data: bytes, compression: str) -> bytes:
+    """As much of a (possibly cut) compressed chunk as decompresses."""
+    if compression == "":
+        return data
+    try:
+        if compression == "zstd":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        if compression == "lz4":
+            import lz4.frame
+
+            return lz4.frame.LZ4FrameDecompressor().decompress(data)
+    except Exception:  # a cut frame decompresses as far as it goes, or not at all
+        return b""
+    return b""
+
+
+def _mcap_records(data: bytes, pos: int, state: dict) -> Iterator[Tuple[int, "_Buf"]]:
+    """(opcode, content) of the complete records from ``pos``; records inside chunks are expanded, also from a
+    chunk cut by the truncation. Sets state['truncated'] when the data ends inside a record."""
+    while pos < len(data):
+        if pos + 9 > len(data):
+            state["truncated"] = True
+            return
+        op = data[pos]
+        length = int.from_bytes(data[pos + 1: pos + 9], "little")
+        body_start, body_end = pos + 9, pos + 9 + length
+        complete = body_end <= len(data)
+        if op == _OP_CHUNK:
+            b = _Buf(data[body_start: min(body_end, len(data))])
+            try:
+                b.take(8 + 8 + 8 + 4)  # message start/end time, uncompressed size, crc
+                compression = b.string()
+                n = b.uint(8)
+                inner = _partial_decompress(b.data[b.pos: b.pos + n], compression)
+            except EOFError:
+                inner = b""
+            sub: dict = {}
+            yield from _mcap_records(inner, 0, sub)
+        elif complete:
+            yield op, _Buf(data[body_start:body_end])
+        if not complete:
+            state["truncated"] = True
+            return
+        pos = body_end
+
+
+def salvage_mcap(path, topics: Optional[Iterable[str]] = None) -> Tuple[Dict[str, str], List[Tuple[str, int, str, bytes]]]:
+    """Read the intact part of (possibly truncated) mcap files without their summary section: ({topic: msgtype},
+    [(topic, log_time_ns, msgtype, cdr bytes)]) in file order. Raises BagError when nothing is readable."""
+    path = Path(path)
+    files = _mcap_files(path)
+    if not files:
+        raise BagError(f"bag {path}: no .mcap file to salvage")
+    want = None if topics is None else set(topics)
+    types: Dict[str, str] = {}
+    out: List[Tuple[str, int, str, bytes]] = []
+    for f in files:
+        data = f.read_bytes()
+        if not data.startswith(_MCAP_MAGIC):
+            raise BagError(f"bag {f} is not an mcap file (bad magic)")
+        schemas: Dict[int, str] = {}
+        channels: Dict[int, Tuple[str, str, str]] = {}  # id -> topic, msgtype, encoding
+        for op, b in _mcap_records(data, len(_MCAP_MAGIC), {}):
+            try:
+                if op == _OP_SCHEMA:
+                    sid = b.uint(2)
+                    schemas[sid] = b.string()
+                elif op == _OP_CHANNEL:
+                    cid, sid = b.uint(2), b.uint(2)
+                    topic, enc = b.string(), b.string()
+                    channels[cid] = (topic, schemas.get(sid, ""), enc)
+                    if schemas.get(sid):
+                        types.setdefault(topic, schemas[sid])
+                elif op == _OP_MESSAGE:
+                    cid = b.uint(2)
+                    b.take(4)  # sequence
+                    log_time = b.uint(8)
+                    b.take(8)  # publish time
+                    ch = channels.get(cid)
+                    if ch is None or ch[2] != "cdr" or not ch[1] or (want is not None and ch[0] not in want):
+                        continue
+                    out.append((ch[0], log_time, ch[1], b.data[b.pos:]))
+            except EOFError:
+                continue
+    if not types:
+        raise BagError(f"bag {path}: no readable channel in the mcap data")
+    return types, out
+
+
+def _has_mcap(path: Path) -> bool:
+    return bool(_mcap_files(path))
+
+
+def _warn(warn, text: str) -> None:
+    import logging
+
+    (warn or logging.getLogger(__name__).warning)(text)
+
+
 def read_bag(path, topics: Optional[Iterable[str]] = None,
-             remap: Optional[Dict[str, str]] = None) -> Iterator[Tuple[str, int, object]]:
+             remap: Optional[Dict[str, str]] = None, warn=None) -> Iterator[Tuple[str, int, object]]:
     """Yield (topic after remapping, stamp_ns, rclpy message) in bag order. The stamp is the header stamp when the
-    message has one, else the bag's receive time. ``topics`` filters by the bag's own topic names."""
+    message has one, else the bag's receive time. ``topics`` filters by the bag's own topic names.
+
+    A truncated mcap (no summary, a cut chunk) is salvaged: the readable messages are yielded and ``warn`` (default:
+    the logging module) gets one line with their count."""
     from rclpy.serialization import deserialize_message
     from rosbags.highlevel import AnyReader
 
@@ -86,6 +221,7 @@ def read_bag(path, topics: Optional[Iterable[str]] = None,
         raise BagError(f"bag {path} does not exist")
     remap = dict(remap or {})
     ts2, _ = _stores()
+    yielded = 0
     try:
         with AnyReader([path], default_typestore=ts2) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in set(topics)]
@@ -99,15 +235,28 @@ def read_bag(path, topics: Optional[Iterable[str]] = None,
                 else:
                     obj = convert(reader.deserialize(raw, conn.msgtype), conn.msgtype, ts2)
                     msg = deserialize_message(bytes(ts2.serialize_cdr(obj, conn.msgtype)), cls)
+                yielded += 1
                 yield remap.get(conn.topic, conn.topic), _header_ns(msg) or int(t_ns), msg
     except BagError:
         raise
     except Exception as e:  # rosbags raises several unrelated types for truncated/corrupt files
-        raise BagError(f"cannot read bag {path}: {type(e).__name__}: {e}") from e
+        if yielded or not _has_mcap(path):
+            raise BagError(f"cannot read bag {path}: {type(e).__name__}: {e}") from e
+        cause = f"{type(e).__name__}: {e}"
+    else:
+        return
+    types, raw = salvage_mcap(path, topics)
+    if topics is not None and not set(topics) & set(types):
+        raise BagError(f"bag {path} has none of the topics {sorted(topics)}; it has {sorted(types)}")
+    _warn(warn, f"bag {path} is truncated or damaged ({cause}); salvaged {len(raw)} readable messages "
+                f"({', '.join(f'{t}: {sum(r[0] == t for r in raw)}' for t in sorted({r[0] for r in raw}))})")
+    for topic, t_ns, msgtype, data in raw:
+        msg = deserialize_message(bytes(data), message_class(msgtype))
+        yield remap.get(topic, topic), _header_ns(msg) or int(t_ns), msg
 
 
 def bag_topics(path) -> Dict[str, str]:
-    """{topic: msgtype} of a bag."""
+    """{topic: msgtype} of a bag (of its readable part for a truncated mcap)."""
     from rosbags.highlevel import AnyReader
 
     ts2, _ = _stores()
@@ -115,6 +264,11 @@ def bag_topics(path) -> Dict[str, str]:
         with AnyReader([Path(path)], default_typestore=ts2) as reader:
             return {c.topic: c.msgtype for c in reader.connections}
     except Exception as e:
+        if _has_mcap(Path(path)):
+            try:
+                return salvage_mcap(path)[0]
+            except BagError:
+                pass
         raise BagError(f"cannot read bag {path}: {type(e).__name__}: {e}") from e
 
 

@@ -60,7 +60,7 @@ def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_i
                     map_from_cam=None if q.gt_pose is None else q.gt_pose.inverse())
 
 
-def bag_frames(path: str, image_topic: str, info_topic: str, gt_topic: str) -> Iterator[Frame]:
+def bag_frames(path: str, image_topic: str, info_topic: str, gt_topic: str, warn=None) -> Iterator[Frame]:
     """Frames of a bag: each image with the latest CameraInfo and the ground truth at its stamp when present."""
     topics = bags.bag_topics(path)
     if not image_topic:
@@ -76,12 +76,12 @@ def bag_frames(path: str, image_topic: str, info_topic: str, gt_topic: str) -> I
             raise bags.BagError(f"bag {path} has no topic {t!r} (topics: {sorted(topics)})")
     gt: Dict[int, Pose] = {}
     if gt_topic:
-        for _, stamp, m in bags.read_bag(path, [gt_topic]):
+        for _, stamp, m in bags.read_bag(path, [gt_topic], warn=warn):
             p = m.pose.pose if hasattr(m.pose, "pose") else m.pose
             gt[stamp] = cv.msg_to_pose(p)
     info = None
     i = 0
-    for topic, stamp, m in bags.read_bag(path, [t for t in (image_topic, info_topic) if t]):
+    for topic, stamp, m in bags.read_bag(path, [t for t in (image_topic, info_topic) if t], warn=warn):
         if topic == info_topic:
             info = m
             continue
@@ -203,7 +203,8 @@ class ReplayNode(Node):
             inverse = {v: k for k, v in self.remap.items()}
             yield from bag_frames(src, p("bag_image_topic") or inverse.get(p("image_topic"), ""),
                                   p("bag_camera_info_topic") or inverse.get(p("camera_info_topic"), ""),
-                                  p("bag_ground_truth_topic") or inverse.get(p("ground_truth_topic"), ""))
+                                  p("bag_ground_truth_topic") or inverse.get(p("ground_truth_topic"), ""),
+                                  warn=self.get_logger().warning)
         elif Path(src).is_dir():
             yield from dataset_frames(src, p("condition"), p("names"), p("rate"), p("camera_frame"))
         else:

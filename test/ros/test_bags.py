@@ -44,3 +44,36 @@ def test_corrupt_and_missing(tmp_path):
         list(bags.read_bag(tmp_path / "missing.mcap"))
     with pytest.raises(ValueError, match="unknown bag storage"):
         bags.write_bag(tmp_path / "x", [], "zip")
+
+
+def _truncated_mcap(tmp_path, n=20, keep=0.5):
+    rgb = (np.arange(48 * 64 * 3) % 251).astype(np.uint8).reshape(48, 64, 3)
+    cam = Camera("PINHOLE", 64, 48, [50, 50, 32, 24])
+    msgs = []
+    for i in range(n):
+        ns = 10**9 + i * 10**8
+        msgs += [("/cam/info", ns, cv.camera_to_info(cam, "cam", ns)), ("/cam/image", ns, cv.rgb_to_image(rgb, "rgb8", "cam", ns))]
+    path = bags.write_bag(tmp_path / "trunc", msgs, "mcap")
+    f = next(path.glob("*.mcap"))
+    data = f.read_bytes()
+    f.write_bytes(data[: int(len(data) * keep)])
+    return path, rgb
+
+
+def test_truncated_mcap_is_salvaged_with_a_warning(tmp_path):
+    """Issue 11: a truncated mcap played 0 of its frames; the intact part is read and the count reported."""
+    path, rgb = _truncated_mcap(tmp_path)
+    warnings = []
+    assert bags.bag_topics(path) == {"/cam/info": "sensor_msgs/msg/CameraInfo", "/cam/image": "sensor_msgs/msg/Image"}
+    out = list(bags.read_bag(path, ["/cam/image"], warn=warnings.append))
+    assert 5 <= len(out) < 20
+    assert [s for _, s, _ in out] == [10**9 + i * 10**8 for i in range(len(out))]
+    assert all((cv.image_to_rgb(m) == rgb).all() for _, _, m in out)
+    assert len(warnings) == 1 and f"salvaged {len(out)} readable messages" in warnings[0] and "trunc" in warnings[0]
+    # a single .mcap file works the same; a file with no mcap content stays a clear error
+    single = tmp_path / "single.mcap"
+    single.write_bytes(next(path.glob("*.mcap")).read_bytes())
+    assert len(list(bags.read_bag(single, warn=warnings.append))) > len(out)
+    (tmp_path / "junk.mcap").write_bytes(b"garbage" * 100)
+    with pytest.raises(bags.BagError, match="junk.mcap"):
+        list(bags.read_bag(tmp_path / "junk.mcap"))
