@@ -10,6 +10,7 @@ from typing import List, Optional
 # Modules that add subcommands via ``register(subparsers)``; heavy imports happen inside the handlers.
 COMMAND_MODULES = [
     "imp_core.datasets.commands",  # world
+    "imp_core.datasets.benchmark",  # benchmark aachen|robotcar|synthetic
     "imp_core.mapping.commands",  # map build / map info
     "imp_core.localization.commands",  # localize
     "imp_core.eval.commands",  # eval

@@ -1,12 +1,14 @@
-"""Aachen Day-Night v1.1 layout (as used by hloc and LBR)::
+"""Aachen Day-Night v1.1 exactly as downloaded from visuallocalization.net::
 
-    images/images_upright/db/*.jpg
-    images/images_upright/query/{day/{milestone,nexus4,nexus5x},night/nexus5x}/*.jpg
-    3D-models/aachen_v_1_1/{cameras,images,points3D}.bin     COLMAP model, names relative to images_upright/
-    queries/{day,night}_time_queries_with_intrinsics.txt    name MODEL w h params
+    images_upright/  (or images/images_upright/: both occur)
+        db/*.jpg                                   database
+        sequences/gopro3_undistorted/*.png         database images added in v1.1
+        query/{day/{milestone,nexus4,nexus5x},night/nexus5x_additional_night}/*.jpg
+    3D-models/aachen_v_1_1/{cameras,images,points3D}.bin   COLMAP model, names relative to images_upright/
+    queries/{day,night}_time_queries_with_intrinsics.txt   name MODEL w h params
 
-Query names in result files are basenames (as hloc writes them for Aachen). Ground truth is not public; an
-optional ``gt/query_poses.txt`` (result names) is read when present (e.g. in copies exported from a synthetic world).
+Result names are basenames (``IMG_20140520_182846.jpg``), as the benchmark expects. Ground truth is not public; an
+optional ``gt/query_poses.txt`` (result names) is read when present (fixtures exported from the synthetic world).
 """
 from __future__ import annotations
 
@@ -18,15 +20,43 @@ from .base import DatasetError, LocalizationDataset, QueryItem
 from .colmap_io import read_poses, read_query_list
 
 MODEL = Path("3D-models/aachen_v_1_1")
-IMAGES = Path("images/images_upright")
+IMAGE_DIRS = (Path("images_upright"), Path("images/images_upright"))
+IMAGES = IMAGE_DIRS[1]  # where our exporter writes by default
 QUERY_LISTS = {"day": "queries/day_time_queries_with_intrinsics.txt",
                "night": "queries/night_time_queries_with_intrinsics.txt"}
 GT = Path("gt/query_poses.txt")
 
 
+def image_dir(root) -> Optional[Path]:
+    """images_upright/ at the root or under images/ (the first that exists)."""
+    for rel in IMAGE_DIRS:
+        if (Path(root) / rel).is_dir():
+            return Path(root) / rel
+    return None
+
+
+def _has_model(root) -> bool:
+    d = Path(root) / MODEL
+    return any((d / f).is_file() for f in ("cameras.bin", "cameras.txt"))
+
+
 def is_aachen(root) -> bool:
+    return _has_model(root) and image_dir(root) is not None
+
+
+def diagnose(root) -> Optional[str]:
+    """For a directory that looks like Aachen v1.1 but is not complete: what is missing, where we looked."""
     root = Path(root)
-    return (root / MODEL).is_dir() and (root / IMAGES).is_dir()
+    hints = [p for p in ("3D-models/aachen_v_1_1", "images_upright", "images/images_upright", "queries",
+                         "aachen.db", "database.db") if (root / p).exists()]
+    if not hints or is_aachen(root):
+        return None
+    missing = []
+    if not _has_model(root):
+        missing.append(f"the COLMAP model {root / MODEL}/cameras.bin (from aachen_v1_1.zip)")
+    if image_dir(root) is None:
+        missing.append("the image folder (looked for " + " and ".join(str(root / d) + "/" for d in IMAGE_DIRS) + ")")
+    return f"Aachen Day-Night v1.1 (found {', '.join(hints)}) is missing " + " and ".join(missing)
 
 
 def result_name(list_name: str) -> str:
@@ -40,7 +70,8 @@ class AachenDataset(LocalizationDataset):
     def __init__(self, root) -> None:
         super().__init__(Path(root))
         if not is_aachen(self.root):
-            raise DatasetError(f"{self.root} is not an Aachen v1.1 layout (needs {MODEL}/ and {IMAGES}/)")
+            raise DatasetError(diagnose(self.root) or f"{self.root} is not an Aachen v1.1 layout (needs {MODEL}/ "
+                               "and images_upright/ or images/images_upright/)")
         self._gt: Optional[Dict[str, Pose]] = read_poses(self.root / GT) if (self.root / GT).is_file() else None
 
     @property
@@ -49,7 +80,7 @@ class AachenDataset(LocalizationDataset):
 
     @property
     def image_root(self) -> Path:
-        return self.root / IMAGES
+        return image_dir(self.root)
 
     @property
     def conditions(self) -> List[str]:
@@ -57,7 +88,11 @@ class AachenDataset(LocalizationDataset):
 
     def queries(self, condition: Optional[str] = None) -> List[QueryItem]:
         conds = self.conditions if condition is None else [condition]
+        if not conds:
+            raise DatasetError("no Aachen query list (looked for "
+                               + " and ".join(str(self.root / r) for r in QUERY_LISTS.values()) + ")")
         out = []
+        seen: Dict[str, str] = {}
         for cond in conds:
             if cond not in QUERY_LISTS:
                 raise ValueError(f"unknown Aachen condition {cond!r}; available: {list(QUERY_LISTS)}")
@@ -66,6 +101,10 @@ class AachenDataset(LocalizationDataset):
                 raise DatasetError(f"Aachen query list {path} does not exist")
             for name, cam in read_query_list(path).items():
                 rname = result_name(name)
+                if rname in seen:
+                    raise DatasetError(f"{path}: {name!r} and {seen[rname]!r} share the basename {rname!r}, which "
+                                       "the submission format cannot tell apart")
+                seen[rname] = name
                 gt = self._gt.get(rname) if self._gt is not None else None
                 out.append(QueryItem(rname, self.image_root / name, cam, cond, gt, None))
         return out

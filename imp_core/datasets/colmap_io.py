@@ -119,3 +119,89 @@ def write_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]], share_ca
         rec.add_image_with_trivial_frame(img, pose.to_pycolmap())
     rec.write_binary(str(model_dir))
     return model_dir
+
+
+# COLMAP's camera model ids (src/colmap/sensor/models.h) for the models imp handles.
+COLMAP_MODEL_IDS = {0: "SIMPLE_PINHOLE", 1: "PINHOLE", 2: "SIMPLE_RADIAL", 3: "RADIAL", 4: "OPENCV"}
+
+
+def read_database_cameras(db_path) -> Dict[str, Camera]:
+    """{image name: Camera} from a COLMAP database (``cameras`` and ``images`` tables), opened read-only.
+
+    Used for the intrinsics of models that carry none of their own (NVM), as hloc does for RobotCar."""
+    import sqlite3
+
+    db_path = Path(db_path)
+    if not db_path.is_file():
+        raise DatasetError(f"COLMAP database {db_path} does not exist")
+    try:
+        con = sqlite3.connect(f"file:{db_path.resolve()}?mode=ro", uri=True)
+    except sqlite3.Error as e:
+        raise DatasetError(f"cannot open COLMAP database {db_path}: {e}") from None
+    try:
+        cams: Dict[int, Camera] = {}
+        for cid, model, w, h, blob in con.execute("SELECT camera_id, model, width, height, params FROM cameras"):
+            if model not in COLMAP_MODEL_IDS:
+                raise DatasetError(f"{db_path}: camera {cid} has COLMAP model id {model}; imp reads "
+                                   + ", ".join(f"{k} ({v})" for k, v in COLMAP_MODEL_IDS.items()))
+            try:
+                cams[cid] = Camera(COLMAP_MODEL_IDS[model], int(w), int(h), np.frombuffer(blob, dtype=np.float64))
+            except ValueError as e:
+                raise DatasetError(f"{db_path}: camera {cid}: {e}") from None
+        out: Dict[str, Camera] = {}
+        for name, cid in con.execute("SELECT name, camera_id FROM images"):
+            if cid not in cams:
+                raise DatasetError(f"{db_path}: image {name!r} refers to camera {cid}, which is not in the database")
+            out[name] = cams[cid]
+    except sqlite3.DatabaseError as e:
+        raise DatasetError(f"{db_path} is not a readable COLMAP database (tables cameras/images): {e}") from None
+    finally:
+        con.close()
+    return out
+
+
+def write_database(db_path, entries: Iterable[Tuple[str, Camera]]) -> Path:
+    """A COLMAP database with the real tables (pycolmap): one camera per distinct intrinsics, one image per entry
+    (no keypoints). For fixtures in dataset layouts that ship a database (RobotCar ``overcast-reference.db``)."""
+    import pycolmap
+
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    if db_path.exists():
+        db_path.unlink()
+    cam_ids: Dict[tuple, int] = {}
+    with pycolmap.Database.open(str(db_path)) as db:
+        for image_id, (name, cam) in enumerate(entries, 1):
+            key = (cam.model, cam.width, cam.height, tuple(np.round(cam.params, 9)))
+            if key not in cam_ids:
+                pc = cam.to_pycolmap()
+                pc.camera_id = len(cam_ids) + 1
+                db.write_camera(pc, use_camera_id=True)
+                cam_ids[key] = pc.camera_id
+            db.write_image(pycolmap.Image(name=name, camera_id=cam_ids[key], image_id=image_id), use_image_id=True)
+    del db
+    import gc
+    import sqlite3
+
+    gc.collect()  # pycolmap closes its handle on collection; then fold the WAL back into the one file
+    con = sqlite3.connect(str(db_path))
+    con.execute("PRAGMA journal_mode=DELETE")
+    con.close()
+    return db_path
+
+
+def write_text_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]]) -> Path:
+    """A COLMAP text model in the legacy layout of published datasets (cameras.txt, images.txt, points3D.txt;
+    no rigs/frames files) with posed images and no points."""
+    rec_dir = write_model(Path(model_dir), entries)
+    import pycolmap
+
+    rec = pycolmap.Reconstruction(str(rec_dir))
+    for f in ("cameras.bin", "images.bin", "points3D.bin", "rigs.bin", "frames.bin"):
+        if (rec_dir / f).exists():
+            (rec_dir / f).unlink()
+    rec.write_text(str(rec_dir))
+    for f in ("rigs.txt", "frames.txt"):
+        if (rec_dir / f).exists():
+            (rec_dir / f).unlink()
+    return rec_dir
