@@ -118,8 +118,8 @@ def decals(img: np.ndarray, rng: np.random.Generator, ppm: float, density: float
                 _rect(img, x - 2, yy, x + t + 2, yy + max(2, 0.04 * ppm), (0.2, 0.2, 0.2))
         elif kind == 4:  # sticker / small poster
             w_, h_ = rng.uniform(0.1, 0.4) * ppm, rng.uniform(0.1, 0.5) * ppm
-            p = poster(rng, max(2, int(h_)), max(2, int(w_)))
-            y0, x0 = int(min(y, H - p.shape[0])), int(min(x, W - p.shape[1]))
+            p = poster(rng, max(2, min(int(h_), H)), max(2, min(int(w_), W)))[:H, :W]  # never wider than the wall
+            y0, x0 = max(0, int(min(y, H - p.shape[0]))), max(0, int(min(x, W - p.shape[1])))
             img[y0:y0 + p.shape[0], x0:x0 + p.shape[1]] = p
         elif kind == 5:  # graffiti tag near street level
             gy = H - rng.uniform(0.3, 2.0) * ppm
