@@ -1,0 +1,114 @@
+"""`imp benchmark` on fixtures laid out exactly like the downloads: map, localization, submission, resume."""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imp_core.cli import main
+from imp_core.datasets import DatasetError
+from imp_core.datasets.benchmark import read_log, run_benchmark
+from imp_core.datasets.export import export_aachen, make_robotcar_rig
+
+MAP_ARGS = ["--features", "sift", "--matcher", "nn", "--max-keypoints", "2048", "--device", "cpu", "--quiet"]
+
+
+def _submission(path):
+    lines = [ln.split() for ln in path.read_text().splitlines()]
+    assert lines and all(len(t) == 8 for t in lines), path.read_text()[:300]
+    for t in lines:
+        q = np.array(t[1:5], float)
+        assert abs(np.linalg.norm(q) - 1) < 1e-6
+    return {t[0]: t for t in lines}
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory):
+    return make_robotcar_rig(tmp_path_factory.mktemp("robotcar") / "RobotCar-Seasons")
+
+
+def test_robotcar_benchmark_submission_table_and_resume(rig, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    assert main(["benchmark", "robotcar", "--data", str(rig.root), "--out", str(out), *MAP_ARGS]) == 0
+    printed = capsys.readouterr().out
+    sub = _submission(out / "RobotCar-Seasons-v2_imp.txt")
+    # official names: camera/timestamp.jpg without the condition; only the test list is submitted
+    assert sorted(sub) == sorted(n.split("/", 1)[1] for n in rig.test)
+    assert all(re.fullmatch(r"rear/\d{16}\.jpg", n) for n in sub)
+    summary = json.loads((out / "summary.json").read_text())
+    train = summary["sets"]["train"]
+    assert train["queries"] == len(rig.train) and "accuracy" in train
+    for cond in ("overcast-summer", "sun"):
+        assert cond in train["accuracy"] and re.search(rf"imp\s+{cond}\s+3\s+\d", printed), printed
+    assert train["accuracy"]["all"]["recall"][2] >= 0.8, printed  # (5 m, 10 deg)
+    assert (out / "train" / "error_cdf.png").stat().st_size > 0
+    assert "accuracy" not in summary["sets"]["test"]  # no public ground truth for the test list
+    # the submitted test poses are right too (the fixture knows them)
+    from imp_core.types import Pose, pose_error
+
+    errs = [pose_error(Pose.from_qvec(np.array(t[1:5], float), np.array(t[5:8], float)),
+                       rig.query_poses[f"{cond}/{name}"])
+            for name, t in sub.items() for cond in ("overcast-summer", "sun") if f"{cond}/{name}" in rig.query_poses]
+    assert len(errs) == len(rig.test) and np.median([e[0] for e in errs]) < 0.25
+
+    # an interrupted run (2 records written, the third torn mid-line) continues where it stopped
+    log = out / "train_log.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:2]) + lines[2][:25])
+    from imp_core.localization.localizer import Localizer
+
+    calls = []
+    orig = Localizer.localize
+    monkeypatch.setattr(Localizer, "localize", lambda self, *a, **k: calls.append(k.get("name")) or orig(self, *a, **k))
+    summary2 = run_benchmark("robotcar", rig.root, out, map_conf={"features": {"name": "sift"}},
+                             loc_conf={"matcher": {"name": "nn"}}, progress=False)
+    names_train = [r["name"] for r in read_log(log).values()]
+    assert calls == names_train[2:] and len(names_train) == len(rig.train)  # test list and 2 train queries skipped
+    assert log.read_text().splitlines(keepends=True)[:2] == lines[:2]
+    assert summary2["sets"]["train"]["localized"] == summary["sets"]["train"]["localized"]
+    # another configuration does not silently mix into these results
+    with pytest.raises(DatasetError, match="another run.*--restart"):
+        run_benchmark("robotcar", rig.root, out, loc_conf={"matcher": {"name": "nn"}, "coarse": [
+            {"name": "retrieval", "top_k": 2}]}, progress=False)
+
+
+@pytest.mark.parametrize("images_at_root", [True, False])
+def test_aachen_benchmark_both_layouts(tiny_world, tmp_path, capsys, images_at_root):
+    data = export_aachen(tiny_world, tmp_path / "Aachen-Day-Night-v1.1", images_at_root=images_at_root)
+    out = tmp_path / "out"
+    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *MAP_ARGS]) == 0
+    printed = capsys.readouterr().out
+    sub = _submission(out / "Aachen-v1.1_imp.txt")
+    assert set(sub) <= {Path(n).stem + ".jpg" for n in tiny_world.query_names()}
+    assert all(re.fullmatch(r"seq\d+_\d{4}\.jpg", n) for n in sub) and len(sub) >= 8  # basenames
+    meta = json.loads((out / "map" / "map.json").read_text())
+    assert meta["num_images"] >= 14 and meta["mode"] == "triangulation"
+    assert re.search(r"imp\s+day\s+8\s+\d+\s+\d", printed), printed  # the fixture's ground truth is scored
+    # a second run reuses the map and every per-query result
+    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *MAP_ARGS]) == 0
+    assert "reusing map" in capsys.readouterr().out
+
+
+def test_synthetic_benchmark_reuses_a_map(tiny_world, tiny_map, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["benchmark", "synthetic", "--data", str(tiny_world.root), "--map", str(tiny_map), "--out", str(out),
+                 "--condition", "day", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "reusing map" in printed and re.search(r"imp\s+day\s+8\s+8\s+100.0", printed), printed
+    assert len(_submission(out / "synthetic_imp.txt")) == 8
+
+
+def test_benchmark_wrong_kind_and_missing_images(rig, tmp_path, capsys):
+    assert main(["benchmark", "aachen", "--data", str(rig.root), "--out", str(tmp_path / "o")]) == 2
+    assert "holds a robotcar dataset, not aachen" in capsys.readouterr().err
+    import shutil
+
+    data = tmp_path / "rc"
+    shutil.copytree(rig.root, data)
+    shutil.rmtree(data / "images" / "sun")
+    assert main(["benchmark", "robotcar", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "test query images are missing" in err and str(data / "images" / "sun" / "rear") in err
