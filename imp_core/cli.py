@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     "imp_core.eval.commands",  # eval
     "imp_core.recognition.commands",  # instances, train-recognition, eval-recognition
     "imp_core.training.commands",  # dump, train-matcher
+    "imp_ros.bag_make",  # bag make (rosbags + ROS message classes, imported when run)
 ]
 
 
