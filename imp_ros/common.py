@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable, Dict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from rclpy.qos import (
     DurabilityPolicy,
@@ -51,10 +53,120 @@ def latched_qos() -> QoSProfile:
     return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
-def declare(node, params: Dict[str, Any]) -> None:
-    """Declare every parameter with its default (nested dicts become dotted names)."""
+QOS_CHOICES = ("sensor_data", "reliable", "best_effort", "system_default", "0", "1", "2")
+
+
+@dataclass(frozen=True)
+class Param:
+    """A node parameter: default, description, and what values are valid (``range`` inclusive; ``check`` returns
+    an error text or None). Declared with a ParameterDescriptor and validated whenever it is set."""
+
+    default: Any
+    description: str
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+    check: Optional[Callable[[Any], Optional[str]]] = None
+    read_only: bool = False
+
+
+def existing_dir(v: Any) -> Optional[str]:
+    return None if not v or Path(str(v)).expanduser().is_dir() else f"directory {v} does not exist"
+
+
+def existing_path(v: Any) -> Optional[str]:
+    return None if not v or Path(str(v)).expanduser().exists() else f"{v} does not exist"
+
+
+def package_config(v: Any) -> Optional[str]:
+    if not v:
+        return None
+    from imp_ros.share import package_file
+
+    try:
+        package_file(str(v), "config")
+    except FileNotFoundError as e:
+        return str(e)
+    return None
+
+
+def descriptor(name: str, spec: Param):
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+
+    extra = []
+    if spec.choices:
+        extra.append("one of: " + ", ".join(spec.choices))
+    d = ParameterDescriptor(name=name, description=spec.description, read_only=spec.read_only,
+                            additional_constraints="; ".join(extra))
+    if spec.range is not None and not isinstance(spec.default, bool):
+        lo, hi = spec.range
+        if isinstance(spec.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        elif isinstance(spec.default, float):
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def check_value(name: str, spec: Param, value: Any) -> Optional[str]:
+    """Why ``value`` is not valid for parameter ``name`` (None when it is)."""
+    if spec.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = spec.range
+        if not (lo <= value <= hi) or value != value:
+            return f"parameter {name!r} = {value!r} is out of range [{lo:g}, {hi:g}]"
+    if spec.choices is not None and str(value).strip().lower() not in spec.choices:
+        return f"parameter {name!r} = {value!r} is not one of {', '.join(spec.choices)}"
+    if spec.check is not None:
+        err = spec.check(value)
+        if err:
+            return f"parameter {name!r} = {value!r}: {err}"
+    return None
+
+
+def declare(node, params: Dict[str, Any], tolerant: bool = False,
+            on_accept: Optional[Callable[[list], None]] = None) -> Dict[str, str]:
+    """Declare every parameter with a descriptor (description, range) and validate every later set with an
+    on-set-parameters callback (a bad value is rejected with its reason). Plain values (no ``Param``) are declared
+    as before. A bad value from the command line / params file raises ValueError naming it; with ``tolerant``
+    (lifecycle nodes: the process stays up and configure reports it) the default is kept and the errors are
+    returned {name: reason}."""
+    from rcl_interfaces.msg import SetParametersResult
+    from rclpy.exceptions import ParameterException
+
+    specs = {k: v for k, v in params.items() if isinstance(v, Param)}
+
+    def on_set(changes):
+        for prm in changes:
+            spec = specs.get(prm.name)
+            if spec is None:
+                continue
+            err = check_value(prm.name, spec, prm.value)
+            if err:
+                if declared:
+                    node.get_logger().warning(f"parameter change rejected: {err}")
+                return SetParametersResult(successful=False, reason=err)
+        if on_accept is not None:
+            on_accept([prm.name for prm in changes])
+        return SetParametersResult(successful=True)
+
+    declared = False
+    node.add_on_set_parameters_callback(on_set)
+    errors: Dict[str, str] = {}
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
     for k, v in params.items():
-        node.declare_parameter(k, v)
+        if not isinstance(v, Param):
+            node.declare_parameter(k, v)
+            continue
+        try:
+            node.declare_parameter(k, v.default, descriptor(k, v))
+        except ParameterException as e:
+            given = overrides[k].value if k in overrides else None
+            msg = check_value(k, v, given) or f"parameter {k!r} = {given!r} rejected: {e}"
+            if not tolerant:
+                raise ValueError(msg) from None
+            errors[k] = msg
+            node.get_logger().error(f"{msg}; keeping the default {v.default!r}")
+            node.declare_parameter(k, v.default, descriptor(k, v), ignore_override=True)
+    declared = True
+    return errors
 
 
 def param(node, name: str):
@@ -68,11 +180,15 @@ def _spin_quietly(ex) -> None:
         ex.spin()
     except (ExternalShutdownException, KeyboardInterrupt):
         pass
+    except Exception as e:  # an entity destroyed under the executor must not end in a traceback
+        if "destruction was requested" not in str(e) and "InvalidHandle" not in type(e).__name__:
+            raise
 
 
 def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name: str = "node") -> int:
-    """rclpy.init, build the node, spin a MultiThreadedExecutor until SIGINT/SIGTERM or the node says it is
-    finished; then close the node (stop workers and timers) before the context goes away."""
+    """rclpy.init, build the node, spin until SIGINT/SIGTERM or the node says it is ``finished`` (e.g. after the
+    lifecycle shutdown transition); then close the node (stop and join its threads, timers) before the node and
+    the context go away, so no thread is inside rclpy at interpreter exit. Exit code: the node's ``exit_code``."""
     import signal
     import threading
 
@@ -81,10 +197,23 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+
+    def on_signal(*_):
+        stop.set()
+
+    def install_handlers():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, on_signal)
+
+    try:  # pycolmap's glog installs a SIGTERM crash handler when first imported: import it before ours
+        import pycolmap  # noqa: F401
+    except ImportError:
+        pass
+    install_handlers()
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
+    ex = None
+    spinner = None
     code = 0
     try:
         node = make_node()
@@ -99,8 +228,7 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
         spinner.start()
         while rclpy.ok() and not stop.is_set() and not getattr(node, "finished", False) and spinner.is_alive():
             stop.wait(0.1)
-        ex.shutdown(timeout_sec=2.0)
-        spinner.join(timeout=2.0)
+            install_handlers()  # again: a library imported later (at configure) may have replaced them
         code = int(getattr(node, "exit_code", 0))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -108,11 +236,24 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
         print(f"[{name}] error: {type(e).__name__}: {e}", file=sys.stderr)
         code = 2
     finally:
+        # the executor stops first (it finishes the callback in progress), so nothing the node destroys next can
+        # be under it; then the node joins its own threads and frees its entities; then the context goes
+        if ex is not None:
+            ex.shutdown(timeout_sec=10.0)
+        if spinner is not None:
+            spinner.join(timeout=10.0)
         if node is not None:
             close = getattr(node, "close", None)
             if close is not None:
-                close()
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+                try:
+                    close()
+                except Exception as e:
+                    print(f"[{name}] error while closing: {type(e).__name__}: {e}", file=sys.stderr)
+                    code = code or 1
+            code = code or int(getattr(node, "exit_code", 0))
+            try:
+                node.destroy_node()
+            except Exception:
+                pass
+        rclpy.try_shutdown()
     return code

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from imp_ros.graph import REPO, Graph, load_graph
+from imp_ros.share import package_file
 
 os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines would drown the progress bars
 
@@ -98,11 +99,11 @@ def run(a: argparse.Namespace) -> int:
     (out / "summary.json").unlink(missing_ok=True)
     overrides = {
         "localizer": {"map": str(map_dir), "matcher": a.matcher, "device": a.device,
-                      "config": str(REPO / "config" / "localizer_synthetic.yaml")},
+                      "config": str(package_file("config/localizer_synthetic.yaml"))},
         "replay": {"source": str(world)},
         "evaluator": {"output_dir": str(out)},
     }
-    spec = load_graph(REPO / "config" / "graph_synthetic.yaml", overrides)
+    spec = load_graph(package_file("config/graph_synthetic.yaml"), overrides)
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 90))
     print(f"[demo] starting {', '.join(n.name for n in spec.nodes)} as ROS 2 processes (domain {domain}); "
           f"logs in {out / 'logs'}")

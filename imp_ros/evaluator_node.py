@@ -42,19 +42,24 @@ class FrameRecord:
 
 
 class EvaluatorNode(Node):
+    P = common.Param
     PARAMS = {
-        "output_dir": "outputs/eval",
-        "method": "imp",
-        "result_topic": common.RESULT_TOPIC,
-        "frames_topic": common.FRAMES_TOPIC,
-        "done_topic": common.DONE_TOPIC,
-        "stamp_tolerance": 0.001,
-        "table_period": 5.0,
-        "result_wait": 10.0,
-        "exit_on_done": True,
-        "write_plots": True,
-        "ready_topic": common.EVALUATOR_READY_TOPIC,
+        "output_dir": P("outputs/eval", "results, trajectories, plots and summary.json go here",
+                        check=lambda v: None if str(v).strip() else "must not be empty"),
+        "method": P("imp", "method name in the result file name results_<method>.txt",
+                    check=lambda v: None if str(v) and "/" not in str(v) and str(v) not in (".", "..")
+                    else "must be a plain name (no '/')"),
+        "result_topic": P(common.RESULT_TOPIC, "localizer results"),
+        "frames_topic": P(common.FRAMES_TOPIC, "replay frames (name, condition, ground truth)"),
+        "done_topic": P(common.DONE_TOPIC, "the replay's latched done message"),
+        "stamp_tolerance": P(0.001, "seconds between a result's and a frame's stamps to pair them", range=(0.0, 10.0)),
+        "table_period": P(5.0, "seconds between accuracy tables in the log", range=(0.05, 1e5)),
+        "result_wait": P(10.0, "seconds to wait for missing results after the replay is done", range=(0.0, 1e5)),
+        "exit_on_done": P(True, "write the outputs and exit when the replay is done"),
+        "write_plots": P(True, "write trajectory.png and error_cdf.png"),
+        "ready_topic": P(common.EVALUATOR_READY_TOPIC, "latched ready message for the replay"),
     }
+    del P
 
     def __init__(self) -> None:
         super().__init__("evaluator")
@@ -79,6 +84,7 @@ class EvaluatorNode(Node):
         self.create_timer(0.2, self._check_done)
         self.pub_ready = self.create_publisher(String, common.param(self, "ready_topic"), common.latched_qos())
         self._ready_timer = self.create_timer(0.05, self._check_ready)
+        self.get_logger().info(f"waiting for frames and results; outputs go to {self.out}")
 
     def _check_ready(self) -> None:
         """Announce readiness (latched) once the result publisher is discovered, so a replay waiting for the

@@ -26,9 +26,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Union
 
 import yaml
+
+from imp_ros.share import package_file
 
 REPO = Path(__file__).resolve().parents[1]
 EXECUTABLES = {
@@ -60,20 +62,36 @@ class GraphSpec:
     env: Dict[str, str] = field(default_factory=dict)
 
 
-def _resolve(p: Optional[str], base: Path) -> Optional[Path]:
+def _resolve(p: Optional[str], base: Optional[Path]) -> Optional[Path]:
+    """A file named in a graph YAML: relative to the YAML's folder, then the package share directory (so an
+    installed package works from any directory), then the current directory."""
     if not p:
         return None
-    q = Path(os.path.expandvars(str(p))).expanduser()
-    for cand in (q, base / q, REPO / q):
-        if cand.exists():
-            return cand.resolve()
-    raise GraphError(f"file {p!r} not found (looked relative to {base} and {REPO})")
+    try:
+        return package_file(p, "file", base)
+    except FileNotFoundError as e:
+        raise GraphError(str(e)) from None
+
+
+def find_graph(name: Union[str, Path]) -> Path:
+    """A graph YAML given on the command line: the path as given, else ``config/<name>`` in the package share
+    directory (``imp_graph graph_synthetic.yaml`` works from any directory)."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    for cand in (p, Path("config") / p, Path("config") / f"{p}.yaml", Path("config") / f"graph_{p}.yaml"):
+        try:
+            return package_file(cand, "graph config")
+        except FileNotFoundError:
+            continue
+    raise GraphError(f"graph config {str(name)!r} not found as a file nor in the package's config/ "
+                     f"(e.g. graph_synthetic.yaml)")
 
 
 def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = None) -> GraphSpec:
     """Parse a graph YAML (or dict). ``overrides`` = {node name: {param: value}} added to the node's parameters."""
     if isinstance(path_or_dict, dict):
-        raw, where, base = path_or_dict, "<dict>", REPO
+        raw, where, base = path_or_dict, "<dict>", None
     else:
         where = str(path_or_dict)
         try:
@@ -268,7 +286,7 @@ def main(argv=None) -> int:
     ap.add_argument("--log-dir", type=Path, default=None, help="also write one log file per node here")
     a = ap.parse_args(argv)
     try:
-        return run_graph(a.config, parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir)
+        return run_graph(find_graph(a.config), parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir)
     except GraphError as e:
         print(f"imp_graph: {e}", file=sys.stderr)
         return 2

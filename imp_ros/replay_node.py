@@ -38,6 +38,9 @@ class Frame:
     msg: Optional[object] = None  # bag frames: the original Image / CompressedImage
     info: Optional[object] = None  # CameraInfo
     map_from_cam: Optional[Pose] = None  # ground truth
+    image_topic: str = ""  # multi-camera bags: this camera's image and CameraInfo topics (empty: the node's)
+    info_topic: str = ""
+    static_tf: Optional[list] = None  # multi-camera bags: the bag's /tf_static transforms (on the first frame)
 
 
 def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_id: str) -> Iterator[Frame]:
@@ -89,59 +92,77 @@ def bag_frames(path: str, image_topic: str, info_topic: str, gt_topic: str, warn
         i += 1
 
 
+def _remap_entries(v) -> Optional[str]:
+    bad = [it for it in (v or []) if it and ":=" not in it]
+    return f"entries {bad} are not 'from:=to'" if bad else None
+
+
+def _extrinsics(v) -> Optional[str]:
+    v = list(v or [])
+    if len(v) != 7 or not np.isfinite(np.asarray(v, float)).all():
+        return "needs 7 finite values [x y z qx qy qz qw]"
+    return None if np.linalg.norm(v[3:]) > 1e-9 else "the quaternion is zero"
+
+
+def _odom_offset(v) -> Optional[str]:
+    v = list(v or [])
+    return None if len(v) == 4 and np.isfinite(np.asarray(v, float)).all() else "needs 4 finite values [x y z yaw_deg]"
+
+
 class ReplayNode(Node):
+    P = common.Param
     PARAMS = {
-        "source": "",
-        "condition": "",
-        "names": "*",
-        "max_frames": 0,  # over all loops; 0 = no limit
-        "rate": 10.0,
-        "speed": 1.0,
-        "max_gap": 1.0,
-        "loop": False,
-        "lockstep": False,
-        "lockstep_timeout": 60.0,
-        "lockstep_retries": 1,
-        "stamp_mode": "now",
-        "image_topic": common.IMAGE_TOPIC,
-        "camera_info_topic": common.CAMERA_INFO_TOPIC,
-        "compressed": False,
-        "encoding": "rgb8",
-        "image_qos": "reliable",
-        "result_topic": common.RESULT_TOPIC,
-        "frames_topic": common.FRAMES_TOPIC,
-        "ground_truth_topic": common.GT_POSE_TOPIC,
-        "done_topic": common.DONE_TOPIC,
-        "evaluator_ready_topic": common.EVALUATOR_READY_TOPIC,
-        "bag_image_topic": "",
-        "bag_camera_info_topic": "",
-        "bag_ground_truth_topic": "",
-        "remap": [""],
-        "map_frame": "map",
-        "odom_frame": "odom",
-        "base_frame": "base_link",
-        "camera_frame": "camera_optical",
-        "camera_extrinsics": [0.5, 0.0, 1.2, -0.5, 0.5, -0.5, 0.5],
-        "publish_odom": True,
-        "odom_offset": [2.0, -1.0, 0.0, 15.0],
-        "wait_for": ["image"],
-        "wait_timeout": 30.0,
-        "exit_on_done": True,
+        "source": P("", "dataset folder (synthetic, Aachen v1.1, RobotCar Seasons) or bag (.bag, .mcap, .db3, folder)",
+                    check=lambda v: "is empty: give a dataset folder or a bag" if not v else common.existing_path(v)),
+        "condition": P("", "dataset queries of this condition only (day, night...); empty: all"),
+        "names": P("*", "glob on query names"),
+        "max_frames": P(0, "stop after this many frames over all loops (0: no limit)", range=(0, 2**31 - 1)),
+        "rate": P(10.0, "frame rate for datasets without stamps (Hz)", range=(1e-3, 1e4)),
+        "speed": P(1.0, "playback speed factor (real time x speed)", range=(1e-3, 1e3)),
+        "max_gap": P(1.0, "longer gaps between source stamps (s) are shortened to one frame period", range=(0.0, 1e6)),
+        "loop": P(False, "play the source again and again (stamps keep increasing)"),
+        "lockstep": P(False, "wait for the localizer's result for each frame (benchmarks lose no frame)"),
+        "lockstep_timeout": P(60.0, "seconds to wait for one result in lockstep", range=(0.01, 1e5)),
+        "lockstep_retries": P(1, "frames re-sent when no result came", range=(0, 100)),
+        "stamp_mode": P("now", "'now': stamps from the node clock; 'source': the source's stamps",
+                        choices=("now", "source")),
+        "publish_clock": P(True, "publish rosgraph_msgs/Clock on /clock with the playback time (use_sim_time)"),
+        "clock_rate": P(50.0, "/clock messages per second between frames", range=(1.0, 1000.0)),
+        "image_topic": P(common.IMAGE_TOPIC, "image output topic (CompressedImage at <topic>/compressed)"),
+        "camera_info_topic": P(common.CAMERA_INFO_TOPIC, "CameraInfo output topic"),
+        "compressed": P(False, "publish dataset frames as JPEG CompressedImage"),
+        "encoding": P("rgb8", "Image encoding of dataset frames",
+                      choices=("rgb8", "bgr8", "mono8", "mono16", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8",
+                               "bayer_grbg8")),
+        "image_qos": P("reliable", "QoS of image and CameraInfo publishers", choices=common.QOS_CHOICES),
+        "result_topic": P(common.RESULT_TOPIC, "localizer results (lockstep)"),
+        "frames_topic": P(common.FRAMES_TOPIC, "imp_msgs/ReplayFrame output (name, condition, ground truth)"),
+        "ground_truth_topic": P(common.GT_POSE_TOPIC, "ground-truth camera PoseStamped output"),
+        "done_topic": P(common.DONE_TOPIC, "latched JSON summary at the end"),
+        "evaluator_ready_topic": P(common.EVALUATOR_READY_TOPIC, "the evaluator's latched ready message"),
+        "bag_image_topic": P("", "image topic inside the bag (empty: the first Image/CompressedImage topic)"),
+        "bag_camera_info_topic": P("", "CameraInfo topic inside the bag (empty: the first one)"),
+        "bag_ground_truth_topic": P("", "ground-truth pose topic inside the bag (empty: none)"),
+        "remap": P([""], "bag topic remappings 'from:=to'", check=_remap_entries),
+        "map_frame": P("map", "frame of the ground truth"),
+        "odom_frame": P("odom", "odometry frame of the simulated odom->base TF"),
+        "base_frame": P("base_link", "vehicle base frame"),
+        "camera_frame": P("camera_optical", "camera optical frame of dataset frames"),
+        "camera_extrinsics": P([0.5, 0.0, 1.2, -0.5, 0.5, -0.5, 0.5], "base->camera [x y z qx qy qz qw]",
+                               check=_extrinsics),
+        "publish_odom": P(True, "publish simulated odom->base from the ground truth"),
+        "odom_offset": P([2.0, -1.0, 0.0, 15.0], "simulated odom frame in map [x y z yaw_deg]", check=_odom_offset),
+        "wait_for": P(["image"], "wait for subscribers on these topics (image, frames, evaluator, or names)"),
+        "wait_timeout": P(30.0, "seconds to wait for peers before playing anyway", range=(0.0, 1e5)),
+        "exit_on_done": P(True, "exit when the source is played"),
     }
+    del P
 
     def __init__(self) -> None:
         super().__init__("replay")
         common.declare(self, self.PARAMS)
         p = lambda n: common.param(self, n)  # noqa: E731
         self.p = p
-        if not p("source"):
-            raise ValueError("parameter 'source' is empty: give a dataset folder or a bag path")
-        if not Path(p("source")).exists():
-            raise FileNotFoundError(f"parameter 'source': {p('source')} does not exist")
-        if p("speed") <= 0 or p("rate") <= 0:
-            raise ValueError(f"parameters 'speed' ({p('speed')}) and 'rate' ({p('rate')}) must be > 0")
-        if p("stamp_mode") not in ("now", "source"):
-            raise ValueError(f"parameter 'stamp_mode' must be 'now' or 'source', got {p('stamp_mode')!r}")
         self.remap = self._parse_remap(p("remap"))
         qos = common.qos_from_param(p("image_qos"), depth=5, name="image_qos")
         from imp_msgs.msg import LocalizationResult, ReplayFrame
@@ -157,6 +178,12 @@ class ReplayNode(Node):
         self.pub_frame = self.create_publisher(ReplayFrame, p("frames_topic"), reliable)
         self.pub_gt = self.create_publisher(PoseStamped, p("ground_truth_topic"), reliable)
         self.pub_done = self.create_publisher(String, p("done_topic"), common.latched_qos())
+        from rosgraph_msgs.msg import Clock
+
+        self.pub_clock = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)) \
+            if p("publish_clock") else None
+        self._clock_ns = 0  # playback time last published on /clock (never goes back)
+        self._clock_anchor: Optional[tuple] = None  # (monotonic, playback ns) while playing in real time
         from imp_ros.tf_buffer import TfBroadcaster
 
         self.tf = TfBroadcaster(self)
@@ -180,8 +207,13 @@ class ReplayNode(Node):
         self.exit_code = 0
         self.stats = {"published": 0, "results": 0, "lockstep_timeouts": 0, "source": p("source")}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._play_safe, daemon=True)
+        self._closing = False
+        self._thread = threading.Thread(target=self._play_safe, name="imp-replay", daemon=True)
+        self._clock_thread = threading.Thread(target=self._clock_loop, name="imp-replay-clock", daemon=True) \
+            if self.pub_clock is not None else None
         self._thread.start()
+        if self._clock_thread is not None:
+            self._clock_thread.start()
 
     @staticmethod
     def _parse_remap(items: List[str]) -> Dict[str, str]:
@@ -200,6 +232,11 @@ class ReplayNode(Node):
         p = self.p
         src = p("source")
         if bags.is_bag(src):
+            from imp_ros import multicam
+
+            if not p("bag_image_topic") and multicam.is_multi_camera(src):  # every camera on its own topics
+                yield from multicam.bag_frames(src, self.remap, warn=self.get_logger().warning)
+                return
             inverse = {v: k for k, v in self.remap.items()}
             yield from bag_frames(src, p("bag_image_topic") or inverse.get(p("image_topic"), ""),
                                   p("bag_camera_info_topic") or inverse.get(p("camera_info_topic"), ""),
@@ -251,6 +288,8 @@ class ReplayNode(Node):
         prev = None
         last = 0
         n_max = p("max_frames")
+        self.get_logger().info(f"playing {p('source')}" + (" in lockstep" if p("lockstep") else f" at x{p('speed')}")
+                               + (" (loop)" if p("loop") else ""))
         for fr in self._frames():
             if self._stop.is_set() or (n_max and self.stats["published"] >= n_max):
                 self._stop.set()
@@ -265,6 +304,10 @@ class ReplayNode(Node):
                 if delay > 0:
                     self._stop.wait(delay)
             stamp = self.get_clock().now().nanoseconds if p("stamp_mode") == "now" else src_ns
+            if self._stop.is_set():
+                break
+            self._publish_clock(stamp)
+            self._clock_anchor = (time.monotonic(), stamp)
             self._publish(fr, stamp)
             if p("lockstep"):
                 self._wait_result(fr, stamp)
@@ -277,17 +320,25 @@ class ReplayNode(Node):
 
         p = self.p
         st = cv.ns_to_stamp(stamp)
+        if fr.static_tf:  # a multi-camera bag's extrinsics replace camera_extrinsics
+            self._bag_static = {t.child_frame_id: cv.transform_to_pose(t.transform) for t in fr.static_tf}
+            for t in fr.static_tf:
+                t.header.stamp = st
+            self.tf_static.send(list(fr.static_tf))
+        base_from_cam = self.base_from_cam
+        if getattr(self, "_bag_static", None) and fr.msg is not None:
+            base_from_cam = self._bag_static.get(fr.msg.header.frame_id, base_from_cam)
         if fr.map_from_cam is not None and p("publish_odom"):
-            map_from_base = fr.map_from_cam * self.base_from_cam.inverse()
+            map_from_base = fr.map_from_cam * base_from_cam.inverse()
             self.tf.send([cv.pose_to_transform(self.odom_from_map * map_from_base, p("odom_frame"),
                                                p("base_frame"), stamp)])
-        if self.stats["published"] == 0:
+        if self.stats["published"] == 0 and not getattr(self, "_bag_static", None):
             cam_frame = fr.info.header.frame_id if fr.info is not None and fr.info.header.frame_id else p(
                 "camera_frame")
             self.tf_static.send([cv.pose_to_transform(self.base_from_cam, p("base_frame"), cam_frame, stamp)])
         if fr.info is not None:
             fr.info.header.stamp = st
-            self.pub_info.publish(fr.info)
+            (self._pub_for(fr.info_topic, type(fr.info)) if fr.info_topic else self.pub_info).publish(fr.info)
         rf = ReplayFrame(name=fr.name, condition=fr.condition, index=fr.index,
                          has_ground_truth=fr.map_from_cam is not None)
         rf.header.stamp = st
@@ -301,12 +352,20 @@ class ReplayNode(Node):
         if fr.msg is not None:
             fr.msg.header.stamp = st
             pub = self.pub_compressed if hasattr(fr.msg, "format") else self.pub_image
-            pub.publish(fr.msg)
+            (self._pub_for(fr.image_topic, type(fr.msg)) if fr.image_topic else pub).publish(fr.msg)
         elif p("compressed"):
             self.pub_compressed.publish(cv.rgb_to_compressed(fr.rgb, "jpeg", p("camera_frame"), stamp))
         else:
             self.pub_image.publish(cv.rgb_to_image(fr.rgb, p("encoding"), p("camera_frame"), stamp))
         self.stats["published"] += 1
+
+    def _pub_for(self, topic: str, cls):
+        """Publisher of a multi-camera bag's topic (created on first use, with the image QoS)."""
+        pubs = self.__dict__.setdefault("_topic_pubs", {})
+        if topic not in pubs:
+            pubs[topic] = self.create_publisher(cls, topic, common.qos_from_param(self.p("image_qos"), depth=5,
+                                                                                  name="image_qos"))
+        return pubs[topic]
 
     def _wait_result(self, fr: Frame, stamp: int) -> None:
         tries = 1 + max(0, int(self.p("lockstep_retries")))
@@ -338,13 +397,39 @@ class ReplayNode(Node):
         self.pub_done.publish(String(data=json.dumps(self.stats)))
         self.get_logger().info(f"replay done: {json.dumps(self.stats)}")
         if self.p("exit_on_done"):
-            self.pub_done.wait_for_all_acked(timeout=Duration(seconds=3.0))
+            if not self._closing:  # on SIGINT/SIGTERM the process is going anyway: no waiting for acks
+                self.pub_done.wait_for_all_acked(timeout=Duration(seconds=3.0))
             self.finished = True
 
     def close(self) -> None:
+        """Stop playing and join the threads (no thread may be inside rclpy when the process exits)."""
+        self._closing = True
         self._stop.set()
         with self._result_event:
             self._result_event.notify_all()
+        for t in (self._thread, self._clock_thread):
+            if t is not None and t is not threading.current_thread():
+                t.join(timeout=30.0)
+
+    # ------------------------------------------------------------ /clock
+    def _publish_clock(self, ns: int) -> None:
+        from rosgraph_msgs.msg import Clock
+
+        if self.pub_clock is None or ns < self._clock_ns:
+            return
+        self._clock_ns = ns
+        self.pub_clock.publish(Clock(clock=cv.ns_to_stamp(ns)))
+
+    def _clock_loop(self) -> None:
+        """Between frames the playback time advances with the wall clock x ``speed`` (held in lockstep, where the
+        next frame waits for a result); each frame publishes its own stamp first."""
+        period = 1.0 / self.p("clock_rate")
+        while not self._stop.wait(period):
+            anchor = self._clock_anchor
+            if anchor is None or self.p("lockstep"):
+                continue
+            t_mono, ns = anchor
+            self._publish_clock(ns + int((time.monotonic() - t_mono) * self.p("speed") * 1e9))
 
 
 def main(args=None) -> int:

@@ -94,7 +94,7 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     rows = [ln.split(",") for ln in (out / "frames.csv").read_text().splitlines()[1:]]
     t_row, name = min(((float(r[0]), r[1]) for r in rows), key=lambda tr: abs(tr[0] - stamp * 1e-9))
     assert abs(t_row - stamp * 1e-9) < 1e-4
-    e = ReplayNode.PARAMS["camera_extrinsics"]
+    e = ReplayNode.PARAMS["camera_extrinsics"].default
     base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
     yaw = np.radians(15.0)
     odom_from_map = Pose(np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]]),
@@ -191,7 +191,7 @@ def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
     from imp_ros.replay_node import ReplayNode
     from imp_ros.tf_buffer import TfBroadcaster
 
-    e = ReplayNode.PARAMS["camera_extrinsics"]
+    e = ReplayNode.PARAMS["camera_extrinsics"].default
     base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
     static = TfBroadcaster(ros.node, static=True)
     static.send([cv.pose_to_transform(base_from_cam, "base_link", "camera_optical", 0)])
