@@ -13,7 +13,14 @@ from imp_core.datasets import DatasetError
 from imp_core.datasets.benchmark import read_log, run_benchmark
 from imp_core.datasets.export import export_aachen, make_robotcar_rig
 
-MAP_ARGS = ["--features", "sift", "--matcher", "nn", "--max-keypoints", "2048", "--device", "cpu", "--quiet"]
+CONF = "map:\n  features: {name: sift, max_keypoints: 2048}\n  matcher: {name: nn, ratio_threshold: 0.9}\n"
+
+
+@pytest.fixture(scope="module")
+def map_args(tmp_path_factory):
+    path = tmp_path_factory.mktemp("conf") / "sift.yaml"
+    path.write_text(CONF)
+    return ["--config", str(path), "--device", "cpu", "--quiet"]
 
 
 def _submission(path):
@@ -30,9 +37,9 @@ def rig(tmp_path_factory):
     return make_robotcar_rig(tmp_path_factory.mktemp("robotcar") / "RobotCar-Seasons")
 
 
-def test_robotcar_benchmark_submission_table_and_resume(rig, tmp_path, capsys, monkeypatch):
+def test_robotcar_benchmark_submission_table_and_resume(rig, map_args, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
-    assert main(["benchmark", "robotcar", "--data", str(rig.root), "--out", str(out), *MAP_ARGS]) == 0
+    assert main(["benchmark", "robotcar", "--data", str(rig.root), "--out", str(out), *map_args]) == 0
     printed = capsys.readouterr().out
     sub = _submission(out / "RobotCar-Seasons-v2_imp.txt")
     # official names: camera/timestamp.jpg without the condition; only the test list is submitted
@@ -63,23 +70,22 @@ def test_robotcar_benchmark_submission_table_and_resume(rig, tmp_path, capsys, m
     calls = []
     orig = Localizer.localize
     monkeypatch.setattr(Localizer, "localize", lambda self, *a, **k: calls.append(k.get("name")) or orig(self, *a, **k))
-    summary2 = run_benchmark("robotcar", rig.root, out, map_conf={"features": {"name": "sift"}},
-                             loc_conf={"matcher": {"name": "nn"}}, progress=False)
+    summary2 = run_benchmark("robotcar", rig.root, out, map_conf={"features": {"name": "sift"}}, progress=False)
     names_train = [r["name"] for r in read_log(log).values()]
     assert calls == names_train[2:] and len(names_train) == len(rig.train)  # test list and 2 train queries skipped
     assert log.read_text().splitlines(keepends=True)[:2] == lines[:2]
     assert summary2["sets"]["train"]["localized"] == summary["sets"]["train"]["localized"]
     # another configuration does not silently mix into these results
     with pytest.raises(DatasetError, match="another run.*--restart"):
-        run_benchmark("robotcar", rig.root, out, loc_conf={"matcher": {"name": "nn"}, "coarse": [
-            {"name": "retrieval", "top_k": 2}]}, progress=False)
+        run_benchmark("robotcar", rig.root, out, loc_conf={"coarse": [{"name": "retrieval", "top_k": 2}]},
+                      progress=False)
 
 
 @pytest.mark.parametrize("images_at_root", [True, False])
-def test_aachen_benchmark_both_layouts(tiny_world, tmp_path, capsys, images_at_root):
+def test_aachen_benchmark_both_layouts(tiny_world, map_args, tmp_path, capsys, images_at_root):
     data = export_aachen(tiny_world, tmp_path / "Aachen-Day-Night-v1.1", images_at_root=images_at_root)
     out = tmp_path / "out"
-    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *MAP_ARGS]) == 0
+    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *map_args]) == 0
     printed = capsys.readouterr().out
     sub = _submission(out / "Aachen-v1.1_imp.txt")
     assert set(sub) <= {Path(n).stem + ".jpg" for n in tiny_world.query_names()}
@@ -88,7 +94,7 @@ def test_aachen_benchmark_both_layouts(tiny_world, tmp_path, capsys, images_at_r
     assert meta["num_images"] >= 14 and meta["mode"] == "triangulation"
     assert re.search(r"imp\s+day\s+8\s+\d+\s+\d", printed), printed  # the fixture's ground truth is scored
     # a second run reuses the map and every per-query result
-    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *MAP_ARGS]) == 0
+    assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *map_args]) == 0
     assert "reusing map" in capsys.readouterr().out
 
 

@@ -156,7 +156,7 @@ def test_robotcar_queries_lists_cameras(rig):
     # each camera has its own intrinsics; the size comes from the images
     cams = {q.name.split("/")[0]: q.camera for q in every}
     for c in ("left", "rear", "right"):
-        assert cams[c].model == "SIMPLE_RADIAL" and (cams[c].width, cams[c].height) == (320, 240)
+        assert cams[c].model == "SIMPLE_RADIAL" and (cams[c].width, cams[c].height) == (400, 300)
         assert np.allclose(cams[c].params, rig.cameras[c].params, atol=1e-5)
     ext = ds.extrinsics
     assert all(same_pose(ext[c], rig.extrinsics[c]) for c in ("left", "rear", "right"))

@@ -166,7 +166,7 @@ def _car_pose(x: float, y: float, yaw_deg: float) -> Pose:
     return Pose(np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]]), [x, y, 0.0])
 
 
-def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"), size: Tuple[int, int] = (320, 240),
+def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"), size: Tuple[int, int] = (400, 300),
                       stations: int = 10, frames: int = 6, seed: int = 0, preset: str = "tiny",
                       progress: bool = False) -> RigFixture:
     """Render the synthetic street seen from a car with left/rear/right cameras in the RobotCar Seasons layout.
@@ -183,10 +183,10 @@ def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"
     conf = world_conf(preset)
     renderer = Renderer(build_scene(conf, seed))
     w, h = size
-    f = 0.62 * w
-    cams = {"left": Camera("SIMPLE_RADIAL", w, h, [f * 0.98, w / 2 - 2, h / 2 + 1, 0.0]),
-            "rear": Camera("SIMPLE_RADIAL", w, h, [f * 1.04, w / 2, h / 2 - 2, 0.0]),
-            "right": Camera("SIMPLE_RADIAL", w, h, [f, w / 2 + 2, h / 2, 0.0])}
+    # each camera its own lens (a localizer that mixes up the intrinsics gets the poses visibly wrong)
+    cams = {"left": Camera("SIMPLE_RADIAL", w, h, [0.55 * w, w / 2 - 3, h / 2 + 2, 0.0]),
+            "rear": Camera("SIMPLE_RADIAL", w, h, [0.65 * w, w / 2, h / 2 - 2, 0.0]),
+            "right": Camera("SIMPLE_RADIAL", w, h, [0.75 * w, w / 2 + 3, h / 2, 0.0])}
     ext = rig_extrinsics()
     fx = RigFixture(out, cams, ext)
     L = float(conf["street_length"])
