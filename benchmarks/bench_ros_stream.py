@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     log = open(a.out / "graph.log", "w")
     print(f"[bench] streaming {n_frames} frames at {a.rate} Hz ({a.features}+{a.matcher}, domain {domain})")
-    with Graph(spec, domain, log=log) as g:
+    with Graph(spec, domain, log=log, discovery_range="LOCALHOST") as g:
         codes = g.wait(timeout=a.duration + 180)
         t_end = time.monotonic() + 10.0
         while time.monotonic() < t_end and (not results or time.time_ns() - results[-1][0] < 2e9):

@@ -110,7 +110,7 @@ def run(a: argparse.Namespace) -> int:
     (out / "logs").mkdir(exist_ok=True)
     echo = _Echo(out / "logs" / "graph.log")
     t0 = time.time()
-    with Graph(spec, domain, log=echo, log_dir=out / "logs") as g:
+    with Graph(spec, domain, log=echo, log_dir=out / "logs", discovery_range="LOCALHOST") as g:
         codes = g.wait(a.timeout)
     echo.close()
     failed = {n.name: codes.get(n.name) for n in spec.nodes if n.required and codes.get(n.name) != 0}

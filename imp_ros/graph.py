@@ -5,7 +5,7 @@ The same YAML drives the launch files in ``launch/`` (``launch_description_from_
     graph:
       params_file: config/synthetic.yaml       # ROS parameters, keyed by node name (relative to the YAML's repo)
       fastdds_profile: config/fastdds_shm.xml   # exported as FASTDDS_DEFAULT_PROFILES_FILE
-      env: {ROS_AUTOMATIC_DISCOVERY_RANGE: LOCALHOST}
+      env: {MY_VAR: value}                       # extra environment for the node processes
       nodes:
         - {name: localizer, executable: localizer, parameters: {autostart: true}}
         - {name: evaluator, executable: evaluator, required: true}
@@ -121,11 +121,18 @@ def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = No
                      {str(k): str(v) for k, v in (g.get("env") or {}).items()})
 
 
+DISCOVERY_RANGES = ("SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
+# A vehicle's camera driver may run on another host: discover the subnet unless told otherwise (the tests and the
+# demo pass LOCALHOST). The launch files have the same default (launch argument `discovery_range`).
+DEFAULT_DISCOVERY_RANGE = "SUBNET"
+
+
 def ros_env(profile: Optional[Path] = None, domain_id: Optional[int] = None,
-            extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """Environment for node processes: localhost discovery, the SHM profile, the venv as ament prefix."""
+            extra: Optional[Dict[str, str]] = None, discovery_range: Optional[str] = None) -> Dict[str, str]:
+    """Environment for node processes: DDS discovery range (``discovery_range``, else the caller's
+    ROS_AUTOMATIC_DISCOVERY_RANGE, else SUBNET), the SHM profile, the venv as ament prefix."""
     env = dict(os.environ)
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = env.get("ROS_AUTOMATIC_DISCOVERY_RANGE") or DEFAULT_DISCOVERY_RANGE
     env.setdefault("AMENT_PREFIX_PATH", sys.prefix)
     env.setdefault("PYTHONUNBUFFERED", "1")
     if profile is not None:
@@ -133,6 +140,11 @@ def ros_env(profile: Optional[Path] = None, domain_id: Optional[int] = None,
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(domain_id)
     env.update(extra or {})
+    if discovery_range:
+        env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = discovery_range
+    rng = env["ROS_AUTOMATIC_DISCOVERY_RANGE"]
+    if rng.upper() not in DISCOVERY_RANGES:
+        raise GraphError(f"ROS_AUTOMATIC_DISCOVERY_RANGE {rng!r} is not one of {', '.join(DISCOVERY_RANGES)}")
     return env
 
 
@@ -150,9 +162,9 @@ class Graph:
     """Started node processes; use as a context manager so they are always stopped."""
 
     def __init__(self, spec: GraphSpec, domain_id: Optional[int] = None, log: Optional[TextIO] = None,
-                 log_dir: Optional[Path] = None) -> None:
+                 log_dir: Optional[Path] = None, discovery_range: Optional[str] = None) -> None:
         self.spec = spec
-        self.env = ros_env(spec.fastdds_profile, domain_id, spec.env)
+        self.env = ros_env(spec.fastdds_profile, domain_id, spec.env, discovery_range)
         self.log = log if log is not None else sys.stdout
         self.log_dir = Path(log_dir) if log_dir else None
         if self.log_dir is not None:
@@ -249,10 +261,11 @@ def clean_shm() -> None:
                        timeout=30, check=False)
 
 
-def run_graph(path_or_dict, overrides=None, domain_id=None, timeout=None, log=None, log_dir=None) -> int:
+def run_graph(path_or_dict, overrides=None, domain_id=None, timeout=None, log=None, log_dir=None,
+              discovery_range=None) -> int:
     """Start, wait, stop; 0 when every required node exited with 0."""
     spec = load_graph(path_or_dict, overrides)
-    with Graph(spec, domain_id, log, log_dir) as g:
+    with Graph(spec, domain_id, log, log_dir, discovery_range) as g:
         codes = g.wait(timeout)
         timed_out = any(codes[n.name] is None for n in spec.nodes if n.required)
     codes = {k: p.returncode for k, p in g.procs.items()}
@@ -284,9 +297,13 @@ def main(argv=None) -> int:
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for all nodes")
     ap.add_argument("--timeout", type=float, default=None, help="stop the graph after this many seconds")
     ap.add_argument("--log-dir", type=Path, default=None, help="also write one log file per node here")
+    ap.add_argument("--discovery-range", default=None, type=str.upper, choices=DISCOVERY_RANGES,
+                    help="ROS_AUTOMATIC_DISCOVERY_RANGE for the nodes (default: the environment's, else SUBNET; "
+                         "LOCALHOST keeps a demo or test on this machine)")
     a = ap.parse_args(argv)
     try:
-        return run_graph(find_graph(a.config), parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir)
+        return run_graph(find_graph(a.config), parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir,
+                         discovery_range=a.discovery_range)
     except GraphError as e:
         print(f"imp_graph: {e}", file=sys.stderr)
         return 2

@@ -3,22 +3,32 @@ so `ros2 launch` and the pip-environment runner `imp_graph` start the same proce
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import EmitEvent, RegisterEventHandler, SetEnvironmentVariable
+from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch_ros.actions import Node
 
-from imp_ros.graph import load_graph
+from imp_ros.graph import DEFAULT_DISCOVERY_RANGE, DISCOVERY_RANGES, load_graph
 
 
 def share_path(*parts):
     return os.path.join(get_package_share_directory("imp"), *parts)
 
 
-def graph_actions(graph_yaml, overrides=None):
+def discovery_argument():
+    """The DDS discovery range as a launch argument: SUBNET by default (a camera driver on another host of the
+    vehicle is found); LOCALHOST for tests and demos on one machine."""
+    return DeclareLaunchArgument("discovery_range", default_value=DEFAULT_DISCOVERY_RANGE,
+                                 choices=list(DISCOVERY_RANGES),
+                                 description="ROS_AUTOMATIC_DISCOVERY_RANGE of the imp nodes")
+
+
+def graph_actions(graph_yaml, overrides=None, discovery_range=None):
     """Launch actions for every node of the graph; the launch ends when all required nodes have exited."""
     spec = load_graph(graph_yaml, overrides)
     actions = [SetEnvironmentVariable(k, v) for k, v in spec.env.items()]
+    if discovery_range:
+        actions.append(SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", discovery_range))
     if spec.fastdds_profile is not None:
         actions.append(SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", str(spec.fastdds_profile)))
     nodes = []

@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _graph_launch import graph_actions, share_path  # noqa: E402
+from _graph_launch import discovery_argument, graph_actions, share_path  # noqa: E402
 
 
 def _setup(context):
@@ -20,11 +20,12 @@ def _setup(context):
         if get(key):
             over["localizer"][key] = get(key)
     over["localizer"]["publish_tf"] = get("publish_tf").lower() == "true"
-    return graph_actions(share_path("config", "graph_localize.yaml"), over)
+    return graph_actions(share_path("config", "graph_localize.yaml"), over, get("discovery_range"))
 
 
 def generate_launch_description():
     return LaunchDescription([
+        discovery_argument(),
         DeclareLaunchArgument("map", default_value="", description="map directory (imp map build)"),
         DeclareLaunchArgument("image_topic", default_value="", description="camera image topic"),
         DeclareLaunchArgument("camera_info_topic", default_value="", description="CameraInfo topic"),

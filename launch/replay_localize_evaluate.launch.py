@@ -10,7 +10,7 @@ from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _graph_launch import graph_actions, share_path  # noqa: E402
+from _graph_launch import discovery_argument, graph_actions, share_path  # noqa: E402
 
 
 def _setup(context):
@@ -22,11 +22,12 @@ def _setup(context):
         over["replay"]["source"] = get("source")
     if get("output_dir"):
         over["evaluator"]["output_dir"] = get("output_dir")
-    return graph_actions(share_path("config", f"graph_{get('dataset')}.yaml"), over)
+    return graph_actions(share_path("config", f"graph_{get('dataset')}.yaml"), over, get("discovery_range"))
 
 
 def generate_launch_description():
     return LaunchDescription([
+        discovery_argument(),
         DeclareLaunchArgument("dataset", default_value="synthetic", choices=["synthetic", "aachen", "robotcar"]),
         DeclareLaunchArgument("source", default_value="", description="dataset folder or bag to replay"),
         DeclareLaunchArgument("map", default_value="", description="map directory"),
