@@ -117,4 +117,10 @@ def test_benchmark_wrong_kind_and_missing_images(rig, tmp_path, capsys):
     shutil.rmtree(data / "images" / "sun")
     assert main(["benchmark", "robotcar", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "test query images are missing" in err and str(data / "images" / "sun" / "rear") in err
+    # the test list names camera/timestamp only: the missing condition folder shows as an image not found
+    assert "robotcar_v2_test.txt" in err and f"is not under any {data / 'images'}/<condition>/rear/" in err, err
+    gone = data / "images" / rig.train[0]  # an image of the train list (with its condition in the list) is missing
+    gone.unlink()
+    assert main(["benchmark", "robotcar", "--data", str(data), "--out", str(tmp_path / "o"), "--split", "train"]) == 2
+    err = capsys.readouterr().err
+    assert "4 of 6 train query images are missing" in err and str(gone) in err, err  # 3 were under sun/

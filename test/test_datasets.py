@@ -120,9 +120,10 @@ def test_robotcar_reference_from_nvm_and_database(rig):
     assert len(nvm) == 30 and len(ds.db_names) == 30
     for tok in nvm:
         name, q, c = tok[0], np.array(tok[2:6], float), np.array(tok[6:9], float)
-        assert name.endswith(".png") and not (root / "images" / name).exists()
-        jpg = name[:-4] + ".jpg"
-        assert ds.db_image_path(jpg).is_file() and ds.model_name(jpg) == name
+        assert name.startswith("./overcast-reference/") and name.endswith(".png")  # as in the real all.nvm
+        assert not (root / "images" / name).exists()
+        jpg = name[2:-4] + ".jpg"
+        assert ds.db_image_path(jpg).is_file() and ds.model_name(jpg) == name[2:]  # the database name
         R = Pose.from_qvec(q, [0, 0, 0]).R
         assert np.allclose(ds.db_pose(jpg).R, R, atol=1e-6) and np.allclose(ds.db_pose(jpg).t, -R @ c, atol=1e-6)
     # intrinsics come from the COLMAP database (real tables, .png names)
@@ -131,7 +132,7 @@ def test_robotcar_reference_from_nvm_and_database(rig):
     assert {"cameras", "images", "keypoints", "matches"} <= tables
     db_names = {r[0] for r in con.execute("SELECT name FROM images")}
     con.close()
-    assert db_names == {t[0] for t in nvm}
+    assert db_names == {t[0][2:] for t in nvm}
     assert np.allclose(ds.db_camera("overcast-reference/left/1417176400000000.jpg").params, rig.cameras["left"].params)
     # the individual COLMAP text models give the same reference
     ind = open_dataset(root, reference="individual")
@@ -144,6 +145,8 @@ def test_robotcar_queries_lists_cameras(rig):
     ds = open_dataset(rig.root)
     test = ds.queries()
     assert [f"{q.condition}/{q.name}" for q in test] == rig.test
+    listed = (rig.root / "robotcar_v2_test.txt").read_text().split()
+    assert all(re.fullmatch(r"rear/\d{16}\.png", n) for n in listed)  # the condition is found from the images
     assert all(re.fullmatch(r"rear/\d{16}\.jpg", q.name) and q.gt_pose is None for q in test)  # no condition
     assert {q.condition for q in test} == {"overcast-summer", "sun"} == set(ds.conditions)
     train = ds.queries(split="train")
@@ -167,7 +170,13 @@ def test_robotcar_queries_lists_cameras(rig):
 
 def test_robotcar_near_misses(rig, tmp_path):
     root = tmp_path / "rc"
-    shutil.copytree(rig.root, root, ignore=shutil.ignore_patterns("*.jpg"))
+    shutil.copytree(rig.root, root)
+    # test lists with the condition in the names work too; a name without its image is named in the error
+    (root / "robotcar_v2_test.txt").write_text("".join(f"{n}\n" for n in rig.test))
+    assert [f"{q.condition}/{q.name}" for q in open_dataset(root).queries()] == rig.test
+    (root / "robotcar_v2_test.txt").write_text("rear/1417170000000000.png\n")
+    with pytest.raises(DatasetError, match=r"robotcar_v2_test.txt: 'rear/1417170000000000.jpg' is not under any"):
+        open_dataset(root).queries()
     (root / "3D-models/overcast-reference.db").rename(root / "3D-models/other.db")
     with pytest.raises(DatasetError, match=r"overcast-reference.db not found.*3D-models/overcast-reference.db.*and"):
         open_dataset(root).db_names

@@ -93,7 +93,7 @@ def write_robotcar_layout(out: Path, cameras: Dict[str, Camera], extrinsics: Dic
     def cam_of(name: str) -> Camera:
         return cameras[name.split("/")[1]]
 
-    write_nvm(out / robotcar.NVM, [(_png(n), cam_of(n).focal[0], p) for n, p in reference])
+    write_nvm(out / robotcar.NVM, [("./" + _png(n), cam_of(n).focal[0], p) for n, p in reference])  # as in all.nvm
     # the real database holds the reference images (and their keypoints); imp only reads the intrinsics
     write_database(out / robotcar.DATABASES[0], [(_png(n), cam_of(n)) for n, _ in reference])
     per = max(1, -(-len(reference) // max(1, submaps)))
@@ -101,7 +101,8 @@ def write_robotcar_layout(out: Path, cameras: Dict[str, Camera], extrinsics: Dic
         write_text_model(out / robotcar.INDIVIDUAL / f"{k // per + 1:03d}_aligned",
                          [(_png(n), cam_of(n), p) for n, p in reference[k:k + per]])
     robotcar.write_train_list(out / robotcar.TRAIN_LIST, {_png(n): p for n, p in train.items()})
-    (out / robotcar.TEST_LIST).write_text("".join(f"{n}\n" for n in test))
+    # names as in the submission (camera/timestamp, model suffix): readers find the condition from the images
+    (out / robotcar.TEST_LIST).write_text("".join(f"{_png(n.split('/', 1)[1])}\n" for n in test))
     return out
 
 

@@ -11,7 +11,9 @@
     3D-models/individual/colmap_reconstructions/<NNN>_*/          per-submap COLMAP text models (optional reference)
     robotcar_v2_train.txt                                         "<name> <4x4 or 3x4 [R c] row-major>": public
                                                                   query poses (camera-to-world)
-    robotcar_v2_test.txt                                          names of the test queries (the scored set)
+    robotcar_v2_test.txt                                          names of the test queries (the scored set):
+                                                                  camera/timestamp.png, with or without the
+                                                                  condition in front
 
 The reference is read straight from ``all.nvm`` (t = -R c) with the intrinsics of ``overcast-reference.db``
 (looked for in ``3D-models/`` and at the root), or from the ``individual`` COLMAP models. Models name images
@@ -335,7 +337,7 @@ class RobotCarDataset(LocalizationDataset):
             if not p.is_file():
                 raise DatasetError(f"RobotCar test list {p} does not exist (split='all' localizes every image "
                                    "under images/<condition>/)")
-            return read_name_list(p)
+            return [self._with_condition(n, p) for n in read_name_list(p)]
         if split == "train":
             if not (self.root / TRAIN_LIST).is_file():
                 raise DatasetError(f"RobotCar train list {self.root / TRAIN_LIST} does not exist")
@@ -347,6 +349,26 @@ class RobotCarDataset(LocalizationDataset):
             for cam in self.cameras:
                 names += [f"{cond_dir.name}/{cam}/{f.name}" for f in sorted((cond_dir / cam).glob("*.jpg"))]
         return names
+
+    def _with_condition(self, name: str, list_path: Path) -> str:
+        """``camera/ts.jpg`` (or ``ts.jpg``, taken as rear) -> ``condition/camera/ts.jpg`` by finding the file under
+        images/<condition>/; full names pass through."""
+        parts = name.split("/")
+        if len(parts) >= 3:
+            return "/".join(parts[-3:])
+        if not hasattr(self, "_where"):
+            self._where: Dict[Tuple[str, str], str] = {}
+            for d in sorted(p for p in self.image_root.iterdir() if p.is_dir() and p.name != REFERENCE):
+                for cam in CAMERAS:
+                    if (d / cam).is_dir():
+                        for f in (d / cam).iterdir():
+                            self._where.setdefault((cam, f.name), d.name)
+        cam, fname = (parts[0], parts[1]) if len(parts) == 2 else ("rear", parts[0])
+        cond = self._where.get((cam, fname))
+        if cond is None:
+            raise DatasetError(f"{list_path}: {name!r} is not under any {self.image_root}/<condition>/{cam}/ "
+                               "(are all image archives extracted?)")
+        return f"{cond}/{cam}/{fname}"
 
     @property
     def conditions(self) -> List[str]:
