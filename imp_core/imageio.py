@@ -1,20 +1,115 @@
-"""Reading images from disk with clear errors (RGB uint8, EXIF orientation ignored like COLMAP)."""
+"""Reading images from disk with clear errors (RGB uint8, EXIF orientation ignored like COLMAP).
+
+The size in the file header is checked *before* decoding: a 20000x20000 PNG would otherwise take gigabytes just
+to be refused later. Above ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, or the ``IMP_MAX_IMAGE_PIXELS``
+environment variable) the image is refused with :class:`ImageTooLargeError`, unless ``downscale=True`` asks for
+it to be decoded at a reduced size instead (JPEG decodes directly at 1/2, 1/4 or 1/8 scale).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 
+#: 40 megapixels: larger than any phone or DSLR photo people localize, far below what exhausts memory
+DEFAULT_MAX_PIXELS = 40_000_000
 
-def read_image(path: Union[str, Path], grayscale: bool = False) -> np.ndarray:
+
+class ImageTooLargeError(ValueError):
+    """The image header announces more pixels than the configured limit."""
+
+
+def default_max_pixels() -> int:
+    env = os.environ.get("IMP_MAX_IMAGE_PIXELS")
+    if env:
+        try:
+            return int(float(env))
+        except ValueError:
+            raise ValueError(f"IMP_MAX_IMAGE_PIXELS must be a number of pixels, got {env!r}") from None
+    return DEFAULT_MAX_PIXELS
+
+
+def image_size(path: Union[str, Path]) -> Optional[Tuple[int, int]]:
+    """(width, height) from the file header without decoding the pixels; None when the header is unreadable
+    (the decoder then reports the corrupt file)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow is a dependency
+        return None
+    try:
+        with _no_bomb_check(Image), Image.open(str(path)) as im:  # reads the header only
+            return int(im.size[0]), int(im.size[1])
+    except Exception:  # PIL cannot identify it: leave the error to the decoder
+        return None
+
+
+class _no_bomb_check:
+    """Pillow refuses to even open huge images; we check the size ourselves with our own limit."""
+
+    def __init__(self, Image):
+        self.Image = Image
+
+    def __enter__(self):
+        self.saved = self.Image.MAX_IMAGE_PIXELS
+        self.Image.MAX_IMAGE_PIXELS = None
+
+    def __exit__(self, *exc):
+        self.Image.MAX_IMAGE_PIXELS = self.saved
+        return False
+
+
+def read_image(path: Union[str, Path], grayscale: bool = False, max_pixels: Optional[int] = None) -> np.ndarray:
+    """RGB (or gray) uint8 image; refuses images above ``max_pixels`` before decoding them."""
+    return read_image_scaled(path, grayscale=grayscale, max_pixels=max_pixels, downscale=False)[0]
+
+
+def read_image_scaled(path: Union[str, Path], grayscale: bool = False, max_pixels: Optional[int] = None,
+                      downscale: bool = False) -> Tuple[np.ndarray, float]:
+    """(image, scale): ``scale`` < 1 when ``downscale`` shrank an image above ``max_pixels`` (multiply a camera
+    given for the full-size image by it: ``camera.scaled(w_new / w, h_new / h)``)."""
     import cv2
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"image not found: {path}")
+    limit = default_max_pixels() if max_pixels is None else int(max_pixels)
+    size = image_size(path)
+    reduce = 1
+    if size is not None and limit > 0 and size[0] * size[1] > limit:
+        if not downscale:
+            raise ImageTooLargeError(
+                f"image {path} is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.1f} MP), above the limit of "
+                f"{limit / 1e6:.1f} MP; downscale it, raise the limit (--max-image-pixels / IMP_MAX_IMAGE_PIXELS) "
+                "or ask for downscaling (--downscale-large)")
+        while size[0] * size[1] / (reduce * reduce) > limit:
+            reduce *= 2
     flags = (cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR) | cv2.IMREAD_IGNORE_ORIENTATION
+    if reduce > 1:
+        if reduce <= 8:  # libjpeg decodes at the reduced size; other formats are resized by OpenCV
+            flags = {2: cv2.IMREAD_REDUCED_GRAYSCALE_2 if grayscale else cv2.IMREAD_REDUCED_COLOR_2,
+                     4: cv2.IMREAD_REDUCED_GRAYSCALE_4 if grayscale else cv2.IMREAD_REDUCED_COLOR_4,
+                     8: cv2.IMREAD_REDUCED_GRAYSCALE_8 if grayscale else cv2.IMREAD_REDUCED_COLOR_8}[reduce]
+            flags |= cv2.IMREAD_IGNORE_ORIENTATION
+        else:
+            return _read_pil_reduced(path, grayscale, reduce, size)
     img = cv2.imread(str(path), flags)
     if img is None:
         raise ValueError(f"cannot decode image (corrupt or unsupported format): {path}")
-    return img if grayscale else img[:, :, ::-1].copy()
+    scale = 1.0 if size is None or reduce == 1 else img.shape[1] / size[0]
+    return (img if grayscale else img[:, :, ::-1].copy()), scale
+
+
+def _read_pil_reduced(path: Path, grayscale: bool, reduce: int, size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
+    from PIL import Image
+
+    try:
+        with _no_bomb_check(Image), Image.open(str(path)) as im:  # the caller asked for this image reduced
+            im.draft("L" if grayscale else "RGB", (size[0] // reduce, size[1] // reduce))
+            im = im.convert("L" if grayscale else "RGB")
+            im = im.reduce(max(1, round(im.size[0] / (size[0] / reduce))))
+            arr = np.asarray(im, dtype=np.uint8).copy()
+    except Exception as e:
+        raise ValueError(f"cannot decode image (corrupt or unsupported format): {path}: {e}") from e
+    return arr, arr.shape[1] / size[0]

@@ -146,6 +146,10 @@ def pose_error(est: Pose, gt: Pose) -> Tuple[float, float]:
     return float(np.linalg.norm(est.center - gt.center)), rotation_angle_deg(gt.R, est.R)
 
 
+class CameraError(ValueError):
+    """Camera parameters that cannot describe a real camera; the message names the parameter."""
+
+
 @dataclass
 class Camera:
     """A COLMAP camera: model name, size and parameter vector (``name MODEL w h params`` in query lists)."""
@@ -157,16 +161,33 @@ class Camera:
 
     def __post_init__(self) -> None:
         if self.model not in CAMERA_MODELS:
-            raise ValueError(f"unsupported camera model {self.model!r}; supported: {sorted(CAMERA_MODELS)}")
+            raise CameraError(f"unsupported camera model {self.model!r}; supported: {sorted(CAMERA_MODELS)}")
         self.params = np.asarray(self.params, dtype=np.float64).reshape(-1)
         need = len(CAMERA_MODELS[self.model])
         if self.params.size != need:
-            raise ValueError(
+            raise CameraError(
                 f"camera model {self.model} takes {need} parameters {CAMERA_MODELS[self.model]}, got {self.params.size}"
             )
         self.width, self.height = int(self.width), int(self.height)
         if self.width <= 0 or self.height <= 0:
-            raise ValueError(f"camera size must be positive, got {self.width}x{self.height}")
+            raise CameraError(f"camera size must be positive, got {self.width}x{self.height}")
+        self._validate()
+
+    def _validate(self) -> None:
+        """Reject parameters that cannot describe a real camera (they gave 180-degree-off or silent LOST poses)."""
+        names = CAMERA_MODELS[self.model]
+        for name, v in zip(names, self.params):
+            if not np.isfinite(v):
+                raise CameraError(f"camera {self.model}: parameter {name} is {v} (must be finite)")
+        (fx, fy), (cx, cy) = self.focal, self.principal_point
+        for name, f in zip(("fx", "fy") if "fx" in names else ("f",), (fx, fy)):
+            if f <= 0:
+                raise CameraError(f"camera {self.model}: focal length {name} = {f:g} must be positive")
+        # a principal point more than half the image size outside the image is a unit or ordering mistake
+        for name, c, size in (("cx", cx, self.width), ("cy", cy, self.height)):
+            if not -0.5 * size <= c <= 1.5 * size:
+                raise CameraError(f"camera {self.model} {self.width}x{self.height}: principal point {name} = {c:g} "
+                                  f"is far outside the image (allowed {-0.5 * size:g} .. {1.5 * size:g})")
 
     @classmethod
     def from_K(cls, K: np.ndarray, width: int, height: int) -> "Camera":
@@ -218,7 +239,19 @@ class Camera:
 
     @classmethod
     def from_tokens(cls, tokens: Sequence[str]) -> "Camera":
-        return cls(tokens[0], int(tokens[1]), int(tokens[2]), np.array([float(v) for v in tokens[3:]]))
+        """``MODEL W H p1 p2 ...`` (a COLMAP camera line); errors name the bad token."""
+        tokens = list(tokens)
+        if len(tokens) < 4:
+            raise CameraError(f"camera needs 'MODEL W H params...', got {' '.join(tokens)!r}")
+        try:
+            w, h = int(tokens[1]), int(tokens[2])
+        except ValueError:
+            raise CameraError(f"camera width/height must be integers, got {tokens[1]!r} {tokens[2]!r}") from None
+        try:
+            params = np.array([float(v) for v in tokens[3:]])
+        except ValueError:
+            raise CameraError(f"camera parameters must be numbers, got {' '.join(tokens[3:])!r}") from None
+        return cls(tokens[0], w, h, params)
 
     def scaled(self, sx: float, sy: Optional[float] = None) -> "Camera":
         """The same camera for an image resized by (sx, sy)."""
@@ -317,6 +350,12 @@ class LocalizationResult:
     message: str = ""  # human-readable reason when not OK
     inlier_keypoints: Optional[np.ndarray] = None  # (K, 2) query pixels of the PnP inliers
     inlier_points3D: Optional[np.ndarray] = None  # (K, 3) their map points
+    # how much the pose is trusted, in [0, 1] (imp_core.localization.confidence); a pose below the localizer's
+    # acceptance.min_confidence is not OK. ``quality`` holds the measures it is computed from.
+    confidence: float = 0.0
+    quality: Dict[str, float] = field(default_factory=dict)
+    camera: Optional["Camera"] = None  # the camera the pose was computed with (focal estimated when unknown)
+    focal_estimated: bool = False  # True when camera's focal length was estimated for this frame
 
     @property
     def success(self) -> bool:

@@ -1,13 +1,18 @@
-"""Real photos: leave-one-out localization on the 10 Sacre-Coeur images (SfM maps, ALIKED features).
+"""Real photos: leave-one-out localization on the 10 Sacre-Coeur images with no intrinsics given.
 
-For each photo, a map is built from the other 9 (SfM) and the photo is localized against it; the 9-image map is
-aligned to the map of all 10 by a similarity transform and the rotation is compared with the photo's pose there.
-Features and pair matches are computed once and shared by the 11 builds (cache directory).
+For each photo, a map is built from the other 9 (SfM) and the photo is localized against it with an unknown camera
+(``camera=None``, what ``imp localize --camera estimate`` does; these photos carry no EXIF): the focal length is
+estimated with the pose. The 9-image map is aligned to the map of all 10 by a similarity transform; the rotation
+is compared with the photo's pose there and the estimated focal length with the one SfM found for it in the map
+of all 10. Features and pair matches are computed once and shared by the 11 builds (cache directory).
+
+These photos evaluate the localizer; nothing is tuned on them.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
+
 
 def _anchors(lmap, names):
     """Camera centres plus a point one scene-scale ahead along each viewing axis: aligning centres alone leaves
@@ -18,25 +23,31 @@ def _anchors(lmap, names):
     return np.concatenate([c, ahead])
 
 
-FEATURES = {"name": "aliked", "max_keypoints": 2048, "resize_max": 1024}
+PAIRS = {
+    "xfeat+lighterglue": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "lighterglue"}),
+    "aliked+nn": ({"name": "aliked", "max_keypoints": 2048}, {"name": "nn"}),
+    "aliked+lightglue": ({"name": "aliked", "max_keypoints": 2048}, {"name": "lightglue"}),
+}
 
 
-@pytest.mark.parametrize("matcher", ["nn", pytest.param("lightglue", marks=pytest.mark.slow)])
-def test_leave_one_out_rotation_below_2deg(shared_data, tmp_path, matcher):
-    conf = {"features": FEATURES, "matcher": {"name": matcher}}
+def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None):
+    """{photo: (rotation error deg, estimated focal / map focal - 1, result)} for every photo
+    (also run by benchmarks/bench_sacre_coeur.py)."""
     import pycolmap
 
     from imp_core.imageio import read_image
     from imp_core.localization import Localizer
     from imp_core.mapping import ImageFolder, LocalizationMap, build_map
 
+    fconf, mconf = PAIRS[pair]
+    conf = {"features": fconf, "matcher": mconf}
     pycolmap.logging.minloglevel = 2
     src = ImageFolder(shared_data / "sacre_coeur_mapping")
     assert len(src.db_names) == 10
     cache = tmp_path / "cache"
     full = LocalizationMap.load(build_map(src, tmp_path / "full", conf, cache_dir=cache, progress=False))
     assert len(full.names) == 10
-    errors = {}
+    out = {}
     for q in src.db_names:
         others = [n for n in src.db_names if n != q]
         sub_dir = build_map(src, tmp_path / f"loo_{q[:8]}", conf, names=others, cache_dir=cache, progress=False)
@@ -47,12 +58,28 @@ def test_leave_one_out_rotation_below_2deg(shared_data, tmp_path, matcher):
         # LO-RANSAC sim3: one image the 9-image SfM registered badly must not tilt the alignment of the rest
         sim = pycolmap.estimate_sim3d_robust(_anchors(sub, common), tgt,
                                              pycolmap.RANSACOptions(max_error=0.05 * scale))["tgt_from_src"]
-        loc = Localizer({"map": str(sub_dir), "matcher": {"name": matcher},
-                         "coarse": [{"name": "retrieval", "top_k": 3}], "pnp": {"refine_focal_length": True}})
-        res = loc.localize(read_image(src.db_image_path(q)), src.db_camera(q), name=q)
-        assert res.success, f"{q}: {res.status} {res.message}"
+        # defaults only: the map's matcher, retrieval, confidence gate; the camera is unknown
+        loc = Localizer({"map": str(sub_dir), **(localizer_conf or {})})
+        res = loc.localize(read_image(src.db_image_path(q)), None, name=q)
+        if res.pose is None:
+            out[q] = (float("inf"), float("inf"), res)
+            continue
         R_full = res.pose.R @ np.asarray(sim.rotation.matrix()).T
         gt = full.pose(q)
-        errors[q] = float(np.degrees(np.arccos(np.clip((np.trace(gt.R.T @ R_full) - 1) / 2, -1, 1))))
-    print("rotation errors (deg):", {k[:8]: round(v, 2) for k, v in errors.items()})
+        err = float(np.degrees(np.arccos(np.clip((np.trace(gt.R.T @ R_full) - 1) / 2, -1, 1))))
+        out[q] = (err, res.camera.focal[0] / full.camera(q).focal[0] - 1.0, res)
+    print(pair, {k[:8]: (round(e, 2), f"{100 * f:+.1f}%", round(r.confidence, 2)) for k, (e, f, r) in out.items()})
+    return out
+
+
+@pytest.mark.parametrize("pair", ["xfeat+lighterglue", pytest.param("aliked+lightglue", marks=pytest.mark.slow)])
+def test_leave_one_out_unknown_camera(shared_data, tmp_path, pair):
+    """Every photo within 2 degrees, its focal length within 5 % of the map's own, and reported OK."""
+    out = leave_one_out(shared_data, tmp_path, pair)
+    failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
+    assert not failed, failed
+    errors = {k: e for k, (e, _, _) in out.items()}
     assert max(errors.values()) < 2.0, errors
+    focal = {k: f for k, (_, f, _) in out.items()}
+    assert max(abs(f) for f in focal.values()) < 0.05, focal
+    assert all(r.focal_estimated or abs(f) < 0.05 for _, f, r in out.values())

@@ -26,12 +26,13 @@ class FeatureExtractor:
 
     Subclasses set ``default_conf`` and implement ``_init`` and ``_extract``. ``conf['device']`` is
     'cpu', 'cuda' or 'auto'. ``conf['max_keypoints']`` bounds the number of keypoints;
-    ``conf['resize_max']`` (optional) resizes the longer side before extraction, keypoints are
-    returned in the original image's pixel coordinates.
+    ``conf['resize_max']`` (default 1024, as hloc; None or 0 = full resolution) resizes the longer side down to
+    it before extraction (never up); keypoints are returned in the original image's pixel coordinates. Full
+    resolution cost 70-145 s per 2816-pixel photo with DISK/ALIKED on CPU, for no accuracy gain in localization.
     """
 
     default_conf: Dict[str, Any] = {}
-    base_conf: Dict[str, Any] = {"name": None, "max_keypoints": 2048, "resize_max": None, "device": "auto"}
+    base_conf: Dict[str, Any] = {"name": None, "max_keypoints": 2048, "resize_max": 1024, "device": "auto"}
     descriptor_dim: int = 0
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None):

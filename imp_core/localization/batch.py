@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
+
 from ..imageio import read_image
 from ..types import LocalizationResult
 
@@ -45,9 +47,18 @@ def result_record(name: str, res: LocalizationResult, condition: str = "") -> di
            "num_matches": res.num_matches, "num_inliers": res.num_inliers, "references": res.references,
            "instances": [[int(i), float(c)] for i, c in res.instances],
            "timings_ms": {k: round(v, 2) for k, v in res.timings.items()}, "message": res.message}
+    rec["reason"] = "" if res.success else (res.message or "not localized")
+    rec["confidence"] = round(float(res.confidence), 4)
+    rec["quality"] = {k: (round(float(v), 4) if v == v else None) for k, v in res.quality.items()}
+    if res.camera is not None:
+        rec["camera"] = {"model": res.camera.model, "width": res.camera.width, "height": res.camera.height,
+                         "params": [float(v) for v in res.camera.params], "focal_estimated": bool(res.focal_estimated)}
     if res.pose is not None:
         rec["qvec_wxyz"] = res.pose.qvec.tolist()
         rec["tvec"] = res.pose.t.tolist()
+        rec["center"] = res.pose.center.tolist()
+    if res.covariance is not None:
+        rec["covariance"] = np.asarray(res.covariance).round(10).tolist()
     return rec
 
 

@@ -9,18 +9,30 @@ from pathlib import Path
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "localize", help="localize query images against a map",
-        description="Localize the queries of a dataset (synthetic world, Aachen v1.1, RobotCar Seasons) or a single "
-                    "image against a map. Writes results in the visuallocalization.net format (name qw qx qy qz tx "
-                    "ty tz, world-to-camera), a JSON-lines log with inliers and per-stage timings, and prints the "
-                    "accuracy table when ground truth is known.")
+        description="Localize the queries of a dataset (synthetic world, Aachen v1.1, RobotCar Seasons), a folder of "
+                    "images or single images against a map; models and map are loaded once. Writes results.txt in "
+                    "the visuallocalization.net format (name qw qx qy qz tx ty tz, world-to-camera), log.jsonl with "
+                    "one JSON object per image (status, reason when not localized, pose, covariance, camera used, "
+                    "confidence, inliers, per-stage timings), match overlays for images, and the accuracy table "
+                    "when ground truth is known. Unknown cameras are the default for images (--camera auto).")
     p.add_argument("--map", type=Path, required=True, help="map directory (from `imp map build`)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", type=Path, help="dataset root with query lists")
-    src.add_argument("--image", type=Path, help="a single image (needs --camera)")
-    p.add_argument("--camera", help="COLMAP camera for --image: 'MODEL W H p1 p2 ...'")
+    src.add_argument("--image", type=Path, action="append",
+                     help="an image to localize (repeatable); results as for --images")
+    src.add_argument("--images", type=Path, help="a folder of images to localize (every .jpg/.png/... under it)")
+    p.add_argument("--camera", default="auto",
+                   help="intrinsics for --image/--images: 'auto' (default: EXIF focal length when the file has "
+                        "one, else the focal length is estimated with the pose), 'estimate' (ignore EXIF, "
+                        "always estimate) or a COLMAP camera 'MODEL W H p1 p2 ...' (e.g. 'PINHOLE 640 480 500 500 "
+                        "320 240') used as given")
+    p.add_argument("--max-image-pixels", type=int, default=None,
+                   help="refuse images whose header announces more pixels (default 40e6 or $IMP_MAX_IMAGE_PIXELS)")
+    p.add_argument("--downscale-large", action="store_true",
+                   help="decode images above --max-image-pixels at 1/2, 1/4, ... size instead of refusing them")
     p.add_argument("--condition", action="append", help="only these query conditions (repeatable)")
     p.add_argument("--config", type=Path, help="YAML with a 'localizer' section")
-    p.add_argument("--matcher", help="matcher name (overrides the config)")
+    p.add_argument("--matcher", help="matcher name (default: the one the map was built with)")
     p.add_argument("--top-k", type=int, help="references per query for global retrieval")
     p.add_argument("--tracking", action="store_true", help="process sequences in time order with the tracking prior")
     p.add_argument("--device", help="auto, cpu or cuda")
@@ -47,35 +59,14 @@ def localizer_conf_from_args(args) -> dict:
 
 
 def _run(args) -> int:
-
-    from ..types import Camera
     from .batch import localize_queries, order_for_tracking
     from .localizer import Localizer
 
+    camera = _parse_camera(args.camera) if (args.image or args.images) else None
     loc = Localizer(localizer_conf_from_args(args), progress=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.image:
-        if not args.camera:
-            raise SystemExit("--image needs --camera 'MODEL W H params...'")
-        from ..imageio import read_image
-
-        camera = Camera.from_tokens(args.camera.split())
-        image = read_image(args.image)
-        res = loc.localize(image, camera, name=args.image.name)
-        import cv2
-
-        from .visualize import draw_localization
-
-        overlay = args.out / f"{args.image.stem}_matches.png"
-        cv2.imwrite(str(overlay), draw_localization(image, camera, res)[:, :, ::-1])
-        print(f"match overlay: {overlay}")
-        print(f"{args.image.name}: {res.status} inliers {res.num_inliers}/{res.num_matches} "
-              f"total {res.timings.get('total', 0):.0f} ms")
-        if res.pose is not None:
-            q, t = res.pose.qvec, res.pose.t
-            print("cam_from_world qvec(wxyz) " + " ".join(f"{v:.6f}" for v in q) + " t " +
-                  " ".join(f"{v:.4f}" for v in t) + "  centre " + " ".join(f"{v:.3f}" for v in res.pose.center))
-        return 0 if res.success else 1
+    if args.image or args.images:
+        return _run_images(args, loc, camera)
     from ..datasets import open_dataset
 
     ds = open_dataset(args.dataset)
@@ -95,3 +86,101 @@ def _run(args) -> int:
                                                       default=float))
     print(f"results: {args.out / 'results.txt'}  log: {args.out / 'log.jsonl'}")
     return 0
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _parse_camera(text: str):
+    """'auto', 'estimate' or a COLMAP camera string -> 'auto' | 'estimate' | Camera (CameraError names the bad
+    parameter)."""
+    from ..types import Camera
+
+    if text in ("auto", "estimate"):
+        return text
+    return Camera.from_tokens(text.split())
+
+
+def _image_list(args) -> list:
+    if args.images is not None:
+        if not args.images.is_dir():
+            raise FileNotFoundError(f"--images: folder not found: {args.images}")
+        paths = sorted(p for p in args.images.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+        if not paths:
+            raise ValueError(f"--images: no images ({', '.join(IMAGE_EXTS)}) under {args.images}")
+        return [(str(p.relative_to(args.images)), p) for p in paths]
+    return [(p.name, p) for p in args.image]
+
+
+def _run_images(args, loc, camera) -> int:
+    """Localize images one by one with the loaded models and map; write results.txt (visuallocalization.net:
+    ``name qw qx qy qz tx ty tz``), log.jsonl (one JSON object per image) and a match overlay per image.
+    An image that cannot be read is recorded with its reason and the run goes on."""
+    import sys
+
+    import cv2
+    from tqdm import tqdm
+
+    from ..eval.formats import write_results
+    from ..imageio import read_image_scaled
+    from ..types import LocalizationResult
+    from .batch import result_record
+    from .cameras import camera_for_image
+    from .visualize import draw_localization
+
+    items = _image_list(args)
+    poses, errors, lost = {}, [], 0
+    overlays = args.out / "overlays"
+    overlays.mkdir(exist_ok=True)
+    with open(args.out / "log.jsonl", "w") as log:
+        for name, path in tqdm(items, desc="localize", unit="img", disable=len(items) < 2):
+            source = "given"
+            try:
+                image, scale = read_image_scaled(path, max_pixels=args.max_image_pixels,
+                                                 downscale=args.downscale_large)
+                h, w = image.shape[:2]
+                if camera in ("auto", "estimate"):
+                    cam, source = camera_for_image(path, w, h, use_exif=camera == "auto")
+                else:
+                    cam = camera.scaled(w / camera.width * 1.0, h / camera.height * 1.0) if scale != 1.0 else camera
+                loc.reset()
+                res = loc.localize(image, cam, name=name)
+            except (OSError, ValueError) as e:  # unreadable, too large, camera/image mismatch: next image
+                errors.append(f"{name}: {e}")
+                res = LocalizationResult(message=f"input error: {e}")
+                image = None
+            rec = result_record(name, res)
+            rec["camera_source"] = source if image is not None else None
+            log.write(json.dumps(rec) + "\n")
+            log.flush()
+            if res.pose is not None:
+                poses[name] = res.pose
+            else:
+                lost += 1
+            if image is not None:
+                overlay = overlays / (Path(name).with_suffix("").as_posix().replace("/", "__") + "_matches.png")
+                cv2.imwrite(str(overlay), draw_localization(image, res.camera or cam, res)[:, :, ::-1])
+            tqdm.write(_summary_line(name, res, source if image is not None else ""))
+    write_results(args.out / "results.txt", poses)
+    print(f"{len(poses)}/{len(items)} localized; results: {args.out / 'results.txt'} (name qw qx qy qz tx ty tz, "
+          f"cam_from_world)  log: {args.out / 'log.jsonl'}  overlays: {overlays}")
+    for e in errors:
+        print(f"imp localize: error: {e}", file=sys.stderr)
+    return 2 if errors else (1 if lost else 0)
+
+
+def _summary_line(name: str, res, camera_source: str) -> str:
+    line = f"{name}: {res.status}"
+    if res.pose is not None:
+        q, c = res.pose.qvec, res.pose.center
+        line += (f" confidence {res.confidence:.2f} inliers {res.num_inliers}/{res.num_matches} qvec(wxyz) "
+                 + " ".join(f"{v:.6f}" for v in q) + " t " + " ".join(f"{v:.4f}" for v in res.pose.t)
+                 + " centre " + " ".join(f"{v:.3f}" for v in c))
+    else:
+        line += f" ({res.message}) inliers {res.num_inliers}/{res.num_matches}"
+    if res.camera is not None:
+        f = res.camera.focal[0]
+        line += f" | camera {res.camera.model} f {f:.1f} px " + (
+            "(estimated)" if res.focal_estimated else f"({camera_source or 'given'})")
+    line += f" | {res.timings.get('total', 0):.0f} ms"
+    return line

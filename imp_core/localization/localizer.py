@@ -16,10 +16,27 @@ import numpy as np
 from ..config import ConfigError, load_yaml, merge_with_models
 from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose,
                      pose_error, rotation_angle_deg)
+from .confidence import pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
 from .stages import COARSE_STAGES, Candidate, QueryContext
 
 logger = logging.getLogger(__name__)
+
+
+def compatible_matchers(features: Optional[str]) -> List[str]:
+    """Matcher names that accept ``features`` (checked by each matcher's ``supported_features``)."""
+    from ..matching.base import MATCHERS
+
+    out = []
+    for name in MATCHERS.names():
+        try:
+            cls = MATCHERS.get(name)
+        except Exception:  # a matcher whose module cannot import here is not a suggestion
+            continue
+        sup = getattr(cls, "supported_features", None)
+        if sup is None or features in sup:
+            out.append(name)
+    return out
 
 
 def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
@@ -36,7 +53,7 @@ class Localizer:
     default_conf: Dict[str, Any] = {
         "map": None,  # map directory (required)
         "features": None,  # None: the map's own feature conf (the only one that matches it)
-        "matcher": {"name": "lightglue"},
+        "matcher": None,  # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
         # LBR: a recognition model ({model: path, k_can, rec_th, ...}: the "instance" stage's conf) makes the
         # instance-guided search the default coarse stage, with label-aware matching and labelled keypoints first
@@ -44,6 +61,8 @@ class Localizer:
         "pnp": DEFAULT_PNP_CONF,
         "acceptance": {
             "min_inliers": 20,  # below this no pose is reported (LOST)
+            # below this confidence (imp_core.localization.confidence) the pose is not trusted: not OK
+            "min_confidence": 0.5,
             "max_candidates": 8,  # clusters tried per frame at most
             "min_best_reference_inliers": 0,  # LBR: the best single reference must contribute this many (10)
         },
@@ -88,18 +107,39 @@ class Localizer:
         self._budget = fconf.get("max_keypoints")
         if self.conf["labelled_first"]["enabled"] and self._budget:
             fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
+        mconf = self._matcher_conf(meta)
         self.extractor = create_extractor(fconf)
-        mconf = dict(self.conf["matcher"])
-        mconf.setdefault("device", self.conf["device"])
         self.matcher = create_matcher(mconf)
+        supported = getattr(self.matcher, "supported_features", None)
+        if supported is not None and fconf.get("name") not in supported:
+            raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
+                              f"{self.conf['map']} holds {fconf.get('name')!r} features; use the map's own matcher "
+                              f"({(meta.get('matcher') or {}).get('name', 'nn')!r}) or one of: "
+                              f"{', '.join(compatible_matchers(fconf.get('name')))}")
         self.map = LocalizationMap.load(self.conf["map"], progress=progress)
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:
             raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
+        self._trace: Optional[List[dict]] = None  # a list here collects every verified candidate (evaluation)
         self._prior: Optional[Pose] = None
         self._prior_cov: Optional[np.ndarray] = None
         self._lost = 0
         self._tracking = False
+
+    def _matcher_conf(self, meta: Mapping[str, Any]) -> Dict[str, Any]:
+        """The configured matcher, or the one the map was built with (its recorded conf, minus the device)."""
+        if self.conf["matcher"]:
+            mconf = dict(self.conf["matcher"])
+        elif meta.get("matcher"):
+            mconf = {k: v for k, v in dict(meta["matcher"]).items() if k != "device"}
+        else:  # maps from before the matcher was recorded
+            fname = meta["features"].get("name")
+            mconf = {"name": "lightglue" if fname in ("aliked", "disk") else "nn"}
+        if not mconf.get("name"):
+            raise ConfigError("localizer conf 'matcher' needs a 'name'")
+        mconf.setdefault("device", self.conf["device"])
+        self.conf["matcher"] = mconf
+        return mconf
 
     @staticmethod
     def _recognition_defaults(conf: Dict[str, Any]) -> Dict[str, Any]:
@@ -143,10 +183,16 @@ class Localizer:
         self.map = None
 
     # ------------------------------------------------------------------ main entry
-    def localize(self, image: np.ndarray, camera: Camera, prior: Optional[Pose] = None,
-                 name: str = "", stamp: Optional[float] = None) -> LocalizationResult:
+    def localize(self, image: np.ndarray, camera: Optional[Camera] = None, prior: Optional[Pose] = None,
+                 name: str = "", stamp: Optional[float] = None,
+                 estimate_focal: Optional[bool] = None) -> LocalizationResult:
         """Localize one frame. ``prior`` (cam_from_world) overrides the tracking prior for this frame; ``stamp``
-        (seconds) lets the tracker notice time gaps (sequence changes, dropped streams) and relocalize globally."""
+        (seconds) lets the tracker notice time gaps (sequence changes, dropped streams) and relocalize globally.
+
+        ``camera=None``: the intrinsics are unknown; the focal length is estimated (starting from COLMAP's guess,
+        1.2 x the longer side, principal point at the centre) and kept only where it beats the guess
+        (``estimate_focal``, default True exactly when no camera is given). ``result.camera`` is the camera used.
+        """
         if self.map is None:
             raise RuntimeError("localizer is closed")
         t0 = time.perf_counter()
@@ -158,47 +204,68 @@ class Localizer:
             self._last_stamp = stamp
         timings: Dict[str, float] = {}
         image = np.asarray(image)
-        if image.ndim < 2 or image.shape[0] != camera.height or image.shape[1] != camera.width:
+        if image.ndim < 2:
+            raise ValueError(f"image {name or ''} must be HxW or HxWx3, got shape {image.shape}")
+        if camera is None:
+            camera = guess_camera(image.shape[1], image.shape[0])
+            estimate_focal = True if estimate_focal is None else estimate_focal
+        if image.shape[0] != camera.height or image.shape[1] != camera.width:
             raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
                              f"{camera.width}x{camera.height}")
+        pnp_conf = dict(self.conf["pnp"])
+        if estimate_focal and pnp_conf.get("refine_focal_length") is not True:
+            pnp_conf["refine_focal_length"] = "auto"
         feats = self.extractor.extract(image)
         timings["extraction"] = 1000 * (time.perf_counter() - t0)
         ctx = QueryContext(image=image, camera=camera, features=feats,
                            prior=prior if prior is not None else self._prior)
+        ctx.extras["pnp_conf"] = pnp_conf
+        acc = self.conf["acceptance"]
         best: Optional[Tuple[PnPResult, int, List[str], Candidate, np.ndarray, int]] = None
+        best_quality: Dict[str, float] = {}
         accepted = False
         timings["matching"] = 0.0
         timings["pnp"] = 0.0
+        why = _Why()
         for stage in self.stages:
             ts = time.perf_counter()
             stage.prepare(ctx)
             cands = stage.propose(ctx)
             key = stage.conf["name"]
             timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
+            why.candidates += len(cands)
             if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
                 from ..recognition.instances import keypoint_labels
 
                 feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
             feats = ctx.features = self._apply_budget(feats)
-            for cand in cands[: int(self.conf["acceptance"]["max_candidates"])]:
-                res = self._verify(ctx, cand, timings)
+            for cand in cands[: int(acc["max_candidates"])]:
+                res = self._verify(ctx, cand, timings, why)
                 if res is None:
                     continue
                 if cand.source == "tracking" and ctx.prior is not None and not self._near_prior(res[0].pose, ctx.prior):
+                    why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
-                if best is None or res[0].num_inliers > best[0].num_inliers:
-                    best = res
-                if res[0].num_inliers >= cand.min_inliers and res[5] >= self.conf["acceptance"][
-                        "min_best_reference_inliers"]:
+                quality = pose_quality(res[0], res[1], res[4], camera)
+                if self._trace is not None:
+                    self._trace.append({"source": cand.source, "references": list(res[2]), "pose": res[0].pose,
+                                        "num_matches": res[1], **quality})
+                trusted = quality["confidence"] >= acc["min_confidence"]
+                if best is None or (trusted, res[0].num_inliers) > (best_quality["confidence"] >= acc[
+                        "min_confidence"], best[0].num_inliers):
+                    best, best_quality = res, quality
+                if res[0].num_inliers >= cand.min_inliers and res[5] >= acc["min_best_reference_inliers"] and trusted:
                     accepted = True
-                    best = res
+                    best, best_quality = res, quality
                     break
             if accepted:
                 break
         for k, v in ctx.timings.items():  # stage-internal sub-timings (e.g. recognition network)
             timings.setdefault(k, v)
         result = LocalizationResult(instances=list(ctx.instances), timings=timings)
-        if best is not None and best[0].num_inliers >= self.conf["acceptance"]["min_inliers"]:
+        ok = (best is not None and best[0].num_inliers >= acc["min_inliers"]
+              and best_quality["confidence"] >= acc["min_confidence"])
+        if ok:
             pnp, n_matches, refs, cand = best[:4]
             if self.conf["refinement"]["covisibility"]:
                 tr = time.perf_counter()
@@ -227,12 +294,18 @@ class Localizer:
                 result.num_inliers = best[0].num_inliers
                 result.references = best[2]
             result.status = STATUS_RELOCALIZING if self._tracking else STATUS_LOST
-            result.message = ("no candidate reached the inlier threshold"
-                              if best is not None else "no 2D-3D matches found")
+            result.message = why.reason(len(feats), best, best_quality, acc)
             if self._lost > self.conf["tracking"]["max_lost_frames"]:
                 self._prior = None
                 self._tracking = False
                 result.status = STATUS_LOST
+        if best is not None:
+            result.confidence = float(best_quality["confidence"])
+            result.quality = {k: v for k, v in best_quality.items() if k != "confidence"}
+            result.camera = best[0].camera if best[0].camera is not None else camera
+            result.focal_estimated = bool(best[0].focal_estimated)
+        else:
+            result.camera = camera
         timings["total"] = 1000 * (time.perf_counter() - t0)
         return result
 
@@ -274,18 +347,23 @@ class Localizer:
         pairs = np.unique(np.stack([q_idx, p_ids], 1), axis=0, return_index=True)[1]
         return q_idx[pairs], p_ids[pairs], src[pairs]
 
-    def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float]):
+    def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float], why: Optional["_Why"] = None):
+        why = why if why is not None else _Why()
         refs = [r for r in dict.fromkeys(cand.references) if self.map.has(r)]
         if not refs:
             return None
+        why.verified += 1
         corr = self._correspondences(ctx, refs, timings)
         if corr is None:
             return None
         q_idx, p_ids, src = corr
+        why.max_matches = max(why.max_matches, len(q_idx))
         tp = time.perf_counter()
-        pnp = estimate_pose(ctx.features.keypoints[q_idx], self.map.points3D_xyz(p_ids), ctx.camera, self.conf["pnp"])
+        pnp = estimate_pose(ctx.features.keypoints[q_idx], self.map.points3D_xyz(p_ids), ctx.camera,
+                            ctx.extras.get("pnp_conf", self.conf["pnp"]))
         timings["pnp"] += 1000 * (time.perf_counter() - tp)
         if pnp is None:
+            why.ransac_failed += 1
             return None
         # order references by their inlier contribution (the best one drives covisibility refinement)
         contrib = np.bincount(src[pnp.inliers], minlength=len(refs))
@@ -310,12 +388,47 @@ class Localizer:
             return None
         q_idx, p_ids, _ = corr
         xyz = self.map.points3D_xyz(p_ids)
-        err = reprojection_errors(pnp.pose, ctx.camera, ctx.features.keypoints[q_idx], xyz)
+        camera = pnp.camera if pnp.camera is not None else ctx.camera
+        err = reprojection_errors(pnp.pose, camera, ctx.features.keypoints[q_idx], xyz)
         near = err <= rc["radius_px"]
         if near.sum() < self.conf["acceptance"]["min_inliers"]:
             return None
-        new = estimate_pose(ctx.features.keypoints[q_idx[near]], xyz[near], ctx.camera, self.conf["pnp"])
+        new = estimate_pose(ctx.features.keypoints[q_idx[near]], xyz[near], camera, self.conf["pnp"])
         if new is None or new.num_inliers < pnp.num_inliers:
             return None
         return new, int(near.sum()), keep
 
+
+def guess_camera(width: int, height: int) -> Camera:
+    """COLMAP's camera for an image without intrinsics: focal 1.2 x the longer side, centred principal point."""
+    return Camera("SIMPLE_PINHOLE", width, height, [1.2 * max(width, height), width / 2.0, height / 2.0])
+
+
+class _Why:
+    """Counts what happened to a frame's candidates, to say why it was not localized."""
+
+    def __init__(self) -> None:
+        self.candidates = 0  # proposed by the coarse stages
+        self.verified = 0  # with references in the map
+        self.max_matches = 0  # most 2D-3D matches of one candidate
+        self.ransac_failed = 0
+        self.jumps = 0  # tracking poses rejected as jumps away from the prior
+
+    def reason(self, num_keypoints: int, best, quality: Mapping[str, float], acc: Mapping[str, Any]) -> str:
+        if num_keypoints == 0:
+            return "no keypoints detected in the image"
+        if self.candidates == 0 or self.verified == 0:
+            return "no retrieval candidate: no reference image proposed"
+        if best is None:
+            if self.max_matches < 4:
+                return f"too few matches: at most {self.max_matches} 2D-3D matches with the {self.verified} " \
+                       "candidate(s)"
+            if self.jumps and not self.ransac_failed:
+                return "pose rejected: it jumped away from the tracking prior"
+            return f"RANSAC failed: no pose from up to {self.max_matches} 2D-3D matches"
+        pnp = best[0]
+        if pnp.num_inliers < acc["min_inliers"]:
+            return f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} (of {best[1]} 2D-3D matches)"
+        return (f"pose rejected by confidence: {quality['confidence']:.2f} < {acc['min_confidence']} "
+                f"({pnp.num_inliers} inliers, inlier ratio {quality['inlier_ratio']:.2f}, "
+                f"coverage {quality['coverage']:.2f})")

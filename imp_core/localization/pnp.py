@@ -13,8 +13,11 @@ DEFAULT_PNP_CONF: Dict[str, Any] = {
     "ransac_max_error": 12.0,  # px, as hloc / LBR
     "min_inlier_ratio": 0.01,
     "max_iterations": 10000,
+    # focal length: False = the camera's, True = always estimated (P4Pf-style sampling in RANSAC + refinement),
+    # "auto" = estimated but kept only when it beats the given focal on inliers and reprojection error
     "refine_focal_length": False,
     "min_covariance_sigma_px": 0.5,  # floor of the residual std used to scale the covariance
+    "random_seed": 0,  # RANSAC sampling seed: the same frame gives the same pose (-1: random)
 }
 
 
@@ -26,6 +29,8 @@ class PnPResult:
     residual_sigma_px: float
     inlier_points2D: Optional[np.ndarray] = None  # (K, 2) OpenCV pixel convention
     inlier_points3D: Optional[np.ndarray] = None  # (K, 3)
+    camera: Optional[Camera] = None  # the camera the pose was estimated with (focal estimated or not)
+    focal_estimated: bool = False
 
     @property
     def num_inliers(self) -> int:
@@ -81,30 +86,68 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     points3D = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
     if len(points2D) < 4:
         return None
+    mode = conf["refine_focal_length"]
+    if isinstance(mode, str):
+        if mode != "auto":
+            raise ValueError(f"pnp.refine_focal_length must be true, false or 'auto', got {mode!r}")
+        return _estimate_auto_focal(points2D, points3D, camera, conf)
+    return _estimate(points2D, points3D, camera, conf, bool(mode))
+
+
+def _estimate(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, conf: Mapping[str, Any],
+              focal: bool) -> Optional[PnPResult]:
+    import pycolmap
+
+    if len(points2D) < (5 if focal else 4):
+        return None
     est = pycolmap.AbsolutePoseEstimationOptions()
     est.ransac.max_error = float(conf["ransac_max_error"])
     est.ransac.min_inlier_ratio = float(conf["min_inlier_ratio"])
     est.ransac.max_num_trials = int(conf["max_iterations"])
-    est.estimate_focal_length = bool(conf["refine_focal_length"])
+    est.estimate_focal_length = focal
+    est.ransac.random_seed = int(conf["random_seed"])
     ref = pycolmap.AbsolutePoseRefinementOptions()
-    ref.refine_focal_length = bool(conf["refine_focal_length"])
+    ref.refine_focal_length = focal
     ref.refine_extra_params = False
     ref.print_summary = False
     cam = camera.to_pycolmap()
     ret = pycolmap.estimate_and_refine_absolute_pose(points2D + 0.5, points3D, cam, est, ref, return_covariance=True)
     if ret is None:
         return None
+    if focal:  # pycolmap refined the focal length of `cam` in place
+        try:
+            camera = Camera.from_pycolmap(cam)
+        except ValueError:  # a degenerate (non-positive / non-finite) focal: no pose from this sample
+            return None
     pose = Pose.from_pycolmap(ret["cam_from_world"])
     inliers = np.asarray(ret["inlier_mask"], dtype=bool)
     err = reprojection_errors(pose, camera, points2D[inliers], points3D[inliers])
     n = max(int(inliers.sum()), 1)
-    # residual std per coordinate from the inliers (2 coords per point, 6 dof)
-    sigma = float(np.sqrt(np.sum(np.minimum(err, conf["ransac_max_error"]) ** 2) / max(2 * n - 6, 1)))
+    # residual std per coordinate from the inliers (2 coords per point, 6 dof, +1 with the focal length)
+    dof = 7 if focal else 6
+    sigma = float(np.sqrt(np.sum(np.minimum(err, conf["ransac_max_error"]) ** 2) / max(2 * n - dof, 1)))
     sigma = max(sigma, float(conf["min_covariance_sigma_px"]))
     cov = None
     if ret.get("covariance") is not None:
-        cov = covariance_to_world(np.asarray(ret["covariance"]), pose) * sigma ** 2
-    return PnPResult(pose, inliers, cov, sigma, points2D[inliers], points3D[inliers])
+        cov = covariance_to_world(np.asarray(ret["covariance"])[:6, :6], pose) * sigma ** 2
+    return PnPResult(pose, inliers, cov, sigma, points2D[inliers], points3D[inliers], camera, focal)
+
+
+def _estimate_auto_focal(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
+                         conf: Mapping[str, Any]) -> Optional[PnPResult]:
+    """Unknown focal length, robustly: PnP with the given (guessed) focal and PnP with the focal estimated in
+    RANSAC; the estimate is kept only when it explains more matches (inliers) *and* explains them better (residual
+    std) than the guess. With few good matches the extra degree of freedom fits noise and loses inliers (71 -> 19
+    in the photo that motivated this), and the guess's pose is kept."""
+    fixed = _estimate(points2D, points3D, camera, conf, False)
+    est = _estimate(points2D, points3D, camera, conf, True)
+    if est is None:
+        return fixed
+    if fixed is None:
+        return est
+    if est.num_inliers > fixed.num_inliers and est.residual_sigma_px <= fixed.residual_sigma_px:
+        return est
+    return fixed
 
 
 def covariance_of_attached_frame(cov_cam: np.ndarray, map_from_cam: Pose, cam_from_body: Pose) -> np.ndarray:

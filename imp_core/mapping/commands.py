@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--features", help="feature conf name: sift, aliked, disk, xfeat, superpoint")
     b.add_argument("--matcher", help="matcher conf name: nn, lightglue, imp, ...")
     b.add_argument("--max-keypoints", type=int, help="keypoint budget per image")
-    b.add_argument("--resize-max", type=int, help="resize the longer image side to this before extraction")
+    b.add_argument("--resize-max", type=int, help="resize the longer image side down to this before extraction "
+                                                  "(default 1024; 0 = full resolution); keypoints are stored at full "
+                                                  "resolution")
     b.add_argument("--device", default=None, help="auto, cpu or cuda")
     b.set_defaults(func=_build)
     i = msub.add_parser("info", help="print a map's metadata")

@@ -111,8 +111,8 @@ class LocalizationMap:
             raise MapError(f"map {map_dir}: {feat_path.name} is missing")
         try:
             stored = set(list_features(feat_path))
-        except OSError as e:
-            raise MapError(f"map {map_dir}: corrupt {feat_path.name}: {e}") from e
+        except Exception as e:  # h5py raises OSError (bad signature) or others on random bytes
+            raise MapError(f"map {map_dir}: corrupt features file {feat_path}: {e}") from e
         names = sorted(img.name for img in rec.images.values() if img.has_pose)
         lacking = [n for n in names if n not in stored]
         if lacking:
@@ -127,8 +127,9 @@ class LocalizationMap:
         for n in it:
             try:
                 f, extra = read_features(feat_path, n, with_extra=("point3D_ids",))
-            except (OSError, ValueError, KeyError) as e:
-                raise MapError(f"map {map_dir}: {e}") from e
+            except Exception as e:  # read_features names the file; h5py's own errors may not
+                msg = str(e) if str(feat_path) in str(e) else f"corrupt features file {feat_path}: {e}"
+                raise MapError(f"map {map_dir}: {msg}") from e
             if f.kind and f.kind != kind:
                 raise MapError(f"map {map_dir}: image {n} has {f.kind!r} features, map says {kind!r}")
             if n in labels and len(labels[n]) == len(f):
@@ -145,8 +146,12 @@ class LocalizationMap:
                     gnames = [str(s) for s in z["names"]]
                     gdesc = z["descriptors"].astype(np.float32)
                     garrays = {k: z[k] for k in z.files if k not in ("names", "descriptors")}
-            except (OSError, ValueError, KeyError) as e:
-                raise MapError(f"map {map_dir}: corrupt {gpath.name}: {e}") from e
+            except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError (pickled arrays), KeyError, OSError
+                raise MapError(f"map {map_dir}: corrupt global descriptors {gpath}: "
+                               f"{type(e).__name__}: {e}") from e
+            if gdesc.ndim != 2 or len(gdesc) != len(gnames):
+                raise MapError(f"map {map_dir}: corrupt global descriptors {gpath}: {len(gnames)} names but "
+                               f"descriptors of shape {gdesc.shape}")
         return cls(map_dir, meta, rec, names, feats, p3d, gnames, gdesc, garrays)
 
     # ------------------------------------------------------------------ accessors
@@ -247,6 +252,6 @@ def _read_labels(path: Path) -> Dict[str, np.ndarray]:
         with h5py.File(str(path), "r") as f:
             for k in f.keys():
                 out[name_from_key(k)] = f[k][()].astype(np.int32)
-    except OSError as e:
+    except Exception as e:
         raise MapError(f"corrupt keypoint labels {path}: {e}") from e
     return out

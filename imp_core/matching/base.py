@@ -12,6 +12,7 @@ MATCHERS = Registry(
     modules={
         "nn": "imp_core.matching.nn",
         "lightglue": "imp_core.matching.lightglue",
+        "lighterglue": "imp_core.matching.lighterglue",  # XFeat's LightGlue
         # The IMP family (GM / IMP / EIMP) lives in imp_core.matching.imp
         "gm": "imp_core.matching.imp.matcher",
         "imp": "imp_core.matching.imp.matcher",

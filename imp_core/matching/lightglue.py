@@ -52,8 +52,8 @@ class LightGlueMatcher(Matcher):
         self.device = resolve_device(conf["device"])
         self._models: Dict[str, Any] = {}
         if conf["features"] is not None:
-            if conf["features"] not in WEIGHT_FILES:
-                raise ValueError(f"lightglue: conf 'features' must be one of {list(WEIGHT_FILES)}, "
+            if conf["features"] not in self.supported_features:
+                raise ValueError(f"{conf['name']}: conf 'features' must be one of {list(self.supported_features)}, "
                                  f"got {conf['features']!r}")
             self._model(conf["features"])
 
@@ -61,30 +61,39 @@ class LightGlueMatcher(Matcher):
         if features not in self._models:
             from kornia.feature import LightGlue
 
-            arch = {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
             model = LightGlue(
                 features=None,
-                **arch,
+                **self._architecture(features),
                 depth_confidence=float(self.conf["depth_confidence"]),
                 width_confidence=float(self.conf["width_confidence"]),
                 filter_threshold=float(self.conf["filter_threshold"]),
                 flash=bool(self.conf["flash"]),
             )
-            path = lightglue_wheel_weight(WEIGHT_FILES[features])
-            state = rename_lightglue_keys(load_checkpoint(path, f"LightGlue[{features}]"))
-            load_state_dict_checked(model, state, f"LightGlue[{features}]", path,
-                                    allow_missing=("confidence_thresholds",), ignore_unexpected=LEGACY_UNUSED_KEYS)
+            path, state, ignore = self._state_dict(features)
+            load_state_dict_checked(model, state, f"{self.conf['name']}[{features}]", path,
+                                    allow_missing=("confidence_thresholds",), ignore_unexpected=ignore)
             self._models[features] = model.eval().to(self.device)
         return self._models[features]
+
+    def _architecture(self, features: str) -> Dict[str, Any]:
+        """kornia's LightGlue architecture for this feature type (its per-feature conf, without the weights URL)."""
+        from kornia.feature import LightGlue
+
+        return {k: v for k, v in LightGlue.features[features].items() if k != "weights"}
+
+    def _state_dict(self, features: str):
+        """(path, kornia-named state dict, regex of keys in the file the model does not use)."""
+        path = lightglue_wheel_weight(WEIGHT_FILES[features])
+        return path, rename_lightglue_keys(load_checkpoint(path, f"LightGlue[{features}]")), LEGACY_UNUSED_KEYS
 
     def _features_kind(self, f0: Features, f1: Features) -> str:
         kind = self.conf["features"] or f0.kind or f1.kind
         for f in (f0, f1):
             if f.kind and f.kind != kind:
-                raise ValueError(f"lightglue: matcher set up for {kind!r} features, got {f.kind!r}")
-        if kind not in WEIGHT_FILES:
-            raise ValueError(f"lightglue: cannot tell the feature type (Features.kind is empty); "
-                             f"set conf 'features' to one of {list(WEIGHT_FILES)}")
+                raise ValueError(f"{self.conf['name']}: matcher set up for {kind!r} features, got {f.kind!r}")
+        if kind not in self.supported_features:
+            raise ValueError(f"{self.conf['name']}: cannot match {kind!r} features (Features.kind); "
+                             f"set conf 'features' to one of {list(self.supported_features)}")
         return kind
 
     def _match(self, f0: Features, f1: Features, context: Dict[str, Any]) -> Matches:

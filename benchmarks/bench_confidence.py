@@ -1,0 +1,205 @@
+#!/usr/bin/env python
+"""Does the localizer's confidence keep wrong poses from passing as OK? (issue 9, item 4)
+
+Localizes every query of the synthetic world (day and night) against maps of several feature/matcher pairs with
+the confidence gate off, records each pose's quality measures (inlier count, inlier ratio, coverage) and its
+error, and then counts the wrong poses (> 5 deg or > 10 % of the scene depth) that pass as OK:
+
+- before: the old gate (>= 20 inliers);
+- after: the confidence gate (``acceptance.min_confidence``) with the model in imp_core/localization/confidence.py.
+
+``--fit`` fits the logistic confidence model on these records (synthetic world only) and prints its coefficients.
+
+    .venv/bin/python benchmarks/bench_confidence.py --world data/world --pairs sift+nn xfeat+nn
+Writes outputs/bench_confidence/{records.json, table.txt}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+PAIRS = {
+    "sift+nn": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9}),
+    "xfeat+nn": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
+    "xfeat+lighterglue": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "lighterglue"}),
+    "aliked+lightglue": ({"name": "aliked", "max_keypoints": 2048}, {"name": "lightglue"}),
+}
+
+
+def wrong(rec: dict) -> bool:
+    """> 5 deg or > 10 % of the scene depth (median depth of the inlier 3D points) off."""
+    return rec["r_err"] > 5.0 or rec["t_err"] > 0.1 * rec["depth"]
+
+
+def collect(world: Path, maps: Path, pair: str, top_k: int) -> list:
+    import pycolmap
+    from tqdm import tqdm
+
+    from imp_core.datasets import open_dataset
+    from imp_core.imageio import read_image
+    from imp_core.localization import Localizer
+    from imp_core.mapping import build_map
+    from imp_core.types import pose_error
+
+    pycolmap.logging.minloglevel = 2
+    fconf, mconf = PAIRS[pair]
+    ds = open_dataset(world)
+    map_dir = maps / pair.replace("+", "_")
+    if not (map_dir / "map.json").is_file():
+        build_map(ds, map_dir, {"features": fconf, "matcher": mconf}, progress=True)
+    loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}],
+                     "acceptance": {"min_inliers": 4, "min_confidence": 0.0}})
+    out = []
+    centers = {n: loc.map.pose(n).center for n in loc.map.names}
+    for q in tqdm(ds.queries(), desc=pair, unit="img"):
+        image = read_image(q.path)
+        for camera in (q.camera, None):  # given intrinsics, and unknown (focal estimated)
+            loc.reset()
+            res = loc.localize(image, camera, name=q.name)
+            rec = {"pair": pair, "name": q.name, "condition": q.condition, "status": res.status,
+                   "kind": "retrieval" if camera is not None else "retrieval, unknown focal"}
+            if res.pose is not None:
+                rec.update(_errors(res.pose, res.inlier_points3D, q.gt_pose, res.quality))
+            out.append(rec)
+            # hard negatives: the 5 most similar database images at least NEG_DIST away from the query, so that
+            # (nearly) every pose from them is wrong; what separates these from true poses is what the gate needs
+            far = [n for n in loc.map.names if np.linalg.norm(centers[n] - q.gt_pose.center) > NEG_DIST]
+            neg = _verify_refs(loc, image, camera, _ranked(loc, image, far)[:5])
+            if neg is not None:
+                out.append({"pair": pair, "name": q.name, "condition": q.condition,
+                            "kind": "far references" + (", unknown focal" if camera is None else ""),
+                            **_errors(neg[0].pose, neg[0].inlier_points3D, q.gt_pose, neg[1])})
+    return out
+
+
+NEG_DIST = 20.0  # metres (the synthetic street is 60 m long; cameras see about 10-20 m ahead)
+
+
+def _errors(pose, points3D, gt, quality) -> dict:
+    from imp_core.types import pose_error
+
+    t_err, r_err = pose_error(pose, gt)
+    depth = float(np.median(gt.transform(points3D)[:, 2])) if points3D is not None and len(points3D) else 1.0
+    return {"t_err": t_err, "r_err": r_err, "depth": abs(depth), **quality}
+
+
+def _ranked(loc, image, names):
+    """``names`` sorted by global-descriptor similarity to the query (most similar first)."""
+    from imp_core.localization.stages import QueryContext
+
+    stage = next(s for s in loc.stages if s.conf["name"] == "retrieval")
+    ctx = QueryContext(image=image, camera=None, features=loc.extractor.extract(image))
+    keep = set(names)
+    return [n for n in stage.ranking(ctx) if n in keep]
+
+
+def _verify_refs(loc, image, camera, refs):
+    from imp_core.localization.confidence import pose_quality
+    from imp_core.localization.localizer import guess_camera
+    from imp_core.localization.stages import Candidate, QueryContext
+
+    if not refs:
+        return None
+    cam = camera if camera is not None else guess_camera(image.shape[1], image.shape[0])
+    ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
+    ctx.extras["pnp_conf"] = {**loc.conf["pnp"], "refine_focal_length": "auto" if camera is None else False}
+    res = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
+    if res is None:
+        return None
+    return res[0], pose_quality(res[0], res[1], res[4], cam)
+
+
+def fit(records: list, l2: float = 1e-2) -> dict:
+    """L2-regularised logistic regression (Newton) of 'right pose' on the confidence features, over the poses
+    with >= 20 inliers (the ones the gate decides on)."""
+    from imp_core.localization.confidence import confidence_features
+
+    rs = [r for r in records if "r_err" in r and r["num_inliers"] >= 20]
+    X = np.array([confidence_features(r["num_inliers"], r["inlier_ratio"], r["coverage"], r["rotation_std_deg"])
+                  for r in rs])
+    y = np.array([0.0 if wrong(r) else 1.0 for r in rs])
+    A = np.concatenate([np.ones((len(X), 1)), X], 1)
+    w = np.zeros(A.shape[1])
+    reg = l2 * np.diag(np.r_[0, np.ones(len(w) - 1)])
+    for _ in range(100):
+        p = 1 / (1 + np.exp(-A @ w))
+        w -= np.linalg.solve((A * (p * (1 - p))[:, None]).T @ A / len(y) + reg, A.T @ (p - y) / len(y) + reg @ w)
+    return {"bias": round(float(w[0]), 3), "weights": [round(float(v), 3) for v in w[1:]]}
+
+
+def table(records: list, threshold: float) -> str:
+    """Per pair, condition and kind of run: wrong poses passing as OK and recall at (0.5 m, 5 deg), with the old
+    gate (>= 20 inliers) and with the confidence gate as well."""
+    from imp_core.localization.confidence import confidence_score
+
+    lines = [f"{'pair':<18} {'cond':<6} {'run':<32} {'n':>4} {'wrongOK before':>15} {'>5deg OK before':>16} "
+             f"{'wrongOK after':>14} {'>5deg OK after':>15} {'recall .5m,5deg before':>23} {'after':>6}"]
+    keys = sorted({(r["pair"], r["condition"], r.get("kind", "")) for r in records})
+    for pair, cond, kind in keys:
+        rs = [r for r in records if r["pair"] == pair and r["condition"] == cond and r.get("kind", "") == kind]
+        wb = wa = rb = ra = r5b = r5a = 0
+        for r in rs:
+            if "r_err" not in r:
+                continue
+            before = r["num_inliers"] >= 20
+            after = before and confidence_score(r["num_inliers"], r["inlier_ratio"], r["coverage"],
+                                                r["rotation_std_deg"]) >= threshold
+            bad = wrong(r)
+            good = r["t_err"] <= 0.5 and r["r_err"] <= 5.0
+            wb += before and bad
+            wa += after and bad
+            r5b += before and r["r_err"] > 5
+            r5a += after and r["r_err"] > 5
+            rb += before and good
+            ra += after and good
+        n = len(rs)
+        lines.append(f"{pair:<18} {cond:<6} {kind:<32} {n:>4} {wb:>15} {r5b:>16} {wa:>14} {r5a:>15} "
+                     f"{100 * rb / n:>22.1f}% {100 * ra / n:>5.1f}%")
+    lines.append(f"wrong = > 5 deg or > 10 % of the scene depth off; confidence threshold {threshold}; "
+                 "'far references' runs are hard negatives (references >= 20 m away): every OK there is a failure")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--world", type=Path, default=ROOT / "data" / "world", help="synthetic world (made if absent)")
+    p.add_argument("--maps", type=Path, default=None, help="map folder (default: <out>/maps)")
+    p.add_argument("--pairs", nargs="+", default=["sift+nn", "xfeat+nn"], choices=sorted(PAIRS))
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
+    p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
+    p.add_argument("--threshold", type=float, help="confidence threshold (default: the localizer's)")
+    p.add_argument("--fit", action="store_true", help="fit the confidence model on the records and print it")
+    a = p.parse_args()
+    a.out.mkdir(parents=True, exist_ok=True)
+    rec_path = a.out / "records.json"
+    if a.reuse and rec_path.is_file():
+        records = json.loads(rec_path.read_text())
+    else:
+        from imp_core.datasets.synthetic import make_world
+
+        make_world(a.world)
+        records = []
+        for pair in a.pairs:
+            records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k)
+        rec_path.write_text(json.dumps(records, indent=0))
+    if a.fit:
+        print("fitted confidence model:", json.dumps(fit(records)))
+    from imp_core.localization.localizer import Localizer
+
+    t = table(records, a.threshold if a.threshold is not None else
+              Localizer.default_conf["acceptance"]["min_confidence"])
+    print(t)
+    (a.out / "table.txt").write_text(t + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Leave-one-out on the 10 Sacre-Coeur photos with unknown cameras (issue 9): per photo the rotation error, the
+estimated focal length against the one SfM found for the photo in the map of all 10, the confidence and the
+status; and how many poses > 5 deg off pass as OK with the old gate (>= 20 inliers) and with the confidence gate.
+
+These photos are for evaluation only: nothing here tunes a threshold (the confidence model comes from the
+synthetic world, benchmarks/bench_confidence.py).
+
+    .venv/bin/python benchmarks/bench_sacre_coeur.py --pairs xfeat+lighterglue aliked+lightglue
+Writes outputs/bench_sacre_coeur/{results.json, table.txt}; maps are kept under --work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "test"))
+
+
+def main() -> int:
+    from test_sacre_coeur import PAIRS, leave_one_out
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--pairs", nargs="+", default=["xfeat+lighterglue", "aliked+lightglue"], choices=sorted(PAIRS))
+    p.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_sacre_coeur" / "work")
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_sacre_coeur")
+    a = p.parse_args()
+    from imp_core.localization.localizer import Localizer
+
+    th = Localizer.default_conf["acceptance"]["min_confidence"]
+    a.out.mkdir(parents=True, exist_ok=True)
+    rows, lines = [], []
+    for pair in a.pairs:
+        # the gate off, so that 'before' (>= 20 inliers) and 'after' (confidence) come from the same poses
+        out = leave_one_out(a.data, a.work / pair.replace("+", "_"), pair,
+                            {"acceptance": {"min_confidence": 0.0}})
+        lines.append(f"{pair}")
+        lines.append(f"  {'photo':<26}{'rot err':>9}{'focal err':>11}{'conf':>6}{'inliers':>9}  status")
+        wrong_before = wrong_after = ok_before = ok_after = 0
+        for q, (err, ferr, res) in out.items():
+            before = res.pose is not None and res.num_inliers >= 20
+            after = before and res.confidence >= th
+            wrong_before += before and err > 5
+            wrong_after += after and err > 5
+            ok_before += before and err <= 5
+            ok_after += after and err <= 5
+            lines.append(f"  {q:<26}{err:>8.2f}°{100 * ferr:>+10.1f}%{res.confidence:>6.2f}{res.num_inliers:>9}  "
+                         f"{'OK' if after else 'LOST (' + res.message + ')'}")
+            rows.append({"pair": pair, "photo": q, "rot_err_deg": err, "focal_err": ferr,
+                         "confidence": res.confidence, "num_inliers": res.num_inliers,
+                         "focal_estimated": res.focal_estimated, "ok_after": bool(after),
+                         "total_ms": res.timings.get("total")})
+        errs = [e for e, _, _ in out.values()]
+        ferrs = [abs(f) for _, f, _ in out.values()]
+        lines.append(f"  max rotation error {max(errs):.2f}°, max |focal error| {100 * max(ferrs):.1f}%; "
+                     f">5° poses OK: before {wrong_before}, after {wrong_after}; poses <=5° OK: before {ok_before}, "
+                     f"after {ok_after} (of {len(out)})")
+    table = "\n".join(lines)
+    print(table)
+    (a.out / "table.txt").write_text(table + "\n")
+    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
