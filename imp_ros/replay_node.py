@@ -183,6 +183,7 @@ class ReplayNode(Node):
         self.pub_clock = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)) \
             if p("publish_clock") else None
         self._clock_ns = 0  # playback time last published on /clock (never goes back)
+        self._clock_lock = threading.Lock()
         self._clock_anchor: Optional[tuple] = None  # (monotonic, playback ns) while playing in real time
         from imp_ros.tf_buffer import TfBroadcaster
 
@@ -415,10 +416,13 @@ class ReplayNode(Node):
     def _publish_clock(self, ns: int) -> None:
         from rosgraph_msgs.msg import Clock
 
-        if self.pub_clock is None or ns < self._clock_ns:
+        if self.pub_clock is None:
             return
-        self._clock_ns = ns
-        self.pub_clock.publish(Clock(clock=cv.ns_to_stamp(ns)))
+        with self._clock_lock:  # two threads publish: keep /clock monotonic
+            if ns < self._clock_ns:
+                return
+            self._clock_ns = ns
+            self.pub_clock.publish(Clock(clock=cv.ns_to_stamp(ns)))
 
     def _clock_loop(self) -> None:
         """Between frames the playback time advances with the wall clock x ``speed`` (held in lockstep, where the
