@@ -157,7 +157,7 @@ def make_bag(data, out, condition: Optional[str] = None, split: Optional[str] = 
         path = out if fmt == "mcap" else out.with_name(out.name + ".bag")
         if path.exists():
             if not overwrite:
-                raise FileExistsError(f"{path} exists: remove it, choose another --out, or pass --overwrite")
+                raise ValueError(f"{path} exists: remove it, choose another --out, or pass --overwrite")
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         path.parent.mkdir(parents=True, exist_ok=True)
         targets[fmt] = path

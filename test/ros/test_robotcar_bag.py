@@ -92,3 +92,51 @@ def test_bag_make_replay_localize_three_cameras(ros, robotcar, run_graph, tmp_pa
     rear_ok = {s for s, e_base, e_cam in by_cam["rear"] if e_base < 0.5}
     status = [(cv.stamp_to_ns(r.header.stamp) // 1000, r.status_text, r.mode, r.num_inliers) for r in results]
     assert test_stamps and test_stamps <= rear_ok, (by_cam, status)  # the condition's test images are localized
+
+
+@pytest.mark.parametrize("fmt", ["ros1", "mcap"])
+def test_multi_camera_frames_pair_their_own_camera_info(robotcar, tmp_path, fmt):
+    """Three cameras share each timestamp (and ROS 1 bags may order an image before its CameraInfo): every frame
+    still gets its own camera's intrinsics, its ground truth and the bag's extrinsics."""
+    from imp_ros import multicam
+
+    rig, _ = robotcar
+    bag = _bag_make(rig, tmp_path / "robotcar_sun", fmt)
+    assert multicam.is_multi_camera(bag)
+    frames = list(multicam.bag_frames(bag, remap={"/rear/image_raw": "/cam_b/image"}))
+    n_frames = sum(1 for n in rig.query_poses if n.startswith("sun/"))
+    assert len(frames) == n_frames and len({f.stamp_ns for f in frames}) == n_frames // 3
+    for f in frames:
+        cam = f.msg.header.frame_id.replace("_optical", "")
+        assert f.info.header.frame_id == f.msg.header.frame_id and f.info_topic == f"/{cam}/camera_info"
+        assert np.allclose(f.info.k, [v for v in np.asarray(rig.cameras[cam].K).reshape(-1)])
+        assert f.image_topic == ("/cam_b/image" if cam == "rear" else f"/{cam}/image_raw")
+        if cam == "rear" and f"sun/rear/{f.stamp_ns // 1000}.jpg" in rig.train:
+            assert np.allclose(f.map_from_cam.matrix, rig.query_poses[f"sun/rear/{f.stamp_ns // 1000}.jpg"]
+                               .inverse().matrix, atol=1e-6)
+    assert sorted(t.child_frame_id for t in frames[0].static_tf) == [f"{c}_optical" for c in CAMERAS]
+    assert all(f.static_tf is None for f in frames[1:])
+
+
+def test_bag_make_other_layouts_and_refusals(ros_world, tmp_path, capsys):
+    from imp_core.cli import main
+    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_ros.bags import read_bag
+
+    out = tmp_path / "day"
+    assert main(["bag", "make", "--data", str(ros_world), "--condition", "day", "--out", str(out), "--format",
+                 "mcap", "--max-frames", "3", "--quiet"]) == 0
+    msgs = list(read_bag(out))
+    assert [t for t, _, _ in msgs].count("/camera/image_raw") == 3
+    assert [t for t, _, _ in msgs].count("/ground_truth/camera_pose") == 3
+    tf = next(m for t, _, m in msgs if t == "/tf_static")
+    assert [(x.header.frame_id, x.child_frame_id) for x in tf.transforms] == [("base_link", "camera_optical")]
+    w = SyntheticWorld(ros_world)
+    first = sorted(w.queries("day"), key=lambda q: q.stamp)[0]
+    assert next(s for t, s, _ in msgs if t == "/camera/image_raw") == int(round(first.stamp * 1e9))
+    # an existing bag is not overwritten silently; an unknown condition is named
+    assert main(["bag", "make", "--data", str(ros_world), "--out", str(out), "--format", "mcap", "--quiet"]) == 2
+    assert "exists" in capsys.readouterr().err
+    assert main(["bag", "make", "--data", str(ros_world), "--condition", "dusk", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 2
+    assert "dusk" in capsys.readouterr().err
