@@ -15,7 +15,6 @@ from imp_core.datasets.colmap_io import read_model_poses, read_poses, read_query
 from imp_core.datasets.export import export_aachen, export_robotcar, make_robotcar_rig
 from imp_core.datasets.nvm import read_nvm, write_nvm
 from imp_core.datasets.robotcar import RobotCarDataset, read_intrinsics, read_train_list
-from imp_core.datasets.synthetic import SyntheticWorld, make_world
 from imp_core.types import Camera, Pose
 
 
@@ -91,7 +90,8 @@ def test_aachen_as_downloaded(tiny_world, tmp_path, images_at_root):
 def test_aachen_near_miss_names_what_is_missing(tiny_world, tmp_path):
     out = export_aachen(tiny_world, tmp_path / "aachen", images_at_root=True)
     (out / "images_upright").rename(out / "photos")
-    with pytest.raises(DatasetError, match=r"Aachen.*missing the image folder.*images_upright/ and .*images/images_upright/"):
+    with pytest.raises(DatasetError,
+                       match=r"Aachen.*missing the image folder.*images_upright/ and .*images/images_upright/"):
         open_dataset(out)
     (out / "photos").rename(out / "images_upright")
     shutil.rmtree(out / "3D-models")

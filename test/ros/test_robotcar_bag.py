@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rosutil import DOMAIN_ID, graph_of, wait_until
+from rosutil import graph_of, wait_until
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.ros]
 
