@@ -210,8 +210,15 @@ def test_failed_configure_is_logged_released_and_on_diagnostics(ros, ros_map, ru
                                for d in diags for st in d.status), 15, "an ERROR diagnostic with the reason")
         assert ros.call(GetState, "/badloc/get_state", GetState.Request()).current_state.label == "unconfigured"
         assert g.procs["badloc"].poll() is None
+        # fixed at run time (the package's own config, resolved through the share directory): configure succeeds
+        for name, value in (("config", "config/localizer_synthetic.yaml"), ("diagnostics_rate", 2.0),
+                            ("image_qos", "reliable")):
+            assert _set(ros, "badloc", name, value).successful
         res = ros.call(ChangeState, "/badloc/change_state", ChangeState.Request(
-            transition=Transition(id=Transition.TRANSITION_UNCONFIGURED_SHUTDOWN)))
+            transition=Transition(id=Transition.TRANSITION_CONFIGURE)), timeout=60)
+        assert res.success, "".join(g.output["badloc"])
+        res = ros.call(ChangeState, "/badloc/change_state", ChangeState.Request(
+            transition=Transition(id=Transition.TRANSITION_INACTIVE_SHUTDOWN)))
         assert res.success
         assert g.procs["badloc"].wait(timeout=30) == 0
     finally:
