@@ -17,6 +17,7 @@ import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 
 from imp_core.types import STATUS_OK, STATUS_RELOCALIZING, LocalizationResult, Pose
 from imp_ros import common
@@ -447,9 +448,9 @@ class LocalizerNode(LifecycleNode):
         if not self._serving:
             response.success, response.message = False, "localizer is not configured"
             return response
-        fut = self.executor.create_future() if self.executor is not None else None
-        if fut is None:
+        if self.executor is None:  # not spun by an executor: answer in place
             return self._localize_request(request, response)
+        fut = Future(executor=self.executor)
         fut.add_done_callback(lambda _f: None)  # wakes the executor when the thread sets the result
         self._jobs.put((request, response, fut))
         return await fut
