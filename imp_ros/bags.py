@@ -153,7 +153,8 @@ def _mcap_records(data: bytes, pos: int, state: dict) -> Iterator[Tuple[int, "_B
         pos = body_end
 
 
-def salvage_mcap(path, topics: Optional[Iterable[str]] = None) -> Tuple[Dict[str, str], List[Tuple[str, int, str, bytes]]]:
+def salvage_mcap(path, topics: Optional[Iterable[str]] = None
+                 ) -> Tuple[Dict[str, str], List[Tuple[str, int, str, bytes]]]:
     """Read the intact part of (possibly truncated) mcap files without their summary section: ({topic: msgtype},
     [(topic, log_time_ns, msgtype, cdr bytes)]) in file order. Raises BagError when nothing is readable."""
     path = Path(path)

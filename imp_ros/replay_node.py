@@ -180,8 +180,8 @@ class ReplayNode(Node):
         self.pub_done = self.create_publisher(String, p("done_topic"), common.latched_qos())
         from rosgraph_msgs.msg import Clock
 
-        self.pub_clock = self.create_publisher(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)) \
-            if p("publish_clock") else None
+        clock_qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_clock = self.create_publisher(Clock, "/clock", clock_qos) if p("publish_clock") else None
         self._clock_ns = 0  # playback time last published on /clock (never goes back)
         self._clock_lock = threading.Lock()
         self._clock_anchor: Optional[tuple] = None  # (monotonic, playback ns) while playing in real time

@@ -52,7 +52,8 @@ def _truncated_mcap(tmp_path, n=20, keep=0.5):
     msgs = []
     for i in range(n):
         ns = 10**9 + i * 10**8
-        msgs += [("/cam/info", ns, cv.camera_to_info(cam, "cam", ns)), ("/cam/image", ns, cv.rgb_to_image(rgb, "rgb8", "cam", ns))]
+        msgs += [("/cam/info", ns, cv.camera_to_info(cam, "cam", ns)),
+                 ("/cam/image", ns, cv.rgb_to_image(rgb, "rgb8", "cam", ns))]
     path = bags.write_bag(tmp_path / "trunc", msgs, "mcap")
     f = next(path.glob("*.mcap"))
     data = f.read_bytes()
