@@ -8,6 +8,9 @@ the dataset knows it. RobotCar Seasons: cameras ``left``, ``rear``, ``right`` on
 from the file names (one timestamp for the three images of a frame, as recorded). Single-camera layouts
 (synthetic world, Aachen): ``/camera/image_raw``, ``/camera/camera_info``, frame ``camera_optical``,
 ``/ground_truth/camera_pose``, and the replay node's default extrinsics.
+
+The parent frame of the extrinsics (``--base-frame``, default ``base_link``) is the dataset's own car frame, with
+its axes as the dataset defines them; poses of the base in ``map`` are consistent with it.
 """
 from __future__ import annotations
 
