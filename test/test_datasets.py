@@ -94,6 +94,11 @@ def test_aachen_near_miss_names_what_is_missing(tiny_world, tmp_path):
                        match=r"Aachen.*missing the image folder.*images_upright/ and .*images/images_upright/"):
         open_dataset(out)
     (out / "photos").rename(out / "images_upright")
+    (out / "images_upright" / "db").rename(out / "images_upright" / "database")  # images where the model has none
+    (out / "images_upright" / "sequences").rename(out / "images_upright" / "seq")
+    with pytest.raises(DatasetError, match=r"none of the 16 reference images .* is under .*images_upright \(looked "
+                                           r"for e.g. .*images_upright/db/0000.jpg\)"):
+        open_dataset(out).db_names
     shutil.rmtree(out / "3D-models")
     with pytest.raises(DatasetError, match=r"Aachen.*3D-models/aachen_v_1_1/cameras.bin"):
         open_dataset(out)
@@ -182,6 +187,10 @@ def test_robotcar_near_misses(rig, tmp_path):
         open_dataset(root).db_names
     (root / "3D-models/other.db").rename(root / "overcast-reference.db")  # at the root is fine too
     assert len(open_dataset(root).db_names) == 30
+    (root / "images/overcast-reference").rename(root / "images/reference")
+    with pytest.raises(DatasetError, match=r"none of the 30 reference images .*overcast-reference/left/\d+\.jpg"):
+        open_dataset(root).db_names
+    (root / "images/reference").rename(root / "images/overcast-reference")
     (root / "3D-models/all-merged/all.nvm").unlink()
     with pytest.raises(DatasetError, match=r"all-merged/all.nvm does not exist.*individual"):
         open_dataset(root).db_names

@@ -58,7 +58,16 @@ class LocalizationDataset:
             from .colmap_io import read_model_poses
 
             self._db = read_model_poses(self.reference_model_dir)
+            self._check_images(self._db)
         return self._db
+
+    def _check_images(self, db: Dict[str, Tuple[Camera, Pose]]) -> None:
+        """Images extracted elsewhere than the model expects: say so now, not at the first failed read."""
+        sample = sorted(db)[:: max(1, len(db) // 20)]
+        if sample and not any((self.image_root / n).is_file() for n in sample):
+            raise DatasetError(f"none of the {len(db)} reference images of {self.reference_model_dir} is under "
+                               f"{self.image_root} (looked for e.g. {self.image_root / sample[0]}); are the image "
+                               "archives extracted there?")
 
     @property
     def db_names(self) -> List[str]:

@@ -273,6 +273,7 @@ class RobotCarDataset(LocalizationDataset):
                 fname = self.file_name(name)
                 self._model_names[fname] = name
                 self._db[fname] = (cam, pose)
+            self._check_images(self._db)
         return self._db
 
     def _read_nvm_reference(self) -> Dict[str, Tuple[Camera, Pose]]:
