@@ -70,21 +70,35 @@ def correspondences(v0: View, v1: View, inlier_px: float = 5.0, outlier_px: floa
                     ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(matches (M, 2) int64, labels0 (N0,), labels1 (N1,)) between two views."""
     n0, n1 = len(v0.keypoints), len(v1.keypoints)
+    if n0 == 0 or n1 == 0:
+        return np.zeros((0, 2), np.int64), np.full(n0, IGNORE, np.int64), np.full(n1, IGNORE, np.int64)
+    uv01, d0, vis0 = warp(v0, v1)
+    uv10, d1, vis1 = warp(v1, v0)
+    return match_projections(v0.keypoints, v1.keypoints, uv01, d0, vis0, uv10, d1, vis1, inlier_px, outlier_px)
+
+
+def match_projections(kp0: np.ndarray, kp1: np.ndarray, uv01: np.ndarray, known0: np.ndarray, vis0: np.ndarray,
+                      uv10: np.ndarray, known1: np.ndarray, vis1: np.ndarray, inlier_px: float = 5.0,
+                      outlier_px: float = 15.0) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels from keypoints projected into the other image (by depth + pose, or by a homography).
+
+    ``uv01`` (N0, 2): image-0 keypoints in image 1; ``known0``: the projection is defined (depth known);
+    ``vis0``: it lands visibly inside image 1; likewise ``uv10`` / ``known1`` / ``vis1``. Nearest keypoint within
+    ``inlier_px`` that passes the cycle check, one-to-one (closest first)."""
+    n0, n1 = len(kp0), len(kp1)
     lab0, lab1 = np.full(n0, IGNORE, np.int64), np.full(n1, IGNORE, np.int64)
     if n0 == 0 or n1 == 0:
         return np.zeros((0, 2), np.int64), lab0, lab1
-    uv01, d0, vis0 = warp(v0, v1)
-    uv10, d1, vis1 = warp(v1, v0)
-    tree1, tree0 = cKDTree(v1.keypoints), cKDTree(v0.keypoints)
+    tree1, tree0 = cKDTree(kp1), cKDTree(kp0)
     dist01, nn01 = tree1.query(np.where(vis0[:, None], uv01, 1e9))
     dist10, nn10 = tree0.query(np.where(vis1[:, None], uv10, 1e9))
     dist01 = np.where(vis0, dist01, np.inf)
     dist10 = np.where(vis1, dist10, np.inf)
-    lab0, lab1 = _labels(dist01, d0, vis0, outlier_px), _labels(dist10, d1, vis1, outlier_px)
-    # candidates: forward within inlier_px, and the partner lifted back lands within inlier_px (cycle check)
+    lab0, lab1 = _labels(dist01, known0, vis0, outlier_px), _labels(dist10, known1, vis1, outlier_px)
+    # candidates: forward within inlier_px, and the partner projected back lands within inlier_px (cycle check)
     cand = np.flatnonzero(dist01 < inlier_px)
     j = nn01[cand]
-    back = np.linalg.norm(uv10[j] - v0.keypoints[cand], axis=1)
+    back = np.linalg.norm(uv10[j] - kp0[cand], axis=1)
     ok = vis1[j] & (back < inlier_px)
     cand, j = cand[ok], j[ok]
     order = np.argsort(dist01[cand], kind="stable")

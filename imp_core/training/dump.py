@@ -51,12 +51,49 @@ def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[st
     return {n: extractor.extract(source.image(n)) for n in tqdm(names, desc="features")}
 
 
+class DumpWriter:
+    """Writes an ``imp-matcher-dump`` HDF5 file: ``add_features`` per image, ``add_pair`` per kept pair."""
+
+    def __init__(self, out, features_conf: Mapping[str, Any], source_name: str):
+        self.path = Path(out)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.h5 = h5py.File(self.path, "w")
+        self.h5.attrs.update({"format": FORMAT, "version": VERSION, "features": json.dumps(dict(features_conf)),
+                              "source": source_name})
+        self.gf = self.h5.create_group("features")
+        self.gp = self.h5.create_group("pairs")
+        self.n_pairs = 0
+
+    def __enter__(self) -> "DumpWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.h5.close()
+
+    def add_features(self, name: str, f: Features) -> None:
+        if name in self.gf:
+            return
+        gi = self.gf.create_group(name)
+        gi.create_dataset("keypoints", data=f.keypoints)
+        gi.create_dataset("descriptors", data=f.descriptors)
+        gi.create_dataset("scores", data=f.scores)
+        gi.attrs["image_size"] = np.array(f.image_size)
+
+    def add_pair(self, name0: str, name1: str, matches: np.ndarray, labels0: np.ndarray, labels1: np.ndarray,
+                 K0: np.ndarray, K1: np.ndarray, T_0to1: np.ndarray,
+                 extra: Optional[Mapping[str, np.ndarray]] = None) -> None:
+        gk = self.gp.create_group(str(self.n_pairs))
+        gk.attrs["name0"], gk.attrs["name1"] = name0, name1
+        items = {"matches": matches, "labels0": labels0, "labels1": labels1, "K0": K0, "K1": K1, "T_0to1": T_0to1}
+        for k, v in {**items, **(extra or {})}.items():
+            gk.create_dataset(k, data=v)
+        self.n_pairs += 1
+
+
 def write_dump(out: Path, names: Sequence[str], pairs: Iterable[Tuple[str, str]], source: ImageSource,
                conf: Mapping[str, Any], source_name: str) -> Dict[str, int]:
     """Extract features, compute ground truth for ``pairs`` and write the HDF5 dump; returns counts."""
     conf = merge(default_conf, conf, where="dump")
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     feats = extract_all(names, source, conf["features"])
     pairs = list(pairs)
     if conf["max_pairs"] and len(pairs) > conf["max_pairs"]:
@@ -69,29 +106,16 @@ def write_dump(out: Path, names: Sequence[str], pairs: Iterable[Tuple[str, str]]
             views[n] = View(feats[n].keypoints, source.depth(n), source.K(n), source.pose(n))
         return views[n]
 
-    kept = 0
-    with h5py.File(out, "w") as h5:
-        h5.attrs.update({"format": FORMAT, "version": VERSION, "features": json.dumps(conf["features"]),
-                         "source": source_name})
-        g = h5.create_group("features")
+    with DumpWriter(out, conf["features"], source_name) as dw:
         for n, f in feats.items():
-            gi = g.create_group(n)
-            gi.create_dataset("keypoints", data=f.keypoints)
-            gi.create_dataset("descriptors", data=f.descriptors)
-            gi.create_dataset("scores", data=f.scores)
-            gi.attrs["image_size"] = np.array(f.image_size)
-        gp = h5.create_group("pairs")
+            dw.add_features(n, f)
         for n0, n1 in tqdm(pairs, desc="ground truth"):
             v0, v1 = view(n0), view(n1)
             m, l0, l1 = correspondences(v0, v1, conf["inlier_px"], conf["outlier_px"])
             if len(m) < conf["min_matches"]:
                 continue
-            gk = gp.create_group(str(kept))
-            gk.attrs["name0"], gk.attrs["name1"] = n0, n1
-            for k, v in (("matches", m), ("labels0", l0), ("labels1", l1), ("K0", v0.K), ("K1", v1.K),
-                         ("T_0to1", (v1.pose * v0.pose.inverse()).matrix)):
-                gk.create_dataset(k, data=v)
-            kept += 1
+            dw.add_pair(n0, n1, m, l0, l1, v0.K, v1.K, (v1.pose * v0.pose.inverse()).matrix)
+        kept = dw.n_pairs
     return {"images": len(names), "pairs_tried": len(pairs), "pairs": kept}
 
 

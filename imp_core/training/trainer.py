@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -42,6 +42,7 @@ default_conf: Dict[str, Any] = {
     "pose_warmup": 0,  # ... after this many steps
     "pose_margin": 0.1,
     "val_fraction": 0.1,
+    "max_val_pairs": None,  # held-out pairs evaluated per dump (None = all of the held-out fraction)
     "val_every": 1000,
     "ckpt_every": 1000,
     "log_every": 50,
@@ -111,6 +112,39 @@ def plot_log(log: List[Dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+class ConcatPairs(torch.utils.data.ConcatDataset):
+    """Pairs of several dumps (same features) as one dataset; ``set_epoch`` reaches every part."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for d in self.datasets:
+            d.set_epoch(epoch)
+
+
+def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, ConcatPairs]:
+    """Train / held-out pair sets over one dump or several (each split on its own); the dumps must hold the same
+    kind of features."""
+    paths = [data_paths] if isinstance(data_paths, (str, Path)) else list(data_paths)
+    kw = dict(n_keypoints=conf["n_keypoints"], min_inliers=conf["min_inliers"], max_inliers=conf["max_inliers"],
+              seed=conf["seed"])
+    trains, vals, feats = [], [], None
+    for p in paths:
+        info = read_dump_info(p)
+        name = info["features"].get("name")
+        if feats is not None and name != feats:
+            raise ValueError(f"{p} holds {name!r} features but {paths[0]} holds {feats!r}: train on one kind")
+        feats = name
+        train_ids, val_ids = split_pairs(info["pairs"], conf["val_fraction"], conf["seed"])
+        if train_ids:
+            trains.append(PairDataset(p, pairs=train_ids, **kw))
+        if conf.get("max_val_pairs"):
+            val_ids = val_ids[: int(conf["max_val_pairs"])]
+        if val_ids:
+            vals.append(PairDataset(p, pairs=val_ids, fixed=True, **kw))
+    if not trains:
+        raise ValueError(f"no training pairs in {[str(p) for p in paths]}")
+    return ConcatPairs(trains), (ConcatPairs(vals) if vals else [])
+
+
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
           progress: bool = True) -> Dict[str, Any]:
     """Train on the dump at ``data_path``; writes ``last.pth``, ``best.pth``, ``log.jsonl``, ``curves.png``."""
@@ -120,16 +154,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(conf["device"])
-    info = read_dump_info(data_path)
     torch.manual_seed(conf["seed"])
-
-    train_ids, val_ids = split_pairs(info["pairs"], conf["val_fraction"], conf["seed"])
-    if not train_ids:
-        raise ValueError(f"{data_path}: no training pairs ({info['pairs']} pairs in the dump)")
-    kw = dict(n_keypoints=conf["n_keypoints"], min_inliers=conf["min_inliers"], max_inliers=conf["max_inliers"],
-              seed=conf["seed"])
-    train_set = PairDataset(data_path, pairs=train_ids, **kw)
-    val_set = PairDataset(data_path, pairs=val_ids, fixed=True, **kw)
+    train_set, val_set = make_datasets(data_path, conf)
     dim = int(train_set[0]["descriptors0"].shape[-1])
     overrides = {k: v for k, v in conf["model"].items() if v is not None}
     model_conf = {**overrides, "variant": conf["variant"], "descriptor_dim": dim}
@@ -156,7 +182,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         if (out / "log.jsonl").is_file():
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
             log = [r for r in log if r["step"] <= step]
-    (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": str(data_path)},
+    data_names = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
+    (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 
     def loader(ds, shuffle):

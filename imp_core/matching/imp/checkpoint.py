@@ -11,6 +11,7 @@ single ``final_proj`` as the head of the last iteration. What cannot be represen
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
@@ -57,6 +58,24 @@ def variant_from_name(path: Union[str, Path]) -> Optional[Tuple[str, int]]:
     return variant, 128 if "sift" in name else 256
 
 
+# conf keys a checkpoint written by imp may carry (``conf`` entry, JSON) that the tensors cannot tell
+STORED_CONF_KEYS = ("num_heads", "sinkhorn_iterations", "match_threshold", "pool_threshold", "n_min_tokens",
+                    "first_it_to_update", "assignment")
+
+
+def read_stored_conf(path: Union[str, Path]) -> Dict[str, Any]:
+    """Architecture keys stored by ``save_checkpoint`` (our own files; official files have none): ``{}`` if absent."""
+    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
+    raw = obj.get("conf") if isinstance(obj, Mapping) else None
+    if not isinstance(raw, str):
+        return {}
+    try:
+        conf = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: the 'conf' entry is not valid JSON: {e}") from e
+    return {k: conf[k] for k in STORED_CONF_KEYS if k in conf}
+
+
 def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     """The state dict of a checkpoint file (official dict with 'model', or bare), ``module.`` stripped."""
     path = Path(path)
@@ -89,6 +108,10 @@ def conf_from_state(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
     dim = int(state["final_proj.0.weight"].shape[0])
     shared = any(re.match(r"gnn\.layers\.\d+\.proj\.weight", k) for k in state)
     conf = {"descriptor_dim": dim, "n_layers": max(heads) + 1, "variant": "imp" if shared else "gm"}
+    kenc = sorted((int(m.group(1)), state[k]) for k in state
+                  if (m := re.match(r"kenc\.encoder\.(\d+)\.weight", k)) and state[k].ndim == 3)
+    if kenc:
+        conf["keypoint_encoder"] = [int(w.shape[0]) for _, w in kenc[:-1]]
     if "kenc.encoder.1.running_mean" in state:
         conf["norm"] = "bn"
     return conf
@@ -134,7 +157,7 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
     info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
     """
     state = read_state_dict(path)
-    arch = conf_from_state(state)
+    arch = {**conf_from_state(state), **read_stored_conf(path)}
     sg = is_superglue(state)
     named = variant_from_name(path)
     if variant is None and named is not None:

@@ -1,0 +1,56 @@
+"""Named recipes for the matcher weights imp ships (hloc ``confs`` style): ``imp train-matcher --preset NAME``.
+
+A preset names the features, the training data (synthetic worlds rendered with seeds the demo never uses, and
+homography pairs from photographs in Debian wallpaper packages), the model size and the trainer conf. Running it
+renders / dumps what is missing under ``--workdir``, trains (resumable), and exports the weights and a model card.
+
+The architecture for CPU robots: descriptor dimension = the features' (64 for XFeat, 128 for ALIKED), 9 iterations
+(sharing at 3, 5, 7; EIMP pools after them), one attention head (a single 64-d head is what LighterGlue also uses:
+half the softmax work of SuperGlue's 4 heads at this width) and a small keypoint encoder. The released
+architecture (15 iterations, 4 heads, D = 256 / 128) stays available for the official checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict
+
+PHOTO_ROOTS = ["/usr/share/backgrounds", "/usr/share/wallpapers"]  # ukui-, lomiri-, plasma-workspace-wallpapers
+DEBIAN_PHOTO_PACKAGES = ["ukui-wallpapers", "lomiri-wallpapers", "plasma-workspace-wallpapers"]
+TRAIN_WORLD_SEEDS = [11, 12, 13, 14]  # the demo and the benchmarks use seed 0; tests use their own tiny worlds
+
+_CPU_MODEL = {"n_layers": 9, "num_heads": 1, "sinkhorn_grad_iterations": 3}
+
+_TRAIN = {
+    "variant": "imp",  # EIMP trains as IMP (pooling is an inference-time decision)
+    "n_keypoints": 256,
+    "min_inliers": 32,
+    "max_inliers": 192,
+    "batch_size": 8,
+    "lr": 3e-4,
+    "decay_step": 20000,
+    "decay": 0.9999,
+    "val_every": 250,
+    "ckpt_every": 50,
+    "log_every": 10,
+    "max_val_pairs": 48,
+}
+
+
+def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, Any]:
+    return {
+        "features": features,
+        "data": {
+            "synthetic": {"seeds": TRAIN_WORLD_SEEDS, "preset": "default", "conditions": ["day", "night"]},
+            "homography": {"roots": PHOTO_ROOTS, "packages": DEBIAN_PHOTO_PACKAGES, "pairs_per_photo": 40},
+        },
+        # stage 1 on the synthetic dumps alone, then everything (the homography dump takes longest to write)
+        "stages": [{"data": ["synthetic"], "steps": 1500}, {"data": ["synthetic", "homography"], "steps": steps}],
+        "train": {**copy.deepcopy(_TRAIN), "model": {**_CPU_MODEL, "keypoint_encoder": kenc}},
+        "output": out,
+    }
+
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "imp_xfeat": _preset({"name": "xfeat", "max_keypoints": 1024}, [32, 64], 12000, "models/imp_xfeat.pth"),
+    "imp_aliked": _preset({"name": "aliked", "max_keypoints": 1024}, [32, 64, 128], 12000, "models/imp_aliked.pth"),
+}
