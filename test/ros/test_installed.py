@@ -36,7 +36,8 @@ def installed(tmp_path_factory):
         elif p.exists():
             shutil.copy2(p, src / part)
     r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                        "--no-index", "--prefix", str(prefix), str(src)], capture_output=True, text=True,
+                        "--no-index", "--ignore-installed",  # never uninstall the venv's editable imp
+                        "--prefix", str(prefix), str(src)], capture_output=True, text=True,
                        cwd=elsewhere, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     purelib = Path(sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)}))
