@@ -289,3 +289,302 @@ def test_localizer_runs_eimp_with_map_contexts(tiny_world, tiny_map):
                    for m, r in zip(out, refs))
     finally:
         loc.close()
+
+
+# ---- faithfulness to the released code (issue 13 §1) ------------------------------------------------------------
+def test_log_ot_dustbins_with_unequal_keypoint_counts():
+    """SuperGlue's log-space OT: the dustbin row absorbs up to N1 (column count), the dustbin column up to N0. Checked
+    against plain Sinkhorn-Knopp (numpy, probability space) with those marginals; N0 != N1."""
+    from imp_core.matching.imp.sinkhorn import log_optimal_transport
+
+    for n0, n1 in ((7, 12), (12, 5)):
+        g = torch.Generator().manual_seed(n0)
+        scores = torch.randn(1, n0, n1, generator=g, dtype=torch.float64)
+        alpha = torch.tensor(0.3, dtype=torch.float64)
+        P = log_optimal_transport(scores, alpha, iterations=500)[0].numpy()
+        K = np.exp(np.pad(scores[0].numpy(), ((0, 1), (0, 1)), constant_values=0.3))
+        a, b = np.r_[np.ones(n0), n1], np.r_[np.ones(n1), n0]  # both sum to N0 + N1
+        v = np.ones(n1 + 1)
+        for _ in range(3000):
+            u = a / (K @ v)
+            v = b / (K.T @ u)
+        ref = u[:, None] * K * v[None]
+        assert np.allclose(ref.sum(1), a, atol=1e-9) and np.allclose(ref.sum(0), b, atol=1e-9)
+        assert np.abs(P - ref).max() < 1e-6, np.abs(P - ref).max()
+
+
+def small_pair(n0: int, n1: int, shared: int, dim: int, seed: int, scale: float = 3.0) -> dict:
+    """Model inputs for one pair: ``shared`` tokens have the same descriptor in both images (random positions)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.nn.functional.normalize(torch.randn(shared, dim, generator=g), dim=1)
+
+    def view(n):
+        extra = torch.nn.functional.normalize(torch.randn(n - shared, dim, generator=g), dim=1)
+        perm = torch.randperm(n, generator=g)
+        return torch.rand(n, 2, generator=g) * torch.tensor([640.0, 480.0]), (torch.cat([d, extra]) * scale)[perm]
+
+    (k0, d0), (k1, d1) = view(n0), view(n1)
+    return {"keypoints0": k0[None], "keypoints1": k1[None], "descriptors0": d0[None], "descriptors1": d1[None],
+            "scores0": torch.rand(1, n0, generator=g), "scores1": torch.rand(1, n1, generator=g),
+            "image_size0": torch.tensor([[640.0, 480.0]]), "image_size1": torch.tensor([[640.0, 480.0]])}
+
+
+def released_style_match(model: IMPModel, data: dict, pool_th: float = 0.1):
+    """Loop-based reference of the released non-iterative EIMP (one pair), built from the model's own layers: every
+    token stays a query (and in the InstanceNorm statistics), pruned tokens are masked as attention keys; the
+    assignment runs on the gathered kept subset; pooling keeps index lists. Returns (matches0, [(it, n0, n1)])."""
+    from imp_core.matching.imp.layers import normalize_keypoints
+    from imp_core.matching.imp.sinkhorn import mutual_matches, sinkhorn_probability
+
+    L, D = model.gnn.layers, model.descriptor_dim
+    x = [data[f"descriptors{k}"][0].T[None] + model.kenc(
+        normalize_keypoints(data[f"keypoints{k}"], data[f"image_size{k}"]), data[f"scores{k}"]) for k in (0, 1)]
+    ids = [torch.arange(x[0].shape[-1]), torch.arange(x[1].shape[-1])]
+    probs: dict = {}
+    trace = []
+    for i in range(model.n_layers):
+        keys = [torch.zeros(x[k].shape[-1], dtype=torch.bool).index_fill_(0, ids[k], True)[None] for k in (0, 1)]
+        shared = model.shared_iteration(i)
+        new = {}
+        for layer, other in ((L[2 * i], (0, 1)), (L[2 * i + 1], (1, 0))):  # self: keys from itself; cross: other
+            deltas = []
+            for k in (0, 1):
+                o = other[k] if layer is L[2 * i + 1] else k
+                delta, new[f"{k}{o}"] = layer(x[k], x[o], None, keys[o], probs.get(f"{k}{o}") if shared else None,
+                                              True)
+                deltas.append(delta)
+            x = [x[0] + deltas[0], x[1] + deltas[1]]
+        probs = new  # "qk": queries of image q, keys of image k
+        pool = model.pooling_iteration(i)
+        if not (pool or i == model.n_layers - 1):
+            continue
+        md = [model.final_proj[i](x[k])[:, :, ids[k]] for k in (0, 1)]
+        P = sinkhorn_probability(torch.einsum("bdn,bdm->bnm", md[0], md[1]) / D ** 0.5, model.bin_score, 20)
+        if not pool:
+            break
+        for k in (0, 1):
+            if len(ids[k]) <= model.conf["n_min_tokens"]:
+                continue
+            pids = torch.nonzero(P[0, :-1, :-1].sum(1 - k) >= pool_th).ravel()
+            if len(pids) == 0:
+                continue
+            keep = set(pids.tolist())
+            for key in (f"{k}{k}", f"{1 - k}{k}"):  # attention received by image k's tokens: self, cross
+                received = probs[key][0].sum(0).sum(0)[ids[k]]  # all heads, all queries (pruned ones too)
+                keep |= set(torch.nonzero(received >= torch.median(received[pids])).ravel().tolist())
+            ids[k] = ids[k][sorted(keep)]
+        trace.append((i, len(ids[0]), len(ids[1])))
+    m0, _ = mutual_matches(P, model.conf["match_threshold"])
+    full = torch.full((x[0].shape[-1],), -1)
+    ok = m0[0] >= 0
+    full[ids[0][ok]] = ids[1][m0[0][ok]]
+    return full, trace
+
+
+SMALL = {"variant": "eimp", "descriptor_dim": 32, "keypoint_encoder": [16, 32], "n_layers": 9}
+
+
+@pytest.mark.parametrize("n0,n1,shared,n_min", [(80, 64, 50, 16), (70, 90, 40, 24)])
+def test_eimp_mask_pooling_is_released_produce_matches(n0, n1, shared, n_min):
+    """pooling "mask": pruned tokens stay queries and in InstanceNorm, masked only as keys (released
+    ``produce_matches``); bin_score 7 makes the untrained model prune for real. Physical removal differs."""
+    data = small_pair(n0, n1, shared, 32, seed=1)
+    out = {}
+    for pooling in ("mask", "remove"):
+        torch.manual_seed(0)
+        model = IMPModel({**SMALL, "n_min_tokens": n_min, "pooling": pooling}).eval()
+        with torch.no_grad():
+            model.bin_score.fill_(7.0)
+            out[pooling] = model.match(data)
+            if pooling == "mask":
+                ref, trace = released_style_match(model, data)
+    assert trace[-1][1] < 0.6 * n0 and trace[-1][2] < 0.6 * n1, trace  # pruning happened
+    assert all(a[1] >= b[1] and a[2] >= b[2] for a, b in zip(trace, trace[1:])), trace
+    mask = out["mask"]
+    assert torch.equal(mask["matches0"][0], ref) and int((ref >= 0).sum()) > 3
+    assert (int(mask["tokens0"][0]), int(mask["tokens1"][0])) == trace[-1][1:]
+    remove = out["remove"]
+    assert not torch.equal(remove["matches0"][0], ref) or \
+        (int(remove["tokens0"][0]), int(remove["tokens1"][0])) != trace[-1][1:]
+    # the matcher exposes it (non-iterative path)
+    m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "iterative": False,
+                        "model": {"descriptor_dim": 32, "keypoint_encoder": [16, 32], "n_layers": 9,
+                                  "n_min_tokens": n_min, "pooling": "mask"}})
+    assert m.model.conf["pooling"] == "mask"
+    with pytest.raises(Exception, match="pooling"):
+        IMPModel({**SMALL, "pooling": "drop"})
+
+
+def test_released_pair_geometry_inlier_mask_and_cheirality(monkeypatch):
+    """estimate_pose as released: RANSAC outliers stay True in the inlier mask, RANSAC inliers failing cheirality
+    (points behind both cameras satisfy the epipolar constraint) turn False; an E that is not 3x3 is no pose."""
+    import cv2
+
+    from imp_core.matching.imp import geometry
+    from imp_core.matching.imp.geometry import PairGeometry, ReleasedPairGeometry
+
+    rng = np.random.default_rng(0)
+    cam = Camera("PINHOLE", 640, 480, [500.0, 500.0, 320.5, 240.5])
+    K = cam.K
+    R_true = cv2.Rodrigues(np.array([0.02, -0.1, 0.03]))[0]
+    t_true = np.array([-1.0, -0.1, 0.05])
+
+    def project(X):
+        x0 = X @ K.T
+        x1 = (X @ R_true.T + t_true) @ K.T
+        return x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:]
+
+    good = rng.uniform([-4, -3, 6], [4, 3, 14], (120, 3))
+    behind = rng.uniform([-3, -2, -40], [3, 2, -25], (8, 3))  # negative depth in both cameras
+    g0, g1 = project(good)
+    b0, b1 = project(behind)
+    o0, o1 = rng.uniform([0, 0], [640, 480], (30, 2)), rng.uniform([0, 0], [640, 480], (30, 2))
+    k0 = np.concatenate([g0 + rng.normal(0, 0.2, g0.shape), b0, o0])
+    k1 = np.concatenate([g1 + rng.normal(0, 0.2, g1.shape), b1, o1])
+    geo = ReleasedPairGeometry(cam, cam, threshold_px=1.0)
+    pose = geo.estimate(k0, k1)
+    assert pose is not None
+    _, ransac = cv2.findEssentialMat(points1=k0, points2=k1, cameraMatrix1=K, distCoeffs1=None, cameraMatrix2=K,
+                                     distCoeffs2=None, method=cv2.USAC_MAGSAC, prob=0.99999, threshold=1.0)
+    ransac = ransac.ravel() > 0
+    assert (~ransac).sum() >= 20 and pose.inliers[~ransac].all()  # RANSAC outliers stay True
+    behind_idx = np.arange(120, 128)
+    assert ransac[behind_idx].sum() >= 6 and not pose.inliers[behind_idx].any()
+    assert pose.inliers[:120][ransac[:120]].all()
+    assert rotation_deg(pose.R, R_true) < 1.0 and np.degrees(np.arccos(pose.t @ t_true / np.linalg.norm(t_true))) < 3
+    assert pose.inlier_ratio == pytest.approx(1 - ransac[behind_idx].sum() / len(k0))
+    ours = PairGeometry(cam, cam, threshold_px=1.0).estimate(k0, k1)  # localization mode: RANSAC inliers only
+    assert ours is not None and not ours.inliers[120:].any()
+    E = cv2.findEssentialMat(k0, k1, K, method=cv2.USAC_MAGSAC, threshold=1.0)[0][:3]
+    monkeypatch.setattr(geometry.cv2, "findEssentialMat", lambda *a, **k: (np.vstack([E, E]), np.ones((len(k0), 1),
+                                                                                                      np.uint8)))
+    assert geo.estimate(k0, k1) is None
+
+
+def rotation_deg(R1, R2) -> float:
+    return float(np.degrees(np.arccos(np.clip((np.trace(R1.T @ R2) - 1) / 2, -1, 1))))
+
+
+class ScriptedGeometry:
+    """Pair geometry for the tests: the k-th estimate returns pose label ``labels[k]`` (None = failure) with every
+    4th match an outlier; two poses agree when their labels are equal."""
+
+    def __init__(self, labels):
+        from imp_core.matching.imp.geometry import PoseEstimate
+
+        self.pose, self.labels, self.calls = PoseEstimate, list(labels), []
+
+    def estimate(self, kpts0, kpts1):
+        self.calls.append(np.array(kpts0))
+        label = self.labels[len(self.calls) - 1] if len(self.calls) <= len(self.labels) else None
+        if label is None:
+            return None
+        inliers = np.ones(len(kpts0), bool)
+        inliers[::4] = False
+        return self.pose(np.eye(3), np.array([label, 0, 0.0]), inliers, np.ones(len(kpts0), bool))
+
+    def agree(self, a, b):
+        return a.t[0] == b.t[0]
+
+
+def released_runner(mode, **kw):
+    from imp_core.matching.imp.iterative import IterativeMatcher
+
+    torch.manual_seed(0)
+    model = IMPModel({**SMALL, "n_layers": 15, "n_min_tokens": 16}).eval()
+    thresholds = []
+    pool = model.pool
+
+    def recording_pool(st, prob, threshold=None, **k):
+        thresholds.append((threshold, k))
+        return pool(st, prob, threshold, **k)
+
+    model.pool = recording_pool
+    return IterativeMatcher(model, mode=mode, **kw), thresholds
+
+
+def test_released_iterative_checks_the_last_iteration_and_returns_its_mask():
+    """valid_its = [3, 5, ..., 13, 14]: a pose that first repeats at iteration 14 stops there (15 iterations) and
+    the output is the checkpoint matches where the pose's inlier mask is True. Our localization mode never checks
+    the last iteration."""
+    data = small_pair(90, 70, 60, 32, seed=1, scale=10.0)
+    k0, k1 = data["keypoints0"][0].numpy(), data["keypoints1"][0].numpy()
+    runner, thresholds = released_runner("released", min_matches=5)
+    geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 6])
+    res = runner.run(data, [geo], [k0], [k1])[0]
+    assert len(geo.calls) == 7 and res.info["iterations"] == 15 and res.info["pose_stop"]
+    assert not res.info["early_stop"] and res.pose is not None
+    mask = res.pose.inliers
+    assert len(res.matches) == int(mask.sum()) < len(mask)
+    assert np.array_equal(k0[res.matches[:, 0]], geo.calls[-1][mask])
+    # pooling threshold 0.2 * inlier ratio, N + 1 compared with 256 (as AdaGMN.pool's default)
+    ratio = [float(np.mean(np.arange(len(c)) % 4 != 0)) for c in geo.calls[:6]]
+    assert [t[0][0] for t in thresholds] == pytest.approx([0.2 * r for r in ratio])
+    assert all(t[1] == {"count_dustbin": True, "n_min_tokens": 256} for t in thresholds)
+    local, _ = released_runner("localization", min_matches=5)
+    geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 6])
+    res = local.run(data, [geo], [k0], [k1])[0]
+    assert len(geo.calls) == 6 and res.info["iterations"] == 15 and not res.info["early_stop"]
+
+
+def test_released_iterative_pooling_thresholds_and_min_matches():
+    """No pose: EIMP pools at 0.2 (ours: pool_threshold 0.1); below min_matches the checkpoint neither pools nor
+    keeps the previous pose, so the same pose on both sides of it does not stop the matcher."""
+    data = small_pair(90, 70, 60, 32, seed=1, scale=10.0)
+    k0, k1 = data["keypoints0"][0].numpy(), data["keypoints1"][0].numpy()
+    runner, thresholds = released_runner("released", min_matches=5, released_n_min_tokens=16)
+    res = runner.run(data, [ScriptedGeometry([None] * 7)], [k0], [k1])[0]
+    assert [t[0][0] for t in thresholds] == pytest.approx([0.2] * 6)
+    assert res.info["pooling_steps"] > 0 and res.info["tokens0"] < 90 and not res.info["pose_stop"]
+    local, local_th = released_runner("localization", min_matches=5)
+    local.run(data, [ScriptedGeometry([None] * 7)], [k0], [k1])
+    assert [t[0][0] for t in local_th] == pytest.approx([0.1] * 6)
+
+    runner, thresholds = released_runner("released", min_matches=5)
+    matches = runner.model.matches
+    calls = []
+
+    def fewer_at_iteration_5(st, prob, threshold=None):  # 2nd checkpoint (iteration 5): no matches
+        m0, s0 = matches(st, prob, threshold)
+        calls.append(threshold)
+        return (torch.full_like(m0, -1), s0) if len(calls) == 2 else (m0, s0)
+
+    runner.model.matches = fewer_at_iteration_5
+    geo = ScriptedGeometry([1, 1, 1])
+    res = runner.run(data, [geo], [k0], [k1])[0]
+    # it 3: pose 1; it 5: below min_matches (forget, no pooling); it 7: pose 1 (no previous); it 9: stop
+    assert res.info["iterations"] == 10 and res.info["early_stop"] and len(geo.calls) == 3
+    assert thresholds[1][0][0] == float("inf")
+
+
+def test_released_mode_through_the_matcher():
+    f0, f1, geo = easy_pair(300, seed=4)
+    ctx = {"camera0": geo["camera"], "camera1": geo["camera"]}
+    m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "iterative_mode": "released"})
+    res = m.match(f0, f1, ctx)
+    assert res.info["early_stop"] and res.info["pose_stop"] and res.info["iterations"] < 15, res.info
+    d0, d1 = f0.descriptors[res.indices[:, 0]], f1.descriptors[res.indices[:, 1]]
+    assert len(res) > 100 and np.allclose(d0, d1)
+    with pytest.raises(ValueError, match="iterative_mode"):
+        create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "iterative_mode": "paper"})
+
+
+@pytest.mark.parametrize("pooling", ["remove", "mask"])
+def test_padding_does_not_vote_in_pooling(pooling):
+    """A padded batch element pools exactly as the unpadded pair: padded tokens are no attention queries, so they
+    add nothing to the attention a token receives (they did in the released-style sum over all queries)."""
+    data = small_pair(80, 64, 50, 32, seed=2)
+    g = torch.Generator().manual_seed(3)
+    padded = dict(data)
+    padded["keypoints1"] = torch.cat([data["keypoints1"], torch.rand(1, 40, 2, generator=g) * 600], 1)
+    padded["descriptors1"] = torch.cat([data["descriptors1"], torch.randn(1, 40, 32, generator=g) * 5], 1)
+    padded["scores1"] = torch.cat([data["scores1"], torch.rand(1, 40, generator=g)], 1)
+    padded["mask1"] = torch.arange(104)[None] < 64
+    torch.manual_seed(0)
+    model = IMPModel({**SMALL, "n_min_tokens": 16, "pooling": pooling}).eval()
+    with torch.no_grad():
+        model.bin_score.fill_(7.0)
+        a, b = model.match(data), model.match(padded)
+    assert int(a["tokens0"][0]) < 60 and int(a["tokens1"][0]) < 48  # it pruned
+    assert (int(a["tokens0"][0]), int(a["tokens1"][0])) == (int(b["tokens0"][0]), int(b["tokens1"][0]))
+    assert torch.equal(a["matches0"], b["matches0"])

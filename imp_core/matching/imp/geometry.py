@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -68,6 +68,78 @@ class PairGeometry:
     def agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
         """IMP's stop test: max(rotation angle, translation-direction angle) <= stop_deg."""
         return max(rotation_angle_deg(a.R, b.R), vector_angle_deg(a.t, b.t)) <= self.stop_deg
+
+
+class ReleasedPairGeometry(PairGeometry):
+    """The pose check of the released evaluation (``imp-release`` ``eval/pose_estimation.py: estimate_pose``).
+
+    - ``cv2.findEssentialMat`` on pixel coordinates with both camera matrices (OpenCV normalizes with each K and
+      rescales by their mean), threshold ``threshold_px`` (released: 1 px on YFCC, 3 px on ScanNet), USAC_MAGSAC,
+      confidence 0.99999; an E that is not 3x3 (several solutions) gives no pose;
+    - cheirality by its own triangulation of the RANSAC inliers: points normalized with the *mean* of the two
+      camera matrices, the four (R, +-t) of ``cv2.decomposeEssentialMat`` tried in the order (R1, t), (R2, t),
+      (R1, -t), (R2, -t); a point counts when its depth is in (0, ``distance``) in both cameras; the first
+      candidate with the most such points wins;
+    - the returned inlier mask is True for RANSAC *outliers* too: only RANSAC inliers that fail the cheirality
+      test are False (as released; ``inlier_ratio`` is its mean over all matches).
+    Distorted cameras (not in the released data) have their keypoints undistorted to pixels first.
+    """
+
+    def __init__(self, camera0: Camera, camera1: Camera, threshold_px: float = 1.0, confidence: float = 0.99999,
+                 stop_deg: float = 1.5, distance: float = 1000.0, method: int = cv2.USAC_MAGSAC):
+        super().__init__(camera0, camera1, threshold_px, confidence, stop_deg)
+        self.threshold_px = float(threshold_px)
+        self.distance = float(distance)
+        self.method = method
+
+    @staticmethod
+    def _pixels(kpts: np.ndarray, camera: Camera) -> np.ndarray:
+        pts = np.asarray(kpts, np.float64).reshape(-1, 2)
+        if not np.any(camera.distortion):
+            return pts
+        return cv2.undistortPoints(pts.reshape(-1, 1, 2), camera.K, camera.distortion, P=camera.K).reshape(-1, 2)
+
+    def estimate(self, kpts0: np.ndarray, kpts1: np.ndarray) -> Optional[PoseEstimate]:
+        if len(kpts0) < 5:
+            return None
+        p0, p1 = self._pixels(kpts0, self.camera0), self._pixels(kpts1, self.camera1)
+        K0, K1 = self.camera0.K, self.camera1.K
+        E, mask = cv2.findEssentialMat(points1=p0, points2=p1, cameraMatrix1=K0, distCoeffs1=None,
+                                       cameraMatrix2=K1, distCoeffs2=None, method=self.method,
+                                       prob=self.confidence, threshold=self.threshold_px)
+        if E is None or mask is None or E.shape != (3, 3):
+            return None
+        ransac = mask.ravel() > 0
+        if not ransac.any():
+            return None
+        R, t, cheiral = self.decompose(E, p0[ransac], p1[ransac], (K0 + K1) / 2.0)
+        inliers = np.ones(len(p0), bool)
+        inliers[ransac] = cheiral
+        return PoseEstimate(R, t, inliers, np.ones(len(p0), bool))
+
+    def decompose(self, E: np.ndarray, p0: np.ndarray, p1: np.ndarray, K: np.ndarray
+                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(R, t, cheirality mask over the given points) of the candidate with most points in front."""
+        def normalize(p):
+            return np.stack([(p[:, 0] - K[0, 2]) / K[0, 0], (p[:, 1] - K[1, 2]) / K[1, 1]])
+
+        n0, n1 = normalize(p0), normalize(p1)
+        R1, R2, t = cv2.decomposeEssentialMat(E)
+        t = t.reshape(3)
+        P0 = np.eye(3, 4)
+        best = None
+        for R, tt in ((R1, t), (R2, t), (R1, -t), (R2, -t)):
+            P = np.concatenate([R, tt[:, None]], 1)
+            X = cv2.triangulatePoints(P0, P, n0, n1)
+            ok = X[2] * X[3] > 0  # in front of camera 0 (sign of the homogeneous depth)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                Xe = X[:3] / X[3]
+                z1 = (P @ np.concatenate([Xe, np.ones((1, Xe.shape[1]))]))[2]
+                ok &= (Xe[2] < self.distance) & (z1 > 0) & (z1 < self.distance)
+            if best is None or int(ok.sum()) > int(best[2].sum()):
+                best = (R, tt, ok)
+        assert best is not None
+        return best
 
 
 class PnPGeometry:

@@ -1,6 +1,8 @@
 """Iterative inference: match after checkpoint iterations, check the pose, stop when it is stable (IMP §3).
 
-For each batch element (one query against one reference):
+Two modes (``IterativeMatcher(mode=...)``, matcher conf ``iterative_mode``):
+
+``"localization"`` (default, ours). For each batch element (one query against one reference):
 1. after a checkpoint iteration (default 3, 5, ..., 13) take mutual matches with ``checkpoint_threshold`` (0.1);
    with >= ``min_matches`` estimate a pose (essential matrix for pairs, PnP for localization);
 2. if the pose agrees with the previous checkpoint's pose the element stops: its output is the RANSAC inliers of
@@ -9,6 +11,22 @@ For each batch element (one query against one reference):
    ``pool_threshold`` without one); each element keeps its own tokens, the batch is re-padded to the longest;
 4. elements that never stop take the matches of the last iteration with ``match_threshold`` (0.2).
 Elements without geometry never stop early.
+
+``"released"``: ``imp-release`` ``eval/matching.py: matching_iterative_uncertainty`` (EIMP; IMP and GM as
+``matching_iterative``, which is the same without pooling), per element:
+1. checkpoints 3, 5, ..., 13 **and the last iteration** (``valid_its = [3, 5, 7, 9, 11, 13, 14]``): mutual matches
+   with ``checkpoint_threshold`` (0.1); below ``min_matches`` (25) the previous pose is forgotten and nothing
+   else happens at this checkpoint (no pose, no pooling, no stop);
+2. the pose of ``ReleasedPairGeometry`` (failure = no pose, inlier ratio 0); the element stops when this pose and
+   the previous checkpoint's pose both exist and agree (max of rotation and translation-direction angles <= 1.5
+   degrees), also at the last iteration; it returns the matches whose released inlier mask is True (RANSAC
+   outliers included, cheirality failures of RANSAC inliers excluded) with the iteration count it + 1;
+3. EIMP pools (physically, as released) with threshold ``0.2 * inlier_ratio``, or 0.2 when the ratio is 0 (no
+   pose), and compares N + 1 (dustbin row included) with 256 (``AdaGMN.pool``'s default argument: the released
+   loop does not pass the model's ``n_min_tokens``; ``released_n_min_tokens`` here); the tokens reported for an
+   element that stops are the ones before this checkpoint's pooling;
+4. elements that never stop take the matches of the last iteration with ``match_threshold`` (0.2) and no pose.
+Elements without geometry behave as released when no pose can be estimated (pooling at 0.2, never stop).
 """
 from __future__ import annotations
 
@@ -18,10 +36,11 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from .geometry import PairGeometry, PnPGeometry, PoseEstimate
+from .geometry import PairGeometry, PnPGeometry, PoseEstimate, ReleasedPairGeometry
 from .model import IMPModel, MatchState
 
-Geometry = Union[PairGeometry, PnPGeometry]
+Geometry = Union[PairGeometry, PnPGeometry, ReleasedPairGeometry]
+MODES = ("localization", "released")
 
 
 @dataclass
@@ -57,6 +76,10 @@ def select_batch(st: MatchState, rows: torch.Tensor) -> MatchState:
         desc, ids, mask = desc[..., :n], ids[:, :n], mask[:, :n]
         return desc, ids, (None if bool(mask.all()) else mask)
 
+    n0 = st.desc0.shape[-1] if st.mask0 is None else int(st.mask0[rows].sum(1).max())
+    n1 = st.desc1.shape[-1] if st.mask1 is None else int(st.mask1[rows].sum(1).max())
+    st.keep0 = None if st.keep0 is None else st.keep0[rows][:, :n0]  # pooling "mask": prune marks
+    st.keep1 = None if st.keep1 is None else st.keep1[rows][:, :n1]
     st.desc0, st.ids0, st.mask0 = take(st.desc0, st.ids0, st.mask0)
     st.desc1, st.ids1, st.mask1 = take(st.desc1, st.ids1, st.mask1)
     n = {"0": st.desc0.shape[-1], "1": st.desc1.shape[-1]}
@@ -69,7 +92,13 @@ class IterativeMatcher:
 
     def __init__(self, model: IMPModel, checkpoints: Optional[Sequence[int]] = None, early_stop: bool = True,
                  checkpoint_threshold: float = 0.1, match_threshold: float = 0.2, min_matches: int = 25,
-                 return_inliers: bool = True):
+                 return_inliers: bool = True, mode: str = "localization", released_pool_ratio: float = 0.2,
+                 released_n_min_tokens: int = 256):
+        if mode not in MODES:
+            raise ValueError(f"IterativeMatcher mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.released_pool_ratio = released_pool_ratio
+        self.released_n_min_tokens = released_n_min_tokens
         self.model = model
         self.checkpoints = set(default_checkpoints(model) if checkpoints is None else checkpoints)
         self.early_stop = early_stop
@@ -81,6 +110,8 @@ class IterativeMatcher:
     @torch.no_grad()
     def run(self, data: Dict[str, torch.Tensor], geometries: Sequence[Optional[Geometry]],
             kpts0: Sequence[np.ndarray], kpts1: Sequence[np.ndarray]) -> List[PairResult]:
+        if self.mode == "released":
+            return self._run_released(data, geometries, kpts0, kpts1)
         model = self.model
         st = model.encode(data)
         batch = st.desc0.shape[0]
@@ -138,6 +169,82 @@ class IterativeMatcher:
                 ths = [model.conf["pool_threshold"] if ratio[b] is None else 0.2 * ratio[b] for b in active]
                 before = [int(a) + int(b) for a, b in zip(*st.tokens())]
                 if model.pool(st, prob, ths):
+                    after = [int(a) + int(b) for a, b in zip(*st.tokens())]
+                    for row, b in enumerate(active):
+                        pooled[b] += int(after[row] < before[row])
+            if done:
+                keep = [r for r in range(len(active)) if r not in done]
+                if not keep:
+                    break
+                st = select_batch(st, torch.tensor(keep, device=st.desc0.device))
+                active = [active[r] for r in keep]
+        return [r for r in results]  # type: ignore[misc]
+
+    def _run_released(self, data: Dict[str, torch.Tensor], geometries: Sequence[Optional[Geometry]],
+                      kpts0: Sequence[np.ndarray], kpts1: Sequence[np.ndarray]) -> List[PairResult]:
+        """``matching_iterative_uncertainty`` per batch element (see the module docstring)."""
+        model = self.model
+        n_layers = model.n_layers
+        st = model.encode(data)
+        batch = st.desc0.shape[0]
+        active = list(range(batch))
+        results: List[Optional[PairResult]] = [None] * batch
+        prev: List[Optional[PoseEstimate]] = [None] * batch
+        pooled = [0] * batch
+
+        def finish(row: int, i: int, idx: np.ndarray, sc: np.ndarray, pose: Optional[PoseEstimate]) -> None:
+            t0, t1 = st.tokens()
+            b = active[row]
+            results[b] = PairResult(idx, sc, {
+                "iterations": i + 1, "early_stop": pose is not None and i < n_layers - 1,
+                "pose_stop": pose is not None, "tokens0": int(t0[row]), "tokens1": int(t1[row]),
+                "pooling_steps": pooled[b]}, pose)
+
+        def pairs(m0: torch.Tensor, s0: torch.Tensor, row: int):
+            m, s = m0[row].cpu().numpy(), s0[row].float().cpu().numpy()
+            idx0 = np.flatnonzero(m >= 0)
+            return np.stack([idx0, m[idx0]], 1).astype(np.int64), s[idx0].astype(np.float32)
+
+        for i in range(n_layers):
+            st = model.iterate(st, i)
+            last = i == n_layers - 1
+            check = self.early_stop and i in self.checkpoints
+            pool = model.pooling_iteration(i)
+            if not (last or check or pool):
+                continue
+            prob = model.assign(st, i)
+            done: List[int] = []
+            ths: List[float] = [float(model.conf["pool_threshold"])] * len(active)
+            if check:
+                m0, s0 = model.matches(st, prob, self.checkpoint_threshold)
+                for row, b in enumerate(active):
+                    idx, sc = pairs(m0, s0, row)
+                    if len(idx) < self.min_matches:
+                        prev[b] = None  # released: forget the last pose, no pooling, no stop
+                        ths[row] = float("inf")
+                        continue
+                    if len(idx) == 0:  # released: `continue` with the last pose kept (min_matches 0 only)
+                        ths[row] = float("inf")
+                        continue
+                    geo = geometries[b]
+                    pose = None if geo is None else estimate(geo, kpts0[b], kpts1[b], idx)
+                    ratio = 0.0 if pose is None else float(pose.inliers.sum()) / len(idx)
+                    ths[row] = self.released_pool_ratio * (ratio if ratio != 0 else 1.0)
+                    stop = pose is not None and prev[b] is not None and geo is not None and geo.agree(prev[b], pose)
+                    prev[b] = pose
+                    if stop:
+                        assert pose is not None
+                        finish(row, i, idx[pose.inliers], sc[pose.inliers], pose)
+                        done.append(row)
+            if last:
+                m0, s0 = model.matches(st, prob, self.match_threshold)
+                for row, b in enumerate(active):
+                    if row not in done:
+                        finish(row, i, *pairs(m0, s0, row), None)
+                break
+            if pool:
+                before = [int(a) + int(b) for a, b in zip(*st.tokens())]
+                if model.pool(st, prob, ths, count_dustbin=True, n_min_tokens=self.released_n_min_tokens):
                     after = [int(a) + int(b) for a, b in zip(*st.tokens())]
                     for row, b in enumerate(active):
                         pooled[b] += int(after[row] < before[row])

@@ -3,7 +3,9 @@
 ``weights`` must point to an official checkpoint (see ``checkpoint.WHERE_TO_GET``); ``weights: null`` builds a
 randomly initialised model (seeded) only with ``allow_random_init: true`` (tests, training from scratch).
 ``match_many`` runs one query against k references in one batched forward (references padded with masks);
-per-reference early stop and pooling are described in ``iterative.py``.
+per-reference early stop and pooling are described in ``iterative.py``. ``iterative_mode: released`` reproduces
+the released evaluation's pose checks (``matching_iterative_uncertainty``) for image pairs; ``model: {pooling:
+mask}`` the released non-iterative EIMP (``produce_matches``, with ``iterative: false``). See docs/IMP.md.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ from ...features.base import resolve_device
 from ...types import Features, Matches
 from ..base import MATCHERS, Matcher
 from .checkpoint import WHERE_TO_GET, load_model
-from .geometry import PairGeometry, PnPGeometry
-from .iterative import IterativeMatcher
+from .geometry import PairGeometry, PnPGeometry, ReleasedPairGeometry
+from .iterative import MODES, IterativeMatcher
 from .model import IMPModel
 
 
@@ -29,6 +31,7 @@ class IMPMatcher(Matcher):
         # IMPModel overrides; None = the checkpoint's / IMPModel's value (descriptor_dim matters for random init)
         "model": {k: None for k in IMPModel.default_conf if k != "variant"},
         "iterative": True,  # pose checks at checkpoint iterations (needs camera0/camera1 or points3D context)
+        "iterative_mode": "localization",  # localization (ours: PnP / recoverPose checks) | released (imp-release)
         "early_stop": True,
         "checkpoints": None,  # iterations with a pose check; None = sharing iterations + last
         "checkpoint_threshold": 0.1,
@@ -63,9 +66,12 @@ class IMPMatcher(Matcher):
         early = bool(conf["early_stop"] and conf["iterative"])
         if heads is not None and len(heads) == 1:  # SuperGlue weights: only the last head is trained
             checkpoints, early = heads, False
+        if conf["iterative_mode"] not in MODES:
+            raise ValueError(f"matcher {variant!r}: iterative_mode must be one of {MODES}, "
+                             f"got {conf['iterative_mode']!r}")
         self.runner = IterativeMatcher(self.model, checkpoints, early, float(conf["checkpoint_threshold"]),
                                        float(conf["match_threshold"]), int(conf["min_matches"]),
-                                       bool(conf["return_inliers"]))
+                                       bool(conf["return_inliers"]), mode=conf["iterative_mode"])
 
     @property
     def descriptor_dim(self) -> int:
@@ -77,6 +83,9 @@ class IMPMatcher(Matcher):
             return PnPGeometry(c["camera0"], c["points3D"], self.conf["pnp_px"], self.conf["stop_deg"],
                                self.conf["stop_position"])
         if c.get("camera0") is not None and c.get("camera1") is not None:
+            if self.conf["iterative_mode"] == "released":
+                return ReleasedPairGeometry(c["camera0"], c["camera1"], self.conf["ransac_px"],
+                                            stop_deg=self.conf["stop_deg"])
             return PairGeometry(c["camera0"], c["camera1"], self.conf["ransac_px"], stop_deg=self.conf["stop_deg"])
         return None
 

@@ -4,8 +4,10 @@
 - ``imp``: attention sharing: iterations 3, 5, ..., 13 reuse the attention probabilities of the previous
   iteration (those layers have only a value projection and a merge).
 - ``eimp``: ``imp`` + adaptive pooling: after each sharing iteration, tokens that are neither matchable
-  (assignment row/column mass >= threshold) nor receive above-median attention are removed physically, so later
-  layers run on fewer tokens.
+  (assignment row/column mass >= threshold) nor receive above-median attention are pruned. Conf ``pooling``:
+  ``"remove"`` (default; the iterative path and speed): pruned tokens are removed physically, so later layers run
+  on fewer tokens. ``"mask"`` (the released non-iterative ``produce_matches``): every token stays a query and in
+  the InstanceNorm statistics; pruned tokens are only masked as attention keys and left out of the assignment.
 
 The forward pass is split into small steps (``encode``, ``iterate``, ``assign``, ``pool``, ``matches``) that
 ``iterative.py`` drives with pose checks in between; ``forward`` runs all iterations for training.
@@ -20,10 +22,11 @@ import torch
 from torch import nn
 
 from ...config import merge
-from .layers import AttentionalGNN, KeypointEncoder, normalize_keypoints
+from .layers import AttentionalGNN, Conv1x1, KeypointEncoder, normalize_keypoints
 from .sinkhorn import ASSIGNMENTS, mutual_matches
 
 VARIANTS = ("gm", "imp", "eimp")
+POOLING = ("remove", "mask")
 
 
 def sharing_pattern(n_iterations: int) -> List[bool]:
@@ -44,12 +47,25 @@ class MatchState:
     n0: int  # original number of keypoints (padded size)
     n1: int
     probs: Dict[str, torch.Tensor] = field(default_factory=dict)  # "00", "11", "01", "10" [B, H, Nq, Nk]
+    # pooling "mask": tokens not pruned [B, N'] (None = all real tokens); they alone are attention keys and enter
+    # the assignment, while every real token (``mask*``) stays a query and counts in the InstanceNorm statistics
+    keep0: Optional[torch.Tensor] = None
+    keep1: Optional[torch.Tensor] = None
+
+    @property
+    def keys0(self) -> Optional[torch.Tensor]:
+        """Tokens of image 0 that are attention keys and take part in the assignment."""
+        return self.mask0 if self.keep0 is None else self.keep0
+
+    @property
+    def keys1(self) -> Optional[torch.Tensor]:
+        return self.mask1 if self.keep1 is None else self.keep1
 
     def tokens(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Number of real tokens per batch element for each image."""
+        """Number of tokens per batch element for each image (real and not pruned)."""
         def count(mask, x):
             return torch.full((x.shape[0],), x.shape[-1], device=x.device) if mask is None else mask.sum(1)
-        return count(self.mask0, self.desc0), count(self.mask1, self.desc1)
+        return count(self.keys0, self.desc0), count(self.keys1, self.desc1)
 
 
 def compact_tokens(desc: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor
@@ -64,6 +80,14 @@ def compact_tokens(desc: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor
     return desc, ids, (None if bool(mask.all()) else mask)
 
 
+def attention_received(prob: torch.Tensor, query_mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """[B, H, Nq, Nk] attention -> [B, Nk]: summed over heads and over the real queries."""
+    p = prob.sum(1)
+    if query_mask is not None:
+        p = p * query_mask[:, :, None].to(p.dtype)
+    return p.sum(1)
+
+
 class IMPModel(nn.Module):
     default_conf: Dict[str, Any] = {
         "variant": "imp",  # gm | imp | eimp
@@ -74,10 +98,12 @@ class IMPModel(nn.Module):
         "norm": "in",  # 'in' (released IMP) or 'bn' (SuperGlue weights)
         "assignment": "sinkhorn",  # sinkhorn (IMP) | dual_softmax | log_ot (SuperGlue)
         "sinkhorn_iterations": 20,
+        "sinkhorn_grad_iterations": None,  # training only: backpropagate through the last k scalings (None = all)
         "match_threshold": 0.2,
         "n_min_tokens": 256,  # EIMP: never pool an image with this many tokens or fewer
         "pool_threshold": 0.1,  # EIMP: assignment mass for a token to count as matchable
         "first_it_to_update": 2,
+        "pooling": "remove",  # EIMP inference: "remove" (physical, fast) | "mask" (released produce_matches)
     }
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None):
@@ -87,11 +113,13 @@ class IMPModel(nn.Module):
             raise ValueError(f"IMPModel variant must be one of {VARIANTS}, got {c['variant']!r}")
         if c["assignment"] not in ASSIGNMENTS:
             raise ValueError(f"IMPModel assignment must be one of {sorted(ASSIGNMENTS)}, got {c['assignment']!r}")
+        if c["pooling"] not in POOLING:
+            raise ValueError(f"IMPModel pooling must be one of {POOLING}, got {c['pooling']!r}")
         d, n = int(c["descriptor_dim"]), int(c["n_layers"])
         self.sharing = sharing_pattern(n) if c["variant"] != "gm" else [False] * (2 * n)
         self.kenc = KeypointEncoder(d, c["keypoint_encoder"], c["norm"])
         self.gnn = AttentionalGNN(d, int(c["num_heads"]), n, self.sharing, c["norm"])
-        self.final_proj = nn.ModuleList([nn.Conv1d(d, d, kernel_size=1, bias=True) for _ in range(n)])
+        self.final_proj = nn.ModuleList([Conv1x1(d, d) for _ in range(n)])
         self.register_parameter("bin_score", nn.Parameter(torch.tensor(1.0)))
 
     @property
@@ -133,15 +161,22 @@ class IMPModel(nn.Module):
         return MatchState(desc0, desc1, m0, m1, ar0, ar1, n0, n1)
 
     def iterate(self, st: MatchState, i: int) -> MatchState:
-        """One self + one cross layer (both directions share the layer weights)."""
+        """One self + one cross layer (both directions share the layer weights).
+
+        Queries and InstanceNorm statistics use the real tokens (``mask*``), keys the unpruned ones (``keys*``).
+        The released ``produce_matches`` also drops the cross-layer key mask at iteration 3; it is not copied
+        because no token is pruned before the end of iteration 3 (the first sharing iteration), so it changes
+        nothing.
+        """
         need = self._needs_prob(i)
         self_layer, cross_layer = self.gnn.layers[2 * i], self.gnn.layers[2 * i + 1]
         p = st.probs
-        delta0, p00 = self_layer(st.desc0, st.desc0, st.mask0, st.mask0, p.get("00"), need)
-        delta1, p11 = self_layer(st.desc1, st.desc1, st.mask1, st.mask1, p.get("11"), need)
+        k0, k1 = st.keys0, st.keys1
+        delta0, p00 = self_layer(st.desc0, st.desc0, st.mask0, k0, p.get("00"), need)
+        delta1, p11 = self_layer(st.desc1, st.desc1, st.mask1, k1, p.get("11"), need)
         st.desc0, st.desc1 = st.desc0 + delta0, st.desc1 + delta1
-        delta0, p01 = cross_layer(st.desc0, st.desc1, st.mask0, st.mask1, p.get("01"), need)
-        delta1, p10 = cross_layer(st.desc1, st.desc0, st.mask1, st.mask0, p.get("10"), need)
+        delta0, p01 = cross_layer(st.desc0, st.desc1, st.mask0, k1, p.get("01"), need)
+        delta1, p10 = cross_layer(st.desc1, st.desc0, st.mask1, k0, p.get("10"), need)
         st.desc0, st.desc1 = st.desc0 + delta0, st.desc1 + delta1
         keep = need or self.shared_iteration(i)
         st.probs = {"00": p00, "11": p11, "01": p01, "10": p10} if keep else {}
@@ -153,8 +188,12 @@ class IMPModel(nn.Module):
         # the assignment runs in float32 (also under autocast): fp16 Sinkhorn marginals overflow easily
         scores = torch.einsum("bdn,bdm->bnm", md0, md1).float() / self.descriptor_dim ** 0.5
         name = self.conf["assignment"]
-        kwargs = {} if name == "dual_softmax" else {"iterations": int(self.conf["sinkhorn_iterations"])}
-        return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.mask0, mask1=st.mask1, **kwargs)
+        kwargs: Dict[str, Any] = {}
+        if name != "dual_softmax":
+            kwargs["iterations"] = int(self.conf["sinkhorn_iterations"])
+        if name == "sinkhorn" and self.training and self.conf["sinkhorn_grad_iterations"] is not None:
+            kwargs["grad_iterations"] = int(self.conf["sinkhorn_grad_iterations"])
+        return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.keys0, mask1=st.keys1, **kwargs)
 
     def matches(self, st: MatchState, prob: torch.Tensor, threshold: Optional[float] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -169,40 +208,56 @@ class IMPModel(nn.Module):
         full_s.scatter_(1, st.ids0, s0)
         return full_m, full_s
 
-    def pool(self, st: MatchState, prob: torch.Tensor,
-             threshold: Union[None, float, Sequence[float]] = None) -> bool:
-        """EIMP adaptive pooling (threshold per batch element or shared); returns True when tokens were removed."""
+    def pool(self, st: MatchState, prob: torch.Tensor, threshold: Union[None, float, Sequence[float]] = None,
+             count_dustbin: bool = False, n_min_tokens: Optional[int] = None) -> bool:
+        """EIMP adaptive pooling (threshold per batch element or shared); returns True when tokens were pruned.
+
+        ``pooling`` "remove" gathers the kept tokens; "mask" only marks them (``keep*``). An image with
+        ``n_min_tokens`` (default: the conf's) tokens or fewer is not pooled; ``count_dustbin``: the released
+        iterative evaluation (``AdaGMN.pool``) compares N + 1 (the assignment's row count, dustbin included);
+        ``produce_matches`` and the default compare N.
+        """
         th = self.conf["pool_threshold"] if threshold is None else threshold
         th = [float(th)] * prob.shape[0] if isinstance(th, (int, float)) else [float(t) for t in th]
         p = prob[:, :-1, :-1]
-        keep0 = self._keep(p.sum(2), st.probs["00"], st.probs["10"], st.mask0, th)
-        keep1 = self._keep(p.sum(1), st.probs["11"], st.probs["01"], st.mask1, th)
+        n_min = int(self.conf["n_min_tokens"] if n_min_tokens is None else n_min_tokens) - int(bool(count_dustbin))
+        keep0 = self._keep(p.sum(2), st.probs["00"], st.probs["10"], st.keys0, st.mask0, st.mask1, th, n_min)
+        keep1 = self._keep(p.sum(1), st.probs["11"], st.probs["01"], st.keys1, st.mask1, st.mask0, th, n_min)
         changed = False
         if keep0 is not None:
-            st.desc0, st.ids0, st.mask0 = compact_tokens(st.desc0, st.ids0, keep0)
+            if self.conf["pooling"] == "mask":
+                st.keep0 = keep0
+            else:
+                st.desc0, st.ids0, st.mask0 = compact_tokens(st.desc0, st.ids0, keep0)
             changed = True
         if keep1 is not None:
-            st.desc1, st.ids1, st.mask1 = compact_tokens(st.desc1, st.ids1, keep1)
+            if self.conf["pooling"] == "mask":
+                st.keep1 = keep1
+            else:
+                st.desc1, st.ids1, st.mask1 = compact_tokens(st.desc1, st.ids1, keep1)
             changed = True
         if changed:
             st.probs = {}
         return changed
 
     def _keep(self, mass: torch.Tensor, prob_self: torch.Tensor, prob_cross: torch.Tensor,
-              mask: Optional[torch.Tensor], th: Sequence[float]) -> Optional[torch.Tensor]:
+              mask: Optional[torch.Tensor], query_self: Optional[torch.Tensor], query_cross: Optional[torch.Tensor],
+              th: Sequence[float], n_min: int) -> Optional[torch.Tensor]:
         """Tokens to keep for one image: matchable ones plus those with above-median attention (self or cross).
 
-        ``prob_self`` / ``prob_cross`` are [B, H, Nq, N] with this image's tokens as keys. Returns None if no
-        batch element changes.
+        ``prob_self`` / ``prob_cross`` are [B, H, Nq, N] with this image's tokens as keys; a token's attention is
+        the sum over heads and over the real queries (``query_*``; padding of a batch does not vote). ``mask``:
+        this image's current tokens (kept and real); an image with ``n_min`` of them or fewer is not pooled.
+        Returns None if no batch element changes.
         """
         valid = torch.ones_like(mass, dtype=torch.bool) if mask is None else mask
-        imp_self = prob_self.sum(1).sum(1)
-        imp_cross = prob_cross.sum(1).sum(1)
+        imp_self = attention_received(prob_self, query_self)
+        imp_cross = attention_received(prob_cross, query_cross)
         keep = valid.clone()
         changed = False
         for b in range(mass.shape[0]):
             n = int(valid[b].sum())
-            if n <= int(self.conf["n_min_tokens"]):
+            if n <= n_min:
                 continue
             matchable = (mass[b] >= th[b]) & valid[b]
             if not bool(matchable.any()):

@@ -26,11 +26,16 @@ def augment_with_dustbin(scores: torch.Tensor, bin_score: torch.Tensor) -> torch
 
 
 def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int = 20,
-                         mask0: Mask = None, mask1: Mask = None) -> torch.Tensor:
+                         mask0: Mask = None, mask1: Mask = None, grad_iterations: Optional[int] = None
+                         ) -> torch.Tensor:
     """IMP's ``sink_algorithm``: softmax over rows, then ``iterations`` Sinkhorn scalings in probability space.
 
     Marginals are 1 per keypoint and N+1 (resp. M+1) for the dustbins, as released; padded tokens get 0.
     Returns the [B, N+1, M+1] assignment probabilities (not log).
+
+    ``grad_iterations`` (training speed-up, None = all): the scalings before the last ``grad_iterations`` run
+    without autograd (their result is the same; gradients flow through the softmax, the last scalings and the
+    final product). Backpropagating through all 20 scalings was 3/4 of a CPU training step.
     """
     b, n, m = scores.shape
     s = augment_with_dustbin(scores, bin_score)
@@ -44,9 +49,11 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
     c = torch.cat([v1[:, :-1].to(s.dtype), m_real + 1], dim=1)
     u = torch.ones_like(r)
     v = torch.ones_like(c)
-    for _ in range(iterations):  # matrix-vector products: no N x M temporaries
-        u = r / (torch.bmm(p, v[:, :, None])[..., 0] + 1e-8)
-        v = c / (torch.bmm(u[:, None, :], p)[:, 0] + 1e-8)
+    n_free = 0 if grad_iterations is None else max(0, iterations - int(grad_iterations))
+    for it in range(iterations):  # matrix-vector products: no N x M temporaries
+        with torch.set_grad_enabled(torch.is_grad_enabled() and it >= n_free):
+            u = r / (torch.bmm(p, v[:, :, None])[..., 0] + 1e-8)
+            v = c / (torch.bmm(u[:, None, :], p)[:, 0] + 1e-8)
     return p * u[:, :, None] * v[:, None, :]
 
 
@@ -70,8 +77,10 @@ def log_optimal_transport(scores: torch.Tensor, bin_score: torch.Tensor, iterati
     ms, ns = (m * one).to(scores), (n * one).to(scores)
     couplings = augment_with_dustbin(scores, bin_score)
     norm = -(ms + ns).log()
-    log_mu = torch.cat([norm.expand(n), ns.log()[None] + norm])
-    log_nu = torch.cat([norm.expand(m), ms.log()[None] + norm])
+    # SuperGlue's log_optimal_transport: the dustbin row absorbs up to M (column count) matches, the dustbin
+    # column up to N (row count)
+    log_mu = torch.cat([norm.expand(n), ms.log()[None] + norm])
+    log_nu = torch.cat([norm.expand(m), ns.log()[None] + norm])
     log_mu, log_nu = log_mu[None].expand(b, -1), log_nu[None].expand(b, -1)
     u, v = torch.zeros_like(log_mu), torch.zeros_like(log_nu)
     for _ in range(iterations):
