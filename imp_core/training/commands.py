@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+
+from .homography import dump_homography
 
 DUMP_HELP = """Extract local features and ground-truth correspondences (depth + poses: 5 px, cycle check, one-to-one)
 for image pairs, into one HDF5 file that `imp train-matcher` reads. Sources: the synthetic world (--synthetic) or
@@ -30,6 +33,10 @@ def register(subparsers) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--synthetic", metavar="WORLD", help="synthetic world directory (see `imp world`)")
     src.add_argument("--megadepth", metavar="ROOT", help="MegaDepth root (Undistorted_SfM/, scene_info/)")
+    src.add_argument("--homography", metavar="DIR", nargs="+",
+                     help="folders of photographs: random homography pairs with day->night photometry "
+                          "(e.g. /usr/share/backgrounds /usr/share/wallpapers from Debian wallpaper packages); "
+                          "resumable")
     p.add_argument("--out", required=True, help="output HDF5 file")
     p.add_argument("--features", default="sift", help="feature extractor name (default sift; superpoint, ...)")
     p.add_argument("--max-keypoints", type=int, default=1024, help="keypoints per image (default 1024)")
@@ -41,6 +48,8 @@ def register(subparsers) -> None:
     p.add_argument("--pairs-per-scene", type=int, default=200, help="MegaDepth: pairs per scene (default 200)")
     p.add_argument("--min-overlap", type=float, default=0.1)
     p.add_argument("--max-overlap", type=float, default=0.8)
+    p.add_argument("--pairs-per-photo", type=int, default=40, help="homography: pairs per photo (default 40)")
+    p.add_argument("--max-photos", type=int, default=None, help="homography: use the first N photos (sorted)")
     p.add_argument("--device", default="auto", help="feature extraction device: auto, cpu, cuda")
     p.set_defaults(func=run_dump)
 
@@ -64,10 +73,20 @@ def register(subparsers) -> None:
     t.set_defaults(func=run_train)
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run_dump(args: argparse.Namespace) -> int:
     conf = {"features": {"name": args.features, "max_keypoints": args.max_keypoints, "device": args.device},
             "max_pairs": args.max_pairs, "min_matches": args.min_matches}
-    if args.synthetic:
+    if args.homography:
+        signal.signal(signal.SIGTERM, _interrupt)  # close the HDF5 file cleanly: the dump resumes later
+        res = dump_homography(args.homography, args.out, {"features": conf["features"],
+                                                          "min_matches": args.min_matches,
+                                                          "pairs_per_photo": args.pairs_per_photo,
+                                                          "max_photos": args.max_photos})
+    elif args.synthetic:
         from .dump import dump_synthetic
 
         res = dump_synthetic(args.synthetic, args.out, conf, args.conditions)

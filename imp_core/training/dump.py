@@ -52,23 +52,50 @@ def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[st
 
 
 class DumpWriter:
-    """Writes an ``imp-matcher-dump`` HDF5 file: ``add_features`` per image, ``add_pair`` per kept pair."""
+    """Writes an ``imp-matcher-dump`` HDF5 file: ``add_features`` per image, ``add_pair`` per kept pair.
 
-    def __init__(self, out, features_conf: Mapping[str, Any], source_name: str):
+    With ``resume`` an existing dump of the same features is appended to (``has_pair`` tells what is there), and
+    the file is flushed every ``flush_every`` pairs, so an interrupted dump keeps what it wrote."""
+
+    def __init__(self, out, features_conf: Mapping[str, Any], source_name: str, resume: bool = False,
+                 flush_every: int = 25):
         self.path = Path(out)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.h5 = h5py.File(self.path, "w")
-        self.h5.attrs.update({"format": FORMAT, "version": VERSION, "features": json.dumps(dict(features_conf)),
-                              "source": source_name})
-        self.gf = self.h5.create_group("features")
-        self.gp = self.h5.create_group("pairs")
-        self.n_pairs = 0
+        self.flush_every = int(flush_every)
+        if resume and self.path.is_file():
+            info = read_dump_info(self.path)
+            if info["features"] != json.loads(json.dumps(dict(features_conf))):
+                raise ValueError(f"cannot resume {self.path}: it holds features {info['features']}, "
+                                 f"not {dict(features_conf)}")
+            self.h5 = h5py.File(self.path, "a")
+        else:
+            self.h5 = h5py.File(self.path, "w")
+            self.h5.attrs.update({"format": FORMAT, "version": VERSION,
+                                  "features": json.dumps(dict(features_conf)), "source": source_name})
+            self.h5.create_group("features")
+            self.h5.create_group("pairs")
+        self.gf, self.gp = self.h5["features"], self.h5["pairs"]
+        self.n_pairs = len(self.gp)
+        self.pair_names = {(str(g.attrs["name0"]), str(g.attrs["name1"])) for g in self.gp.values()}
+        self.tried: set = set(json.loads(self.h5.attrs.get("tried", "[]")))
 
     def __enter__(self) -> "DumpWriter":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.h5.close()
+        self.close()
+
+    def close(self) -> None:
+        if self.h5.id.valid:
+            self.h5.attrs["tried"] = json.dumps(sorted(self.tried))
+            self.h5.close()
+
+    def mark_tried(self, key: str) -> None:
+        """Record that the pair ``key`` was processed (kept or not), so a resumed dump skips it."""
+        self.tried.add(key)
+        if len(self.tried) % self.flush_every == 0:
+            self.h5.attrs["tried"] = json.dumps(sorted(self.tried))
+            self.h5.flush()
 
     def add_features(self, name: str, f: Features) -> None:
         if name in self.gf:

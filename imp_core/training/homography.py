@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Container, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ default_conf: Dict[str, Any] = {
     "size": (640, 480),  # (w, h) of both images
     "photo_max_side": 1280,  # photos are downscaled to this first
     "pairs_per_photo": 40,
+    "max_photos": None,  # use the first N photos (sorted paths)
     "max_rotation_deg": 35.0,
     "scale_range": (0.6, 1.5),
     "perspective": 0.25,  # corner displacement as a fraction of the image size
@@ -150,13 +151,19 @@ def _inside(uv: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def homography_pairs(photos: Sequence[Path], conf: Mapping[str, Any]) -> Iterator[Dict[str, Any]]:
-    """Yield pairs ``{name0, name1, image0, image1, H_0to1, valid0, valid1}`` (deterministic in ``conf['seed']``)."""
+def homography_pairs(photos: Sequence[Path], conf: Mapping[str, Any], skip: Container[str] = ()
+                     ) -> Iterator[Dict[str, Any]]:
+    """Yield pairs ``{key, name0, name1, image0, image1, H_0to1, valid0, valid1}`` (deterministic in
+    ``conf['seed']``); pairs whose ``key`` is in ``skip`` are not generated."""
     wh = tuple(int(v) for v in conf["size"])
+    n = int(conf["pairs_per_photo"])
     for k, path in enumerate(photos):
+        todo = [j for j in range(n) if f"{k}/{j}" not in skip]
+        if not todo:
+            continue
         photo = _load_photo(path, int(conf["photo_max_side"]))
         pwh = (photo.shape[1], photo.shape[0])
-        for j in range(int(conf["pairs_per_photo"])):
+        for j in todo:
             rng = np.random.default_rng([int(conf["seed"]), k, j])
             H0 = random_homography(rng, pwh, wh, 10.0, (0.8, 1.2), 0.05)
             H1 = random_homography(rng, pwh, wh, float(conf["max_rotation_deg"]), tuple(conf["scale_range"]),
@@ -165,28 +172,30 @@ def homography_pairs(photos: Sequence[Path], conf: Mapping[str, Any]) -> Iterato
             img1, valid1 = _warp(photo, H1, wh)
             night = bool(rng.random() < float(conf["night_fraction"]))
             stem = f"h/{k:04d}_{path.stem[:40]}/{j:03d}"
-            yield {"name0": f"{stem}_0", "name1": f"{stem}_1{'_night' if night else ''}",
+            yield {"key": f"{k}/{j}", "name0": f"{stem}_0", "name1": f"{stem}_1{'_night' if night else ''}",
                    "image0": photometric(img0, rng, False), "image1": photometric(img1, rng, night),
                    "H_0to1": np.linalg.inv(H1) @ H0, "valid0": valid0, "valid1": valid1}
 
 
 def dump_homography(photo_roots: Sequence[str], out, conf: Optional[Mapping[str, Any]] = None,
-                    progress: bool = True) -> Dict[str, int]:
-    """Write an ``imp-matcher-dump`` of homography pairs from the photos under ``photo_roots``."""
+                    progress: bool = True, resume: bool = True) -> Dict[str, int]:
+    """Write an ``imp-matcher-dump`` of homography pairs from the photos under ``photo_roots`` (``resume``: append
+    to an interrupted dump of the same conf, skipping the pairs it already processed)."""
     from .dump import DumpWriter
 
     conf = merge(default_conf, conf, where="homography dump")
-    photos = find_photos(photo_roots)
+    photos = find_photos(photo_roots)[: conf["max_photos"]]
     if not photos:
         raise FileNotFoundError(f"no photos (jpg/png, >= 480 px) under {list(photo_roots)}")
     extractor = create_extractor(conf["features"])
     total = len(photos) * int(conf["pairs_per_photo"])
     tried = kept = 0
     eye = np.eye(3)
-    with DumpWriter(out, conf["features"], f"homography:{len(photos)} photos") as dw:
-        for pair in tqdm(homography_pairs(photos, conf), total=total, desc="homography pairs",
-                         disable=not progress):
+    with DumpWriter(out, conf["features"], f"homography:{len(photos)} photos", resume=resume) as dw:
+        for pair in tqdm(homography_pairs(photos, conf, skip=dw.tried), total=total, desc="homography pairs",
+                         disable=not progress, initial=len(dw.tried)):
             tried += 1
+            dw.mark_tried(pair["key"])
             f0, f1 = extractor.extract(pair["image0"]), extractor.extract(pair["image1"])
             H = pair["H_0to1"]
             uv01, uv10 = _project(H, f0.keypoints), _project(np.linalg.inv(H), f1.keypoints)
@@ -200,4 +209,5 @@ def dump_homography(photo_roots: Sequence[str], out, conf: Optional[Mapping[str,
             dw.add_features(pair["name1"], f1)
             dw.add_pair(pair["name0"], pair["name1"], m, l0, l1, eye, eye, np.eye(4), extra={"H_0to1": H})
             kept += 1
+        kept = dw.n_pairs
     return {"images": 2 * kept, "pairs_tried": tried, "pairs": kept, "photos": len(photos)}

@@ -41,10 +41,10 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
         "features": features,
         "data": {
             "synthetic": {"seeds": TRAIN_WORLD_SEEDS, "preset": "default", "conditions": ["day", "night"]},
-            "homography": {"roots": PHOTO_ROOTS, "packages": DEBIAN_PHOTO_PACKAGES, "pairs_per_photo": 40},
+            "homography": {"roots": PHOTO_ROOTS, "packages": DEBIAN_PHOTO_PACKAGES, "pairs_per_photo": 16},
         },
         # stage 1 on the synthetic dumps alone, then everything (the homography dump takes longest to write)
-        "stages": [{"data": ["synthetic"], "steps": 1500}, {"data": ["synthetic", "homography"], "steps": steps}],
+        "stages": [{"data": ["synthetic"], "steps": 600}, {"data": ["synthetic", "homography"], "steps": steps}],
         "train": {**copy.deepcopy(_TRAIN), "model": {**_CPU_MODEL, "keypoint_encoder": kenc}},
         "output": out,
     }
