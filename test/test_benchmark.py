@@ -112,6 +112,9 @@ def test_synthetic_benchmark_reuses_a_map(tiny_world, tiny_map, tmp_path, capsys
 def test_benchmark_wrong_kind_and_missing_images(rig, tmp_path, capsys):
     assert main(["benchmark", "aachen", "--data", str(rig.root), "--out", str(tmp_path / "o")]) == 2
     assert "holds a robotcar dataset, not aachen" in capsys.readouterr().err
+    assert main(["benchmark", "robotcar", "--data", str(rig.root), "--out", str(tmp_path / "o"), "--condition",
+                 "night"]) == 2
+    assert "no queries of condition(s) ['night']" in capsys.readouterr().err
     import shutil
 
     data = tmp_path / "rc"

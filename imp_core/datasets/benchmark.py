@@ -91,12 +91,15 @@ def query_sets(ds: LocalizationDataset, splits: Optional[Sequence[str]] = None,
         if splits:
             raise ValueError(f"--split applies to RobotCar only ({ds.kind} has one query set)")
         sets = {"queries": ds.queries()}
+    if conditions:
+        have = {q.condition for qs in sets.values() for q in qs}
+        unknown = sorted(set(conditions) - have)
+        if unknown:
+            raise DatasetError(f"no queries of condition(s) {unknown} in {ds.root} (sets {', '.join(sets)}); "
+                               f"conditions there: {', '.join(sorted(have))}")
     for name, qs in sets.items():
         if conditions:
-            unknown = sorted(set(conditions) - {q.condition for q in qs})
             qs = [q for q in qs if q.condition in set(conditions)]
-            if unknown and not qs:
-                raise DatasetError(f"no {name} queries of condition(s) {unknown} in {ds.root}")
         sets[name] = qs[:limit] if limit else qs
     for name, qs in sets.items():
         missing = [q for q in qs if not q.path.is_file()]
