@@ -23,8 +23,8 @@ def draw_localization(image: np.ndarray, camera: Camera, result: LocalizationRes
                 cv2.line(img, p0, p1, (255, 60, 60), 1, cv2.LINE_AA)
             cv2.circle(img, p0, 2, (40, 255, 40), -1, cv2.LINE_AA)
     ok = result.success
-    text = (f"{result.status} {result.mode} inliers {result.num_inliers}/{result.num_matches}"
-            f" {result.timings.get('total', 0):.0f} ms")
+    text = (f"{result.status} {result.mode} conf {result.confidence:.2f} inliers {result.num_inliers}/"
+            f"{result.num_matches} {result.timings.get('total', 0):.0f} ms")
     cv2.putText(img, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 4, cv2.LINE_AA)
     cv2.putText(img, text, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (40, 255, 40) if ok else (255, 60, 60), 2,
                 cv2.LINE_AA)
