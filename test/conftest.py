@@ -42,3 +42,12 @@ def tiny_map(tiny_world, tmp_path_factory):
 
     pycolmap.logging.minloglevel = 2
     return build_map(tiny_world, tmp_path_factory.mktemp("maps") / "tiny_sift", TINY_MAP_CONF, progress=False)
+
+
+@pytest.fixture(scope="session")
+def robotcar_rig(tmp_path_factory):
+    """RobotCar Seasons rendered from the synthetic street with a left/rear/right camera rig, in the layout of the
+    real download (``make_robotcar_rig``); shared by the dataset, benchmark and bag tests, which only read it."""
+    from imp_core.datasets.export import make_robotcar_rig
+
+    return make_robotcar_rig(tmp_path_factory.getbasetemp() / "robotcar_rig" / "RobotCar-Seasons")

@@ -11,7 +11,7 @@ import pytest
 from imp_core.cli import main
 from imp_core.datasets import DatasetError
 from imp_core.datasets.benchmark import read_log, run_benchmark
-from imp_core.datasets.export import export_aachen, make_robotcar_rig
+from imp_core.datasets.export import export_aachen
 
 CONF = "map:\n  features: {name: sift, max_keypoints: 2048}\n  matcher: {name: nn, ratio_threshold: 0.9}\n"
 
@@ -33,8 +33,9 @@ def _submission(path):
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    return make_robotcar_rig(tmp_path_factory.mktemp("robotcar") / "RobotCar-Seasons")
+def rig(robotcar_rig):
+    """RobotCar Seasons rendered with the left/rear/right rig, in the real layout (test/conftest.py)."""
+    return robotcar_rig
 
 
 def test_robotcar_benchmark_submission_table_and_resume(rig, map_args, tmp_path, capsys, monkeypatch):

@@ -12,7 +12,7 @@ import pytest
 from imp_core.datasets import DatasetError, open_dataset
 from imp_core.datasets.aachen import AachenDataset
 from imp_core.datasets.colmap_io import read_model_poses, read_poses, read_query_list, write_poses, write_query_list
-from imp_core.datasets.export import export_aachen, export_robotcar, make_robotcar_rig
+from imp_core.datasets.export import export_aachen, export_robotcar
 from imp_core.datasets.nvm import read_nvm, write_nvm
 from imp_core.datasets.robotcar import RobotCarDataset, read_intrinsics, read_train_list
 from imp_core.types import Camera, Pose
@@ -105,9 +105,9 @@ def test_aachen_near_miss_names_what_is_missing(tiny_world, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory):
-    """RobotCar Seasons rendered with the left/rear/right rig, in the real layout."""
-    return make_robotcar_rig(tmp_path_factory.mktemp("robotcar") / "RobotCar-Seasons")
+def rig(robotcar_rig):
+    """RobotCar Seasons rendered with the left/rear/right rig, in the real layout (test/conftest.py)."""
+    return robotcar_rig
 
 
 def _nvm_lines(path):

@@ -14,13 +14,12 @@ CAMERAS = ("left", "rear", "right")
 
 
 @pytest.fixture(scope="module")
-def robotcar(tmp_path_factory):
+def robotcar(robotcar_rig, tmp_path_factory):
     """The rig fixture in the RobotCar Seasons layout and a SIFT map of its reference traversal."""
     from imp_core.datasets import open_dataset
-    from imp_core.datasets.export import make_robotcar_rig
     from imp_core.mapping import build_map
 
-    rig = make_robotcar_rig(tmp_path_factory.mktemp("robotcar") / "RobotCar-Seasons")
+    rig = robotcar_rig
     conf = {"features": {"name": "sift", "max_keypoints": 2048}, "matcher": {"name": "nn", "ratio_threshold": 0.9},
             "device": "cpu"}
     lmap = build_map(open_dataset(rig.root), tmp_path_factory.mktemp("rc_map") / "map", conf, progress=False)
