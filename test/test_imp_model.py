@@ -411,6 +411,13 @@ def test_eimp_mask_pooling_is_released_produce_matches(n0, n1, shared, n_min):
                         "model": {"descriptor_dim": 32, "keypoint_encoder": [16, 32], "n_layers": 9,
                                   "n_min_tokens": n_min, "pooling": "mask"}})
     assert m.model.conf["pooling"] == "mask"
+    with torch.no_grad():
+        m.model.bin_score.fill_(7.0)
+    feats = [Features(data[f"keypoints{k}"][0].numpy(), data[f"descriptors{k}"][0].numpy(),
+                      data[f"scores{k}"][0].numpy(), (640, 480), "test") for k in (0, 1)]
+    res = m.match(*feats)
+    assert np.array_equal(res.indices[:, 1], ref.numpy()[res.indices[:, 0]]) and len(res) == int((ref >= 0).sum())
+    assert (res.info["tokens0"], res.info["tokens1"]) == trace[-1][1:]
     with pytest.raises(Exception, match="pooling"):
         IMPModel({**SMALL, "pooling": "drop"})
 
