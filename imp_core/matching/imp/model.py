@@ -282,7 +282,8 @@ class IMPModel(nn.Module):
 
     @torch.no_grad()
     def match(self, data: Mapping[str, torch.Tensor], threshold: Optional[float] = None) -> Dict[str, Any]:
-        """All iterations without pose checks (EIMP pools with the default threshold)."""
+        """All iterations without pose checks (EIMP pools with the default threshold; with ``pooling: mask`` this is
+        the released ``AdaGMN.produce_matches``)."""
         st = self.encode(data)
         prob = None
         for i in range(self.n_layers):
