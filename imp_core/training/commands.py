@@ -21,6 +21,7 @@ loss (weighted eight-point essential matrix, --pose-weight), Adam, checkpoints i
 OUT/log.jsonl and OUT/curves.png. Held-out pairs report match precision and recall."""
 
 TRAIN_EPILOG = """examples:
+  imp train-matcher --preset imp_xfeat --workdir data/matcher_training   # the shipped models/imp_xfeat.pth
   imp train-matcher --data data/train/syn_sift.h5 --out runs/imp_sift --variant imp --steps 20000
   imp train-matcher --data data/train/syn_sift.h5 --out runs/imp_sift --resume
   imp train-matcher --data mega.h5 --out runs/imp_pose --pose-weight 0.5 --pose-warmup 20000"""
@@ -56,8 +57,13 @@ def register(subparsers) -> None:
     t = subparsers.add_parser("train-matcher", help="train GM / IMP / EIMP on a dump",
                               description=TRAIN_HELP, epilog=TRAIN_EPILOG,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--data", required=True, help="dump file from `imp dump`")
-    t.add_argument("--out", required=True, help="run directory (checkpoints, log, curves)")
+    t.add_argument("--preset", default=None,
+                   help="a shipped recipe (imp_xfeat, imp_aliked): renders/dumps its data under --workdir, trains "
+                        "in stages (resumable), exports models/<name>.pth and docs/models/<name>.md")
+    t.add_argument("--workdir", default="data/matcher_training", help="--preset: worlds, dumps and runs")
+    t.add_argument("--no-export", action="store_true", help="--preset: train only")
+    t.add_argument("--data", nargs="+", default=None, help="dump file(s) from `imp dump` (same features)")
+    t.add_argument("--out", default=None, help="run directory (checkpoints, log, curves)")
     t.add_argument("--variant", default="imp", choices=["gm", "imp", "eimp"])
     t.add_argument("--conf", default=None, help="YAML with trainer conf overrides (keys of trainer.default_conf)")
     t.add_argument("--steps", type=int, default=None)
@@ -102,6 +108,15 @@ def run_dump(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from ..config import load_yaml
     from .trainer import train
+
+    if args.preset:
+        from .recipe import run_preset
+
+        res = run_preset(args.preset, args.workdir, steps=args.steps, export=not args.no_export)
+        print(json.dumps({k: v for k, v in res.items() if k != "log"}, default=str))
+        return 0
+    if not args.data or not args.out:
+        raise SystemExit("imp train-matcher: give --preset NAME, or --data DUMP [DUMP ...] and --out DIR")
 
     conf = load_yaml(args.conf) if args.conf else {}
     for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),

@@ -58,6 +58,21 @@ def variant_from_name(path: Union[str, Path]) -> Optional[Tuple[str, int]]:
     return variant, 128 if "sift" in name else 256
 
 
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"  # weights trained by imp (`imp train-matcher --preset`)
+
+
+def shipped_weights(features: Optional[str]) -> Optional[Path]:
+    """The IMP/EIMP weights imp ships for ``features`` (``weights/imp_<features>.pth``), or None."""
+    if not features:
+        return None
+    path = SHIPPED_DIR / f"imp_{features}.pth"
+    return path if path.is_file() else None
+
+
+def shipped_features() -> List[str]:
+    return sorted(p.stem[len("imp_"):] for p in SHIPPED_DIR.glob("imp_*.pth"))
+
+
 # conf keys a checkpoint written by imp may carry (``conf`` entry, JSON) that the tensors cannot tell
 STORED_CONF_KEYS = ("num_heads", "sinkhorn_iterations", "match_threshold", "pool_threshold", "n_min_tokens",
                     "first_it_to_update", "assignment")

@@ -1,0 +1,148 @@
+"""``imp train-matcher --preset NAME``: render, dump, train in stages, export the weights and a model card.
+
+Every step reuses what a previous (interrupted) run left in ``workdir``: complete worlds are reused, the homography
+dump resumes, training resumes from ``runs/NAME/last.pth``. The exported file holds the model state dict, the model
+conf (``num_heads`` etc., which the tensors cannot tell) and the training step: no optimizer state, so it stays
+small. It loads with the ``imp`` / ``eimp`` / ``gm`` matchers' ``weights`` key (``weights_only=True``).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import torch
+
+from ..datasets.synthetic import make_world
+from .dump import dump_synthetic, read_dump_info
+from .homography import dump_homography
+from .presets import PRESETS
+from .trainer import train
+
+
+def preset(name: str) -> Dict[str, Any]:
+    if name not in PRESETS:
+        raise ValueError(f"unknown matcher preset {name!r}; available: {', '.join(sorted(PRESETS))}")
+    return json.loads(json.dumps(PRESETS[name]))
+
+
+def _dump_ok(path: Path) -> bool:
+    try:
+        return read_dump_info(path)["pairs"] > 0
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def build_data(p: Mapping[str, Any], workdir: Path, progress: bool = True) -> Dict[str, List[Path]]:
+    """Worlds and dumps of a preset under ``workdir`` (reused when complete); returns dump paths by source."""
+    feats = dict(p["features"])
+    fname = feats["name"]
+    out: Dict[str, List[Path]] = {"synthetic": [], "homography": []}
+    syn = p["data"]["synthetic"]
+    for seed in syn["seeds"]:
+        world = workdir / f"world_s{seed}"
+        make_world(world, syn["preset"], int(seed), progress=progress)
+        dump = workdir / "dumps" / f"syn_s{seed}_{fname}.h5"
+        if not _dump_ok(dump):
+            dump_synthetic(world, dump, {"features": {**feats, "device": "auto"}}, syn["conditions"])
+        out["synthetic"].append(dump)
+    hom = p["data"]["homography"]
+    dump = workdir / "dumps" / f"homography{hom['pairs_per_photo']}_{fname}.h5"
+    dump_homography(hom["roots"], dump, {"features": {**feats, "device": "cpu"},
+                                         "pairs_per_photo": hom["pairs_per_photo"]}, progress=progress)
+    out["homography"].append(dump)
+    return out
+
+
+def export_weights(run_dir: Path, out: Path, which: str = "best") -> Dict[str, Any]:
+    """Copy the model of ``run_dir/{which}.pth`` (without optimizer state) to ``out``."""
+    src = run_dir / f"{which}.pth"
+    ck = torch.load(src, map_location="cpu", weights_only=True)
+    slim = {k: ck[k] for k in ("epoch", "iteration", "model", "min_loss", "conf") if k in ck}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(slim, str(out))
+    return {"file": str(out), "bytes": out.stat().st_size, "step": int(ck["iteration"]),
+            "parameters": int(sum(v.numel() for v in ck["model"].values()))}
+
+
+def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping[str, Any],
+               dumps: Mapping[str, List[Path]], card_dir: Path) -> Path:
+    """``docs/models/NAME.md`` + ``NAME_curves.png``: data, steps, wall time, held-out precision/recall, size."""
+    log = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r for r in log if "precision" in r]
+    train_rows = [r for r in log if "time_s" in r]
+    card_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "curves.png").is_file():
+        shutil.copy(run_dir / "curves.png", card_dir / f"{name}_curves.png")
+    data_lines = []
+    for src, paths in dumps.items():
+        for d in paths:
+            info = read_dump_info(d)
+            data_lines.append(f"| {src} | `{d.name}` | {info['pairs']} | {info['images']} |")
+    last = evals[-1] if evals else {}
+    best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
+    conf = json.loads((run_dir / "conf.json").read_text())
+    text = f"""# Matcher weights `{exported['file']}` (preset `{name}`)
+
+Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
+
+- Features: `{json.dumps(p['features'])}`
+- Model: `{json.dumps(conf['model'])}`
+- Parameters: {exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; exported at step {exported['step']}
+- Trainer: `{json.dumps({k: v for k, v in conf['train'].items() if k != 'model'})}`
+- Stages: `{json.dumps(p['stages'])}`
+- Wall time of the last training process: {train_rows[-1]['time_s'] / 3600 if train_rows else 0:.2f} h
+  (2-core CPU shared with other jobs; see `log.jsonl` in the run directory for every step)
+
+## Data (no MegaDepth; `../shared/data/sacre_coeur_mapping` never used)
+| source | dump | pairs | images |
+|---|---|---|---|
+{chr(10).join(data_lines)}
+
+Synthetic worlds: `imp world --preset {p['data']['synthetic']['preset']}` with seeds {p['data']['synthetic']['seeds']}
+(the demo and benchmarks use seed 0), day and night queries. Homography pairs: photos under
+{p['data']['homography']['roots']} (Debian packages {', '.join(p['data']['homography']['packages'])}),
+random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night rendering of one image in 40 %.
+
+## Held-out pairs (last iteration, mutual matches with p > 0.2)
+| checkpoint | step | precision | recall | loss |
+|---|---|---|---|---|
+| best (exported) | {best.get('step', '-')} | {best.get('precision', float('nan')):.3f} | {best.get('recall', float('nan')):.3f} | {best.get('val_loss', float('nan')):.3f} |
+| last | {last.get('step', '-')} | {last.get('precision', float('nan')):.3f} | {last.get('recall', float('nan')):.3f} | {last.get('val_loss', float('nan')):.3f} |
+
+![curves]({name}_curves.png)
+"""
+    path = card_dir / f"{name}.md"
+    path.write_text(text)
+    return path
+
+
+def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = True, progress: bool = True,
+               repo_root: Optional[Path] = None) -> Dict[str, Any]:
+    """Run every stage of preset ``name`` (resuming), then export weights + model card into the repository."""
+    p = preset(name)
+    workdir = Path(workdir).expanduser()
+    root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
+    dumps = build_data(p, workdir, progress)
+    run_dir = workdir / "runs" / name
+    t0 = time.time()
+    stages = p["stages"]
+    if steps is not None:
+        stages = [s for s in stages if s["steps"] < steps] + [{**stages[-1], "steps": int(steps)}]
+    res: Dict[str, Any] = {}
+    for stage in stages:
+        data = [d for key in stage["data"] for d in dumps[key]]
+        last = run_dir / "last.pth"
+        done = int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]) if last.is_file() else 0
+        if done >= stage["steps"]:
+            continue
+        res = train(data, run_dir, {**p["train"], "steps": stage["steps"]}, resume=last.is_file(),
+                    progress=progress)
+    out: Dict[str, Any] = {"run": str(run_dir), "train_s": time.time() - t0, **res}
+    if export:
+        exported = export_weights(run_dir, root / p["output"])
+        card = model_card(name, p, run_dir, exported, dumps, root / "docs" / "models")
+        out.update({"exported": exported, "card": str(card)})
+    return out

@@ -1,0 +1,126 @@
+"""Matcher training data from photographs (homography pairs), several dumps per run, export and shipped weights."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from imp_core.matching.base import create_matcher
+from imp_core.matching.imp import checkpoint as ckpt
+from imp_core.matching.imp.checkpoint import load_model
+from imp_core.training.dump import dump_synthetic, read_dump_info
+from imp_core.training.homography import dump_homography, find_photos, homography_pairs
+from imp_core.training.recipe import export_weights, model_card
+from imp_core.training.trainer import train
+
+SIFT = {"name": "sift", "max_keypoints": 256, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def photos(tiny_world, tmp_path_factory):
+    """Two 'photographs' (rendered street images upscaled) in a folder, plus files that must be skipped."""
+    root = tmp_path_factory.mktemp("photos")
+    for i, name in enumerate(tiny_world.db_names[:2]):
+        img = cv2.resize(tiny_world.image(name), None, fx=2, fy=2)
+        cv2.imwrite(str(root / f"p{i}.jpg"), img[:, :, ::-1])
+    cv2.imwrite(str(root / "screenshot.png"), np.zeros((600, 800, 3), np.uint8))
+    cv2.imwrite(str(root / "tiny.png"), np.zeros((50, 50, 3), np.uint8))
+    return root
+
+
+@pytest.fixture(scope="module")
+def hom_dump(photos, tmp_path_factory):
+    path = tmp_path_factory.mktemp("hdump") / "h.h5"
+    res = dump_homography([str(photos)], path, {"features": SIFT, "pairs_per_photo": 4, "size": (320, 240)},
+                          progress=False)
+    assert res["photos"] == 2 and res["pairs"] >= 4, res
+    return path
+
+
+def test_find_photos_keeps_one_resolution_per_wallpaper(tmp_path):
+    d = tmp_path / "Autumn" / "contents" / "images"
+    d.mkdir(parents=True)
+    for wh in ("640x480", "1920x1080", "1080x1920"):
+        w, h = (int(v) for v in wh.split("x"))
+        cv2.imwrite(str(d / f"{wh}.jpg"), np.full((h, w, 3), 128, np.uint8))
+    assert [p.name for p in find_photos([str(tmp_path)])] == ["1920x1080.jpg"]
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        find_photos([str(tmp_path / "nowhere")])
+
+
+def test_homography_ground_truth_is_exact(photos, hom_dump):
+    pairs = {p["name1"]: p for p in homography_pairs(find_photos([str(photos)]), {
+        "size": (320, 240), "photo_max_side": 1280, "pairs_per_photo": 4, "seed": 0, "max_rotation_deg": 35.0,
+        "scale_range": (0.6, 1.5), "perspective": 0.25, "night_fraction": 0.4})}
+    with h5py.File(hom_dump) as h5:
+        assert len(h5["pairs"]) >= 4
+        for g in h5["pairs"].values():
+            p = pairs[g.attrs["name1"]]
+            H = np.asarray(g["H_0to1"])
+            assert np.allclose(H, p["H_0to1"])
+            k0 = np.asarray(h5["features"][g.attrs["name0"]]["keypoints"])
+            k1 = np.asarray(h5["features"][g.attrs["name1"]]["keypoints"])
+            m = np.asarray(g["matches"])
+            x = np.c_[k0[m[:, 0]], np.ones(len(m))] @ H.T
+            err = np.linalg.norm(x[:, :2] / x[:, 2:] - k1[m[:, 1]], axis=1)
+            assert err.max() < 3.0  # inlier_px
+            assert len(np.unique(m[:, 0])) == len(m) == len(np.unique(m[:, 1]))
+    # the warped images really show the same texture: the photo pixel of a matched keypoint agrees
+    name1 = next(iter(pairs))
+    assert pairs[name1]["image0"].shape == (240, 320, 3)
+
+
+def test_homography_dump_resumes(photos, tmp_path):
+    conf = {"features": SIFT, "pairs_per_photo": 3, "size": (320, 240)}
+    path = tmp_path / "h.h5"
+    first = dump_homography([str(photos)], path, {**conf, "max_photos": 1}, progress=False)
+    full = dump_homography([str(photos)], path, conf, progress=False)
+    assert first["pairs_tried"] == 3 and full["pairs_tried"] == 3  # only the second photo's pairs are new
+    again = dump_homography([str(photos)], path, conf, progress=False)
+    assert again["pairs_tried"] == 0 and again["pairs"] == full["pairs"]
+    with pytest.raises(ValueError, match="cannot resume"):
+        dump_homography([str(photos)], path, {**conf, "features": {**SIFT, "max_keypoints": 128}}, progress=False)
+
+
+def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):
+    syn = tmp_path / "syn.h5"
+    dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 40})
+    conf = {"steps": 6, "batch_size": 2, "n_keypoints": 128, "max_inliers": 64, "val_every": 3, "ckpt_every": 3,
+            "log_every": 1, "model": {"n_layers": 2, "num_heads": 1, "keypoint_encoder": [16, 32],
+                                      "sinkhorn_grad_iterations": 3}}
+    run = tmp_path / "run"
+    res = train([syn, hom_dump], run, conf, progress=False)
+    assert res["step"] == 6
+    assert json.loads((run / "conf.json").read_text())["data"] == [str(syn), str(hom_dump)]
+    out = export_weights(run, tmp_path / "imp_sift.pth")
+    assert "optimizer" not in torch.load(out["file"], weights_only=True)
+    model, _ = load_model(out["file"], "eimp")
+    assert model.conf["num_heads"] == 1 and model.conf["keypoint_encoder"] == [16, 32]
+    assert model.n_layers == 2 and model.descriptor_dim == 128
+    p = {"features": SIFT, "stages": [], "data": {"synthetic": {"preset": "tiny", "seeds": [0]},
+                                                   "homography": {"roots": ["x"], "packages": ["y"]}}}
+    card = model_card("imp_sift", p, run, out, {"synthetic": [syn], "homography": [hom_dump]}, tmp_path / "docs")
+    text = card.read_text()
+    assert "precision" in text and "syn.h5" in text and (tmp_path / "docs" / "imp_sift_curves.png").is_file()
+    # a dump of other features is refused
+    other = tmp_path / "other.h5"
+    dump_synthetic(tiny_world, other, {"features": {"name": "xfeat", "max_keypoints": 64, "device": "cpu"},
+                                       "max_pairs": 3})
+    with pytest.raises(ValueError, match="train on one kind"):
+        train([syn, other], tmp_path / "run2", conf, progress=False)
+
+
+def test_imp_matcher_uses_shipped_weights_for_the_features(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="no weights for 'sift' features"):
+        create_matcher({"name": "eimp", "features": "sift"})
+    monkeypatch.setattr(ckpt, "SHIPPED_DIR", tmp_path)
+    from imp_core.matching.imp.model import IMPModel
+
+    model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": 2})
+    ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
+    m = create_matcher({"name": "eimp", "features": "sift"})
+    assert m.weights == str(tmp_path / "imp_sift.pth") and m.model.conf["num_heads"] == 2
