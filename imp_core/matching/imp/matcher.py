@@ -17,7 +17,7 @@ import torch
 from ...features.base import resolve_device
 from ...types import Features, Matches
 from ..base import MATCHERS, Matcher
-from .checkpoint import WHERE_TO_GET, load_model
+from .checkpoint import WHERE_TO_GET, load_model, shipped_features, shipped_weights
 from .geometry import PairGeometry, PnPGeometry, ReleasedPairGeometry
 from .iterative import MODES, IterativeMatcher
 from .model import IMPModel
@@ -25,7 +25,8 @@ from .model import IMPModel
 
 class IMPMatcher(Matcher):
     default_conf: Dict[str, Any] = {
-        "weights": None,  # path to imp_spp.pth, eimp_sift.pth, superglue_outdoor.pth, ...
+        "weights": None,  # path to imp_spp.pth, eimp_sift.pth, ...; None = imp's shipped weights for `features`
+        "features": None,  # the features' name (the localizer sets it from the map): picks the shipped weights
         "allow_random_init": False,
         "seed": 0,
         # IMPModel overrides; None = the checkpoint's / IMPModel's value (descriptor_dim matters for random init)
@@ -52,15 +53,21 @@ class IMPMatcher(Matcher):
         self.device = resolve_device(conf["device"])
         heads: Optional[List[int]] = None
         overrides = {k: v for k, v in conf["model"].items() if v is not None}
-        if conf["weights"]:
-            model, info = load_model(conf["weights"], variant, overrides)
+        weights = conf["weights"] or (None if conf["allow_random_init"] else shipped_weights(conf["features"]))
+        if weights:
+            model, info = load_model(weights, variant, overrides)
             heads = info["heads"]
+            self.weights = str(weights)
         elif conf["allow_random_init"]:
             torch.manual_seed(int(conf["seed"]))
             model = IMPModel({**overrides, "variant": variant})
+            self.weights = "random"
         else:
-            raise ValueError(f"matcher {variant!r}: conf 'weights' is not set. {WHERE_TO_GET} "
-                             "(or set allow_random_init: true to use an untrained model)")
+            shipped = shipped_features()
+            raise ValueError(f"matcher {variant!r}: no weights for {conf['features'] or 'these'!r} features: imp ships "
+                             f"weights for {shipped or 'no features'} (train more with `imp train-matcher --preset`); "
+                             f"for other features set 'weights'. {WHERE_TO_GET} (or allow_random_init: true for an "
+                             "untrained model)")
         self.model = model.eval().to(self.device)
         checkpoints = conf["checkpoints"]
         early = bool(conf["early_stop"] and conf["iterative"])
