@@ -29,7 +29,16 @@ PAIRS = {
     "aliked+lightglue": ({"name": "aliked", "max_keypoints": 2048}, {"name": "lightglue"}),
     "disk+lightglue": ({"name": "disk", "max_keypoints": 2048}, {"name": "lightglue"}),
     "xfeat+nn": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
+    "xfeat+lighterglue": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "lighterglue"}),
+    # IMP family: imp's shipped weights for the features unless --weights gives a file
+    "xfeat+eimp": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "eimp", "features": "xfeat"}),
+    "xfeat+imp": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "imp", "features": "xfeat"}),
+    "aliked+eimp": ({"name": "aliked", "max_keypoints": 2048}, {"name": "eimp", "features": "aliked"}),
 }
+# pairs that share features share one map, built with the first matcher listed here (the map does not depend on
+# the matcher used to localize against it)
+MAP_MATCHER = {"xfeat": {"name": "nn"}, "aliked": {"name": "lightglue"}, "disk": {"name": "lightglue"},
+               "sift": {"name": "nn", "ratio_threshold": 0.9}}
 STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
 
 
@@ -45,11 +54,13 @@ def run_pair(args: dict) -> dict:
 
     pycolmap.logging.minloglevel = 2
     fconf, mconf = PAIRS[args["pair"]]
+    if args.get("weights") and mconf["name"] in ("gm", "imp", "eimp"):
+        mconf = {**mconf, "weights": args["weights"]}
     ds = open_dataset(args["world"])
-    map_dir = Path(args["maps"]) / args["pair"].replace("+", "_")
+    map_dir = Path(args["maps"]) / f"{fconf['name']}_{fconf['max_keypoints']}"
     t = time.time()
     if not (map_dir / "map.json").is_file():
-        build_map(ds, map_dir, {"features": fconf, "matcher": mconf}, progress=True)
+        build_map(ds, map_dir, {"features": fconf, "matcher": MAP_MATCHER[fconf["name"]]}, progress=True)
     build_s = time.time() - t
     loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": args["top_k"]}]})
     queries = ds.queries()
@@ -67,6 +78,8 @@ def run_pair(args: dict) -> dict:
                      "errors": [[e.t_err, e.r_err] for e in errs]}
     return {
         "pair": args["pair"],
+        "matcher": {k: v for k, v in loc.conf["matcher"].items() if k in ("name", "weights", "features")},
+        "matcher_weights": getattr(loc.matcher, "weights", None),
         "map_build_s": build_s,
         "accuracy": acc,
         "latency_ms": {k: v for k, v in latency_table(results).items() if k in STAGES},
@@ -122,6 +135,7 @@ def main() -> int:
     p.add_argument("--pairs", nargs="+", default=["sift+nn", "aliked+lightglue"], choices=sorted(PAIRS))
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--limit", type=int, default=0, help="queries per condition (0 = all)")
+    p.add_argument("--weights", default=None, help="IMP-family pairs: this checkpoint instead of the shipped one")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_localization")
     a = p.parse_args()
     from imp_core.datasets.synthetic import make_world
@@ -134,7 +148,8 @@ def main() -> int:
     for pair in a.pairs:  # one fresh process per pair, shut down cleanly (its peak RSS is its own)
         with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
             rows.append(ex.submit(run_pair, {"pair": pair, "world": str(a.world), "maps": str(a.out / "maps"),
-                                             "top_k": a.top_k, "limit": a.limit}).result())
+                                             "top_k": a.top_k, "limit": a.limit,
+                                             "weights": a.weights}).result())
     table = format_table(rows)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")

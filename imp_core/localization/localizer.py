@@ -88,7 +88,7 @@ class Localizer:
     def __init__(self, conf: Union[str, Path, Mapping[str, Any]], progress: bool = False):
         from ..features.base import create_extractor
         from ..mapping.format import LocalizationMap, read_map_meta
-        from ..matching.base import create_matcher
+        from ..matching.base import MATCHERS, create_matcher
 
         conf = load_config(conf)
         if conf.get("recognition"):
@@ -108,6 +108,8 @@ class Localizer:
         if self.conf["labelled_first"]["enabled"] and self._budget:
             fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
         mconf = self._matcher_conf(meta)
+        if "features" in getattr(MATCHERS.get(mconf["name"]), "default_conf", {}):
+            mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
         self.extractor = create_extractor(fconf)
         self.matcher = create_matcher(mconf)
         supported = getattr(self.matcher, "supported_features", None)
