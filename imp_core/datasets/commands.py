@@ -16,8 +16,10 @@ def register(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("world", help="render the synthetic world (and export it to benchmark layouts)",
                               description=HELP, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="directory of the world (created; reused when complete)")
-    p.add_argument("--preset", default="default", choices=["tiny", "default"],
-                   help="tiny: 16 db + 16 queries for tests; default: 60 db + 80 queries for the demo")
+    p.add_argument("--preset", default="default", choices=["tiny", "default", "city", "city_large"],
+                   help="tiny: 16 db + 16 queries for tests; default: 60 db + 80 queries for the demo; city: "
+                        "538 db + 192 queries on 5 streets with look-alike facades, weather and a hard night; "
+                        "city_large: ~1.5k db images for scale benchmarks")
     p.add_argument("--seed", type=int, default=0, help="random seed of the scene and trajectories (default 0)")
     p.add_argument("--export", nargs=2, metavar=("LAYOUT", "DIR"), action="append", default=[],
                    help="also write the world as LAYOUT (aachen or robotcar) into DIR; repeatable")

@@ -40,6 +40,14 @@ class Lighting:
     motion_blur: float = 0.0  # kernel length in pixels
     motion_angle: float = 0.0  # degrees
     defocus: float = 0.0  # gaussian sigma in pixels
+    # city preset (all off by default: the default and tiny worlds render exactly as before)
+    window_keep: float = 1.0  # share of lit window cells (1.5 m) left on: another set of lit windows per drive
+    window_seed: int = 0  # which cells (one value per drive)
+    fog: float = 0.0  # extinction per metre (visibility ~ 3 / fog)
+    fog_color: Tuple[float, float, float] = (0.7, 0.72, 0.75)
+    wet: float = 0.0  # mirror-like reflections on the road (night rain)
+    headlights: int = 0  # oncoming headlights: halos with horizontal streaks near the horizon
+    rain: float = 0.0  # density of rain streaks
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -194,6 +202,8 @@ class Renderer:
                 d2 = np.einsum("hwc,hwc->hw", Lv, Lv)
                 lamp_light += np.clip(np.einsum("hwc,hwc->hw", n, Lv), 0, None) / (d2 * np.sqrt(d2) + 1e-3) * 8.0
             radiance += albedo * (light.lamps * lamp_light)[..., None] * np.asarray(light.lamp_color, np.float32)
+        if light.emission > 0 and light.window_keep < 1.0:
+            emis = emis * self._window_switch(qid, A, B, light)
         if light.emission > 0:
             # lit interiors keep their texture: emission modulated by what is behind the glass
             radiance += (light.emission * emis)[..., None] * (0.25 + 0.75 * albedo) * np.asarray(
@@ -202,10 +212,89 @@ class Renderer:
         sky = np.asarray(light.sky_horizon, np.float32) * (1 - np.clip(elev, 0, 1)) + np.asarray(
             light.sky_zenith, np.float32) * np.clip(elev, 0, 1)
         radiance = np.where(hitm[..., None], radiance, sky)
+        if light.wet > 0:
+            radiance = self._wet(radiance, qid, Ks, pose, light)
+        if light.fog > 0:
+            trans = np.exp(-light.fog * np.where(hitm, z, 1e4))[..., None]
+            radiance = radiance * trans + np.asarray(light.fog_color, np.float32) * (1 - trans)
         img = cv2.resize(radiance, (width, height), interpolation=cv2.INTER_AREA) if s > 1 else radiance
         if light.glare > 0 and len(self.scene.lamps):
             img += self._glare(K, width, height, pose, z[::s, ::s], light)
+        if light.headlights > 0:
+            img += self._headlights(K, width, height, pose, light)
+        if light.rain > 0:
+            img = self._rain(img, light)
         return self._sensor(img, light)
+
+    # ---------------------------------------------------------------- city effects
+    def _window_switch(self, qid, A, B, light) -> np.ndarray:
+        """1 where a 1.5 m cell of a surface keeps its light on, 0 elsewhere (a hash of quad, cell and seed)."""
+        ca = np.floor(A / 1.5).astype(np.int64)
+        cb = np.floor(B / 1.5).astype(np.int64)
+        h = (qid.astype(np.int64) * 73856093) ^ (ca * 19349663) ^ (cb * 83492791) ^ (int(light.window_seed) * 2654435761)
+        h = (h ^ (h >> 13)) * 1274126177
+        u = ((h >> 8) & 0xFFFF).astype(np.float32) / 65535.0
+        return (u < light.window_keep).astype(np.float32)
+
+    def _horizon_rows(self, K, width, pose) -> np.ndarray:
+        """Image row of the horizon (horizontal view rays) in every column."""
+        n = pose.R[:, 2]  # world up in camera coordinates
+        xn = (np.arange(width) - K[0, 2]) / K[0, 0]
+        ny = n[1] if abs(n[1]) > 1e-6 else 1e-6
+        return K[1, 1] * (-(n[0] * xn + n[2]) / ny) + K[1, 2]
+
+    def _wet(self, radiance, qid, K, pose, light) -> np.ndarray:
+        """Wet road: ground pixels mirror what is above the horizon (streaked vertically), darker asphalt."""
+        H, W = qid.shape
+        normals_z = np.array([abs(q.normal[2]) for q in self.scene.quads] + [0.0], np.float32)
+        ground = normals_z[qid] > 0.9
+        if not ground.any():
+            return radiance
+        vh = self._horizon_rows(K, W, pose).astype(np.float32)
+        rows = np.arange(H, dtype=np.float32)[:, None]
+        src = np.clip(2 * vh[None, :] - rows, 0, H - 1)
+        mapx = np.broadcast_to(np.arange(W, dtype=np.float32)[None, :], (H, W)).copy()
+        mirror = cv2.remap(radiance, mapx, src.astype(np.float32), cv2.INTER_LINEAR)
+        k = max(3, int(H / 40) | 1)
+        mirror = cv2.blur(mirror, (1, k))
+        out = radiance.copy()
+        out[ground] = radiance[ground] * (1 - 0.3 * light.wet) + light.wet * mirror[ground]
+        return out
+
+    def _headlights(self, K, width, height, pose, light) -> np.ndarray:
+        """Oncoming cars: bright pairs of halos with horizontal streaks, a little below the horizon."""
+        rng = np.random.default_rng([int(light.seed), 77])
+        out = np.zeros((height, width, 3), np.float32)
+        vh = self._horizon_rows(K, width, pose)
+        yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+        for _ in range(int(light.headlights)):
+            u = rng.uniform(0.05, 0.95) * width
+            dist = rng.uniform(6.0, 40.0)
+            v = vh[int(np.clip(u, 0, width - 1))] + K[1, 1] * 0.9 / dist
+            gap = K[0, 0] * 1.5 / dist
+            sigma = 2.0 + 40.0 / dist
+            col = np.asarray((1.0, 0.97, 0.9), np.float32) * rng.uniform(1.0, 2.5)
+            for uc in (u - gap / 2, u + gap / 2):
+                r2 = (xx - uc) ** 2 + (yy - v) ** 2
+                halo = np.exp(-r2 / (2 * sigma**2)) + 0.25 * np.exp(-r2 / (2 * (5 * sigma) ** 2))
+                streak = 0.3 * np.exp(-((yy - v) ** 2) / (2 * (0.6 * sigma) ** 2) - np.abs(xx - uc) / (12 * sigma))
+                out += (halo + streak)[..., None] * col
+        return out
+
+    @staticmethod
+    def _rain(img, light) -> np.ndarray:
+        """Slanted bright streaks (drops close to the lens), blurred."""
+        rng = np.random.default_rng([int(light.seed), 78])
+        h, w = img.shape[:2]
+        layer = np.zeros((h, w), np.float32)
+        n = int(light.rain * w * h / 400)
+        ang = rng.uniform(-0.3, 0.3)
+        for _ in range(n):
+            x, y, ln = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(8, 30)
+            cv2.line(layer, (int(x), int(y)), (int(x + ang * ln), int(y + ln)), float(rng.uniform(0.05, 0.2)), 1,
+                     cv2.LINE_AA)
+        layer = cv2.GaussianBlur(layer, (0, 0), 0.8)
+        return img * (1 - layer[..., None]) + layer[..., None] * 0.8
 
     def _glare(self, K, width, height, pose, z_small, light) -> np.ndarray:
         """Halos around lamp heads that are in view and not hidden by a nearer surface."""

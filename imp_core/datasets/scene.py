@@ -51,12 +51,25 @@ class Scene:
         self.quads.append(quad)
         return quad
 
+    def add_shared(self, quad: Quad, texture_index: int) -> Quad:
+        """A quad with a texture already in the scene (identical look-alike facades share one mip pyramid)."""
+        quad.texture = int(texture_index)
+        self.quads.append(quad)
+        return quad
+
 
 def _vec(*v) -> np.ndarray:
     return np.asarray(v, dtype=np.float64)
 
 
 def build_scene(conf: dict, seed: int) -> Scene:
+    """The street of the default/tiny presets, or the city of the "city" preset (``conf['layout']``)."""
+    if conf.get("layout") == "city":
+        return build_city_scene(conf, seed)
+    return _build_street_scene(conf, seed)
+
+
+def _build_street_scene(conf: dict, seed: int) -> Scene:
     """Buildings along both sides of a street of ``conf['street_length']`` metres, plus end walls, ground, lamps."""
     L = float(conf["street_length"])
     half = float(conf["street_half_width"])
@@ -147,6 +160,8 @@ def camera_pose(x: float, y: float, z: float, yaw: float, pitch: float = 0.0, ro
 
 def db_poses(conf: dict) -> List[Pose]:
     """The mapping drive: stations along the lane centre, one image per yaw in ``db_yaws`` at each station."""
+    if conf.get("layout") == "city":
+        return city_db_poses(conf)
     L = float(conf["street_length"])
     xs = np.linspace(0.0, L, int(conf["db_stations"]))
     return [camera_pose(x, 0.0, conf["camera_height"], yaw, conf["db_pitch"]) for x in xs for yaw in conf["db_yaws"]]
@@ -161,6 +176,8 @@ def _smooth(rng: np.random.Generator, n: int, amp: float) -> np.ndarray:
 
 def query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
     """Query drives that deviate from the mapping drive: {seq name: (condition, poses in time order)}."""
+    if conf.get("layout") == "city":
+        return city_query_sequences(conf, seed)
     L = float(conf["street_length"])
     speed = float(conf["query_speed"])
     out: Dict[str, Tuple[str, List[Pose]]] = {}
@@ -182,5 +199,209 @@ def query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
             roll = rng.uniform(-2.0, 2.0, n)
             zs = conf["camera_height"] + rng.uniform(-0.1, 0.1, n)
             out[f"seq{k}"] = (cond, [camera_pose(*a) for a in zip(xs, ys, zs, yaws, pitch, roll)])
+            k += 1
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- city preset
+# A grid of blocks (conf["blocks"] = [nx, ny] of block_size metres): every grid line is a street, the outer ones
+# form a loop. Facades come from a pool of designs that repeat across the city (same texture, mirrored copies,
+# recoloured copies), so local appearance alone does not tell the streets apart.
+
+
+@dataclass
+class Street:
+    name: str
+    origin: np.ndarray  # (2,) world x, y of s = 0
+    direction: np.ndarray  # (2,) unit
+    length: float
+    crossings: List[float]  # s of the streets crossing this one (including the ends)
+
+    @property
+    def left(self) -> np.ndarray:
+        return np.array([-self.direction[1], self.direction[0]])
+
+    def point(self, s: float, lateral: float = 0.0, z: float = 0.0) -> np.ndarray:
+        p = self.origin + s * self.direction + lateral * self.left
+        return np.array([p[0], p[1], z])
+
+    @property
+    def heading(self) -> float:
+        """Yaw in degrees (left of +x) of a car driving along the street."""
+        return float(np.degrees(np.arctan2(self.direction[1], self.direction[0])))
+
+
+def city_streets(conf: dict) -> List[Street]:
+    nx, ny = (int(v) for v in conf["blocks"])
+    bx, by = (float(v) for v in conf["block_size"])
+    out = []
+    for j in range(ny + 1):
+        out.append(Street(f"h{j}", np.array([0.0, j * by]), np.array([1.0, 0.0]), nx * bx,
+                          [i * bx for i in range(nx + 1)]))
+    for i in range(nx + 1):
+        out.append(Street(f"v{i}", np.array([i * bx, 0.0]), np.array([0.0, 1.0]), ny * by,
+                          [j * by for j in range(ny + 1)]))
+    return out
+
+
+def _tinted(tex: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    out = tex.copy()
+    f = np.clip(1 + rng.uniform(-0.25, 0.25, 3), 0.6, 1.4)
+    out[..., :3] = np.clip(out[..., :3].astype(np.float32) * f, 0, 255).astype(np.uint8)
+    return out
+
+
+def build_city_scene(conf: dict, seed: int) -> Scene:
+    half = float(conf["street_half_width"])
+    ppm = float(conf["texture_ppm"])
+    clear = half + float(conf["corner_clearance"])  # no buildings this close to a crossing street's centre line
+    scene = Scene()
+    designs: List[dict] = []  # {"texture": index, "width", "height", "style", "id", "base": rgba}
+    next_id = 1
+    drng = np.random.default_rng([seed, 21])
+    for street in city_streets(conf):
+        e3 = np.array([street.direction[0], street.direction[1], 0.0])
+        up = np.array([0.0, 0.0, 1.0])
+        for side in (+1, -1):
+            rng = np.random.default_rng([seed, 31, next_id])
+            cr = sorted(street.crossings)
+            for a, b in zip(cr[:-1], cr[1:]):
+                s = a + clear
+                prev = None
+                while s < b - clear - 3.0:
+                    room = b - clear - s
+                    reuse = designs and drng.random() < float(conf["repeat_share"])
+                    if reuse:
+                        fits = [d for d in designs if d["width"] <= room + 0.5]
+                        reuse = bool(fits)
+                    if reuse:
+                        d = fits[int(drng.integers(len(fits)))]
+                        variant = drng.choice(["same", "mirrored", "recoloured"], p=[0.45, 0.35, 0.2])
+                        if variant == "same":
+                            tex_index = d["texture"]
+                        else:
+                            base = d["rgba"][:, ::-1].copy() if variant == "mirrored" else _tinted(d["rgba"], drng)
+                            scene.textures.append(base)
+                            tex_index = len(scene.textures) - 1
+                        width, height, style, design_id = d["width"], d["height"], d["style"], d["id"]
+                    else:
+                        width = float(min(drng.uniform(5.0, 10.0), room))
+                        height = float(drng.uniform(8.0, 17.0))
+                        trng = np.random.default_rng([seed, 1000 + len(designs)])
+                        rgba, style = textures.facade(trng, width, height, ppm)
+                        scene.textures.append(rgba)
+                        tex_index = len(scene.textures) - 1
+                        design_id = len(designs)
+                        designs.append({"texture": tex_index, "width": width, "height": height, "style": style,
+                                        "id": design_id, "rgba": rgba})
+                        variant = "original"
+                    setback = float(rng.uniform(0.0, 1.2))
+                    lat = side * (half + setback)
+                    if side > 0:  # normal u x v towards the street centre line
+                        quad = Quad(street.point(s, lat), e3.copy(), up.copy(), width, height, -1, next_id, ppm)
+                    else:
+                        quad = Quad(street.point(s + width, lat), -e3, up.copy(), width, height, -1, next_id, ppm)
+                    scene.add_shared(quad, tex_index)
+                    inst = {"id": next_id, "name": f"{street.name}_{'left' if side > 0 else 'right'}_{next_id:03d}_"
+                                                   f"{style['material']}",
+                            "side": "left" if side > 0 else "right", "street": street.name, "design": design_id,
+                            "variant": str(variant), "corners": quad.corners.tolist(),
+                            "quads": [quad.corners.tolist()]}
+                    if prev is not None and abs(prev[0] - setback) > 0.05:
+                        out = prev if prev[0] < setback else (setback, height, next_id, style)
+                        depth = abs(prev[0] - setback)
+                        l0 = side * (half + min(prev[0], setback))
+                        wrng = np.random.default_rng([seed, 41, next_id])
+                        wall = textures.wall(wrng, depth, out[1], ppm, out[3])
+                        wq = Quad(street.point(s, l0), side * np.array([street.left[0], street.left[1], 0.0]),
+                                  up.copy(), depth, out[1], -1, out[2], ppm)
+                        scene.add(wq, wall)
+                        owner = inst if out[2] == next_id else scene.instances[-1]
+                        owner["quads"].append(wq.corners.tolist())
+                    scene.instances.append(inst)
+                    prev = (setback, height, next_id, style)
+                    next_id += 1
+                    s += width + float(rng.uniform(0.0, 0.6))
+    # ground: one road texture per street (coplanar overlaps at crossings: the first one drawn wins), then a
+    # plain base plane under the whole city, seen through the gaps between blocks
+    gppm = float(conf["ground_ppm"])
+    gy = half + 1.5
+    for k, street in enumerate(city_streets(conf)):
+        grng = np.random.default_rng([seed, 51, k])
+        x0, x1 = -gy, street.length + gy
+        tex = textures.ground(grng, x0, x1, -gy, gy, float(conf["road_half_width"]), gppm)
+        e3 = np.array([street.direction[0], street.direction[1], 0.0])
+        l3 = np.array([street.left[0], street.left[1], 0.0])
+        scene.add(Quad(street.point(x0, -gy), e3, l3, x1 - x0, 2 * gy, -1, 0, gppm), tex)
+    nx, ny = (int(v) for v in conf["blocks"])
+    bx, by = (float(v) for v in conf["block_size"])
+    brng = np.random.default_rng([seed, 52])
+    bppm = 4.0
+    pad = 40.0
+    W, H = int((nx * bx + 2 * pad) * bppm), int((ny * by + 2 * pad) * bppm)
+    base = 0.25 + 0.15 * textures.fractal_noise(brng, H, W, cells=(40.0, 8.0, 2.0))
+    scene.add(Quad(_vec(-pad, -pad, -0.03), _vec(1, 0, 0), _vec(0, 1, 0), nx * bx + 2 * pad, ny * by + 2 * pad,
+                   -1, 0, bppm), textures._pack(np.repeat(base[..., None], 3, 2), np.zeros((H, W), np.float32)))
+    # street lights along every street, alternating sides
+    lamps = []
+    prng = np.random.default_rng([seed, 14])
+    pole_tex = None
+    for street in city_streets(conf):
+        for k, sl in enumerate(np.arange(6.0, street.length - 3.0, float(conf["lamp_spacing"]))):
+            side = 1 if k % 2 == 0 else -1
+            lat = side * (float(conf["road_half_width"]) + 0.4)
+            h, w = 5.5, 0.16
+            if pole_tex is None:
+                scene.textures.append(textures.pole(prng, w, h, ppm))
+                pole_tex = len(scene.textures) - 1
+            c = street.point(sl, lat)
+            e3 = np.array([street.direction[0], street.direction[1], 0.0])
+            l3 = np.array([street.left[0], street.left[1], 0.0])
+            scene.add_shared(Quad(c - e3 * w / 2, e3, _vec(0, 0, 1), w, h, -1, 0, ppm), pole_tex)
+            scene.add_shared(Quad(c - l3 * w / 2, l3, _vec(0, 0, 1), w, h, -1, 0, ppm), pole_tex)
+            lamps.append(street.point(sl, lat - side * 1.0, h))
+    scene.lamps = np.asarray(lamps, dtype=np.float64).reshape(-1, 3)
+    return scene
+
+
+def city_db_poses(conf: dict) -> List[Pose]:
+    """The mapping drive: every street at ``db_spacing`` metres, one image per yaw in ``db_yaws``."""
+    out = []
+    for street in city_streets(conf):
+        n = int(np.floor(street.length / float(conf["db_spacing"]))) + 1
+        for s in np.linspace(0.0, street.length, n):
+            x, y, _ = street.point(float(s))
+            for yaw in conf["db_yaws"]:
+                out.append(camera_pose(x, y, conf["camera_height"], street.heading + yaw, conf["db_pitch"]))
+    return out
+
+
+def city_query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
+    """Query drives on every street in turn, with larger lateral and yaw deviations than the default street."""
+    streets = city_streets(conf)
+    speed = float(conf["query_speed"])
+    out: Dict[str, Tuple[str, List[Pose]]] = {}
+    k = 0
+    for cond in ("day", "night"):
+        for n in conf["query_sequences"][cond]:
+            rng = np.random.default_rng([seed, 1000 + k])
+            n = int(n)
+            street = streets[(k * 3 + (1 if cond == "night" else 0)) % len(streets)]
+            span = speed * (n - 1)
+            frac = (0.5 + 0.618034 * k + rng.uniform(-0.1, 0.1)) % 1.0
+            s0 = 1.0 + frac * max(0.0, street.length - 2.0 - span)
+            ss = np.clip(s0 + speed * np.arange(n), 0.0, street.length)
+            lat = float(conf["max_lateral"])
+            ys = np.clip(_smooth(rng, n, lat) + rng.uniform(-0.5, 0.5) * lat, -lat, lat)
+            yaw_base = conf["db_yaws"][k % len(conf["db_yaws"])]
+            yaws = street.heading + yaw_base + _smooth(rng, n, float(conf["max_yaw_dev"]))
+            pitch = conf["db_pitch"] + rng.uniform(-3.0, 3.0, n)
+            roll = rng.uniform(-2.5, 2.5, n)
+            zs = conf["camera_height"] + rng.uniform(-0.15, 0.15, n)
+            poses = []
+            for s, y, z, yaw, p, r in zip(ss, ys, zs, yaws, pitch, roll):
+                px, py, _ = street.point(float(s), float(y))
+                poses.append(camera_pose(px, py, z, yaw, p, r))
+            out[f"seq{k}"] = (cond, poses)
             k += 1
     return out

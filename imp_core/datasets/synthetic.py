@@ -55,6 +55,20 @@ BASE_CONF = {
     "max_lateral": 1.5,
     "max_yaw_dev": 15.0,
 }
+# the city: a grid of blocks whose streets form a loop, look-alike facades, weather, a harder night
+CITY_CONF = merge(BASE_CONF, {
+    "layout": "city",
+    "blocks": [2, 1],  # nx, ny blocks: (nx + 1) + (ny + 1) streets
+    "block_size": [84.0, 64.0],  # metres between street centre lines
+    "corner_clearance": 0.5,  # metres between a crossing street's facade line and the first building
+    "repeat_share": 0.6,  # share of buildings that reuse an earlier facade design (as is, mirrored or recoloured)
+    "db_spacing": 2.0,  # metres between mapping stations on every street
+    "ground_ppm": 40.0,
+    "lamp_spacing": 14.0,
+    "query_sequences": {"day": [12] * 8, "night": [12] * 8},
+    "max_lateral": 2.5,
+    "max_yaw_dev": 25.0,
+}, strict=False, where="city")
 PRESETS = {
     "default": {},
     "tiny": {
@@ -67,10 +81,24 @@ PRESETS = {
 }
 
 
+CITY_PRESETS = {
+    "city": {},
+    # the scale benchmarks' city: 4 x 3 blocks, ~1.5k database images
+    "city_large": {"blocks": [4, 3], "query_sequences": {"day": [12] * 12, "night": [12] * 12}},
+}
+
+
 def world_conf(preset: str = "default", overrides: Optional[dict] = None) -> dict:
+    if preset in CITY_PRESETS:
+        return merge(merge(CITY_CONF, CITY_PRESETS[preset], where="preset"), overrides, where="overrides")
     if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic world preset {preset!r}; available: {', '.join(PRESETS)}")
+        raise ValueError(f"unknown synthetic world preset {preset!r}; available: "
+                         f"{', '.join(list(PRESETS) + list(CITY_PRESETS))}")
     return merge(merge(BASE_CONF, PRESETS[preset], where="preset"), overrides, where="overrides")
+
+
+def preset_names() -> List[str]:
+    return list(PRESETS) + list(CITY_PRESETS)
 
 
 def world_camera(conf: dict) -> Camera:
@@ -99,6 +127,46 @@ def lighting(kind: str, rng: np.random.Generator):
             sky_horizon=(0.05, 0.05, 0.09), sky_zenith=(0.01, 0.01, 0.03), lamps=1.0, emission=0.9, glare=0.6,
             noise=0.02, shot_noise=0.03, motion_blur=rng.uniform(2.0, 6.0), motion_angle=rng.uniform(-10, 10),
             defocus=0.6)
+    raise ValueError(f"unknown lighting {kind!r}")
+
+
+def lighting_city(kind: str, rng: np.random.Generator):
+    """Appearance in the city: the mapping drive on a clear day; day queries with weather (clear, overcast, fog,
+    rain); a darker night with headlights, another set of lit windows, wet roads in the rain, stronger blur."""
+    from .render import Lighting
+
+    if kind == "db":
+        return Lighting()
+    if kind == "day":
+        weather = rng.choice(["clear", "overcast", "fog", "rain"])
+        sun = rng.normal(0, 0.15, 3) + (-0.5, 0.55, 0.65)
+        common = dict(tint=tuple(1 + rng.uniform(-0.1, 0.1, 3)), exposure=rng.uniform(0.8, 1.2),
+                      gamma=rng.uniform(0.9, 1.15), noise=rng.uniform(0.004, 0.012), defocus=rng.uniform(0.0, 0.5),
+                      window_keep=rng.uniform(0.3, 0.7), window_seed=int(rng.integers(1 << 30)))
+        if weather == "clear":
+            return Lighting(ambient=rng.uniform(0.35, 0.55), sun=rng.uniform(0.4, 0.8), sun_dir=tuple(sun),
+                            sky_horizon=tuple(rng.uniform(0.7, 0.95, 3)), sky_zenith=tuple(rng.uniform(0.4, 0.8, 3)),
+                            extra={"weather": "clear"}, **common)
+        grey = tuple(np.full(3, rng.uniform(0.55, 0.8)))
+        over = dict(ambient=rng.uniform(0.55, 0.75), sun=rng.uniform(0.0, 0.15), sun_dir=tuple(sun), sky_horizon=grey,
+                    sky_zenith=tuple(np.asarray(grey) * 0.9))
+        if weather == "overcast":
+            return Lighting(extra={"weather": "overcast"}, **over, **common)
+        if weather == "fog":
+            return Lighting(fog=rng.uniform(0.02, 0.05), fog_color=grey, extra={"weather": "fog"}, **over, **common)
+        return Lighting(rain=rng.uniform(0.4, 1.0), wet=rng.uniform(0.15, 0.3), extra={"weather": "rain"}, **over,
+                        **common)
+    if kind == "night":
+        cast = (0.85, 0.9, 1.2) if rng.random() < 0.5 else (1.15, 0.95, 0.75)
+        rain = rng.random() < 0.5
+        return Lighting(
+            ambient=rng.uniform(0.02, 0.04), sun=0.0, tint=cast, exposure=rng.uniform(1.8, 2.6), gamma=1.4,
+            sky_horizon=(0.03, 0.03, 0.06), sky_zenith=(0.005, 0.005, 0.02), lamps=rng.uniform(0.6, 1.0),
+            emission=rng.uniform(0.7, 1.0), glare=0.8, window_keep=rng.uniform(0.3, 0.6),
+            window_seed=int(rng.integers(1 << 30)), headlights=int(rng.integers(1, 4)),
+            wet=rng.uniform(0.3, 0.5) if rain else 0.0, rain=rng.uniform(0.3, 0.8) if rain else 0.0,
+            noise=0.03, shot_noise=0.04, motion_blur=rng.uniform(3.0, 9.0), motion_angle=rng.uniform(-10, 10),
+            defocus=0.7, extra={"weather": "rain" if rain else "clear"})
     raise ValueError(f"unknown lighting {kind!r}")
 
 
@@ -143,6 +211,7 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
         elif p.exists():
             p.unlink()
 
+    light_of = lighting_city if conf.get("layout") == "city" else lighting
     scene = build_scene(conf, seed)
     renderer = Renderer(scene)
     cam = world_camera(conf)
@@ -150,11 +219,11 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
     jobs = []  # (name, pose, lighting, condition)
     db_stamps = []
     for i, pose in enumerate(db_poses(conf)):
-        jobs.append((f"db/{i:04d}.png", pose, lighting("db", np.random.default_rng([seed, 2000 + i])), "db"))
+        jobs.append((f"db/{i:04d}.png", pose, light_of("db", np.random.default_rng([seed, 2000 + i])), "db"))
         db_stamps.append(round(100.0 + 0.5 * i, 3))
     seqs = {}
     for k, (seq, (cond, poses)) in enumerate(query_sequences(conf, seed).items()):
-        light = lighting(cond, np.random.default_rng([seed, 3000 + k]))
+        light = light_of(cond, np.random.default_rng([seed, 3000 + k]))
         t0 = 1000.0 + 100.0 * k
         names, stamps = [], []
         for j, pose in enumerate(poses):
@@ -164,6 +233,8 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
             names.append(name)
             stamps.append(round(t0 + 0.1 * j, 3))
         seqs[seq] = {"condition": cond, "names": names, "stamps": stamps}
+        if light.extra.get("weather"):
+            seqs[seq]["weather"] = light.extra["weather"]
 
     for name, pose, light, cond in tqdm(jobs, desc="rendering synthetic world", disable=not progress):
         rgb = renderer.render(K, cam.width, cam.height, pose, light, supersample=int(conf["supersample"]))
