@@ -30,13 +30,15 @@ PAIRS = {
 }
 
 
-def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None):
+def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=False):
     """{photo: (rotation error deg, estimated focal / map focal - 1, result)} for every photo
-    (also run by benchmarks/bench_sacre_coeur.py)."""
+    (also run by benchmarks/bench_sacre_coeur.py). ``fixed_guess``: the old behaviour for comparison, COLMAP's
+    guessed focal length (1.2 x the longer side) used as if it were known."""
     import pycolmap
 
     from imp_core.imageio import read_image
     from imp_core.localization import Localizer
+    from imp_core.localization.localizer import guess_camera
     from imp_core.mapping import ImageFolder, LocalizationMap, build_map
 
     fconf, mconf = PAIRS[pair]
@@ -60,7 +62,9 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None):
                                              pycolmap.RANSACOptions(max_error=0.05 * scale))["tgt_from_src"]
         # defaults only: the map's matcher, retrieval, confidence gate; the camera is unknown
         loc = Localizer({"map": str(sub_dir), **(localizer_conf or {})})
-        res = loc.localize(read_image(src.db_image_path(q)), None, name=q)
+        image = read_image(src.db_image_path(q))
+        camera = guess_camera(image.shape[1], image.shape[0]) if fixed_guess else None
+        res = loc.localize(image, camera, name=q)
         if res.pose is None:
             out[q] = (float("inf"), float("inf"), res)
             continue

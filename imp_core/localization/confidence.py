@@ -13,7 +13,8 @@ back OK 51.7 degrees off. What separates true poses from wrong ones is how the i
 - ``num_inliers``.
 
 The score (see :func:`confidence_score`) is a logistic model of these, fitted on the synthetic world (not on
-the real photos, which only evaluate it). The localizer's ``acceptance.min_confidence`` (0.5: more likely right than wrong) is the threshold.
+the real photos, which only evaluate it). The localizer's ``acceptance.min_confidence`` (0.5: more likely right
+than wrong) is the threshold.
 """
 from __future__ import annotations
 

@@ -116,7 +116,8 @@ class LocalizationMap:
         names = sorted(img.name for img in rec.images.values() if img.has_pose)
         lacking = [n for n in names if n not in stored]
         if lacking:
-            raise MapError(f"map {map_dir}: {feat_path.name} has no features for {len(lacking)} images, e.g. {lacking[0]}")
+            raise MapError(f"map {map_dir}: {feat_path} has no features for {len(lacking)} images, "
+                           f"e.g. {lacking[0]}")
         labels = _read_labels(map_dir / "labels.h5")
         feats, p3d = {}, {}
         it = names
