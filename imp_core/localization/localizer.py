@@ -91,6 +91,13 @@ class Localizer:
         from ..matching.base import MATCHERS, create_matcher
 
         conf = load_config(conf)
+        if "recognition" not in conf and "coarse" not in conf and conf.get("map"):
+            # the map's own recognizer (`imp map build --recognition`), unless the conf picks the coarse stages
+            from ..recognition.map_recognizer import map_recognizer_conf
+
+            rec = map_recognizer_conf(conf["map"])
+            if rec:
+                conf["recognition"] = rec
         if conf.get("recognition"):
             conf = self._recognition_defaults(conf)
         self.conf = merge_with_models(self.default_conf, conf, where="localizer")

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "(default 1024; 0 = full resolution); keypoints are stored at full "
                                                   "resolution")
     b.add_argument("--device", default=None, help="auto, cpu or cuda")
+    b.add_argument("--recognition", action="store_true",
+                   help="also train the map's own instance recognizer (see `imp recognition train`); the localizer "
+                        "then uses instance-guided search on this map by default")
+    b.add_argument("--budget-min", type=float, default=None,
+                   help="with --recognition: training time in minutes (default 15)")
     b.set_defaults(func=_build)
     i = msub.add_parser("info", help="print a map's metadata")
     i.add_argument("map", type=Path)
@@ -56,12 +61,20 @@ def _build(args) -> int:
     from ..datasets import open_dataset
     from .build import ImageFolder, build_map
 
+    if args.budget_min is not None and not getattr(args, "recognition", False):
+        raise SystemExit("imp map build: --budget-min needs --recognition")
     source = open_dataset(args.dataset) if args.dataset else ImageFolder(args.images)
     conf = build_conf_from_args(args)
     out = build_map(source, args.out, conf)
     meta = json.loads((out / "map.json").read_text())
     print(f"map written to {out}: {meta['num_images']} images, {meta['num_points3D']} 3D points, "
           f"mode {meta['mode']}, features {meta['features']['name']}")
+    if getattr(args, "recognition", False):
+        from ..recognition.map_recognizer import DEFAULT_BUDGET_MIN, build_recognizer
+
+        card = build_recognizer(out, DEFAULT_BUDGET_MIN if args.budget_min is None else args.budget_min)
+        print(f"recognizer written to {out / 'recognition'}: {card['instances']['num_instances']} instances, "
+              f"{card['training']['steps']} steps in {card['training']['seconds']:.0f} s")
     return 0
 
 

@@ -3,6 +3,8 @@
     imp instances MAP [--num-instances N] [--mode xyz] [--model CKPT] [--image-dir DIR]
     imp train-recognition MAP OUT [--steps N] [--batch-size B] [--size W H] [--no-resume]
     imp eval-recognition DATASET MAP --model CKPT [--conditions day night] [--json OUT]
+    imp recognition train --map DIR [--budget-min M] [--num-instances N] [--mode xyz] [--image-dir DIR] [--resume]
+    imp recognition info --map DIR
 """
 from __future__ import annotations
 
@@ -47,6 +49,56 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="queries per condition")
     p.add_argument("--json", type=Path, default=None, help="write the scores here")
     p.set_defaults(func=cmd_eval)
+
+    _register_recognition(subparsers)
+
+
+def _register_recognition(subparsers) -> None:
+    p = subparsers.add_parser(
+        "recognition", help="a map's own instance recognizer (train, info); the localizer uses it when present",
+        description="Train the instance recognition network on a map's own images: instances are clusters of the "
+                    "map's 3D points, training uses day-to-night augmentation for a wall-clock budget, and the "
+                    "model + a model card go into MAP/recognition/. The localizer and the ROS node then run "
+                    "instance-guided search (label-aware matching, retrieval fallback) on that map by default.")
+    rs = p.add_subparsers(dest="recognition_cmd", required=True)
+    t = rs.add_parser("train", help="train (or retrain) the recognizer of a map")
+    t.add_argument("--map", type=Path, required=True, help="map directory (from `imp map build`)")
+    t.add_argument("--budget-min", type=float, default=None,
+                   help="training time in minutes (default 15; more gives better recognition)")
+    t.add_argument("--num-instances", type=int, default=None,
+                   help="3D point clusters (default: about one per 4 database images, 4..512)")
+    t.add_argument("--mode", default=None, help="clustered axes: xyz, or two of them (default: xy for z-up "
+                                                "synthetic worlds, xyz otherwise)")
+    t.add_argument("--image-dir", type=Path, default=None,
+                   help="database images (default: the dataset or image folder the map was built from)")
+    t.add_argument("--resume", action="store_true", help="continue an interrupted training of this map")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    t.set_defaults(func=cmd_recognition_train)
+    i = rs.add_parser("info", help="print a map's recognition model card")
+    i.add_argument("--map", type=Path, required=True)
+    i.set_defaults(func=cmd_recognition_info)
+
+
+def cmd_recognition_train(args: argparse.Namespace) -> int:
+    from .map_recognizer import DEFAULT_BUDGET_MIN, build_recognizer, card_markdown
+
+    card = build_recognizer(args.map, DEFAULT_BUDGET_MIN if args.budget_min is None else args.budget_min,
+                            num_instances=args.num_instances, mode=args.mode, image_dir=args.image_dir,
+                            resume=args.resume, threads=args.threads)
+    print(card_markdown(card))
+    return 0
+
+
+def cmd_recognition_info(args: argparse.Namespace) -> int:
+    from .map_recognizer import card_markdown, map_recognizer_conf, read_model_card
+
+    card = read_model_card(args.map)
+    if card is None:
+        print(f"map {args.map} has no recognizer (train one with `imp recognition train --map {args.map}`)")
+        return 1
+    print(card_markdown(card))
+    print("used by the localizer: " + ("yes" if map_recognizer_conf(args.map) else "no (inconsistent, see warning)"))
+    return 0
 
 
 def cmd_instances(args: argparse.Namespace) -> int:

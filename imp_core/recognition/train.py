@@ -28,6 +28,9 @@ default_conf: Dict[str, Any] = {
     "checkpoint_every": 250,
     "seed": 0,
     "threads": None,  # torch threads (None: leave torch's default)
+    # wall-clock budget in seconds (None: train for `steps`): the schedule follows the share of the budget used
+    # (or of the steps, whichever is further) and training stops when the budget is spent
+    "time_budget_s": None,
 }
 
 TRAIN_STATE = "checkpoint_last.pt"
@@ -80,10 +83,11 @@ def load_samples(names: Sequence[str], load_image: Callable[[str], np.ndarray],
     return out
 
 
-def _lr_factor(step: int, conf: Mapping[str, Any]) -> float:
-    if step < conf["warmup"]:
+def _lr_factor(step: int, conf: Mapping[str, Any], time_frac: float = 0.0) -> float:
+    if step < conf["warmup"] and time_frac < 0.05:
         return (step + 1) / conf["warmup"]
     p = (step - conf["warmup"]) / max(1, conf["steps"] - conf["warmup"])
+    p = max(p, time_frac)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, p))) * 0.98 + 0.02
 
 
@@ -129,9 +133,14 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
     rng = np.random.default_rng(conf["seed"] + step)
     net.train()
     t0 = time.time()
+    budget = float(conf["time_budget_s"]) if conf["time_budget_s"] else None
+    if budget is not None and budget <= 0:
+        raise ValueError(f"train_recognition: time_budget_s must be positive, got {budget}")
     bar = tqdm(total=conf["steps"], initial=step, desc="train recognition", disable=not progress)
     acc: Dict[str, float] = {}
-    while step < conf["steps"]:
+    stopped = False
+    while step < conf["steps"] and not stopped:
+        time_frac = (time.time() - t0) / budget if budget else 0.0
         idx = rng.integers(0, len(samples), conf["batch_size"])
         if aug is not None:
             batch = [aug(*samples[i], rng) for i in idx]
@@ -141,7 +150,7 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
             x = torch.from_numpy(np.stack([samples[i][0].transpose(2, 0, 1) for i in idx])).float() / 255.0
             y = torch.from_numpy(np.stack([samples[i][1] for i in idx]))
         for g in opt.param_groups:
-            g["lr"] = conf["lr"] * _lr_factor(step, conf)
+            g["lr"] = conf["lr"] * _lr_factor(step, conf, time_frac)
         losses = recognition_loss(net(net.normalize(x)), y, conf["ohem_ratio"], conf["cls_weight"])
         opt.zero_grad()
         losses["total"].backward()
@@ -151,7 +160,12 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
             acc[k] = acc.get(k, 0.0) + float(v.detach())
         acc["n"] = acc.get("n", 0.0) + 1
         bar.update(1)
-        if step % conf["log_every"] == 0 or step == conf["steps"]:
+        if budget is not None:
+            left = budget - (time.time() - t0)
+            stopped = left <= 0
+            if step % 5 == 0:
+                bar.set_description(f"train recognition ({max(0.0, left) / 60:.1f} min left)")
+        if step % conf["log_every"] == 0 or step == conf["steps"] or stopped:
             rec = {"step": step, **{k: acc[k] / acc["n"] for k in ("total", "seg", "cls")},
                    "lr": opt.param_groups[0]["lr"], "time": time.time() - t0}
             log.append(rec)
@@ -159,7 +173,7 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
                 f.write(json.dumps(rec) + "\n")
             bar.set_postfix(loss=f"{rec['total']:.3f}")
             acc = {}
-        if step % conf["checkpoint_every"] == 0 or step == conf["steps"]:
+        if step % conf["checkpoint_every"] == 0 or step == conf["steps"] or stopped:
             torch.save({"step": step, "net_conf": net_conf, "state_dict": net.state_dict(),
                         "optimizer": opt.state_dict()}, str(state_path))
     bar.close()

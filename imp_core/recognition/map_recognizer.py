@@ -1,0 +1,188 @@
+"""A recognizer for every map: instances from the map's 3D points, the recognition network trained on the map's own
+database images (day-to-night augmentation) under a wall-clock budget, stored with a model card in the map.
+
+Layout inside the map directory (next to the files ``annotate_map`` writes: instances.json/npz, instance_masks/,
+labels.h5, recognition_global.npz)::
+
+    recognition/model.pt           the trained network (+ the instance definition it was trained on)
+    recognition/model_card.json    what it is, how it was trained, how long, on what, how well it fits its data
+    recognition/MODEL_CARD.md      the same for people
+    recognition/train_log.jsonl, train_loss.png, checkpoint_last.pt
+
+``map_recognizer_conf(map_dir)`` is what the localizer asks: the "recognition" conf for a map whose recognizer is
+complete and consistent (model + database descriptors of this very model), else None.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Union
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+REC_DIR = "recognition"
+MODEL = "model.pt"
+CARD_JSON = "model_card.json"
+CARD_MD = "MODEL_CARD.md"
+CARD_FORMAT = "imp-recognition-card"
+
+DEFAULT_BUDGET_MIN = 15.0
+
+
+def default_num_instances(num_images: int, num_points: int) -> int:
+    """About one instance per 4 database images (LBR: 452 on Aachen's 4.3k), at least 4, at most 512, and never so
+    many that an instance gets fewer than ~40 map points."""
+    return int(max(4, min(512, round(num_images / 4), num_points // 40 if num_points else 4)))
+
+
+def default_mode(map_dir: Union[str, Path]) -> str:
+    """Cluster on the ground plane where the map is known to be z-up (synthetic worlds), in 3D otherwise."""
+    from ..datasets.synthetic import is_synthetic_world
+    from ..mapping import read_map_meta
+
+    source = read_map_meta(map_dir).get("source") or ""
+    return "xy" if source and is_synthetic_world(source) else "xyz"
+
+
+def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDGET_MIN,
+                     num_instances: Optional[int] = None, mode: Optional[str] = None,
+                     image_dir: Optional[Union[str, Path]] = None, train_conf: Optional[Mapping[str, Any]] = None,
+                     resume: bool = False, progress: bool = True, threads: Optional[int] = None) -> Dict[str, Any]:
+    """Annotate ``map_dir`` with instances, train its recognizer for ``budget_min`` minutes, store model + card.
+
+    Returns the model card (a dict). ``resume`` continues an interrupted training of the same conf (its budget
+    counts anew); without it an earlier recognizer of the map is replaced."""
+    from ..mapping import LocalizationMap, read_map_meta
+    from .instances import annotate_map, map_image_loader
+    from .pipeline import train_on_map
+
+    map_dir = Path(map_dir)
+    meta = read_map_meta(map_dir)
+    if budget_min is None or not np.isfinite(budget_min) or budget_min <= 0:
+        raise ValueError(f"recognition training budget must be a positive number of minutes, got {budget_min}")
+    load_image = map_image_loader(map_dir, image_dir)
+    lmap = LocalizationMap.load(map_dir)
+    if not lmap.names:
+        raise ValueError(f"map {map_dir} has no registered images: nothing to train a recognizer on")
+    try:
+        load_image(lmap.names[0])
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"cannot read the database images of map {map_dir} ({e}); pass --image-dir") from e
+    n_inst = int(num_instances) if num_instances else default_num_instances(len(lmap.names),
+                                                                           int(meta.get("num_points3D", 0)))
+    mode = mode or default_mode(map_dir)
+    t0 = time.time()
+    index = annotate_map(map_dir, {"num_instances": n_inst, "mode": mode})
+    annotate_s = time.time() - t0
+    out = map_dir / REC_DIR
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    conf: Dict[str, Any] = {"steps": 10**9, "time_budget_s": float(budget_min) * 60.0, "warmup": 50,
+                            "log_every": 10, "checkpoint_every": 100}
+    if threads:
+        conf["threads"] = int(threads)
+    conf.update(dict(train_conf or {}))
+    res = train_on_map(map_dir, out, conf, image_dir=image_dir, resume=resume, annotate=True, progress=progress)
+    card = _model_card(map_dir, meta, index, res, conf, budget_min, annotate_s, mode)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
+    (out / CARD_MD).write_text(card_markdown(card))
+    return card
+
+
+def _model_card(map_dir: Path, meta: Mapping[str, Any], index, res: Mapping[str, Any], conf: Mapping[str, Any],
+                budget_min: float, annotate_s: float, mode: str) -> Dict[str, Any]:
+    net = res["net"]
+    log = res["log"]
+    sizes = [len(v) for v in index.instance_images.values()]
+    first = log[0]["total"] if log else None
+    last = log[-1]["total"] if log else None
+    return {
+        "format": CARD_FORMAT,
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": f"{REC_DIR}/{MODEL}",
+        "map": {"dir": str(map_dir), "map_id": meta.get("map_id"), "features": meta.get("features", {}).get("name"),
+                "num_images": meta.get("num_images"), "num_points3D": meta.get("num_points3D"),
+                "source": meta.get("source")},
+        "instances": {"num_instances": int(index.num_instances), "mode": mode,
+                      "images_per_instance": float(np.mean(sizes)) if sizes else 0.0,
+                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": round(annotate_s, 1)},
+        "network": {k: v for k, v in dict(net.conf).items() if isinstance(v, (int, float, str, list, bool))},
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "training": {
+            "data": "the map's own database images and instance masks (from its 3D points); day-to-night "
+                    "photometric augmentation (exposure, gamma, tint, noise) and random affine crops",
+            "budget_min": float(budget_min), "seconds": round(float(res["seconds"]), 1), "steps": int(res["steps"]),
+            "batch_size": conf.get("batch_size", 8), "first_loss": first, "final_loss": last,
+            "device": str(next(net.parameters()).device),
+        },
+        "intended_use": "instance-guided coarse search (LBR) of the imp localizer on this map only",
+        "limitations": "instances are clusters of this map's 3D points: the model knows no other place; night "
+                       "appearance is only simulated by augmentation; accuracy grows with the budget",
+    }
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    m, i, t = card["map"], card["instances"], card["training"]
+    return "\n".join([
+        f"# Recognition model for map `{m['dir']}`",
+        "",
+        f"- model: `{card['model']}` ({card['parameters']:,} parameters, encoder {card['network'].get('encoder')})",
+        f"- map: {m['num_images']} images, {m['num_points3D']} 3D points, {m['features']} features "
+        f"(map id {m['map_id']}), source `{m['source']}`",
+        f"- instances: {i['num_instances']} clusters of the map's 3D points (axes {i['mode']}), "
+        f"{i['images_per_instance']:.1f} images per instance",
+        f"- training: {t['steps']} steps in {t['seconds']:.0f} s (budget {t['budget_min']:g} min) on {t['device']}, "
+        f"batch {t['batch_size']}, loss {t['first_loss'] if t['first_loss'] is None else round(t['first_loss'], 3)}"
+        f" -> {t['final_loss'] if t['final_loss'] is None else round(t['final_loss'], 3)}",
+        f"- data: {t['data']}",
+        f"- intended use: {card['intended_use']}",
+        f"- limitations: {card['limitations']}",
+        f"- created {card['created']}",
+        "",
+    ])
+
+
+def read_model_card(map_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    p = Path(map_dir) / REC_DIR / CARD_JSON
+    if not p.is_file():
+        return None
+    try:
+        card = json.loads(p.read_text())
+    except ValueError:
+        return None
+    return card if card.get("format") == CARD_FORMAT else None
+
+
+def map_recognizer_conf(map_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
+    """{"model": path} when the map has a complete recognizer (model + instances + database descriptors of that
+    very model), else None. An inconsistent one is skipped with a warning naming the command that fixes it."""
+    import hashlib
+
+    from .instances import INSTANCES_JSON, RECOGNITION_GLOBAL
+
+    map_dir = Path(map_dir)
+    model = map_dir / REC_DIR / MODEL
+    if not model.is_file():
+        return None
+    missing = [n for n in (INSTANCES_JSON, RECOGNITION_GLOBAL) if not (map_dir / n).is_file()]
+    if missing:
+        logger.warning("map %s has a recognition model but no %s: not using it (rerun `imp recognition train "
+                       "--map %s`)", map_dir, ", ".join(missing), map_dir)
+        return None
+    try:
+        with np.load(map_dir / RECOGNITION_GLOBAL, allow_pickle=False) as z:
+            fp = str(z["model"]) if "model" in z.files else None
+    except (OSError, ValueError) as e:
+        logger.warning("map %s: cannot read %s (%s): not using its recognizer", map_dir, RECOGNITION_GLOBAL, e)
+        return None
+    if fp is not None and fp != hashlib.sha1(model.read_bytes()).hexdigest()[:16]:
+        logger.warning("map %s: its database recognition descriptors come from another model than %s: not using "
+                       "it (rerun `imp recognition train --map %s`)", map_dir, model, map_dir)
+        return None
+    return {"model": str(model)}
