@@ -185,6 +185,22 @@ def _spin_quietly(ex) -> None:
             raise
 
 
+SHUTDOWN_WATCHDOG_S = 60.0
+
+
+def _hard_exit(name: str) -> None:
+    """Shutdown did not finish: say so with every thread's stack, and end the process (exit 1) instead of
+    hanging a launch or a vehicle's supervisor."""
+    import faulthandler
+    import os
+
+    print(f"[{name}] error: shutdown did not finish in {SHUTDOWN_WATCHDOG_S:.0f} s; thread stacks follow",
+          file=sys.stderr, flush=True)
+    faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    sys.stderr.flush()
+    os._exit(1)
+
+
 def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name: str = "node") -> int:
     """rclpy.init, build the node, spin until SIGINT/SIGTERM or the node says it is ``finished`` (e.g. after the
     lifecycle shutdown transition); then close the node (stop and join its threads, timers) before the node and
@@ -210,6 +226,12 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     except ImportError:
         pass
     install_handlers()
+    try:  # `kill -USR1 <pid>` prints every thread's stack (a process that does not exit can be diagnosed)
+        import faulthandler
+
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+    except (AttributeError, ValueError, RuntimeError):
+        pass
     rclpy.init(args=sys.argv if args is None else args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     ex = None
@@ -236,6 +258,9 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
         print(f"[{name}] error: {type(e).__name__}: {e}", file=sys.stderr)
         code = 2
     finally:
+        watchdog = threading.Timer(SHUTDOWN_WATCHDOG_S, _hard_exit, args=(name,))
+        watchdog.daemon = True
+        watchdog.start()
         # the executor stops first (it finishes the callback in progress), so nothing the node destroys next can
         # be under it; then the node joins its own threads and frees its entities; then the context goes
         if ex is not None:
@@ -256,4 +281,5 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
             except Exception:
                 pass
         rclpy.try_shutdown()
+        watchdog.cancel()
     return code

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
 import time
 
 import pytest
@@ -44,16 +45,20 @@ def _wait_log(g, name, text, timeout=60.0):
     assert text in out, out
 
 
-def _finish(g, name, timeout=30.0):
+def _finish(g, name, timeout=90.0):  # above the nodes' own 60 s shutdown watchdog
     p = g.procs[name]
     try:
         rc = p.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:  # still running: have it print its threads' stacks before it is killed
+        rc = None
+        os.kill(p.pid, signal.SIGUSR1)
+        time.sleep(2.0)
     finally:
         g.stop(grace=5.0)
     for t in g._threads:
         t.join(timeout=5)
     out = "".join(g.output[name])
-    assert rc == 0, f"{name} exited with {rc}:\n{out}"
+    assert rc == 0, f"{name} exited with {rc} (None: still running after {timeout} s):\n{out}"
     bad = [b for b in BAD if b in out]
     assert not bad, f"{name} printed {bad}:\n{out}"
     return out
