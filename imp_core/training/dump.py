@@ -169,4 +169,12 @@ def read_dump_info(path) -> Dict[str, Any]:
         if h5.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not an {FORMAT} file (attrs.format = {h5.attrs.get('format')!r})")
         return {"version": int(h5.attrs["version"]), "features": json.loads(h5.attrs["features"]),
-                "source": str(h5.attrs["source"]), "pairs": len(h5["pairs"]), "images": len(h5["features"])}
+                "source": str(h5.attrs["source"]), "pairs": len(h5["pairs"]), "images": _count_images(h5["features"])}
+
+
+def _count_images(group) -> int:
+    """Feature groups (image names may contain '/', which HDF5 stores as nested groups)."""
+    n = 0
+    for v in group.values():
+        n += 1 if "keypoints" in v else _count_images(v)
+    return n

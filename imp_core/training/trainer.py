@@ -42,7 +42,8 @@ default_conf: Dict[str, Any] = {
     "pose_warmup": 0,  # ... after this many steps
     "pose_margin": 0.1,
     "val_fraction": 0.1,
-    "max_val_pairs": None,  # held-out pairs evaluated per dump (None = all of the held-out fraction)
+    "max_val_pairs": None,
+    "dump_weights": None,  # one weight per dump (share of the training draws); None = proportional to size  # held-out pairs evaluated per dump (None = all of the held-out fraction)
     "val_every": 1000,
     "ckpt_every": 1000,
     "log_every": 50,
@@ -145,6 +146,15 @@ def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, Con
     return ConcatPairs(trains), (ConcatPairs(vals) if vals else [])
 
 
+def sample_weights(ds: ConcatPairs, dump_weights) -> torch.Tensor:
+    """Per-pair sampling weights so that dump ``i`` makes up ``dump_weights[i] / sum`` of the draws."""
+    w = [float(v) for v in dump_weights]
+    if len(w) != len(ds.datasets) or min(w) < 0 or sum(w) <= 0:
+        raise ValueError(f"dump_weights {list(dump_weights)} must give one non-negative weight per dump "
+                         f"({len(ds.datasets)} dumps)")
+    return torch.cat([torch.full((len(d),), wi / len(d)) for d, wi in zip(ds.datasets, w)])
+
+
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
           progress: bool = True) -> Dict[str, Any]:
     """Train on the dump at ``data_path``; writes ``last.pth``, ``best.pth``, ``log.jsonl``, ``curves.png``."""
@@ -183,13 +193,24 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
             log = [r for r in log if r["step"] <= step]
     data_names = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
+    if resume and (out / "conf.json").is_file():
+        before = json.loads((out / "conf.json").read_text()).get("data")
+        before = [before] if isinstance(before, str) else before
+        if before != data_names:  # another held-out set: its losses do not compare with the old best
+            best = math.inf
+            log.append({"step": step, "data": data_names, "previous_data": before})
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 
     def loader(ds, shuffle):
-        return torch.utils.data.DataLoader(ds, batch_size=min(conf["batch_size"], len(ds)), shuffle=shuffle,
-                                           num_workers=conf["num_workers"], drop_last=shuffle,
-                                           generator=torch.Generator().manual_seed(conf["seed"] + epoch))
+        gen = torch.Generator().manual_seed(conf["seed"] + epoch)
+        sampler = None
+        if shuffle and conf["dump_weights"]:  # each dump drawn with its weight, whatever its size
+            sampler = torch.utils.data.WeightedRandomSampler(sample_weights(ds, conf["dump_weights"]), len(ds),
+                                                             replacement=True, generator=gen)
+        return torch.utils.data.DataLoader(ds, batch_size=min(conf["batch_size"], len(ds)),
+                                           shuffle=shuffle and sampler is None, sampler=sampler,
+                                           num_workers=conf["num_workers"], drop_last=shuffle, generator=gen)
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(path, model, epoch=epoch, iteration=step, min_loss=best, optimizer=opt.state_dict(),
