@@ -1,21 +1,44 @@
-"""Time and peak memory per image pair: mutual NN, LightGlue (kornia), GM, IMP, EIMP at 512-4096 keypoints.
+"""Matcher speed on real features: mutual NN, LighterGlue / LightGlue, GM, IMP, EIMP and EIMP with early stop.
 
-    python benchmarks/bench_matchers.py --out benchmarks/results            # CPU (and CUDA when present)
-    python benchmarks/bench_matchers.py --sizes 512 1024 --devices cpu      # quick run
+    OMP_NUM_THREADS=1 python benchmarks/bench_matchers.py --features xfeat --sizes 1024 2048 --threads 1
+    OMP_NUM_THREADS=1 python benchmarks/bench_matchers.py --features aliked --sizes 1024 2048 --threads 1
+    python benchmarks/bench_matchers.py --inputs synthetic --random-init      # the old synthetic pair, no data
 
-Inputs are a synthetic pair (two calibrated views of one 3D point cloud, 60 % of the keypoints shared, noisy
-descriptors, 1024x768). Learned matchers run with random weights unless ``--weights`` names official files (none
-ship offline), so by default the numbers measure compute, not accuracy, and EIMP's pooling / the early stop
-rarely trigger (they need trained matchability). Rows:
-- ``gm``: 15 iterations, no sharing, no early stop (the SuperGlue-style baseline);
-- ``imp``: attention sharing only; ``eimp``: sharing + adaptive pooling (both without early stop);
-- ``eimp+stop``: EIMP with the pose check (essential matrix) and early stop, as used for pairs with intrinsics;
-- ``lightglue``: kornia LightGlue, 9 layers, adaptive depth/width off (random weights make them meaningless);
-- ``nn``: mutual nearest neighbour on the descriptors.
-Time: CUDA wall clock (synchronized); CPU the CPU time of the calling thread (``time.thread_time``, robust on a
-shared machine; run with ``--threads 1`` so all compute stays in that thread; wall clock is in the JSON).
-Peak memory: CUDA ``max_memory_allocated``; CPU the peak growth of the process RSS during the call (sampled).
-Writes ``bench_matchers_<tag>.json`` and ``.md`` (table) in ``--out``.
+Inputs (``--inputs``, default ``world photos``), every matcher on the same pairs and the same features:
+- ``world``: the synthetic world (``imp world --out data/world --preset default``, seed 0; rendered here when
+  missing): evenly spread day and night queries, each with the database image that sees most of it (covisibility
+  from the ground-truth depth and poses: query pixels are lifted to 3D and must land, unoccluded, in the database
+  image). These pairs have intrinsics, so ``eimp+stop`` checks the relative pose (essential matrix).
+- ``photos``: ``DSC_0410.JPG`` / ``DSC_0411.JPG`` (``--photos-dir``, evaluation photos: benchmarking only). They
+  carry no EXIF focal, so the pair has no intrinsics and ``eimp+stop`` cannot stop on it unless
+  ``--photo-focal`` gives a focal length in pixels.
+- ``synthetic``: a generated pair (two calibrated views of one point cloud, 60 % shared keypoints, noisy random
+  descriptors of the features' dimension): measures compute only.
+Features are extracted once per size with ``max_keypoints`` = the size; images are scaled to ``--image-size``
+(longer side; world images are upscaled) and, when an image still gives fewer than 90 % of the keypoints asked for,
+upscaled by 1.5 (up to twice). Keypoints are kept in the original image's pixel coordinates.
+
+Rows (``--matchers``):
+- ``nn``: mutual nearest neighbour (``nn`` matcher);
+- ``lighterglue`` (XFeat) / ``lightglue`` (ALIKED, DISK): the real pretrained weights with their default
+  adaptivity (LighterGlue: width pruning 0.95, no depth stop; LightGlue: depth 0.95, width 0.99);
+- ``gm``: the architecture of the IMP/EIMP weights (read from the file) as GM: every layer computes its own
+  attention, all iterations, no pooling, no stop. Random weights unless ``--weights gm=PATH``: GM has no
+  adaptivity, so its time does not depend on the weights (its match count does: ignore it);
+- ``imp``: attention sharing (no pooling, no stop); ``eimp``: + adaptive pooling (no stop);
+- ``eimp+stop``: + pose checks at the checkpoint iterations and early stop (pairs with intrinsics: essential
+  matrix via the matcher's ``camera0`` / ``camera1`` context; pairs without intrinsics run as ``eimp``).
+IMP/EIMP weights: ``--weights PATH`` (or ``imp=PATH eimp=PATH gm=PATH``), default the weights imp ships for the
+features (``imp_core/matching/imp/weights/imp_<features>.pth``); ``--random-init`` builds the CPU architecture of
+``imp train-matcher`` presets with random weights (compute only: pooling and the early stop need trained weights).
+
+Per row and size: ms per pair (median over the pairs) as the CPU time of the calling thread (``time.thread_time``,
+robust on a shared machine; ``--threads 1`` keeps all compute in that thread: torch and OpenCV are set to it) and
+wall clock, peak memory (peak growth of the process RSS during the call, sampled every 2 ms; CUDA: max allocated),
+matches; IMP family also iterations run (mean), tokens kept at the last iteration (mean per image and % of the
+input) and the share of pairs that stopped early; LightGlue family the layers run. Ratios EIMP / GM and
+EIMP(+stop) / LighterGlue (LightGlue) are printed per size. Writes ``bench_matchers_<features>_<device>.json``,
+``.md`` and ``.png`` in ``--out``.
 """
 from __future__ import annotations
 
@@ -27,7 +50,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,18 +60,117 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from imp_core.matching.base import create_matcher  # noqa: E402
-from imp_core.types import Camera, Features, Pose  # noqa: E402
+from imp_core.types import Camera, Features, Pose, backproject  # noqa: E402
 
-CAMERA = Camera("PINHOLE", 1024, 768, [800.0, 800.0, 512.0, 384.0])
+DEFAULT_WORLD = ROOT / "data" / "world"
+DEFAULT_PHOTOS = ROOT.parent / "shared" / "data"
+PHOTOS = ("DSC_0410.JPG", "DSC_0411.JPG")
+LIGHTGLUE_FOR = {"xfeat": "lighterglue", "aliked": "lightglue", "disk": "lightglue"}
+IMP_ROWS = ("gm", "imp", "eimp", "eimp+stop")
+ALL_ROWS = ("nn", "lighterglue", "lightglue") + IMP_ROWS
+DESCRIPTOR_DIM = {"xfeat": 64, "aliked": 128, "disk": 128, "superpoint": 256, "sift": 128}
 
 
-def synthetic_pair(n: int, seed: int = 0, shared: float = 0.6, dim: int = 256):
+class Pair:
+    """Two feature sets of one image pair per size; cameras when the pair has intrinsics."""
+
+    def __init__(self, name: str, kind: str, cam0: Optional[Camera] = None, cam1: Optional[Camera] = None,
+                 images=None, info: Optional[Dict[str, Any]] = None):
+        self.name, self.kind, self.cam0, self.cam1 = name, kind, cam0, cam1
+        self.images = images  # (rgb0, rgb1) or None (synthetic)
+        self.info = info or {}
+        self.features: Dict[int, tuple] = {}
+
+    @property
+    def context(self) -> Optional[Dict[str, Camera]]:
+        return None if self.cam0 is None or self.cam1 is None else {"camera0": self.cam0, "camera1": self.cam1}
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------
+def covisibility(world, q: str, db_names: Sequence[str], db_depth: Dict[str, np.ndarray], step: int = 16) -> np.ndarray:
+    """Share of the query's valid depth pixels (grid of ``step``) that project, unoccluded, into each db image."""
+    depth = world.depth(q)
+    cam, pose = world.camera(q), world.pose(q)
+    v, u = np.mgrid[step // 2:depth.shape[0]:step, step // 2:depth.shape[1]:step]
+    z = depth[v, u]
+    ok = z > 0
+    uv = np.stack([u[ok], v[ok]], 1).astype(np.float64)
+    if len(uv) == 0:
+        return np.zeros(len(db_names))
+    X = backproject(cam.K, pose, uv, z[ok].astype(np.float64))
+    out = np.zeros(len(db_names))
+    for j, name in enumerate(db_names):
+        c, p, d = world.camera(name), world.pose(name), db_depth[name]
+        xc = p.transform(X)
+        x = xc @ c.K.T
+        with np.errstate(divide="ignore", invalid="ignore"):
+            px = x[:, :2] / x[:, 2:]
+        ui, vi = np.round(px[:, 0]).astype(np.int64), np.round(px[:, 1]).astype(np.int64)
+        inside = (xc[:, 2] > 0.1) & (ui >= 0) & (ui < d.shape[1]) & (vi >= 0) & (vi < d.shape[0])
+        dz = d[vi[inside], ui[inside]]
+        seen = (dz > 0) & (np.abs(dz - xc[inside, 2]) < 0.05 * xc[inside, 2])
+        out[j] = seen.sum() / len(X)
+    return out
+
+
+def world_pairs(root: Path, n: int, min_covis: float = 0.3) -> List[Pair]:
+    """``n`` pairs: day and night queries spread evenly, each with its most covisible database image."""
+    from imp_core.datasets.synthetic import SyntheticWorld, make_world
+
+    if not (root / "world.json").is_file():
+        print(f"rendering the synthetic world (default preset, seed 0) into {root} ...")
+        make_world(root, preset="default", seed=0)
+    world = SyntheticWorld(root)
+    db = world.db_names
+    db_depth = {name: world.depth(name) for name in db}
+    pairs: List[Pair] = []
+    conds = world.conditions
+    for ci, cond in enumerate(conds):
+        want = n // len(conds) + int(ci < n % len(conds))
+        names = sorted(world.query_names(cond))
+        if want <= 0 or not names:
+            continue
+        scored = []
+        for q in names:
+            cov = covisibility(world, q, db, db_depth)
+            j = int(np.argmax(cov))
+            if cov[j] >= min_covis:
+                scored.append((q, db[j], float(cov[j])))
+        for k in np.unique(np.linspace(0, len(scored) - 1, min(want, len(scored))).round().astype(int)):
+            q, r, c = scored[k]
+            pairs.append(Pair(f"{q} ~ {r}", cond, world.camera(q), world.camera(r), (world.image(q), world.image(r)),
+                              {"covisibility": round(c, 3)}))
+    return pairs
+
+
+def photo_pairs(photos_dir: Path, focal: Optional[float]) -> List[Pair]:
+    from imp_core.imageio import read_image
+
+    paths = [photos_dir / p for p in PHOTOS]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(f"photo pair not found: {', '.join(missing)} (set --photos-dir or drop 'photos' "
+                                "from --inputs)")
+    images = [read_image(p) for p in paths]
+    cams: List[Optional[Camera]] = [None, None]
+    if focal:
+        cams = [Camera("SIMPLE_PINHOLE", im.shape[1], im.shape[0], [focal, im.shape[1] / 2, im.shape[0] / 2])
+                for im in images]
+    return [Pair(f"{PHOTOS[0]} ~ {PHOTOS[1]}", "photo", cams[0], cams[1], tuple(images),
+                 {"intrinsics": f"guessed focal {focal:g} px" if focal else "none (no pose check)"})]
+
+
+SYN_CAMERA = Camera("PINHOLE", 1024, 768, [800.0, 800.0, 512.0, 384.0])
+
+
+def synthetic_features(n: int, dim: int, kind: str, seed: int = 0, shared: float = 0.6):
+    """Two calibrated views of one point cloud: ``shared`` of the keypoints are projections of common points."""
     rng = np.random.default_rng(seed)
     m = int(n * shared)
     poses = [Pose(), Pose.from_center(np.eye(3), [1.5, 0.1, 0.3])]
 
     def project(p, pts):
-        x = p.transform(pts) @ CAMERA.K.T
+        x = p.transform(pts) @ SYN_CAMERA.K.T
         return x[:, :2] / x[:, 2:]
 
     pts = rng.uniform([-6, -4, 8], [6, 4, 20], (4 * m, 3))
@@ -66,16 +188,98 @@ def synthetic_pair(n: int, seed: int = 0, shared: float = 0.6, dim: int = 256):
         desc = np.concatenate([desc, rng.standard_normal((n - m, dim))]).astype(np.float32)
         desc /= np.linalg.norm(desc, axis=1, keepdims=True)
         perm = rng.permutation(n)
-        feats.append(Features(kp[perm], desc[perm], rng.uniform(0.1, 1, n), (1024, 768), "superpoint"))
+        feats.append(Features(kp[perm], desc[perm], rng.uniform(0.1, 1, n), (1024, 768), kind))
     return feats[0], feats[1]
 
 
-def mutual_nn(f0: Features, f1: Features, device: str) -> int:
-    d0 = torch.from_numpy(f0.descriptors).to(device)
-    d1 = torch.from_numpy(f1.descriptors).to(device)
-    sim = d0 @ d1.T
-    i01, i10 = sim.argmax(1), sim.argmax(0)
-    return int((i10[i01] == torch.arange(len(d0), device=device)).sum())
+def extract_pairs(pairs: List[Pair], features: str, sizes: Sequence[int], image_size: int, device: str) -> Dict:
+    """Fill ``pair.features[n]``; returns per-size statistics (keypoints per image, scales used)."""
+    import cv2
+    from tqdm import tqdm
+
+    from imp_core.features.base import create_extractor
+
+    stats: Dict[int, Dict[str, Any]] = {}
+    for n in sizes:
+        real = [p for p in pairs if p.images is not None]
+        for p in pairs:
+            if p.images is None:
+                p.features[n] = synthetic_features(n, DESCRIPTOR_DIM.get(features, 64), features)
+        if not real:
+            stats[n] = {"keypoints_mean": float(n), "keypoints_min": n}
+            continue
+        ext = create_extractor({"name": features, "max_keypoints": n, "resize_max": None, "device": device})
+        counts, scales = [], []
+        for p in tqdm(real, desc=f"{features} features, {n} keypoints", leave=False):
+            out = []
+            for img in p.images:
+                h, w = img.shape[:2]
+                s = image_size / max(h, w)
+                for _ in range(3):
+                    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC
+                    im = img if s == 1 else cv2.resize(img, (int(round(w * s)), int(round(h * s))),
+                                                       interpolation=interp)
+                    f = ext.extract(im)
+                    if len(f) >= 0.9 * n:
+                        break
+                    s *= 1.5
+                f.keypoints = ((f.keypoints + 0.5) / s - 0.5).astype(np.float32)
+                f.image_size = (w, h)
+                out.append(f)
+                counts.append(len(f))
+                scales.append(s)
+            p.features[n] = tuple(out)
+        stats[n] = {"keypoints_mean": float(np.mean(counts)), "keypoints_min": int(np.min(counts)),
+                    "image_scale_mean": float(np.mean(scales)), "image_scale_max": float(np.max(scales))}
+        del ext
+    return stats
+
+
+# ---- matchers ----------------------------------------------------------------------------------------------
+def imp_arch(weights: Optional[str], features: str) -> Dict[str, Any]:
+    """The IMPModel conf of a weights file (tensors + stored conf), or the CPU preset architecture."""
+    if weights:
+        from imp_core.matching.imp.checkpoint import conf_from_state, read_state_dict, read_stored_conf
+
+        arch = {**conf_from_state(read_state_dict(weights)), **read_stored_conf(weights)}
+    else:
+        from imp_core.training.presets import PRESETS
+
+        preset = PRESETS.get(f"imp_{features}")
+        model = dict(preset["train"]["model"]) if preset else {"n_layers": 9, "num_heads": 1}
+        model.pop("sinkhorn_grad_iterations", None)
+        arch = {"descriptor_dim": DESCRIPTOR_DIM.get(features, 64), **model}
+    arch.pop("variant", None)
+    return arch
+
+
+def resolve_weights(spec: Sequence[str], features: str, random_init: bool) -> Dict[str, Optional[str]]:
+    """Weights per IMP row: ``PATH`` (imp and eimp) or ``VARIANT=PATH``; default the shipped file."""
+    from imp_core.matching.imp.checkpoint import shipped_weights
+
+    out: Dict[str, Optional[str]] = {}
+    for s in spec:
+        if "=" in s:
+            k, v = s.split("=", 1)
+            if k not in ("gm", "imp", "eimp"):
+                raise SystemExit(f"--weights: variant must be gm, imp or eimp, got {k!r} in {s!r}")
+            out[k] = v
+        else:
+            out["imp"] = out["eimp"] = s
+    for k, v in out.items():
+        if v and not Path(v).is_file():
+            raise SystemExit(f"--weights: {k} weights {v} do not exist")
+    if random_init:
+        return {k: out.get(k) for k in ("gm", "imp", "eimp")}
+    shipped = shipped_weights(features)
+    for k in ("imp", "eimp"):
+        if k not in out:
+            if shipped is None:
+                raise SystemExit(f"no IMP/EIMP weights ship for {features!r}: pass --weights PATH (e.g. a training "
+                                 "checkpoint) or --random-init (compute only)")
+            out[k] = str(shipped)
+    out.setdefault("gm", None)
+    return out
 
 
 class PeakRSS:
@@ -110,139 +314,279 @@ class PeakRSS:
         return (self.peak - self.base) / 2 ** 20
 
 
-def make_runners(device: str, weights: Dict[str, str]) -> Dict[str, Callable[[Features, Features], Dict]]:
-    from kornia.feature import LightGlue
+def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
+                 iterative_mode: str) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
+    """name -> run(pair, size) returning the per-call statistics."""
+    runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
+    arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
+    for name in names:
+        if name == "nn":
+            m = create_matcher({"name": "nn", "device": device})
+            runners[name] = (lambda mm: lambda p, n: {"matches": len(mm.match(*p.features[n]))})(m)
+        elif name in ("lighterglue", "lightglue"):
+            m = create_matcher({"name": name, "device": device, "features": features})
 
-    torch.manual_seed(0)
-    lg = LightGlue(features=None, input_dim=256, depth_confidence=-1, width_confidence=-1).eval().to(device)
+            def run_lg(p, n, mm=m):
+                res = mm.match(*p.features[n])
+                return {"matches": len(res), "layers": float(res.info.get("layers_run", float("nan")))}
+            runners[name] = run_lg
+        else:
+            variant = "eimp" if name == "eimp+stop" else name
+            stop = name == "eimp+stop"
+            conf: Dict[str, Any] = {"name": variant, "device": device, "early_stop": stop,
+                                    "iterative_mode": iterative_mode, "features": features}
+            w = weights.get(variant)
+            if w:
+                conf["weights"] = w
+            else:
+                conf.update(allow_random_init=True, model=dict(arch))
+            m = create_matcher(conf)
 
-    def run_lightglue(f0, f1):
-        def img(f):
-            return {"keypoints": torch.from_numpy(f.keypoints)[None].to(device),
-                    "descriptors": torch.from_numpy(f.descriptors)[None].to(device),
-                    "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=device)}
-        with torch.no_grad():
-            out = lg({"image0": img(f0), "image1": img(f1)})
-        return {"matches": int(out["matches"][0].shape[0])}
-
-    def imp_family(name, early):
-        conf = {"name": name, "device": device, "early_stop": early}
-        conf.update({"weights": weights[name]} if name in weights else {"allow_random_init": True})
-        m = create_matcher(conf)
-        ctx = {"camera0": CAMERA, "camera1": CAMERA} if early else None
-
-        def run(f0, f1):
-            res = m.match(f0, f1, ctx)
-            return {"matches": len(res), **{k: res.info[k] for k in ("iterations", "tokens0", "tokens1")}}
-        return run
-
-    return {
-        "nn": lambda f0, f1: {"matches": mutual_nn(f0, f1, device)},
-        "lightglue": run_lightglue,
-        "gm": imp_family("gm", False),
-        "imp": imp_family("imp", False),
-        "eimp": imp_family("eimp", False),
-        "eimp+stop": imp_family("eimp", True),
-    }
+            def run_imp(p, n, mm=m, stop=stop):
+                f0, f1 = p.features[n]
+                res = mm.match(f0, f1, p.context if stop else None)
+                i = res.info
+                return {"matches": len(res), "iterations": int(i["iterations"]), "early_stop": bool(i["early_stop"]),
+                        "tokens0": int(i["tokens0"]), "tokens1": int(i["tokens1"]),
+                        "kept_share": 0.5 * (i["tokens0"] / max(1, len(f0)) + i["tokens1"] / max(1, len(f1))),
+                        "pooling_steps": int(i.get("pooling_steps", 0))}
+            runners[name] = run_imp
+    return runners
 
 
-def bench(device: str, sizes: List[int], repeats: Dict[int, int], names: List[str],
-          weights: Dict[str, str]) -> List[Dict]:
+def timed(run: Callable[[], Dict[str, Any]], device: str) -> Dict[str, Any]:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        t = time.perf_counter()
+        out = run()
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+        return {**out, "ms": 1000 * wall, "wall_ms": 1000 * wall,
+                "peak_mib": (torch.cuda.max_memory_allocated() - base) / 2 ** 20}
+    with PeakRSS() as pk:
+        t, c = time.perf_counter(), time.thread_time()
+        out = run()
+        cpu, wall = time.thread_time() - c, time.perf_counter() - t
+    return {**out, "ms": 1000 * cpu, "wall_ms": 1000 * wall, "peak_mib": pk.mib}
+
+
+def bench(pairs: List[Pair], sizes: Sequence[int], names: Sequence[str], runners, device: str,
+          repeats: int = 1) -> List[Dict[str, Any]]:
+    """Per size: one warm-up call per matcher, then every pair through every matcher (interleaved, so slow drifts
+    of a shared machine's load hit all rows alike). Returns one row per (size, matcher) and the per-pair calls."""
     from tqdm import tqdm
 
-    runners = make_runners(device, weights)
     rows = []
-    jobs = [(n, name) for n in sizes for name in names]
-    for n, name in tqdm(jobs, desc=f"bench {device}"):
-        f0, f1 = synthetic_pair(n)
-        run = runners[name]
-        if n <= 1024:
-            run(f0, f1)  # warm-up
-        times, wall, out, mem = [], [], {}, 0.0
-        for _ in range(repeats.get(n, 1)):
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-                base = torch.cuda.memory_allocated()
-                t = time.perf_counter()
-                out = run(f0, f1)
-                torch.cuda.synchronize()
-                times.append(time.perf_counter() - t)
-                wall.append(times[-1])
-                mem = max(mem, (torch.cuda.max_memory_allocated() - base) / 2 ** 20)
-            else:
-                with PeakRSS() as pk:
-                    t, c = time.perf_counter(), time.thread_time()
-                    out = run(f0, f1)
-                    wall.append(time.perf_counter() - t)
-                    times.append(time.thread_time() - c)
-                mem = max(mem, pk.mib)
-        rows.append({"device": device, "keypoints": n, "matcher": name, "ms": 1000 * float(np.median(times)),
-                     "wall_ms": 1000 * float(np.median(wall)),
-                     "repeats": len(times), "peak_mib": mem, **out})
+    for n in sizes:
+        calls: Dict[str, List[Dict[str, Any]]] = {name: [] for name in names}
+        for name in names:
+            runners[name](pairs[0], n)  # warm-up (allocator, lazy init)
+        for p in tqdm(pairs, desc=f"matching at {n} keypoints"):
+            for name in names:
+                best = None
+                for _ in range(max(1, repeats)):
+                    r = timed(lambda: runners[name](p, n), device)
+                    best = r if best is None or r["ms"] < best["ms"] else best
+                calls[name].append({"pair": p.name, "kind": p.kind, **best})
+        for name in names:
+            rows.append(summarize(name, n, calls[name], device))
     return rows
 
 
-def table(rows: List[Dict]) -> str:
-    names = list(dict.fromkeys(r["matcher"] for r in rows))
+def summarize(name: str, n: int, calls: List[Dict[str, Any]], device: str) -> Dict[str, Any]:
+    def med(k):
+        return float(np.median([c[k] for c in calls]))
+
+    row: Dict[str, Any] = {"device": device, "keypoints": n, "matcher": name, "pairs": len(calls),
+                           "ms": med("ms"), "wall_ms": med("wall_ms"), "ms_mean": float(np.mean([c["ms"] for c in calls])),
+                           "peak_mib": float(max(c["peak_mib"] for c in calls)),
+                           "matches": float(np.mean([c["matches"] for c in calls]))}
+    if "iterations" in calls[0]:
+        tok = [0.5 * (c["tokens0"] + c["tokens1"]) for c in calls]
+        row.update(iterations=float(np.mean([c["iterations"] for c in calls])),
+                   tokens_kept=float(np.mean(tok)),
+                   tokens_kept_pct=100 * float(np.mean([c["kept_share"] for c in calls])),
+                   early_stop_share=float(np.mean([c["early_stop"] for c in calls])),
+                   pooled_share=float(np.mean([c["pooling_steps"] > 0 for c in calls])))
+        with_geo = [c for c in calls if c["kind"] != "photo" or name != "eimp+stop"]
+        row["early_stop_share_with_intrinsics"] = float(np.mean([c["early_stop"] for c in with_geo])) if with_geo \
+            else 0.0
+    if "layers" in calls[0]:
+        row["layers"] = float(np.mean([c["layers"] for c in calls]))
+    row["calls"] = calls
+    return row
+
+
+# ---- reporting ---------------------------------------------------------------------------------------------
+def ratios(rows: List[Dict[str, Any]], lg_name: Optional[str]) -> Dict[str, Dict[str, float]]:
+    by = {(r["keypoints"], r["matcher"]): r for r in rows}
+    out: Dict[str, Dict[str, float]] = {}
+    for n in sorted({r["keypoints"] for r in rows}):
+        d: Dict[str, float] = {}
+        for a, b in (("eimp", "gm"), ("eimp+stop", "gm"), ("imp", "gm"), ("eimp", lg_name), ("eimp+stop", lg_name)):
+            if b and (n, a) in by and (n, b) in by and by[(n, b)]["ms"] > 0:
+                d[f"{a}/{b}"] = by[(n, a)]["ms"] / by[(n, b)]["ms"]
+                d[f"{a}/{b} wall"] = by[(n, a)]["wall_ms"] / max(1e-9, by[(n, b)]["wall_ms"])
+        out[str(n)] = d
+    return out
+
+
+def checks(rat: Dict[str, Dict[str, float]], lg_name: Optional[str]) -> List[str]:
+    """The issue's targets: EIMP >= 2x faster than GM at 2048; EIMP not slower than LighterGlue at each size."""
     lines = []
-    for device in dict.fromkeys(r["device"] for r in rows):
-        sizes = sorted({r["keypoints"] for r in rows if r["device"] == device})
-        lines += [f"**{device}** (ms per pair / peak MiB)", "",
-                  "| matcher | " + " | ".join(str(s) for s in sizes) + " |",
-                  "|---|" + "---|" * len(sizes)]
-        for name in names:
-            cells = []
-            for s in sizes:
-                r = next((r for r in rows if (r["device"], r["keypoints"], r["matcher"]) == (device, s, name)), None)
-                extra = f", it {r['iterations']}, tok {r['tokens0']}/{r['tokens1']}" if r and "iterations" in r else ""
-                cells.append("-" if r is None else f"{r['ms']:.0f} / {r['peak_mib']:.0f}{extra}")
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("")
-        gm = {r["keypoints"]: r["ms"] for r in rows if r["device"] == device and r["matcher"] == "gm"}
-        for name, what in (("imp", "attention sharing (imp vs gm)"), ("eimp", "+ pooling (eimp vs gm)"),
-                           ("eimp+stop", "+ early stop (eimp+stop vs gm)")):
-            cur = {r["keypoints"]: r["ms"] for r in rows if r["device"] == device and r["matcher"] == name}
-            if gm and cur:
-                saves = ", ".join(f"{s}: {100 * (1 - cur[s] / gm[s]):+.0f} %" for s in sizes if s in gm and s in cur)
-                lines.append(f"- time saved by {what}: {saves}")
-        lines.append("")
+    for n, d in rat.items():
+        if n == "2048" and "eimp/gm" in d:
+            lines.append(f"- {n}: EIMP / GM = {d['eimp/gm']:.2f} (target <= 0.50): "
+                         f"{'PASS' if d['eimp/gm'] <= 0.5 else 'FAIL'}")
+        for a in ("eimp", "eimp+stop"):
+            k = f"{a}/{lg_name}"
+            if k in d:
+                lines.append(f"- {n}: {a} / {lg_name} = {d[k]:.2f} (target <= 1.00): "
+                             f"{'PASS' if d[k] <= 1.0 else 'FAIL'}")
+    return lines
+
+
+def table(rows: List[Dict[str, Any]]) -> str:
+    lines = ["| keypoints | matcher | ms/pair (CPU) | wall ms | peak MiB | matches | iterations | tokens kept/image "
+             "(last it.) | stopped early | pooled |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "iterations" in r:
+            it = f"{r['iterations']:.1f}"
+            tok = f"{r['tokens_kept']:.0f} ({r['tokens_kept_pct']:.0f} %)"
+            stop = f"{100 * r['early_stop_share']:.0f} %"
+            pooled = f"{100 * r['pooled_share']:.0f} %"
+        else:
+            it = f"{r['layers']:.1f} layers" if "layers" in r else "-"
+            tok = stop = pooled = "-"
+        lines.append(f"| {r['keypoints']} | {r['matcher']} | {r['ms']:.0f} | {r['wall_ms']:.0f} | {r['peak_mib']:.0f} | "
+                     f"{r['matches']:.0f} | {it} | {tok} | {stop} | {pooled} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def plot(rows: List[Dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(r["matcher"] for r in rows))
+    sizes = sorted({r["keypoints"] for r in rows})
+    by = {(r["keypoints"], r["matcher"]): r for r in rows}
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(names), 4.2))
+    width = 0.8 / len(sizes)
+    for k, n in enumerate(sizes):
+        xs = [i + (k - (len(sizes) - 1) / 2) * width for i in range(len(names))]
+        ys = [by[(n, m)]["ms"] if (n, m) in by else 0 for m in names]
+        bars = ax.bar(xs, ys, width, label=f"{n} keypoints")
+        for b, y in zip(bars, ys):
+            ax.annotate(f"{y:.0f}", (b.get_x() + b.get_width() / 2, y), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names)
+    ax.set_ylabel("ms per pair (median, CPU time)")
+    ax.set_title(title, fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 2048, 4096])
-    ap.add_argument("--repeats", type=int, nargs="+", default=[2, 1, 1, 1],
-                    help="timed repeats per size (same order as --sizes; the median is reported)")
-    ap.add_argument("--devices", nargs="+", default=None, help="default: cpu, plus cuda when available")
-    ap.add_argument("--matchers", nargs="+", default=["nn", "lightglue", "gm", "imp", "eimp", "eimp+stop"])
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    ap.add_argument("--weights", nargs="+", default=[], metavar="VARIANT=PATH",
-                    help="official weights, e.g. imp=imp_spp.pth eimp=eimp_spp.pth gm=superglue_outdoor.pth "
-                         "(default: random weights, so pooling and early stop rarely trigger)")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
-    ap.add_argument("--tag", default=None, help="file name tag (default: the devices)")
-    args = ap.parse_args(argv)
+    ap.add_argument("--features", default="xfeat", choices=["xfeat", "aliked", "disk"])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048], help="max keypoints per image")
+    ap.add_argument("--inputs", nargs="+", default=["world", "photos"], choices=["world", "photos", "synthetic"])
+    ap.add_argument("--world", type=Path, default=DEFAULT_WORLD, help="synthetic world (default preset, seed 0)")
+    ap.add_argument("--photos-dir", type=Path, default=DEFAULT_PHOTOS)
+    ap.add_argument("--photo-focal", type=float, default=None,
+                    help="focal length (px) to assume for the photo pair (default: none, no pose check on it)")
+    ap.add_argument("--pairs-limit", type=int, default=12, help="world pairs (half day, half night queries)")
+    ap.add_argument("--image-size", type=int, default=1024, help="longer image side for extraction (px)")
+    ap.add_argument("--matchers", nargs="+", default=None,
+                    help="rows (default: nn, lighterglue|lightglue, gm, imp, eimp, eimp+stop)")
+    ap.add_argument("--weights", nargs="+", default=[], metavar="[VARIANT=]PATH",
+                    help="IMP/EIMP weights (PATH for imp and eimp, or gm=/imp=/eimp=PATH); default: shipped weights")
+    ap.add_argument("--random-init", action="store_true",
+                    help="random IMP/EIMP weights with the CPU preset architecture (compute only)")
+    ap.add_argument("--iterative-mode", default="localization", choices=["localization", "released"])
+    ap.add_argument("--repeats", type=int, default=1, help="timed calls per pair (the fastest is kept)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (use 1)")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--tag", default=None, help="file name tag (default: <features>_<device>)")
+    return ap
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    args = build_parser().parse_args(argv)
     if args.threads:
+        import cv2
+
         torch.set_num_threads(args.threads)
-    devices = args.devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
-    repeats = {s: args.repeats[min(i, len(args.repeats) - 1)] for i, s in enumerate(args.sizes)}
-    weights = dict(w.split("=", 1) for w in args.weights)
-    rows = []
-    for d in devices:
-        rows += bench(d, args.sizes, repeats, args.matchers, weights)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads(), "platform": platform.platform(),
-            "cpu": platform.processor(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "weights": weights or "random"}
+        cv2.setNumThreads(args.threads)
+    lg_name = LIGHTGLUE_FOR.get(args.features)
+    names = args.matchers or ["nn", lg_name, "gm", "imp", "eimp", "eimp+stop"]
+    bad = [n for n in names if n not in ALL_ROWS]
+    if bad:
+        raise SystemExit(f"--matchers: unknown rows {bad}; choose from {list(ALL_ROWS)}")
+    if lg_name not in names:
+        lg_name = next((n for n in names if n in ("lighterglue", "lightglue")), None)
+    weights = resolve_weights(args.weights, args.features, args.random_init)
+
+    pairs: List[Pair] = []
+    if "world" in args.inputs and args.pairs_limit > 0:
+        pairs += world_pairs(args.world, args.pairs_limit)
+    if "photos" in args.inputs:
+        pairs += photo_pairs(args.photos_dir, args.photo_focal)
+    if "synthetic" in args.inputs:
+        pairs.append(Pair("synthetic", "synthetic", SYN_CAMERA, SYN_CAMERA))
+    if not pairs:
+        raise SystemExit("no image pairs: check --inputs / --pairs-limit")
+    kp_stats = extract_pairs(pairs, args.features, args.sizes, args.image_size, args.device)
+    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode)
+    rows = bench(pairs, args.sizes, names, runners, args.device, args.repeats)
+    rat = ratios(rows, lg_name)
+    arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features)
+    meta = {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "device": args.device, "platform": platform.platform(),
+        "cpu": platform.processor(), "features": args.features, "sizes": args.sizes, "inputs": args.inputs,
+        "pairs": [{"name": p.name, "kind": p.kind, "intrinsics": p.context is not None, **p.info} for p in pairs],
+        "keypoints": {str(k): v for k, v in kp_stats.items()}, "image_size": args.image_size,
+        "weights": {k: (v or "random") for k, v in weights.items()}, "imp_architecture": arch,
+        "iterative_mode": args.iterative_mode, "repeats": args.repeats,
+        "notes": ["gm: the IMP/EIMP architecture without sharing, all iterations; "
+                  + ("random weights (GM has no adaptivity: its time does not depend on the weights; ignore its "
+                     "match count)" if not weights.get("gm") else f"weights {weights['gm']}"),
+                  "ms: median over the pairs of the calling thread's CPU time; wall_ms: median wall clock",
+                  "eimp+stop: pose checks only on pairs with intrinsics"
+                  + ("" if args.photo_focal else " (the photo pair has none)")],
+    }
+    result = {"meta": meta, "rows": rows, "ratios": rat, "checks": checks(rat, lg_name)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    tag = args.tag or "_".join(devices)
-    (out / f"bench_matchers_{tag}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    md = (f"Run {meta['date']}, torch {meta['torch']}, {meta['threads']} CPU threads, GPU: {meta['cuda']}, "
-          f"weights: {meta['weights']}\n\n" + table(rows))
-    (out / f"bench_matchers_{tag}.md").write_text(md)
-    print(md)
+    tag = args.tag or f"{args.features}_{args.device.split(':')[0]}"
+    stem = out / f"bench_matchers_{tag}"
+    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    n_geo = sum(p.context is not None for p in pairs)
+    md = [f"# Matchers on {args.features} features ({args.device})", "",
+          f"Run {meta['date']}, torch {meta['torch']}, {meta['threads']} thread(s); {len(pairs)} pairs "
+          f"({', '.join(f'{k}: {sum(p.kind == k for p in pairs)}' for k in dict.fromkeys(p.kind for p in pairs))}; "
+          f"{n_geo} with intrinsics); keypoints per image: "
+          + ", ".join(f"{k}: {v['keypoints_mean']:.0f} (min {v['keypoints_min']})" for k, v in kp_stats.items()),
+          f"IMP/EIMP weights: {meta['weights']}; architecture {arch}; iterative mode {args.iterative_mode}.", "",
+          table(rows), "", "Ratios (CPU time; wall in the JSON):", ""]
+    for n, d in rat.items():
+        md.append(f"- {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in d.items() if not k.endswith("wall")))
+    md += ["", "Targets (issue 13):", ""] + result["checks"] + ["", "Notes:", ""] + [f"- {x}" for x in meta["notes"]]
+    md_text = "\n".join(md) + "\n"
+    Path(f"{stem}.md").write_text(md_text)
+    plot(rows, Path(f"{stem}.png"), f"{args.features}, {len(pairs)} pairs, {args.device}, {meta['threads']} thread(s), "
+         f"weights {Path(str(weights.get('eimp') or 'random')).name}")
+    print(md_text)
+    print(f"wrote {stem}.json, .md, .png")
+    return result
 
 
 if __name__ == "__main__":
