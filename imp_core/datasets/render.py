@@ -231,7 +231,8 @@ class Renderer:
         """1 where a 1.5 m cell of a surface keeps its light on, 0 elsewhere (a hash of quad, cell and seed)."""
         ca = np.floor(A / 1.5).astype(np.int64)
         cb = np.floor(B / 1.5).astype(np.int64)
-        h = (qid.astype(np.int64) * 73856093) ^ (ca * 19349663) ^ (cb * 83492791) ^ (int(light.window_seed) * 2654435761)
+        h = (qid.astype(np.int64) * 73856093) ^ (ca * 19349663) ^ (cb * 83492791)
+        h = h ^ (int(light.window_seed) * 2654435761)
         h = (h ^ (h >> 13)) * 1274126177
         u = ((h >> 8) & 0xFFFF).astype(np.float32) / 65535.0
         return (u < light.window_keep).astype(np.float32)

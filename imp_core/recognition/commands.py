@@ -133,7 +133,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     res = train_on_map(args.map, args.out, conf, image_dir=args.image_dir, resume=not args.no_resume,
                        annotate=args.annotate)
     last = res["log"][-1] if res["log"] else {}
-    print(f"model: {res['model']} ({res['steps']} steps, {res['seconds']:.0f} s, final loss {last.get('total', float('nan')):.3f})")
+    print(f"model: {res['model']} ({res['steps']} steps, {res['seconds']:.0f} s, "
+          f"final loss {last.get('total', float('nan')):.3f})")
     return 0
 
 
