@@ -115,16 +115,21 @@ class Localizer:
         if self.conf["labelled_first"]["enabled"] and self._budget:
             fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
         mconf = self._matcher_conf(meta)
-        if "features" in getattr(MATCHERS.get(mconf["name"]), "default_conf", {}):
+        mcls = MATCHERS.get(mconf["name"])
+
+        def check_supported(supported) -> None:  # a matcher/feature mismatch is a configure error, not per frame
+            if supported is not None and fconf.get("name") not in supported:
+                raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
+                                  f"{self.conf['map']} holds {fconf.get('name')!r} features; use the map's own "
+                                  f"matcher ({(meta.get('matcher') or {}).get('name', 'nn')!r}) or one of: "
+                                  f"{', '.join(compatible_matchers(fconf.get('name')))}")
+
+        check_supported(getattr(mcls, "supported_features", None))
+        if "features" in getattr(mcls, "default_conf", {}):
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
         self.extractor = create_extractor(fconf)
         self.matcher = create_matcher(mconf)
-        supported = getattr(self.matcher, "supported_features", None)
-        if supported is not None and fconf.get("name") not in supported:
-            raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
-                              f"{self.conf['map']} holds {fconf.get('name')!r} features; use the map's own matcher "
-                              f"({(meta.get('matcher') or {}).get('name', 'nn')!r}) or one of: "
-                              f"{', '.join(compatible_matchers(fconf.get('name')))}")
+        check_supported(getattr(self.matcher, "supported_features", None))
         self.map = LocalizationMap.load(self.conf["map"], progress=progress)
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:
