@@ -54,6 +54,17 @@ def _not_empty(v: Any) -> Optional[str]:
     return None if str(v).strip() else "must not be empty"
 
 
+def _topic(v: Any) -> Optional[str]:
+    from rclpy.exceptions import InvalidTopicNameException
+    from rclpy.validate_topic_name import validate_topic_name
+
+    try:
+        validate_topic_name(str(v))
+    except InvalidTopicNameException as e:
+        return f"not a valid topic name ({str(e).splitlines()[0]})"
+    return None
+
+
 class LocalizerNode(LifecycleNode):
     P = common.Param
     PARAMS = {
@@ -68,17 +79,17 @@ class LocalizerNode(LifecycleNode):
         "recognition_model": P("", "LBR recognition checkpoint: instance-guided search", check=common.existing_path),
         "device": P("auto", "auto, cpu, cuda[:N] or mps", check=_device),
         "image_topic": P(common.IMAGE_TOPIC, "camera image topic (Image, or CompressedImage at <topic>/compressed)",
-                         check=_not_empty),
-        "camera_info_topic": P(common.CAMERA_INFO_TOPIC, "CameraInfo topic", check=_not_empty),
+                         check=_topic),
+        "camera_info_topic": P(common.CAMERA_INFO_TOPIC, "CameraInfo topic", check=_topic),
         "image_topics": P([""], "several cameras (e.g. /left/image_raw, /rear/image_raw): one image topic each, "
                                 "CameraInfo on <ns>/camera_info, extrinsics from TF by the image frame_id; "
                                 "empty: image_topic + camera_info_topic"),
         "compressed": P(False, "subscribe to <image_topic>/compressed"),
         "image_qos": P("sensor_data", "QoS of the image and CameraInfo subscriptions", choices=common.QOS_CHOICES),
-        "pose_topic": P(common.POSE_TOPIC, "PoseWithCovarianceStamped output (base frame in map)", check=_not_empty),
-        "result_topic": P(common.RESULT_TOPIC, "imp_msgs/LocalizationResult output", check=_not_empty),
+        "pose_topic": P(common.POSE_TOPIC, "PoseWithCovarianceStamped output (base frame in map)", check=_topic),
+        "result_topic": P(common.RESULT_TOPIC, "imp_msgs/LocalizationResult output", check=_topic),
         "publish_debug_image": P(False, "publish the query with PnP inliers and residuals"),
-        "debug_image_topic": P("/imp/localization/debug_image", "debug image topic", check=_not_empty),
+        "debug_image_topic": P("/imp/localization/debug_image", "debug image topic", check=_topic),
         "map_frame": P("map", "TF frame of the map", check=_not_empty),
         "odom_frame": P("odom", "odometry frame (TF map->odom); empty: publish map->base"),
         "base_frame": P("base_link", "vehicle base frame", check=_not_empty),
@@ -213,21 +224,26 @@ class LocalizerNode(LifecycleNode):
             f"{time.perf_counter() - t0:.1f} s; device {self.p('device')}"
         )
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+        ents = self._entities  # each entity is recorded as soon as it exists: a failure half-way releases it
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, self.p("pose_topic"), reliable)
+        ents.append(self.pub_pose)
         self.pub_result = self.create_publisher(ResultMsg, self.p("result_topic"), reliable)
-        self.pub_debug = (self.create_publisher(Image, self.p("debug_image_topic"), reliable)
-                          if self.p("publish_debug_image") else None)
+        ents.append(self.pub_result)
+        self.pub_debug = None
+        if self.p("publish_debug_image"):
+            self.pub_debug = self.create_publisher(Image, self.p("debug_image_topic"), reliable)
+            ents.append(self.pub_debug)
         self.tf_buffer = TfBuffer(cache_s=30.0)
         self.tf_listener = TfListener(self, self.tf_buffer, callback_group=ReentrantCallbackGroup())
+        ents.extend(self.tf_listener._subs)
         self.tf_pub = TfBroadcaster(self)
-        srv_group = MutuallyExclusiveCallbackGroup()
-        self._entities = [
-            self.pub_pose, self.pub_result, *self.tf_listener._subs,
-            self.create_service(Trigger, "~/relocalize", self._on_relocalize, callback_group=srv_group),
-            # the service's work runs on its own thread: the executor keeps serving TF, diagnostics and images
-            self.create_service(LocalizeImage, "~/localize", self._on_localize_srv,
-                                callback_group=ReentrantCallbackGroup()),
-        ] + ([self.pub_debug] if self.pub_debug else []) + ([self.tf_pub._pub] if self.tf_pub._pub else [])
+        if self.tf_pub._pub is not None:
+            ents.append(self.tf_pub._pub)
+        ents.append(self.create_service(Trigger, "~/relocalize", self._on_relocalize,
+                                        callback_group=MutuallyExclusiveCallbackGroup()))
+        # the service's work runs on its own thread: the executor keeps serving TF, diagnostics and images
+        ents.append(self.create_service(LocalizeImage, "~/localize", self._on_localize_srv,
+                                        callback_group=ReentrantCallbackGroup()))
         self.undistort = cv.Undistorter()
         self.undistort_srv = cv.Undistorter()  # the service runs on another thread
         self._serving = True

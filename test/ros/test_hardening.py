@@ -181,7 +181,8 @@ def test_parameters_have_descriptors_and_bad_values_are_rejected(ros, loc, tmp_p
     assert "sensor_data" in d[2].additional_constraints
     for name, value, text in (("tf_rate", -5.0, "tf_rate"), ("map", "/nonexistent", "does not exist"),
                               ("diagnostics_rate", 0.0, "diagnostics_rate"), ("image_qos", "bogus", "bogus"),
-                              ("tf_future_dating", float("nan"), "tf_future_dating")):
+                              ("tf_future_dating", float("nan"), "tf_future_dating"),
+                              ("pose_topic", "bad topic!", "not a valid topic name")):
         r = _set(ros, "localizer", name, value)
         assert not r.successful and text in r.reason, (name, r.reason)
     assert _set(ros, "localizer", "tf_wait", 0.25).successful
