@@ -315,7 +315,8 @@ class PeakRSS:
 
 
 def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
-                 iterative_mode: str) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
+                 iterative_mode: str, pool_threshold: Optional[float] = None
+                 ) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
     """name -> run(pair, size) returning the per-call statistics."""
     runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
@@ -340,6 +341,8 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
                 conf["weights"] = w
             else:
                 conf.update(allow_random_init=True, model=dict(arch))
+            if variant == "eimp" and pool_threshold is not None:
+                conf["model"] = {**conf.get("model", {}), "pool_threshold": pool_threshold}
             m = create_matcher(conf)
 
             def run_imp(p, n, mm=m, stop=stop):
@@ -389,7 +392,7 @@ def bench(pairs: List[Pair], sizes: Sequence[int], names: Sequence[str], runners
                 for _ in range(max(1, repeats)):
                     r = timed(lambda: runners[name](p, n), device)
                     best = r if best is None or r["ms"] < best["ms"] else best
-                calls[name].append({"pair": p.name, "kind": p.kind, **best})
+                calls[name].append({"pair": p.name, "kind": p.kind, "intrinsics": p.context is not None, **best})
         for name in names:
             rows.append(summarize(name, n, calls[name], device))
     return rows
@@ -410,9 +413,8 @@ def summarize(name: str, n: int, calls: List[Dict[str, Any]], device: str) -> Di
                    tokens_kept_pct=100 * float(np.mean([c["kept_share"] for c in calls])),
                    early_stop_share=float(np.mean([c["early_stop"] for c in calls])),
                    pooled_share=float(np.mean([c["pooling_steps"] > 0 for c in calls])))
-        with_geo = [c for c in calls if c["kind"] != "photo" or name != "eimp+stop"]
-        row["early_stop_share_with_intrinsics"] = float(np.mean([c["early_stop"] for c in with_geo])) if with_geo \
-            else 0.0
+        with_geo = [c["early_stop"] for c in calls if c["intrinsics"]]
+        row["early_stop_share_with_intrinsics"] = float(np.mean(with_geo)) if with_geo else 0.0
     if "layers" in calls[0]:
         row["layers"] = float(np.mean([c["layers"] for c in calls]))
     row["calls"] = calls
@@ -456,6 +458,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
             it = f"{r['iterations']:.1f}"
             tok = f"{r['tokens_kept']:.0f} ({r['tokens_kept_pct']:.0f} %)"
             stop = f"{100 * r['early_stop_share']:.0f} %"
+            if r["matcher"] == "eimp+stop":
+                stop += f" ({100 * r['early_stop_share_with_intrinsics']:.0f} % of pairs with intrinsics)"
             pooled = f"{100 * r['pooled_share']:.0f} %"
         else:
             it = f"{r['layers']:.1f} layers" if "layers" in r else "-"
@@ -509,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="IMP/EIMP weights (PATH for imp and eimp, or gm=/imp=/eimp=PATH); default: shipped weights")
     ap.add_argument("--random-init", action="store_true",
                     help="random IMP/EIMP weights with the CPU preset architecture (compute only)")
+    ap.add_argument("--pool-threshold", type=float, default=None,
+                    help="EIMP rows: assignment mass below which a token may be pruned (default: the weights' conf; "
+                         "with a pose, eimp+stop uses 0.2 x its inlier ratio instead)")
     ap.add_argument("--iterative-mode", default="localization", choices=["localization", "released"])
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per pair (the fastest is kept)")
     ap.add_argument("--device", default="cpu")
@@ -544,7 +551,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not pairs:
         raise SystemExit("no image pairs: check --inputs / --pairs-limit")
     kp_stats = extract_pairs(pairs, args.features, args.sizes, args.image_size, args.device)
-    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode)
+    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, args.pool_threshold)
     rows = bench(pairs, args.sizes, names, runners, args.device, args.repeats)
     rat = ratios(rows, lg_name)
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features)
@@ -555,7 +562,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "pairs": [{"name": p.name, "kind": p.kind, "intrinsics": p.context is not None, **p.info} for p in pairs],
         "keypoints": {str(k): v for k, v in kp_stats.items()}, "image_size": args.image_size,
         "weights": {k: (v or "random") for k, v in weights.items()}, "imp_architecture": arch,
-        "iterative_mode": args.iterative_mode, "repeats": args.repeats,
+        "iterative_mode": args.iterative_mode, "repeats": args.repeats, "pool_threshold": args.pool_threshold,
         "notes": ["gm: the IMP/EIMP architecture without sharing, all iterations; "
                   + ("random weights (GM has no adaptivity: its time does not depend on the weights; ignore its "
                      "match count)" if not weights.get("gm") else f"weights {weights['gm']}"),
@@ -575,7 +582,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           f"({', '.join(f'{k}: {sum(p.kind == k for p in pairs)}' for k in dict.fromkeys(p.kind for p in pairs))}; "
           f"{n_geo} with intrinsics); keypoints per image: "
           + ", ".join(f"{k}: {v['keypoints_mean']:.0f} (min {v['keypoints_min']})" for k, v in kp_stats.items()),
-          f"IMP/EIMP weights: {meta['weights']}; architecture {arch}; iterative mode {args.iterative_mode}.", "",
+          f"IMP/EIMP weights: {meta['weights']}; architecture {arch}; iterative mode {args.iterative_mode}"
+          + (f"; EIMP pool_threshold {args.pool_threshold}" if args.pool_threshold is not None else "") + ".", "",
           table(rows), "", "Ratios (CPU time; wall in the JSON):", ""]
     for n, d in rat.items():
         md.append(f"- {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in d.items() if not k.endswith("wall")))
