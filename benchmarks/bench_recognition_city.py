@@ -163,6 +163,12 @@ def main() -> int:
     from imp_core.recognition.recognizer import Recognizer
 
     rep["budgets"] = {}
+    full = args.results / "bench_recognition_city.json"
+    if full.is_file():  # budgets measured by earlier runs on this map and query set are kept
+        old_full = json.loads(full.read_text())
+        if {k: old_full.get(k) for k in same} == same and old_full.get("map_meta") == rep["map_meta"]:
+            rep["budgets"] = {k: v for k, v in old_full.get("budgets", {}).items()
+                              if k not in {f"{b:g}" for b in args.budgets}}
     for b in args.budgets:
         mdir = linked_copy(args.map, args.map.parent / f"{args.map.name}_rec{b:g}")
         card_path = mdir / "recognition" / "model_card.json"
@@ -184,6 +190,7 @@ def main() -> int:
         loc.close()
         entry["night_gain_points"] = 100 * (entry["localization"]["night"][KEY] - rep["retrieval"]["night"][KEY])
         rep["budgets"][f"{b:g}"] = entry
+    rep["budgets"] = dict(sorted(rep["budgets"].items(), key=lambda kv: float(kv[0])))
     rep["seconds"] = round(time.time() - t0, 1)
     write(rep, args.results / "bench_recognition_city")
     return 0
