@@ -31,7 +31,7 @@ Elements without geometry behave as released when no pose can be estimated (pool
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -167,17 +167,11 @@ class IterativeMatcher:
                     prev[b] = pose
             if pool:
                 ths = [model.conf["pool_threshold"] if ratio[b] is None else 0.2 * ratio[b] for b in active]
-                before = [int(a) + int(b) for a, b in zip(*st.tokens())]
-                if model.pool(st, prob, ths):
-                    after = [int(a) + int(b) for a, b in zip(*st.tokens())]
-                    for row, b in enumerate(active):
-                        pooled[b] += int(after[row] < before[row])
+                _pool_counted(model, st, prob, ths, active, pooled)
             if done:
-                keep = [r for r in range(len(active)) if r not in done]
-                if not keep:
+                st, active = _drop_done(st, active, done)
+                if not active:
                     break
-                st = select_batch(st, torch.tensor(keep, device=st.desc0.device))
-                active = [active[r] for r in keep]
         return [r for r in results]  # type: ignore[misc]
 
     def _run_released(self, data: Dict[str, torch.Tensor], geometries: Sequence[Optional[Geometry]],
@@ -243,15 +237,27 @@ class IterativeMatcher:
                         finish(row, i, *pairs(m0, s0, row), None)
                 break
             if pool:
-                before = [int(a) + int(b) for a, b in zip(*st.tokens())]
-                if model.pool(st, prob, ths, count_dustbin=True, n_min_tokens=self.released_n_min_tokens):
-                    after = [int(a) + int(b) for a, b in zip(*st.tokens())]
-                    for row, b in enumerate(active):
-                        pooled[b] += int(after[row] < before[row])
+                _pool_counted(model, st, prob, ths, active, pooled, count_dustbin=True,
+                              n_min_tokens=self.released_n_min_tokens)
             if done:
-                keep = [r for r in range(len(active)) if r not in done]
-                if not keep:
+                st, active = _drop_done(st, active, done)
+                if not active:
                     break
-                st = select_batch(st, torch.tensor(keep, device=st.desc0.device))
-                active = [active[r] for r in keep]
         return [r for r in results]  # type: ignore[misc]
+
+
+def _pool_counted(model, st, prob, ths, active: List[int], pooled: List[int], **kw) -> None:
+    """EIMP pooling of the batch; counts, per pair, the pooling steps that removed tokens."""
+    before = [int(a) + int(b) for a, b in zip(*st.tokens())]
+    if model.pool(st, prob, ths, **kw):
+        after = [int(a) + int(b) for a, b in zip(*st.tokens())]
+        for row, b in enumerate(active):
+            pooled[b] += int(after[row] < before[row])
+
+
+def _drop_done(st, active: List[int], done) -> Tuple[Any, List[int]]:
+    """Remove the pairs that stopped (rows ``done``) from the batch state."""
+    keep = [r for r in range(len(active)) if r not in done]
+    if not keep:
+        return st, []
+    return select_batch(st, torch.tensor(keep, device=st.desc0.device)), [active[r] for r in keep]
