@@ -12,6 +12,8 @@ setup(
     name=package_name,
     version="0.1.0",
     packages=find_packages(include=["imp_core", "imp_core.*", "imp_ros", "imp_ros.*"]),
+    # IMP/EIMP weights trained by `imp train-matcher --preset` ship inside the library (found by the matcher)
+    package_data={"imp_core.matching.imp": ["weights/*.pth"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
