@@ -136,7 +136,9 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
     budget = float(conf["time_budget_s"]) if conf["time_budget_s"] else None
     if budget is not None and budget <= 0:
         raise ValueError(f"train_recognition: time_budget_s must be positive, got {budget}")
-    bar = tqdm(total=conf["steps"], initial=step, desc="train recognition", disable=not progress)
+    # with a time budget the step count is open: the bar counts steps and says how much time is left
+    bar = tqdm(total=None if budget is not None and conf["steps"] >= 10**6 else conf["steps"], initial=step,
+               desc="train recognition", disable=not progress)
     acc: Dict[str, float] = {}
     stopped = False
     while step < conf["steps"] and not stopped:
