@@ -587,6 +587,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
           table(rows), "", "Ratios (CPU time; wall in the JSON):", ""]
     for n, d in rat.items():
         md.append(f"- {n}: " + ", ".join(f"{k} {v:.2f}" for k, v in d.items() if not k.endswith("wall")))
+    if not (weights.get("eimp") and weights.get("imp")):
+        result["checks"].append("- random IMP/EIMP weights: compute only (pooling and the early stop need trained "
+                                "weights); these rows say nothing about the targets")
     md += ["", "Targets (issue 13):", ""] + result["checks"] + ["", "Notes:", ""] + [f"- {x}" for x in meta["notes"]]
     md_text = "\n".join(md) + "\n"
     Path(f"{stem}.md").write_text(md_text)
