@@ -45,6 +45,7 @@ def test_recognizer_files_and_card(rec_map, capsys):
     assert t["steps"] > 5 and t["budget_min"] == pytest.approx(0.33)
     assert 0.33 * 60 * 0.9 <= t["seconds"] <= 0.33 * 60 + 30  # the budget is what stops training
     assert load_model(rec / "model.pt").num_classes == index.num_instances + 1
+    assert card["fit"]["images"] > 0 and 0.5 <= card["fit"]["top1"] <= 1 and card["used_by_localizer"]
     assert imp(["recognition", "info", "--map", rec_map]) == 0
     out = capsys.readouterr().out
     assert "instances" in out and "used by the localizer: yes" in out
@@ -89,6 +90,29 @@ def test_stale_recognizer_is_not_used(rec_map, tmp_path, caplog):
     with caplog.at_level("WARNING"):
         assert map_recognizer_conf(bad) is None
     assert "imp recognition train --map" in caplog.text
+
+
+def test_undertrained_recognizer_is_not_used(rec_map, tmp_path, caplog):
+    """A recognizer whose top instance is wrong on most of its own images would send the search to look-alike
+    places: the localizer keeps retrieval and says how to fix it."""
+    from imp_core.localization import Localizer
+    from imp_core.recognition.coarse import InstanceCoarseStage
+    from imp_core.recognition.map_recognizer import map_recognizer_conf
+
+    weak = tmp_path / "map"
+    shutil.copytree(rec_map, weak)
+    card_path = weak / "recognition" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["fit"]["top1"] = 0.1
+    card_path.write_text(json.dumps(card))
+    with caplog.at_level("WARNING"):
+        assert map_recognizer_conf(weak) is None
+    assert "undertrained" in caplog.text and "--budget-min" in caplog.text
+    loc = Localizer({"map": str(weak)})
+    try:
+        assert not any(isinstance(s, InstanceCoarseStage) for s in loc.stages)
+    finally:
+        loc.close()
 
 
 def test_bad_budget_is_an_error(rec_map):

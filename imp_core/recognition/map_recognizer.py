@@ -32,6 +32,9 @@ CARD_MD = "MODEL_CARD.md"
 CARD_FORMAT = "imp-recognition-card"
 
 DEFAULT_BUDGET_MIN = 15.0
+# the localizer uses a map's recognizer only when its top instance is right on at least this share of the map's own
+# images: an undertrained one would send instance-guided search to look-alike places (worse than retrieval)
+MIN_FIT_TOP1 = 0.5
 
 
 def default_num_instances(num_images: int, num_points: int) -> int:
@@ -89,6 +92,12 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
     conf.update(dict(train_conf or {}))
     res = train_on_map(map_dir, out, conf, image_dir=image_dir, resume=resume, annotate=True, progress=progress)
     card = _model_card(map_dir, meta, index, res, conf, budget_min, annotate_s, mode)
+    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
+    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
+    if not card["used_by_localizer"]:
+        logger.warning("recognizer of %s is undertrained (top-1 %.2f on its own images < %.2f): the localizer will "
+                       "keep global retrieval; train longer with `imp recognition train --map %s --budget-min N`",
+                       map_dir, card["fit"]["top1"], MIN_FIT_TOP1, map_dir)
     (out / CARD_JSON).write_text(json.dumps(card, indent=2))
     (out / CARD_MD).write_text(card_markdown(card))
     return card
@@ -127,6 +136,33 @@ def _model_card(map_dir: Path, meta: Mapping[str, Any], index, res: Mapping[str,
     }
 
 
+def self_check(model: Path, index, load_image, max_images: int = 150, progress: bool = True) -> Dict[str, Any]:
+    """How well the model fits its own map: share of (up to ``max_images``, evenly spread) database images whose
+    top recognized instance is one the image shows, as they are and in the night style of the augmentation."""
+    from tqdm import tqdm
+
+    from .augment import night_style
+    from .recognizer import Recognizer
+
+    names = sorted(n for n, c in index.image_instances.items() if any(int(k) > 0 for k in c))
+    if not names:
+        return {"top1": 0.0, "top1_night_style": 0.0, "images": 0}
+    names = [names[i] for i in np.unique(np.linspace(0, len(names) - 1, min(max_images, len(names))).astype(int))]
+    rec = Recognizer({"model": str(model)})
+    rng = np.random.default_rng(0)
+    hit = hit_night = 0
+    for n in tqdm(names, desc="recognizer self-check", leave=False, disable=not progress):
+        img = load_image(n)
+        shown = {int(k) for k in index.image_instances[n] if int(k) > 0}
+        for im, night in ((img, False), (night_style(img, rng), True)):
+            r = rec.predict(im)
+            ok = bool(r.instances) and r.instances[0][0] in shown
+            hit_night += ok and night
+            hit += ok and not night
+    rec.close()
+    return {"top1": hit / len(names), "top1_night_style": hit_night / len(names), "images": len(names)}
+
+
 def card_markdown(card: Mapping[str, Any]) -> str:
     m, i, t = card["map"], card["instances"], card["training"]
     return "\n".join([
@@ -141,6 +177,9 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"batch {t['batch_size']}, loss {t['first_loss'] if t['first_loss'] is None else round(t['first_loss'], 3)}"
         f" -> {t['final_loss'] if t['final_loss'] is None else round(t['final_loss'], 3)}",
         f"- data: {t['data']}",
+        f"- fit on its own images: top-1 {100 * card.get('fit', {}).get('top1', float('nan')):.1f} % (day), "
+        f"{100 * card.get('fit', {}).get('top1_night_style', float('nan')):.1f} % (night style); used by the "
+        f"localizer: {'yes' if card.get('used_by_localizer', True) else f'no (below {MIN_FIT_TOP1:.0%}: train longer)'}",
         f"- intended use: {card['intended_use']}",
         f"- limitations: {card['limitations']}",
         f"- created {card['created']}",
@@ -169,6 +208,13 @@ def map_recognizer_conf(map_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
     map_dir = Path(map_dir)
     model = map_dir / REC_DIR / MODEL
     if not model.is_file():
+        return None
+    card = read_model_card(map_dir) or {}
+    top1 = (card.get("fit") or {}).get("top1")
+    if top1 is not None and top1 < MIN_FIT_TOP1:
+        logger.warning("map %s: its recognizer is undertrained (top-1 %.2f on its own images < %.2f): not using it "
+                       "(train longer: `imp recognition train --map %s --budget-min N`)", map_dir, top1, MIN_FIT_TOP1,
+                       map_dir)
         return None
     missing = [n for n in (INSTANCES_JSON, RECOGNITION_GLOBAL) if not (map_dir / n).is_file()]
     if missing:
