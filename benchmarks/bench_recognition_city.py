@@ -181,7 +181,11 @@ def main() -> int:
         entry["recognition"] = evaluate_per_condition(rec, ds, mdir, list(conds), args.limit)
         rec.close()
         entry["localization"] = {}
-        loc = Localizer({"map": str(mdir)})  # the default pipeline for a map with a recognizer
+        # the pipeline the localizer runs by default on a map with a recognizer (named here, so that it is measured
+        # even when the self-check keeps an undertrained recognizer from being used automatically)
+        entry["used_by_localizer"] = card.get("used_by_localizer")
+        entry["fit"] = card.get("fit")
+        loc = Localizer({"map": str(mdir), "recognition": {"model": str(mdir / "recognition" / "model.pt")}})
         entry["pipeline"] = {"coarse": [s["name"] for s in loc.conf["coarse"]], "matcher": loc.conf["matcher"]["name"]}
         for c, qs in conds.items():
             entry["localization"][c] = localize(loc, qs)
