@@ -595,3 +595,22 @@ def test_padding_does_not_vote_in_pooling(pooling):
     assert int(a["tokens0"][0]) < 60 and int(a["tokens1"][0]) < 48  # it pruned
     assert (int(a["tokens0"][0]), int(a["tokens1"][0])) == (int(b["tokens0"][0]), int(b["tokens1"][0]))
     assert torch.equal(a["matches0"], b["matches0"])
+
+
+def test_sinkhorn_unmasked_fast_path_equals_masked_path():
+    from imp_core.matching.imp.sinkhorn import sinkhorn_probability
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(2, 37, 23, generator=g)
+    alpha = torch.tensor(0.7)
+    fast = sinkhorn_probability(scores, alpha)
+    full = sinkhorn_probability(scores, alpha, mask0=torch.ones(2, 37, dtype=torch.bool),
+                                mask1=torch.ones(2, 23, dtype=torch.bool))
+    assert torch.allclose(fast, full, atol=1e-6)
+    # with autograd (training) the same values, and gradients reach the scores and the dustbin score
+    s = scores.clone().requires_grad_(True)
+    a = alpha.clone().requires_grad_(True)
+    out = sinkhorn_probability(s, a, grad_iterations=3)
+    assert torch.allclose(out, full, atol=1e-6)
+    out[:, :-1, :-1].diagonal(dim1=1, dim2=2).sum().backward()
+    assert s.grad is not None and a.grad is not None and float(s.grad.abs().sum()) > 0
