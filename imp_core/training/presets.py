@@ -43,8 +43,14 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
             "synthetic": {"seeds": TRAIN_WORLD_SEEDS, "preset": "default", "conditions": ["day", "night"]},
             "homography": {"roots": PHOTO_ROOTS, "packages": DEBIAN_PHOTO_PACKAGES, "pairs_per_photo": 16},
         },
-        # stage 1 on the synthetic dumps alone, then everything (the homography dump takes longest to write)
-        "stages": [{"data": ["synthetic"], "steps": 600}, {"data": ["synthetic", "homography"], "steps": steps}],
+        # 1: synthetic dumps alone (the homography dump takes longest to write); 2: everything, drawn 50/50;
+        # 3: 512 keypoints with at most 128 matched, closer to inference (1-2k keypoints, most without a partner),
+        # so that unmatched keypoints learn the dustbin and EIMP's pooling has something to prune
+        "stages": [{"data": ["synthetic"], "steps": 900},
+                   {"data": ["synthetic", "homography"], "weights": {"synthetic": 0.5, "homography": 0.5},
+                    "steps": 2000},
+                   {"data": ["synthetic", "homography"], "weights": {"synthetic": 0.5, "homography": 0.5},
+                    "train": {"n_keypoints": 512, "max_inliers": 128}, "steps": steps}],
         "train": {**copy.deepcopy(_TRAIN), "model": {**_CPU_MODEL, "keypoint_encoder": kenc}},
         "output": out,
     }

@@ -138,8 +138,11 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
         done = int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]) if last.is_file() else 0
         if done >= stage["steps"]:
             continue
-        res = train(data, run_dir, {**p["train"], "steps": stage["steps"]}, resume=last.is_file(),
-                    progress=progress)
+        conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"]}
+        if stage.get("weights"):  # share of the draws per data source, spread evenly over its dumps
+            conf["dump_weights"] = [stage["weights"][key] / len(dumps[key]) for key in stage["data"]
+                                    for _ in dumps[key]]
+        res = train(data, run_dir, conf, resume=last.is_file(), progress=progress)
     out: Dict[str, Any] = {"run": str(run_dir), "train_s": time.time() - t0, **res}
     if export:
         exported = export_weights(run_dir, root / p["output"])
