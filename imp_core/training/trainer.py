@@ -194,11 +194,13 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             log = [r for r in log if r["step"] <= step]
     data_names = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
     if resume and (out / "conf.json").is_file():
-        before = json.loads((out / "conf.json").read_text()).get("data")
-        before = [before] if isinstance(before, str) else before
-        if before != data_names:  # another held-out set: its losses do not compare with the old best
+        prev = json.loads((out / "conf.json").read_text())
+        before = [prev.get("data")] if isinstance(prev.get("data"), str) else prev.get("data")
+        sampling = ("n_keypoints", "min_inliers", "max_inliers", "max_val_pairs", "val_fraction", "seed")
+        changed = [k for k in sampling if prev.get("train", {}).get(k) != conf[k]]
+        if before != data_names or changed:  # another held-out set: its losses do not compare with the old best
             best = math.inf
-            log.append({"step": step, "data": data_names, "previous_data": before})
+            log.append({"step": step, "data": data_names, "previous_data": before, "changed": changed})
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 
