@@ -48,7 +48,7 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
         # so that unmatched keypoints learn the dustbin and EIMP's pooling has something to prune
         "stages": [{"data": ["synthetic"], "steps": 900},
                    {"data": ["synthetic", "homography"], "weights": {"synthetic": 0.5, "homography": 0.5},
-                    "steps": 2000},
+                    "steps": 2300},
                    {"data": ["synthetic", "homography"], "weights": {"synthetic": 0.5, "homography": 0.5},
                     "train": {"n_keypoints": 512, "max_inliers": 128}, "steps": steps}],
         "train": {**copy.deepcopy(_TRAIN), "model": {**_CPU_MODEL, "keypoint_encoder": kenc}},
