@@ -34,22 +34,17 @@ sys.path.insert(0, str(ROOT))
 
 from imp_core.eval.metrics import THRESHOLDS  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_recognition import recall as recognition_recall  # noqa: E402
+
 MAP_CONF = {"features": {"name": "xfeat", "max_keypoints": 2048}, "matcher": {"name": "nn"},
             "global": {"name": "vlad", "num_clusters": 32}}
 KEY = "0.5m_5.0deg"
 
 
 def recall(results, queries) -> dict:
-    from imp_core.eval.metrics import query_errors, summarize
-
-    errs = query_errors({q.name: results[q.name].pose if results[q.name].success else None for q in queries},
-                        {q.name: q.gt_pose for q in queries})
-    sm = summarize(errs, THRESHOLDS)
-    out = {f"{t}m_{a}deg": r for (t, a), r in zip(THRESHOLDS, sm["recall"])}
-    out["median_m"] = sm["median_t"]
-    out["localized"] = sm["localized"] / max(sm["count"], 1)
-    out["queries"] = len(queries)
-    return out
+    """``bench_recognition.recall`` plus the number of queries."""
+    return {**recognition_recall(results, queries), "queries": len(queries)}
 
 
 def shortlist_hits(loc, ds, queries, top_k: int, max_dist: float = 8.0, max_angle: float = 40.0) -> float:
