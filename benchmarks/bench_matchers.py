@@ -239,9 +239,9 @@ def extract_pairs(pairs: List[Pair], features: str, sizes: Sequence[int], image_
 def imp_arch(weights: Optional[str], features: str) -> Dict[str, Any]:
     """The IMPModel conf of a weights file (tensors + stored conf), or the CPU preset architecture."""
     if weights:
-        from imp_core.matching.imp.checkpoint import conf_from_state, read_state_dict, read_stored_conf
+        from imp_core.matching.imp.checkpoint import read_checkpoint
 
-        arch = {**conf_from_state(read_state_dict(weights)), **read_stored_conf(weights)}
+        arch = read_checkpoint(weights)[1]
     else:
         from imp_core.training.presets import PRESETS
 

@@ -78,9 +78,18 @@ STORED_CONF_KEYS = ("num_heads", "sinkhorn_iterations", "match_threshold", "pool
                     "first_it_to_update", "assignment")
 
 
-def read_stored_conf(path: Union[str, Path]) -> Dict[str, Any]:
+def _load(path: Union[str, Path]) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"matcher weights not found: {path}. {WHERE_TO_GET}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file named
+        raise ValueError(f"cannot read matcher weights {path} with torch.load(weights_only=True): {e}") from e
+
+
+def _stored_conf(obj: Any, path: Union[str, Path]) -> Dict[str, Any]:
     """Architecture keys stored by ``save_checkpoint`` (our own files; official files have none): ``{}`` if absent."""
-    obj = torch.load(Path(path), map_location="cpu", weights_only=True)
     raw = obj.get("conf") if isinstance(obj, Mapping) else None
     if not isinstance(raw, str):
         return {}
@@ -91,20 +100,20 @@ def read_stored_conf(path: Union[str, Path]) -> Dict[str, Any]:
     return {k: conf[k] for k in STORED_CONF_KEYS if k in conf}
 
 
-def read_state_dict(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
-    """The state dict of a checkpoint file (official dict with 'model', or bare), ``module.`` stripped."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"matcher weights not found: {path}. {WHERE_TO_GET}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file named
-        raise ValueError(f"cannot read matcher weights {path} with torch.load(weights_only=True): {e}") from e
+def _state_dict(obj: Any, path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if isinstance(obj, Mapping) and "model" in obj and isinstance(obj["model"], Mapping):
         obj = obj["model"]
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"{path}: expected a state dict (or a dict with key 'model' holding one)")
     return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in obj.items()}
+
+
+def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """(state dict, architecture conf) of a checkpoint file, read once: the state dict of the official dict with
+    'model' or of a bare one (``module.`` stripped); the conf from the tensors plus what our files store."""
+    obj = _load(path)
+    state = _state_dict(obj, path)
+    return state, {**conf_from_state(state), **_stored_conf(obj, path)}
 
 
 def is_superglue(state: Mapping[str, torch.Tensor]) -> bool:
@@ -171,8 +180,7 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
     None = from the released file name, e.g. ``eimp_sift.pth``, else from the tensors); the architecture (descriptor dim, iterations, sharing) comes from the tensors. Returns (model, info) where
     info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
     """
-    state = read_state_dict(path)
-    arch = {**conf_from_state(state), **read_stored_conf(path)}
+    state, arch = read_checkpoint(path)
     sg = is_superglue(state)
     named = variant_from_name(path)
     if variant is None and named is not None:
