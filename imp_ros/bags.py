@@ -6,6 +6,7 @@ field into the ROS 2 typestore (names such as CameraInfo ``K`` -> ``k``; ``Heade
 from __future__ import annotations
 
 import importlib
+import io
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -75,8 +76,10 @@ def _header_ns(msg) -> Optional[int]:
 
 
 # ---------------------------------------------------------------- salvaging truncated mcap files
+# The mcap library parses the records (its StreamReader needs no summary section); what it cannot do is read a
+# file cut in the middle of a record, so reads here stop cleanly at the cut and the cut chunk is read as far as
+# its bytes go.
 _MCAP_MAGIC = b"\x89MCAP0\r\n"
-_OP_SCHEMA, _OP_CHANNEL, _OP_MESSAGE, _OP_CHUNK = 0x03, 0x04, 0x05, 0x06
 
 
 def _mcap_files(path: Path) -> List[Path]:
@@ -85,24 +88,16 @@ def _mcap_files(path: Path) -> List[Path]:
     return sorted(path.glob("*.mcap")) if path.is_dir() else []
 
 
-class _Buf:
-    """Little-endian field reader over bytes; raises EOFError at a truncated field."""
+class _Exact(io.BytesIO):
+    """A byte stream whose short reads raise mcap's EndOfFile (mcap's reader would return a cut record as if whole)."""
 
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self.data, self.pos = data, pos
+    def read(self, n=-1):
+        out = super().read(n)
+        if n is not None and 0 <= n != len(out):
+            from mcap.exceptions import EndOfFile
 
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise EOFError
-        out = self.data[self.pos: self.pos + n]
-        self.pos += n
+            raise EndOfFile()
         return out
-
-    def uint(self, n: int) -> int:
-        return int.from_bytes(self.take(n), "little")
-
-    def string(self) -> str:
-        return self.take(self.uint(4)).decode("utf-8", "replace")
 
 
 def _partial_decompress(data: bytes, compression: str) -> bytes:
@@ -123,40 +118,50 @@ def _partial_decompress(data: bytes, compression: str) -> bytes:
     return b""
 
 
-def _mcap_records(data: bytes, pos: int, state: dict) -> Iterator[Tuple[int, "_Buf"]]:
-    """(opcode, content) of the complete records from ``pos``; records inside chunks are expanded, also from a
-    chunk cut by the truncation. Sets state['truncated'] when the data ends inside a record."""
-    while pos < len(data):
-        if pos + 9 > len(data):
-            state["truncated"] = True
+def _chunk_records(chunk) -> Iterator:
+    """The complete records of a (possibly cut) mcap Chunk."""
+    from mcap.exceptions import McapError
+    from mcap.stream_reader import StreamReader
+
+    try:
+        yield from StreamReader(_Exact(_partial_decompress(chunk.data, chunk.compression)), skip_magic=True).records
+    except (McapError, ValueError):  # EndOfFile at the cut
+        return
+
+
+def _mcap_records(data: bytes) -> Iterator:
+    """mcap records (chunks expanded) of a possibly truncated file, up to the cut; a chunk cut by the truncation
+    gives the records it still holds."""
+    import struct
+
+    from mcap.data_stream import ReadDataStream
+    from mcap.exceptions import McapError
+    from mcap.opcode import Opcode
+    from mcap.records import Chunk
+    from mcap.stream_reader import StreamReader
+
+    stream = _Exact(data)
+    end = len(_MCAP_MAGIC)  # where the first unread record starts
+    try:
+        for rec in StreamReader(stream, emit_chunks=True).records:
+            end = stream.tell()
+            yield from _chunk_records(rec) if isinstance(rec, Chunk) else (rec,)
+    except (McapError, ValueError):  # EndOfFile at the cut (or damage): what follows is salvaged below
+        pass
+    if data[end: end + 1] == bytes([Opcode.CHUNK]):
+        try:  # a plain stream: the cut chunk's data field comes back short instead of failing
+            cut = Chunk.read(ReadDataStream(io.BytesIO(data[end + 9:])))
+        except (McapError, ValueError, struct.error):
             return
-        op = data[pos]
-        length = int.from_bytes(data[pos + 1: pos + 9], "little")
-        body_start, body_end = pos + 9, pos + 9 + length
-        complete = body_end <= len(data)
-        if op == _OP_CHUNK:
-            b = _Buf(data[body_start: min(body_end, len(data))])
-            try:
-                b.take(8 + 8 + 8 + 4)  # message start/end time, uncompressed size, crc
-                compression = b.string()
-                n = b.uint(8)
-                inner = _partial_decompress(b.data[b.pos: b.pos + n], compression)
-            except EOFError:
-                inner = b""
-            sub: dict = {}
-            yield from _mcap_records(inner, 0, sub)
-        elif complete:
-            yield op, _Buf(data[body_start:body_end])
-        if not complete:
-            state["truncated"] = True
-            return
-        pos = body_end
+        yield from _chunk_records(cut)
 
 
 def salvage_mcap(path, topics: Optional[Iterable[str]] = None
                  ) -> Tuple[Dict[str, str], List[Tuple[str, int, str, bytes]]]:
     """Read the intact part of (possibly truncated) mcap files without their summary section: ({topic: msgtype},
     [(topic, log_time_ns, msgtype, cdr bytes)]) in file order. Raises BagError when nothing is readable."""
+    from mcap.records import Channel, Message, Schema
+
     path = Path(path)
     files = _mcap_files(path)
     if not files:
@@ -170,28 +175,18 @@ def salvage_mcap(path, topics: Optional[Iterable[str]] = None
             raise BagError(f"bag {f} is not an mcap file (bad magic)")
         schemas: Dict[int, str] = {}
         channels: Dict[int, Tuple[str, str, str]] = {}  # id -> topic, msgtype, encoding
-        for op, b in _mcap_records(data, len(_MCAP_MAGIC), {}):
-            try:
-                if op == _OP_SCHEMA:
-                    sid = b.uint(2)
-                    schemas[sid] = b.string()
-                elif op == _OP_CHANNEL:
-                    cid, sid = b.uint(2), b.uint(2)
-                    topic, enc = b.string(), b.string()
-                    channels[cid] = (topic, schemas.get(sid, ""), enc)
-                    if schemas.get(sid):
-                        types.setdefault(topic, schemas[sid])
-                elif op == _OP_MESSAGE:
-                    cid = b.uint(2)
-                    b.take(4)  # sequence
-                    log_time = b.uint(8)
-                    b.take(8)  # publish time
-                    ch = channels.get(cid)
-                    if ch is None or ch[2] != "cdr" or not ch[1] or (want is not None and ch[0] not in want):
-                        continue
-                    out.append((ch[0], log_time, ch[1], b.data[b.pos:]))
-            except EOFError:
-                continue
+        for rec in _mcap_records(data):
+            if isinstance(rec, Schema):
+                schemas[rec.id] = rec.name
+            elif isinstance(rec, Channel):
+                channels[rec.id] = (rec.topic, schemas.get(rec.schema_id, ""), rec.message_encoding)
+                if schemas.get(rec.schema_id):
+                    types.setdefault(rec.topic, schemas[rec.schema_id])
+            elif isinstance(rec, Message):
+                ch = channels.get(rec.channel_id)
+                if ch is None or ch[2] != "cdr" or not ch[1] or (want is not None and ch[0] not in want):
+                    continue
+                out.append((ch[0], rec.log_time, ch[1], rec.data))
     if not types:
         raise BagError(f"bag {path}: no readable channel in the mcap data")
     return types, out
