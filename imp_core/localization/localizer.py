@@ -23,22 +23,6 @@ from .stages import COARSE_STAGES, Candidate, QueryContext
 logger = logging.getLogger(__name__)
 
 
-def compatible_matchers(features: Optional[str]) -> List[str]:
-    """Matcher names that accept ``features`` (checked by each matcher's ``supported_features``)."""
-    from ..matching.base import MATCHERS
-
-    out = []
-    for name in MATCHERS.names():
-        try:
-            cls = MATCHERS.get(name)
-        except Exception:  # a matcher whose module cannot import here is not a suggestion
-            continue
-        sup = getattr(cls, "supported_features", None)
-        if sup is None or features in sup:
-            out.append(name)
-    return out
-
-
 def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
     """A localizer conf from a dict or a YAML file (top-level ``localizer:`` section or the conf itself)."""
     if conf is None:
@@ -88,7 +72,7 @@ class Localizer:
     def __init__(self, conf: Union[str, Path, Mapping[str, Any]], progress: bool = False):
         from ..features.base import create_extractor
         from ..mapping.format import LocalizationMap, read_map_meta
-        from ..matching.base import MATCHERS, create_matcher
+        from ..matching.base import MATCHERS, create_matcher, matchers_supporting
 
         conf = load_config(conf)
         if "recognition" not in conf and "coarse" not in conf and conf.get("map"):
@@ -116,20 +100,16 @@ class Localizer:
             fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
         mconf = self._matcher_conf(meta)
         mcls = MATCHERS.get(mconf["name"])
-
-        def check_supported(supported) -> None:  # a matcher/feature mismatch is a configure error, not per frame
-            if supported is not None and fconf.get("name") not in supported:
-                raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
-                                  f"{self.conf['map']} holds {fconf.get('name')!r} features; use the map's own "
-                                  f"matcher ({(meta.get('matcher') or {}).get('name', 'nn')!r}) or one of: "
-                                  f"{', '.join(compatible_matchers(fconf.get('name')))}")
-
-        check_supported(getattr(mcls, "supported_features", None))
-        if "features" in getattr(mcls, "default_conf", {}):
+        supported = mcls.supported_features  # a matcher/feature mismatch is a configure error, not per frame
+        if supported is not None and fconf.get("name") not in supported:
+            raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
+                              f"{self.conf['map']} holds {fconf.get('name')!r} features; use the map's own "
+                              f"matcher ({(meta.get('matcher') or {}).get('name', 'nn')!r}) or one of: "
+                              f"{', '.join(matchers_supporting(fconf.get('name')))}")
+        if "features" in mcls.default_conf:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
         self.extractor = create_extractor(fconf)
         self.matcher = create_matcher(mconf)
-        check_supported(getattr(self.matcher, "supported_features", None))
         self.map = LocalizationMap.load(self.conf["map"], progress=progress)
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:

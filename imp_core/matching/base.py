@@ -68,3 +68,17 @@ class Matcher:
 
 def create_matcher(conf: Mapping[str, Any]) -> Matcher:
     return MATCHERS.create(conf)
+
+
+def matchers_supporting(features: Optional[str]) -> List[str]:
+    """Registered matcher names whose ``supported_features`` accept ``features`` (a matcher whose module cannot be
+    imported here is left out)."""
+    out = []
+    for name in MATCHERS.names():
+        try:
+            cls = MATCHERS.get(name)
+        except Exception:
+            continue
+        if cls.supported_features is None or features in cls.supported_features:
+            out.append(name)
+    return out
