@@ -7,7 +7,7 @@ and sky are instance 0. Cameras use the COLMAP frame (x right, y down, z forward
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import numpy as np
 
@@ -179,28 +179,49 @@ def query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
     if conf.get("layout") == "city":
         return city_query_sequences(conf, seed)
     L = float(conf["street_length"])
-    speed = float(conf["query_speed"])
+    street = Street("street", np.zeros(2), np.array([1.0, 0.0]), L, [0.0, L])
+    return _query_drives(conf, seed, lambda k, cond: street, margin=0.5, jitter=(0.4, 2.5, 2.0, 0.1))
+
+
+def _query_drives(conf: dict, seed: int, street_of: Callable[[int, str], Street], margin: float,
+                  jitter: Tuple[float, float, float, float]) -> Dict[str, Tuple[str, List[Pose]]]:
+    """``conf['query_sequences']`` drives (day, then night), drive ``k`` on ``street_of(k, condition)``; see
+    ``_query_drive`` for ``margin`` and ``jitter``."""
     out: Dict[str, Tuple[str, List[Pose]]] = {}
     k = 0
     for cond in ("day", "night"):
         for n in conf["query_sequences"][cond]:
             rng = np.random.default_rng([seed, 1000 + k])
-            n = int(n)
-            span = speed * (n - 1)
-            # spread the starts along the street (golden-ratio sequence), with some jitter
-            frac = (0.5 + 0.618034 * k + rng.uniform(-0.1, 0.1)) % 1.0
-            x0 = 0.5 + frac * max(0.0, L - 1.0 - span)
-            xs = np.clip(x0 + speed * np.arange(n), 0.0, L)
-            lat = float(conf["max_lateral"])
-            ys = np.clip(_smooth(rng, n, lat) + rng.uniform(-0.4, 0.4) * lat, -lat, lat)
-            yaw_base = conf["db_yaws"][k % len(conf["db_yaws"])]
-            yaws = yaw_base + _smooth(rng, n, float(conf["max_yaw_dev"]))
-            pitch = conf["db_pitch"] + rng.uniform(-2.5, 2.5, n)
-            roll = rng.uniform(-2.0, 2.0, n)
-            zs = conf["camera_height"] + rng.uniform(-0.1, 0.1, n)
-            out[f"seq{k}"] = (cond, [camera_pose(*a) for a in zip(xs, ys, zs, yaws, pitch, roll)])
+            out[f"seq{k}"] = (cond, _query_drive(street_of(k, cond), k, int(n), rng, conf, margin, jitter))
             k += 1
     return out
+
+
+def _query_drive(street: Street, k: int, n: int, rng: np.random.Generator, conf: dict, margin: float,
+                 jitter: Tuple[float, float, float, float]) -> List[Pose]:
+    """Drive ``k``: ``n`` frames along ``street`` at ``conf['query_speed']``, starting ``margin`` metres or more from
+    its ends, with smooth lateral (within ``max_lateral``) and yaw (``max_yaw_dev``) deviations from the mapping
+    drive. ``jitter`` = (lateral offset of the whole drive as a share of ``max_lateral``, pitch and roll in
+    degrees, camera height in metres), each drawn uniformly in [-j, j]."""
+    lat_j, pitch_j, roll_j, z_j = jitter
+    speed = float(conf["query_speed"])
+    span = speed * (n - 1)
+    # spread the starts along the street (golden-ratio sequence), with some jitter
+    frac = (0.5 + 0.618034 * k + rng.uniform(-0.1, 0.1)) % 1.0
+    s0 = margin + frac * max(0.0, street.length - 2 * margin - span)
+    ss = np.clip(s0 + speed * np.arange(n), 0.0, street.length)
+    lat = float(conf["max_lateral"])
+    ys = np.clip(_smooth(rng, n, lat) + rng.uniform(-lat_j, lat_j) * lat, -lat, lat)
+    yaw_base = conf["db_yaws"][k % len(conf["db_yaws"])]
+    yaws = street.heading + yaw_base + _smooth(rng, n, float(conf["max_yaw_dev"]))
+    pitch = conf["db_pitch"] + rng.uniform(-pitch_j, pitch_j, n)
+    roll = rng.uniform(-roll_j, roll_j, n)
+    zs = conf["camera_height"] + rng.uniform(-z_j, z_j, n)
+    poses = []
+    for s, y, z, yaw, p, r in zip(ss, ys, zs, yaws, pitch, roll):
+        px, py, _ = street.point(float(s), float(y))
+        poses.append(camera_pose(px, py, z, yaw, p, r))
+    return poses
 
 
 # ---------------------------------------------------------------------------------------------------- city preset
@@ -379,29 +400,8 @@ def city_db_poses(conf: dict) -> List[Pose]:
 def city_query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:
     """Query drives on every street in turn, with larger lateral and yaw deviations than the default street."""
     streets = city_streets(conf)
-    speed = float(conf["query_speed"])
-    out: Dict[str, Tuple[str, List[Pose]]] = {}
-    k = 0
-    for cond in ("day", "night"):
-        for n in conf["query_sequences"][cond]:
-            rng = np.random.default_rng([seed, 1000 + k])
-            n = int(n)
-            street = streets[(k * 3 + (1 if cond == "night" else 0)) % len(streets)]
-            span = speed * (n - 1)
-            frac = (0.5 + 0.618034 * k + rng.uniform(-0.1, 0.1)) % 1.0
-            s0 = 1.0 + frac * max(0.0, street.length - 2.0 - span)
-            ss = np.clip(s0 + speed * np.arange(n), 0.0, street.length)
-            lat = float(conf["max_lateral"])
-            ys = np.clip(_smooth(rng, n, lat) + rng.uniform(-0.5, 0.5) * lat, -lat, lat)
-            yaw_base = conf["db_yaws"][k % len(conf["db_yaws"])]
-            yaws = street.heading + yaw_base + _smooth(rng, n, float(conf["max_yaw_dev"]))
-            pitch = conf["db_pitch"] + rng.uniform(-3.0, 3.0, n)
-            roll = rng.uniform(-2.5, 2.5, n)
-            zs = conf["camera_height"] + rng.uniform(-0.15, 0.15, n)
-            poses = []
-            for s, y, z, yaw, p, r in zip(ss, ys, zs, yaws, pitch, roll):
-                px, py, _ = street.point(float(s), float(y))
-                poses.append(camera_pose(px, py, z, yaw, p, r))
-            out[f"seq{k}"] = (cond, poses)
-            k += 1
-    return out
+
+    def street_of(k: int, cond: str) -> Street:
+        return streets[(k * 3 + (1 if cond == "night" else 0)) % len(streets)]
+
+    return _query_drives(conf, seed, street_of, margin=1.0, jitter=(0.5, 3.0, 2.5, 0.15))
