@@ -114,7 +114,6 @@ class Localizer:
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:
             raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
-        self._trace: Optional[List[dict]] = None  # a list here collects every verified candidate (evaluation)
         self._prior: Optional[Pose] = None
         self._prior_cov: Optional[np.ndarray] = None
         self._lost = 0
@@ -241,9 +240,6 @@ class Localizer:
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
                 quality = pose_quality(res[0], res[1], res[4], camera)
-                if self._trace is not None:
-                    self._trace.append({"source": cand.source, "references": list(res[2]), "pose": res[0].pose,
-                                        "num_matches": res[1], **quality})
                 trusted = quality["confidence"] >= acc["min_confidence"]
                 if best is None or (trusted, res[0].num_inliers) > (best_quality["confidence"] >= acc[
                         "min_confidence"], best[0].num_inliers):
