@@ -171,7 +171,7 @@ class LocalizerNode(LifecycleNode):
             return "unknown"
 
     # ------------------------------------------------------------ lifecycle
-    def _fail(self, what: str, err: Exception) -> TransitionCallbackReturn:
+    def _fail(self, what: str, err: Exception) -> None:
         """A failed transition: say why (log + /diagnostics ERROR) and release what it took (a failed configure
         or cleanup: everything; a failed activate: the subscriptions, timers and worker)."""
         reason = f"{type(err).__name__}: {err}" if not isinstance(err, ValueError) else str(err)
@@ -182,13 +182,19 @@ class LocalizerNode(LifecycleNode):
             self.get_logger().error(f"releasing after the failed {what}: {type(e).__name__}: {e}")
         self.config_error = f"{what} failed: {reason}"
         self._publish_diagnostics()
-        return TransitionCallbackReturn.FAILURE
+
+    def _step(self, what: str, step) -> bool:
+        """Run a transition's work; False when it raised (reported and released by ``_fail``)."""
+        try:
+            step()
+        except Exception as e:
+            self._fail(what, e)
+            return False
+        return True
 
     def on_configure(self, state) -> TransitionCallbackReturn:
-        try:
-            self._configure()
-        except Exception as e:
-            return self._fail("configure", e)
+        if not self._step("configure", self._configure):
+            return TransitionCallbackReturn.FAILURE
         self.config_error = ""
         return TransitionCallbackReturn.SUCCESS
 
@@ -213,7 +219,6 @@ class LocalizerNode(LifecycleNode):
         config = str(package_file(self.p("config"), "parameter 'config'")) if self.p("config") else ""
         conf = build_localizer_conf(config, self.p("map"), self.p("features"), self.p("matcher"),
                                     self.p("coarse"), self.p("device"), self.p("recognition_model"))
-        self.image_qos = common.qos_from_param(self.p("image_qos"), depth=1, name="image_qos")
         t0 = time.perf_counter()
         loc = Localizer(conf)
         with self._lock:
@@ -251,11 +256,8 @@ class LocalizerNode(LifecycleNode):
         self._srv_thread.start()
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        try:
-            self._activate()
-        except Exception as e:
-            return self._fail("activate", e)
-        return super().on_activate(state)
+        ok = self._step("activate", self._activate)
+        return super().on_activate(state) if ok else TransitionCallbackReturn.FAILURE
 
     def _activate(self) -> None:
         from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -263,16 +265,16 @@ class LocalizerNode(LifecycleNode):
 
         group = MutuallyExclusiveCallbackGroup()
         img_topic = self.p("image_topic")
-        self.image_qos = common.qos_from_param(self.p("image_qos"), depth=1, name="image_qos")
+        image_qos = common.qos_from_param(self.p("image_qos"), depth=1, name="image_qos")
         cams = [(t, t.rsplit("/", 1)[0] + "/camera_info") for t in self.p("image_topics") if t.strip()] or [
             (img_topic, self.p("camera_info_topic"))]
         info_qos = common.qos_from_param(self.p("image_qos"), depth=5, name="image_qos")
         for img_topic, info_topic in cams:  # one CameraInfo per camera, paired by frame_id and stamp
             if self.p("compressed"):
                 self._subs.append(self.create_subscription(CompressedImage, img_topic + "/compressed",
-                                                           self._on_image, self.image_qos, callback_group=group))
+                                                           self._on_image, image_qos, callback_group=group))
             else:
-                self._subs.append(self.create_subscription(Image, img_topic, self._on_image, self.image_qos,
+                self._subs.append(self.create_subscription(Image, img_topic, self._on_image, image_qos,
                                                            callback_group=group))
             self._subs.append(self.create_subscription(CameraInfo, info_topic, self._on_info,
                                                        info_qos, callback_group=group))
@@ -290,11 +292,8 @@ class LocalizerNode(LifecycleNode):
         self.get_logger().info(f"active: listening on {img_topic}{'/compressed' if self.p('compressed') else ''}")
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        try:
-            self._deactivate()
-        except Exception as e:
-            return self._fail("deactivate", e)
-        return super().on_deactivate(state)
+        ok = self._step("deactivate", self._deactivate)
+        return super().on_deactivate(state) if ok else TransitionCallbackReturn.FAILURE
 
     def _deactivate(self) -> None:
         self._stop_worker()
@@ -305,11 +304,8 @@ class LocalizerNode(LifecycleNode):
         self._subs, self._timers = [], []
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
-        try:
-            self._teardown()
-        except Exception as e:
-            return self._fail("cleanup", e)
-        return TransitionCallbackReturn.SUCCESS
+        ok = self._step("cleanup", self._teardown)
+        return TransitionCallbackReturn.SUCCESS if ok else TransitionCallbackReturn.FAILURE
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         """From unconfigured, inactive or active: release everything, then the process exits (0)."""
