@@ -220,38 +220,45 @@ def check_camera_info(msg: CameraInfo) -> None:
 
 
 class Undistorter:
-    """CameraInfo -> (undistorted RGB, pinhole Camera); the remap tables are cached per calibration."""
+    """CameraInfo -> (undistorted RGB, pinhole Camera). Each calibration is checked and its remap tables built once,
+    kept per calibration (several cameras take turns without rebuilding them)."""
+
+    MAX_CALIBRATIONS = 16
 
     def __init__(self) -> None:
-        self._key: Optional[Tuple] = None
-        self._maps: Optional[Tuple[np.ndarray, np.ndarray]] = None
-        self._camera: Optional[Camera] = None
+        # (K, D, model, info size, image size) -> (remap tables or None, Camera)
+        self._cache: Dict[Tuple, Tuple[Optional[Tuple[np.ndarray, np.ndarray]], Camera]] = {}
 
     def __call__(self, rgb: np.ndarray, info: CameraInfo) -> Tuple[np.ndarray, Camera]:
-        check_camera_info(info)
         h, w = rgb.shape[:2]
+        key = (tuple(info.k), tuple(info.d), info.distortion_model, info.width, info.height, w, h)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._prepare(info, w, h)
+            if len(self._cache) >= self.MAX_CALIBRATIONS:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = hit
+        maps, camera = hit
+        if maps is not None:
+            rgb = cv2.remap(rgb, maps[0], maps[1], cv2.INTER_LINEAR)
+        return rgb, camera
+
+    @staticmethod
+    def _prepare(info: CameraInfo, w: int, h: int):
+        check_camera_info(info)
         if (w, h) != (info.width, info.height):
             raise ConversionError(
                 f"image size {w}x{h} differs from CameraInfo size {info.width}x{info.height} "
                 f"(frame {info.header.frame_id!r})"
             )
-        key = (tuple(info.k), tuple(info.d), w, h)
-        if key != self._key:
-            K = np.asarray(info.k, np.float64).reshape(3, 3)
-            d = np.asarray(info.d, np.float64)
-            if d.size and np.any(d != 0):
-                self._maps = cv2.initUndistortRectifyMap(K, d, None, K, (w, h), cv2.CV_16SC2)
-            else:
-                self._maps = None
-            try:  # imp_core's own Camera validation (CameraError is a ValueError) names the parameter too
-                camera = Camera.from_K(K, w, h)
-            except ValueError as e:
-                raise ConversionError(f"CameraInfo (frame {info.header.frame_id!r}): {e}") from e
-            self._camera = camera
-            self._key = key
-        if self._maps is not None:
-            rgb = cv2.remap(rgb, self._maps[0], self._maps[1], cv2.INTER_LINEAR)
-        return rgb, self._camera
+        K = np.asarray(info.k, np.float64).reshape(3, 3)
+        d = np.asarray(info.d, np.float64)
+        maps = cv2.initUndistortRectifyMap(K, d, None, K, (w, h), cv2.CV_16SC2) if d.size and np.any(d != 0) else None
+        try:  # imp_core's own Camera validation (CameraError is a ValueError) names the parameter too
+            camera = Camera.from_K(K, w, h)
+        except ValueError as e:
+            raise ConversionError(f"CameraInfo (frame {info.header.frame_id!r}): {e}") from e
+        return maps, camera
 
 
 # ---------------------------------------------------------------- poses and transforms

@@ -70,6 +70,19 @@ def test_camera_info_and_undistortion():
         und(rgb[:40], cv.camera_to_info(cam, "cam"))
 
 
+def test_undistorter_keeps_each_cameras_tables(monkeypatch):
+    """Cameras of a rig take turns: each calibration's remap tables are built once, not at every switch."""
+    calls = []
+    build = cv.cv2.initUndistortRectifyMap
+    monkeypatch.setattr(cv.cv2, "initUndistortRectifyMap", lambda *a: calls.append(1) or build(*a))
+    left = cv.camera_to_info(Camera("OPENCV", 64, 48, [50, 52, 32, 24, -0.2, 0.05, 0, 0]), "left")
+    right = cv.camera_to_info(Camera("OPENCV", 64, 48, [55, 55, 30, 25, 0.1, 0, 0, 0]), "right")
+    und, rgb = cv.Undistorter(), _smooth_rgb()
+    outs = [und(rgb, info)[0] for info in (left, right, left, right)]
+    assert len(calls) == 2
+    assert (outs[0] == outs[2]).all() and (outs[1] == outs[3]).all() and not (outs[0] == outs[1]).all()
+
+
 @pytest.mark.parametrize("field,index,value,match", [
     ("d", 0, float("nan"), r"D\[0\]=nan"), ("d", 3, float("inf"), r"D\[3\]=inf"),
     ("k", 0, -500.0, r"K\[0\] \(fx\)"), ("k", 4, 0.0, r"K\[4\] \(fy\)"), ("k", 0, float("nan"), r"K\[0\]=nan"),
