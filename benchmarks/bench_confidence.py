@@ -110,10 +110,10 @@ def _verify_refs(loc, image, camera, refs):
     cam = camera if camera is not None else guess_camera(image.shape[1], image.shape[0])
     ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
     ctx.extras["pnp_conf"] = {**loc.conf["pnp"], "refine_focal_length": "auto" if camera is None else False}
-    res = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
-    if res is None:
+    v = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
+    if v is None:
         return None
-    return res[0], pose_quality(res[0], res[1], res[4], cam)
+    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions)
 
 
 def fit(records: list, l2: float = 1e-2) -> dict:

@@ -18,11 +18,9 @@ than wrong) is the threshold.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
-
-from ..types import Camera
 
 GRID = 6
 
@@ -58,16 +56,13 @@ def confidence_score(num_inliers: float, inlier_ratio: float, coverage: float, r
 CONF_MODEL = {"bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
 
 
-def pose_quality(pnp, num_matches: int, sources: Optional[np.ndarray], camera: Camera) -> Dict[str, float]:
-    """Quality measures of one PnP result (``pnp``: PnPResult) and its ``confidence``."""
+def pose_quality(pnp, num_matches: int, contributions: np.ndarray) -> Dict[str, float]:
+    """Quality measures of one PnP result (``pnp``: PnPResult on ``num_matches`` 2D-3D matches, ``contributions``:
+    its inliers per reference image) and its ``confidence``."""
     k = int(pnp.num_inliers)
     ratio = k / max(int(num_matches), 1)
-    cam = pnp.camera if getattr(pnp, "camera", None) is not None else camera
-    cov = inlier_coverage(pnp.inlier_points2D, cam.width, cam.height)
-    refs = 0
-    if sources is not None and len(sources) == len(pnp.inliers):
-        counts = np.bincount(np.asarray(sources)[pnp.inliers]) if k else np.zeros(0, int)
-        refs = int((counts >= 5).sum())
+    cov = inlier_coverage(pnp.inlier_points2D, pnp.camera.width, pnp.camera.height)
+    refs = int((np.asarray(contributions) >= 5).sum())
     rot_std = float("nan")
     if pnp.covariance is not None:
         rot_std = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(pnp.covariance[3:, 3:]).max(), 0.0))))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -21,6 +21,20 @@ from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
 from .stages import COARSE_STAGES, Candidate, QueryContext
 
 logger = logging.getLogger(__name__)
+
+
+class Verified(NamedTuple):
+    """A candidate verified by PnP."""
+
+    pnp: PnPResult
+    num_matches: int  # 2D-3D matches PnP ran on
+    references: List[str]  # the candidate's references in the map, most inliers first
+    candidate: Candidate
+    contributions: np.ndarray  # PnP inliers per reference, in ``references`` order
+
+    @property
+    def best_reference_inliers(self) -> int:
+        return int(self.contributions[0]) if len(self.contributions) else 0
 
 
 def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
@@ -214,9 +228,9 @@ class Localizer:
                            prior=prior if prior is not None else self._prior)
         ctx.extras["pnp_conf"] = pnp_conf
         acc = self.conf["acceptance"]
-        best: Optional[Tuple[PnPResult, int, List[str], Candidate, np.ndarray, int]] = None
+        best: Optional[Verified] = None
         best_quality: Dict[str, float] = {}
-        accepted = False
+        best_trusted = accepted = False
         timings["matching"] = 0.0
         timings["pnp"] = 0.0
         why = _Why()
@@ -233,30 +247,28 @@ class Localizer:
                 feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
             feats = ctx.features = self._apply_budget(feats)
             for cand in cands[: int(acc["max_candidates"])]:
-                res = self._verify(ctx, cand, timings, why)
-                if res is None:
+                v = self._verify(ctx, cand, timings, why)
+                if v is None:
                     continue
-                if cand.source == "tracking" and ctx.prior is not None and not self._near_prior(res[0].pose, ctx.prior):
+                if cand.source == "tracking" and ctx.prior is not None and not self._near_prior(v.pnp.pose, ctx.prior):
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
-                quality = pose_quality(res[0], res[1], res[4], camera)
+                quality = pose_quality(v.pnp, v.num_matches, v.contributions)
                 trusted = quality["confidence"] >= acc["min_confidence"]
-                if best is None or (trusted, res[0].num_inliers) > (best_quality["confidence"] >= acc[
-                        "min_confidence"], best[0].num_inliers):
-                    best, best_quality = res, quality
-                if res[0].num_inliers >= cand.min_inliers and res[5] >= acc["min_best_reference_inliers"] and trusted:
+                if best is None or (trusted, v.pnp.num_inliers) > (best_trusted, best.pnp.num_inliers):
+                    best, best_quality, best_trusted = v, quality, trusted
+                if (trusted and v.pnp.num_inliers >= cand.min_inliers
+                        and v.best_reference_inliers >= acc["min_best_reference_inliers"]):
                     accepted = True
-                    best, best_quality = res, quality
+                    best, best_quality, best_trusted = v, quality, trusted
                     break
             if accepted:
                 break
         for k, v in ctx.timings.items():  # stage-internal sub-timings (e.g. recognition network)
             timings.setdefault(k, v)
         result = LocalizationResult(instances=list(ctx.instances), timings=timings)
-        ok = (best is not None and best[0].num_inliers >= acc["min_inliers"]
-              and best_quality["confidence"] >= acc["min_confidence"])
-        if ok:
-            pnp, n_matches, refs, cand = best[:4]
+        if best is not None and best_trusted and best.pnp.num_inliers >= acc["min_inliers"]:
+            pnp, n_matches, refs, cand = best.pnp, best.num_matches, best.references, best.candidate
             if self.conf["refinement"]["covisibility"]:
                 tr = time.perf_counter()
                 refined = self._refine_covisible(ctx, pnp, refs)
@@ -280,9 +292,9 @@ class Localizer:
         else:
             self._lost += 1
             if best is not None:
-                result.num_matches = best[1]
-                result.num_inliers = best[0].num_inliers
-                result.references = best[2]
+                result.num_matches = best.num_matches
+                result.num_inliers = best.pnp.num_inliers
+                result.references = best.references
             result.status = STATUS_RELOCALIZING if self._tracking else STATUS_LOST
             result.message = why.reason(len(feats), best, best_quality, acc)
             if self._lost > self.conf["tracking"]["max_lost_frames"]:
@@ -292,8 +304,8 @@ class Localizer:
         if best is not None:
             result.confidence = float(best_quality["confidence"])
             result.quality = {k: v for k, v in best_quality.items() if k != "confidence"}
-            result.camera = best[0].camera if best[0].camera is not None else camera
-            result.focal_estimated = bool(best[0].focal_estimated)
+            result.camera = best.pnp.camera
+            result.focal_estimated = bool(best.pnp.focal_estimated)
         else:
             result.camera = camera
         timings["total"] = 1000 * (time.perf_counter() - t0)
@@ -337,7 +349,8 @@ class Localizer:
         pairs = np.unique(np.stack([q_idx, p_ids], 1), axis=0, return_index=True)[1]
         return q_idx[pairs], p_ids[pairs], src[pairs]
 
-    def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float], why: Optional["_Why"] = None):
+    def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float],
+                why: Optional["_Why"] = None) -> Optional[Verified]:
         why = why if why is not None else _Why()
         refs = [r for r in dict.fromkeys(cand.references) if self.map.has(r)]
         if not refs:
@@ -357,8 +370,8 @@ class Localizer:
             return None
         # order references by their inlier contribution (the best one drives covisibility refinement)
         contrib = np.bincount(src[pnp.inliers], minlength=len(refs))
-        refs = [refs[i] for i in np.argsort(-contrib, kind="stable")]
-        return pnp, len(q_idx), refs, cand, src, int(contrib.max()) if len(contrib) else 0
+        order = np.argsort(-contrib, kind="stable")
+        return Verified(pnp, len(q_idx), [refs[i] for i in order], cand, contrib[order])
 
     def _refine_covisible(self, ctx: QueryContext, pnp: PnPResult, refs: List[str]):
         """LBR-style: re-match against frames covisible with the best reference whose orientation is close to the
@@ -378,7 +391,7 @@ class Localizer:
             return None
         q_idx, p_ids, _ = corr
         xyz = self.map.points3D_xyz(p_ids)
-        camera = pnp.camera if pnp.camera is not None else ctx.camera
+        camera = pnp.camera  # with its focal length estimated when it was unknown
         err = reprojection_errors(pnp.pose, camera, ctx.features.keypoints[q_idx], xyz)
         near = err <= rc["radius_px"]
         if near.sum() < self.conf["acceptance"]["min_inliers"]:
@@ -404,7 +417,7 @@ class _Why:
         self.ransac_failed = 0
         self.jumps = 0  # tracking poses rejected as jumps away from the prior
 
-    def reason(self, num_keypoints: int, best, quality: Mapping[str, float], acc: Mapping[str, Any]) -> str:
+    def reason(self, num_keypoints: int, best: Optional[Verified], quality: Mapping[str, float], acc: Mapping[str, Any]) -> str:
         if num_keypoints == 0:
             return "no keypoints detected in the image"
         if self.candidates == 0 or self.verified == 0:
@@ -416,9 +429,9 @@ class _Why:
             if self.jumps and not self.ransac_failed:
                 return "pose rejected: it jumped away from the tracking prior"
             return f"RANSAC failed: no pose from up to {self.max_matches} 2D-3D matches"
-        pnp = best[0]
+        pnp = best.pnp
         if pnp.num_inliers < acc["min_inliers"]:
-            return f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} (of {best[1]} 2D-3D matches)"
+            return f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} (of {best.num_matches} 2D-3D matches)"
         return (f"pose rejected by confidence: {quality['confidence']:.2f} < {acc['min_confidence']} "
                 f"({pnp.num_inliers} inliers, inlier ratio {quality['inlier_ratio']:.2f}, "
                 f"coverage {quality['coverage']:.2f})")

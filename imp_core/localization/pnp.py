@@ -27,9 +27,9 @@ class PnPResult:
     inliers: np.ndarray  # (N,) bool
     covariance: Optional[np.ndarray]  # 6x6 world frame, ROS order (x, y, z, rot_x, rot_y, rot_z)
     residual_sigma_px: float
-    inlier_points2D: Optional[np.ndarray] = None  # (K, 2) OpenCV pixel convention
-    inlier_points3D: Optional[np.ndarray] = None  # (K, 3)
-    camera: Optional[Camera] = None  # the camera the pose was estimated with (focal estimated or not)
+    inlier_points2D: np.ndarray  # (K, 2) OpenCV pixel convention
+    inlier_points3D: np.ndarray  # (K, 3)
+    camera: Camera  # the camera the pose was estimated with (focal estimated or not)
     focal_estimated: bool = False
 
     @property
