@@ -21,23 +21,13 @@ def camera_namespace(image_topic: str) -> str:
     return t.rsplit("/", 1)[0] if "/" in t.strip("/") else ""
 
 
-def image_topics(path) -> List[str]:
-    return sorted(t for t, m in bags.bag_topics(path).items() if m in IMAGE_TYPES)
+def image_topics(path, topics: Optional[Dict[str, str]] = None) -> List[str]:
+    """Image topics of a bag (``topics``: its {topic: msgtype} when already read)."""
+    return sorted(t for t, m in (topics or bags.bag_topics(path)).items() if m in IMAGE_TYPES)
 
 
 def is_multi_camera(path) -> bool:
     return len(image_topics(path)) > 1
-
-
-def static_transforms(path, warn=None) -> list:
-    """TransformStamped messages of the bag's /tf_static (last one per child frame)."""
-    if "/tf_static" not in bags.bag_topics(path):
-        return []
-    out: Dict[str, object] = {}
-    for _, _, m in bags.read_bag(path, ["/tf_static"], warn=warn):
-        for t in m.transforms:
-            out[t.child_frame_id] = t
-    return list(out.values())
 
 
 def bag_frames(path, remap: Optional[Dict[str, str]] = None, warn=None) -> Iterator:
@@ -48,7 +38,7 @@ def bag_frames(path, remap: Optional[Dict[str, str]] = None, warn=None) -> Itera
 
     remap = dict(remap or {})
     topics = bags.bag_topics(path)
-    images = image_topics(path)
+    images = image_topics(path, topics)
     cams: Dict[str, Tuple[str, str]] = {}  # image topic -> (info topic, gt topic)
     for t in images:
         ns = camera_namespace(t)
@@ -59,19 +49,21 @@ def bag_frames(path, remap: Optional[Dict[str, str]] = None, warn=None) -> Itera
     infos: Dict[Tuple[str, int], object] = {}
     latest: Dict[str, object] = {}
     gts: Dict[Tuple[str, int], object] = {}
+    static: Dict[str, object] = {}  # the bag's /tf_static: the last TransformStamped per child frame
     side = sorted({i for i, _ in cams.values()} | {g for _, g in cams.values() if g})
-    for topic, stamp, m in bags.read_bag(path, side, warn=warn):
-        if topic.endswith("/camera_info"):
+    for topic, stamp, m in bags.read_bag(path, side + (["/tf_static"] if "/tf_static" in topics else []), warn=warn):
+        if topic == "/tf_static":
+            static.update((t.child_frame_id, t) for t in m.transforms)
+        elif topic.endswith("/camera_info"):
             infos[(topic, stamp)] = m
             latest.setdefault(topic, m)
         else:
             gts[(topic, stamp)] = cv.msg_to_pose(m.pose)
-    static = static_transforms(path, warn)
     i = 0
     for topic, stamp, m in bags.read_bag(path, images, warn=warn):
         info_t, gt_t = cams[topic]
         info = infos.get((info_t, stamp)) or latest.get(info_t)
         yield Frame(i, stamp, msg=m, info=info, map_from_cam=gts.get((gt_t, stamp)) if gt_t else None,
                     image_topic=remap.get(topic, topic), info_topic=remap.get(info_t, info_t),
-                    static_tf=static if i == 0 else None)
+                    static_tf=list(static.values()) if i == 0 else None)
         i += 1
