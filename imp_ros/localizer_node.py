@@ -22,6 +22,7 @@ from rclpy.task import Future
 from imp_core.types import STATUS_OK, STATUS_RELOCALIZING, LocalizationResult, Pose
 from imp_ros import common
 from imp_ros import conversions as cv
+from imp_ros.multicam import camera_namespace
 from imp_ros.share import package_file
 from imp_ros.tf_buffer import TfBroadcaster, TfBuffer, TfListener, TransformLookupError
 
@@ -266,7 +267,7 @@ class LocalizerNode(LifecycleNode):
         group = MutuallyExclusiveCallbackGroup()
         img_topic = self.p("image_topic")
         image_qos = common.qos_from_param(self.p("image_qos"), depth=1, name="image_qos")
-        cams = [(t, t.rsplit("/", 1)[0] + "/camera_info") for t in self.p("image_topics") if t.strip()] or [
+        cams = [(t, f"{camera_namespace(t)}/camera_info") for t in self.p("image_topics") if t.strip()] or [
             (img_topic, self.p("camera_info_topic"))]
         info_qos = common.qos_from_param(self.p("image_qos"), depth=5, name="image_qos")
         for img_topic, info_topic in cams:  # one CameraInfo per camera, paired by frame_id and stamp
