@@ -87,6 +87,30 @@ def test_aachen_as_downloaded(tiny_world, tmp_path, images_at_root):
     assert read_query_list(out / "queries/day_time_queries_with_intrinsics.txt")
 
 
+def test_image_names_that_leave_the_image_folder_are_refused(tiny_world, robotcar_rig, tmp_path):
+    """Names in query lists and models become paths only inside the image folder (imp_core.paths.safe_join)."""
+    from imp_core.datasets.colmap_io import write_model
+    from imp_core.paths import UnsafePathError
+
+    out = export_aachen(tiny_world, tmp_path / "aachen")
+    qlist = out / "queries/night_time_queries_with_intrinsics.txt"
+    qlist.write_text(qlist.read_text().replace("query/night/nexus5x/seq1_0000.jpg", "../../../escaped.jpg", 1))
+    with pytest.raises(UnsafePathError, match=r"'../../../escaped.jpg' contains '..'"):
+        open_dataset(out).queries("night")
+    ds = open_dataset(out)
+    entries = [(n, ds.db_camera(n), ds.db_pose(n)) for n in ds.db_names]
+    write_model(out / "3D-models/aachen_v_1_1", entries + [("../../outside.jpg",) + entries[0][1:]])
+    with pytest.raises(UnsafePathError, match=r"'../../outside.jpg' contains '..'"):
+        open_dataset(out).db_image_path("../../outside.jpg")
+    root = tmp_path / "rc"
+    shutil.copytree(robotcar_rig.root, root)
+    (root / "robotcar_v2_test.txt").write_text("sun/../../../../rear/1417176400000000.png\n")
+    with pytest.raises(UnsafePathError, match=r"contains '..'"):
+        open_dataset(root).queries()
+    with pytest.raises(UnsafePathError, match=r"'/etc/passwd' is an absolute path"):
+        tiny_world.image_file("/etc/passwd")
+
+
 def test_aachen_near_miss_names_what_is_missing(tiny_world, tmp_path):
     out = export_aachen(tiny_world, tmp_path / "aachen", images_at_root=True)
     (out / "images_upright").rename(out / "photos")

@@ -106,5 +106,5 @@ class AachenDataset(LocalizationDataset):
                                        "the submission format cannot tell apart")
                 seen[rname] = name
                 gt = self._gt.get(rname) if self._gt is not None else None
-                out.append(QueryItem(rname, self.image_root / name, cam, cond, gt, None))
+                out.append(QueryItem(rname, self.image_file(name), cam, cond, gt, None))
         return out

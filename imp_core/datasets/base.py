@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..paths import safe_join
 from ..types import Camera, Pose
 
 
@@ -48,6 +49,11 @@ class LocalizationDataset:
     def queries(self, condition: Optional[str] = None) -> List[QueryItem]:
         raise NotImplementedError
 
+    def image_file(self, name: str) -> Path:
+        """The file of an image named by the dataset's model or lists (relative to ``image_root``): the one place
+        such names become paths. A name that would leave ``image_root`` (``..``, absolute) raises UnsafePathError."""
+        return safe_join(self.image_root, name, what=f"image name in {self.root}")
+
     @property
     def conditions(self) -> List[str]:
         return sorted({q.condition for q in self.queries()})
@@ -64,9 +70,9 @@ class LocalizationDataset:
     def _check_images(self, db: Dict[str, Tuple[Camera, Pose]]) -> None:
         """Images extracted elsewhere than the model expects: say so now, not at the first failed read."""
         sample = sorted(db)[:: max(1, len(db) // 20)]
-        if sample and not any((self.image_root / n).is_file() for n in sample):
+        if sample and not any(self.image_file(n).is_file() for n in sample):
             raise DatasetError(f"none of the {len(db)} reference images of {self.reference_model_dir} is under "
-                               f"{self.image_root} (looked for e.g. {self.image_root / sample[0]}); are the image "
+                               f"{self.image_root} (looked for e.g. {self.image_file(sample[0])}); are the image "
                                "archives extracted there?")
 
     @property
@@ -81,7 +87,7 @@ class LocalizationDataset:
 
     def db_image_path(self, name: str) -> Path:
         self._db_entry(name)
-        return self.image_root / name
+        return self.image_file(name)
 
     def db_camera(self, name: str) -> Camera:
         return self._db_entry(name)[0]

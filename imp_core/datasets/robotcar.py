@@ -261,7 +261,7 @@ class RobotCarDataset(LocalizationDataset):
         """A model's image name -> the name of the file under images/ (``.png`` models, ``.jpg`` files)."""
         while model_name.startswith("./"):
             model_name = model_name[2:]
-        if (self.image_root / model_name).is_file():
+        if self.image_file(model_name).is_file():
             return model_name
         return _jpg(model_name)
 
@@ -389,7 +389,7 @@ class RobotCarDataset(LocalizationDataset):
                 stamp = int(Path(fname).stem) / 1e6
             except ValueError:
                 stamp = None
-            out.append(QueryItem(result_name(name), self.image_root / name, self.camera_intrinsics(cam), cond,
+            out.append(QueryItem(result_name(name), self.image_file(name), self.camera_intrinsics(cam), cond,
                                  gt.get(name), stamp))
         if condition is not None and not out:
             raise DatasetError(f"no RobotCar queries of condition {condition!r} in split {split or self.split!r} "

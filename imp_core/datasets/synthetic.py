@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..config import merge
+from ..paths import safe_join
 from ..types import Camera, Pose
 from .base import DatasetError, LocalizationDataset, QueryItem
 from .colmap_io import read_model_poses, read_poses, read_query_list, write_model, write_poses, write_query_list
@@ -378,7 +379,11 @@ class SyntheticWorld(LocalizationDataset):
         return self._gt[name] if name in self._gt else self.db_pose(name)
 
     def image_path(self, name: str) -> Path:
-        return self.image_root / name
+        return self.image_file(name)
+
+    def _aux_file(self, kind: str, name: str) -> Path:
+        """``depth/<name>`` or ``masks/<name>`` (checked like ``image_file``)."""
+        return safe_join(self.root / kind, name, what=f"image name in {self.root}")
 
     def image(self, name: str) -> np.ndarray:
         """RGB uint8."""
@@ -388,12 +393,12 @@ class SyntheticWorld(LocalizationDataset):
     def depth(self, name: str) -> np.ndarray:
         """z-depth in metres (float32), 0 where invalid (sky, beyond 65.5 m)."""
         self._known(name)
-        return _read_png(self.root / "depth" / name, cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
+        return _read_png(self._aux_file("depth", name), cv2.IMREAD_UNCHANGED).astype(np.float32) / 1000.0
 
     def instance_mask(self, name: str) -> np.ndarray:
         """int32 instance ids (0 = no instance)."""
         self._known(name)
-        return _read_png(self.root / "masks" / name, cv2.IMREAD_UNCHANGED).astype(np.int32)
+        return _read_png(self._aux_file("masks", name), cv2.IMREAD_UNCHANGED).astype(np.int32)
 
     @property
     def db_names(self) -> List[str]:
@@ -409,6 +414,6 @@ class SyntheticWorld(LocalizationDataset):
         """Raise DatasetError naming the first missing image, depth map or mask."""
         read_model_poses(self.reference_model_dir)
         for name in list(self._reference()) + list(self._cond):
-            for p in (self.image_path(name), self.root / "depth" / name, self.root / "masks" / name):
+            for p in (self.image_path(name), self._aux_file("depth", name), self._aux_file("masks", name)):
                 if not p.is_file():
                     raise DatasetError(f"synthetic world file {p} does not exist")
