@@ -16,13 +16,14 @@ def _valid_aug(mask: Mask, b: int, n: int, device) -> torch.Tensor:
 
 
 def augment_with_dustbin(scores: torch.Tensor, bin_score: torch.Tensor) -> torch.Tensor:
-    """[B, N, M] -> [B, N+1, M+1] with the scalar ``bin_score`` on the last row, column and corner."""
+    """[B, N, M] -> [B, N+1, M+1] with the scalar ``bin_score`` on the last row, column and corner (one write into
+    a preallocated tensor; differentiable in both inputs)."""
     b, n, m = scores.shape
-    alpha = bin_score.to(scores.dtype)
-    bins0 = alpha.expand(b, n, 1)
-    bins1 = alpha.expand(b, 1, m)
-    corner = alpha.expand(b, 1, 1)
-    return torch.cat([torch.cat([scores, bins0], -1), torch.cat([bins1, corner], -1)], 1)
+    out = scores.new_empty(b, n + 1, m + 1)
+    out[:, :n, :m] = scores
+    out[:, n, :] = bin_score.to(scores.dtype)
+    out[:, :n, m] = bin_score.to(scores.dtype)
+    return out
 
 
 def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int = 20,
@@ -38,26 +39,17 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
     final product). Backpropagating through all 20 scalings was 3/4 of a CPU training step.
     """
     b, n, m = scores.shape
+    s = augment_with_dustbin(scores, bin_score)
+    v0, v1 = _valid_aug(mask0, b, n, s.device), _valid_aug(mask1, b, m, s.device)
     if mask0 is None and mask1 is None:  # one unpadded pair (inference): no N x M mask passes
-        s = scores.new_empty(b, n + 1, m + 1)
-        s[:, :n, :m] = scores
-        s[:, n, :] = bin_score.to(s.dtype)
-        s[:, :n, m] = bin_score.to(s.dtype)
         p = s.softmax(dim=-1)
-        r = scores.new_ones(b, n + 1)
-        r[:, n] = n + 1
-        c = scores.new_ones(b, m + 1)
-        c[:, m] = m + 1
     else:
-        s = augment_with_dustbin(scores, bin_score)
-        v0, v1 = _valid_aug(mask0, b, n, s.device), _valid_aug(mask1, b, m, s.device)
         valid = v0[:, :, None] & v1[:, None, :]
-        s = s.masked_fill(~valid, torch.finfo(s.dtype).min)
-        p = s.softmax(dim=-1) * valid
-        n_real = v0[:, :-1].sum(-1, keepdim=True).to(s.dtype)
-        m_real = v1[:, :-1].sum(-1, keepdim=True).to(s.dtype)
-        r = torch.cat([v0[:, :-1].to(s.dtype), n_real + 1], dim=1)
-        c = torch.cat([v1[:, :-1].to(s.dtype), m_real + 1], dim=1)
+        p = s.masked_fill(~valid, torch.finfo(s.dtype).min).softmax(dim=-1) * valid
+    n_real = v0[:, :-1].sum(-1, keepdim=True).to(s.dtype)
+    m_real = v1[:, :-1].sum(-1, keepdim=True).to(s.dtype)
+    r = torch.cat([v0[:, :-1].to(s.dtype), n_real + 1], dim=1)
+    c = torch.cat([v1[:, :-1].to(s.dtype), m_real + 1], dim=1)
     u = torch.ones_like(r)
     v = torch.ones_like(c)
     n_free = 0 if grad_iterations is None else max(0, iterations - int(grad_iterations))
