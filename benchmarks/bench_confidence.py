@@ -24,13 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-PAIRS = {
-    "sift+nn": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9}),
-    "xfeat+nn": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
-    "xfeat+lighterglue": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "lighterglue"}),
-    "aliked+lightglue": ({"name": "aliked", "max_keypoints": 2048}, {"name": "lightglue"}),
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_localization import PAIRS  # noqa: E402  (the feature/matcher pairs, defined once)
 
 
 def wrong(rec: dict) -> bool:
