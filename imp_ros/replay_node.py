@@ -164,7 +164,9 @@ class ReplayNode(Node):
         p = lambda n: common.param(self, n)  # noqa: E731
         self.p = p
         self.remap = self._parse_remap(p("remap"))
-        qos = common.qos_from_param(p("image_qos"), depth=5, name="image_qos")
+        self.image_qos = qos = common.qos_from_param(p("image_qos"), depth=5, name="image_qos")
+        self._topic_pubs: Dict[str, object] = {}  # multi-camera bags: publisher per camera topic
+        self._bag_static: Dict[str, Pose] = {}  # multi-camera bags: base->camera per optical frame (/tf_static)
         from imp_msgs.msg import LocalizationResult, ReplayFrame
         from geometry_msgs.msg import PoseStamped
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -189,9 +191,7 @@ class ReplayNode(Node):
 
         self.tf = TfBroadcaster(self)
         self.tf_static = TfBroadcaster(self, static=True)
-        e = list(p("camera_extrinsics"))
-        if len(e) != 7:
-            raise ValueError(f"parameter 'camera_extrinsics' needs 7 values [x y z qx qy qz qw], got {e}")
+        e = list(p("camera_extrinsics"))  # 7 finite values (checked by its Param)
         self.base_from_cam = Pose.from_qvec(quat_xyzw_to_wxyz(e[3:7]), e[:3])
         o = list(p("odom_offset"))
         yaw = np.radians(o[3])
@@ -327,13 +327,13 @@ class ReplayNode(Node):
                 t.header.stamp = st
             self.tf_static.send(list(fr.static_tf))
         base_from_cam = self.base_from_cam
-        if getattr(self, "_bag_static", None) and fr.msg is not None:
+        if self._bag_static and fr.msg is not None:
             base_from_cam = self._bag_static.get(fr.msg.header.frame_id, base_from_cam)
         if fr.map_from_cam is not None and p("publish_odom"):
             map_from_base = fr.map_from_cam * base_from_cam.inverse()
             self.tf.send([cv.pose_to_transform(self.odom_from_map * map_from_base, p("odom_frame"),
                                                p("base_frame"), stamp)])
-        if self.stats["published"] == 0 and not getattr(self, "_bag_static", None):
+        if self.stats["published"] == 0 and not self._bag_static:
             cam_frame = fr.info.header.frame_id if fr.info is not None and fr.info.header.frame_id else p(
                 "camera_frame")
             self.tf_static.send([cv.pose_to_transform(self.base_from_cam, p("base_frame"), cam_frame, stamp)])
@@ -362,11 +362,9 @@ class ReplayNode(Node):
 
     def _pub_for(self, topic: str, cls):
         """Publisher of a multi-camera bag's topic (created on first use, with the image QoS)."""
-        pubs = self.__dict__.setdefault("_topic_pubs", {})
-        if topic not in pubs:
-            pubs[topic] = self.create_publisher(cls, topic, common.qos_from_param(self.p("image_qos"), depth=5,
-                                                                                  name="image_qos"))
-        return pubs[topic]
+        if topic not in self._topic_pubs:
+            self._topic_pubs[topic] = self.create_publisher(cls, topic, self.image_qos)
+        return self._topic_pubs[topic]
 
     def _wait_result(self, fr: Frame, stamp: int) -> None:
         tries = 1 + max(0, int(self.p("lockstep_retries")))
