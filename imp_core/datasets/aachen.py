@@ -72,6 +72,7 @@ class AachenDataset(LocalizationDataset):
         if not is_aachen(self.root):
             raise DatasetError(diagnose(self.root) or f"{self.root} is not an Aachen v1.1 layout (needs {MODEL}/ "
                                "and images_upright/ or images/images_upright/)")
+        self._image_root = image_dir(self.root)  # looked up once, not per image path
         self._gt: Optional[Dict[str, Pose]] = read_poses(self.root / GT) if (self.root / GT).is_file() else None
 
     @property
@@ -80,7 +81,7 @@ class AachenDataset(LocalizationDataset):
 
     @property
     def image_root(self) -> Path:
-        return image_dir(self.root)
+        return self._image_root
 
     @property
     def conditions(self) -> List[str]:
