@@ -20,7 +20,7 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ..types import Pose
+from ..types import Pose, qvec_to_rotmat
 from .base import DatasetError
 
 
@@ -40,7 +40,8 @@ class NvmModel:
     calibration: List[float] = field(default_factory=list)  # FixedK values from the header, if any
 
 
-def _clean_name(name: str) -> str:
+def clean_name(name: str) -> str:
+    """``./a/b.png`` -> ``a/b.png`` (NVM exports prefix names with ``./``)."""
     while name.startswith("./"):
         name = name[2:]
     return name
@@ -87,8 +88,8 @@ def read_nvm(path, points: bool = False) -> NvmModel:
             q = vals[1:5]
             if not np.all(np.isfinite(vals)) or np.linalg.norm(q) < 1e-8:
                 raise DatasetError(f"{path}:{i}: invalid quaternion or centre for {tok[0]!r}")
-            R = Pose.from_qvec(q / np.linalg.norm(q), np.zeros(3)).R
-            images.append(NvmImage(_clean_name(tok[0]), float(vals[0]), Pose.from_center(R, vals[5:8]),
+            R = qvec_to_rotmat(q / np.linalg.norm(q))
+            images.append(NvmImage(clean_name(tok[0]), float(vals[0]), Pose.from_center(R, vals[5:8]),
                                    float(vals[8])))
         n_pts = 0
         xyz = None

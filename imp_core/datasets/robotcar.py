@@ -35,6 +35,7 @@ import numpy as np
 
 from ..types import Camera, Pose
 from .base import DatasetError, LocalizationDataset, QueryItem
+from .nvm import clean_name, read_nvm
 
 CAMERAS = ("left", "rear", "right")
 REFERENCE = "overcast-reference"
@@ -183,8 +184,7 @@ def read_name_list(path) -> List[str]:
 
 
 def _jpg(name: str) -> str:
-    while name.startswith("./"):
-        name = name[2:]
+    name = clean_name(name)
     return name[:-4] + ".jpg" if name.lower().endswith(".png") else name
 
 
@@ -259,8 +259,7 @@ class RobotCarDataset(LocalizationDataset):
 
     def file_name(self, model_name: str) -> str:
         """A model's image name -> the name of the file under images/ (``.png`` models, ``.jpg`` files)."""
-        while model_name.startswith("./"):
-            model_name = model_name[2:]
+        model_name = clean_name(model_name)
         if self.image_file(model_name).is_file():
             return model_name
         return _jpg(model_name)
@@ -278,7 +277,6 @@ class RobotCarDataset(LocalizationDataset):
 
     def _read_nvm_reference(self) -> Dict[str, Tuple[Camera, Pose]]:
         from .colmap_io import read_database_cameras
-        from .nvm import read_nvm
 
         nvm = self.root / NVM
         if not nvm.is_file():
