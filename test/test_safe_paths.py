@@ -53,7 +53,7 @@ def test_imp_instances_refuses_escaping_image_name(tiny_map, tmp_path):
 
     root = tmp_path / "a" / "b" / "c"
     map_dir = root / "map"
-    shutil.copytree(tiny_map.dir if hasattr(tiny_map, "dir") else tiny_map, map_dir)
+    shutil.copytree(tiny_map, map_dir)
     first = sorted(LocalizationMap.load(map_dir).names)[0]
     _rename_image(map_dir, first, "../../../ESCAPED")
     assert "../../../ESCAPED" in LocalizationMap.load(map_dir).names
@@ -69,7 +69,7 @@ def test_imp_instances_error_names_the_image(tiny_map, tmp_path, capsys):
     from imp_core.mapping import LocalizationMap
 
     map_dir = tmp_path / "map"
-    shutil.copytree(tiny_map.dir if hasattr(tiny_map, "dir") else tiny_map, map_dir)
+    shutil.copytree(tiny_map, map_dir)
     _rename_image(map_dir, sorted(LocalizationMap.load(map_dir).names)[0], "/tmp/ABSOLUTE_ESCAPE")
     assert main(["instances", str(map_dir), "--num-instances", "4"]) != 0
     err = capsys.readouterr().err
