@@ -217,6 +217,7 @@ class RobotCarDataset(LocalizationDataset):
         self._intr: Dict[str, Camera] = {}
         self._train: Optional[Dict[str, Pose]] = None
         self._model_names: Dict[str, str] = {}  # file name (.jpg) -> name in the model (.png)
+        self._where: Optional[Dict[Tuple[str, str], str]] = None  # (camera, file name) -> condition folder
 
     # ---------------------------------------------------------------- cameras
     def camera_intrinsics(self, cam: str) -> Camera:
@@ -355,8 +356,8 @@ class RobotCarDataset(LocalizationDataset):
         parts = name.split("/")
         if len(parts) >= 3:
             return "/".join(parts[-3:])
-        if not hasattr(self, "_where"):
-            self._where: Dict[Tuple[str, str], str] = {}
+        if self._where is None:
+            self._where = {}
             for d in sorted(p for p in self.image_root.iterdir() if p.is_dir() and p.name != REFERENCE):
                 for cam in CAMERAS:
                     if (d / cam).is_dir():
