@@ -119,6 +119,15 @@ def write_intrinsics(path, cam: Camera) -> Path:
     return path
 
 
+def _rigid(M: np.ndarray) -> Optional[Pose]:
+    """``[R c]`` (the first 3 rows of M) -> Pose(R, c) with R re-orthonormalised; None unless R is a rotation."""
+    R = M[:3, :3]
+    if not np.all(np.isfinite(M[:3])) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
+        return None
+    U, _, Vt = np.linalg.svd(R)
+    return Pose(U @ Vt, M[:3, 3])
+
+
 def read_extrinsics(path) -> Pose:
     """4x4 ``[R c; 0 1]`` (comma or space separated) -> car_from_camera."""
     path = Path(path)
@@ -131,11 +140,10 @@ def read_extrinsics(path) -> Pose:
         raise DatasetError(f"{path}: expected a 4x4 matrix of numbers separated by ','") from None
     if M.shape not in ((4, 4), (3, 4)):
         raise DatasetError(f"{path}: expected a 4x4 matrix [R c; 0 1], got shape {M.shape}")
-    R = M[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-3) or np.linalg.det(R) < 0:
+    car_from_cam = _rigid(M)
+    if car_from_cam is None:
         raise DatasetError(f"{path}: the upper-left 3x3 block is not a rotation")
-    U, _, Vt = np.linalg.svd(R)
-    return Pose(U @ Vt, M[:3, 3])
+    return car_from_cam
 
 
 def write_extrinsics(path, car_from_cam: Pose) -> Path:
@@ -161,11 +169,10 @@ def read_train_list(path) -> Dict[str, Pose]:
             M = np.array([float(v) for v in tok[1:13]]).reshape(3, 4)
         except ValueError:
             raise DatasetError(f"{path}:{i}: non-numeric pose for {tok[0]!r}") from None
-        R = M[:, :3]
-        if not np.all(np.isfinite(M)) or not np.allclose(R @ R.T, np.eye(3), atol=1e-3):
+        world_from_cam = _rigid(M)
+        if world_from_cam is None:
             raise DatasetError(f"{path}:{i}: the 3x3 block of {tok[0]!r} is not a rotation")
-        U, _, Vt = np.linalg.svd(R)
-        out[_jpg(tok[0])] = Pose(U @ Vt, M[:, 3]).inverse()
+        out[_jpg(tok[0])] = world_from_cam.inverse()
     return out
 
 
