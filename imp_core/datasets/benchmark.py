@@ -169,12 +169,11 @@ def record_result(rec: dict) -> LocalizationResult:
 
 def localize_resumable(localizer, queries: Sequence[QueryItem], log_path: Path, progress: bool = True,
                        desc: str = "localize") -> Dict[str, LocalizationResult]:
-    """Localize each query not yet in ``log_path`` (globally: the tracking state is reset before each) and append
-    its record at once; returns the results of all queries (earlier runs included)."""
+    """Localize each query not yet in ``log_path`` (``localize_queries``: globally, a query that raises is recorded
+    as failed) and append its record at once; returns the results of all queries (earlier runs included)."""
     from tqdm import tqdm
 
-    from ..imageio import read_image
-    from ..localization.batch import result_record
+    from ..localization.batch import localize_queries, result_record
 
     done = read_log(log_path)
     todo = [q for q in queries if q.name not in done]
@@ -183,11 +182,7 @@ def localize_resumable(localizer, queries: Sequence[QueryItem], log_path: Path, 
             tqdm(total=len(queries), initial=len(queries) - len(todo), desc=desc, unit="img",
                  disable=not progress) as bar:
         for q in todo:
-            localizer.reset()
-            try:
-                res = localizer.localize(read_image(q.path), q.camera, name=q.name)
-            except Exception as e:  # one bad image must not lose the others
-                res = LocalizationResult(message=f"{type(e).__name__}: {e}")
+            res = localize_queries(localizer, [q], progress=False)[q.name]
             rec = result_record(q.name, res, q.condition)
             log.write(json.dumps(rec) + "\n")
             log.flush()
