@@ -51,6 +51,7 @@ def shortlist_hits(loc, ds, queries, top_k: int, max_dist: float = 8.0, max_angl
     """Share of queries whose retrieval shortlist holds a database image taken within ``max_dist`` metres and
     ``max_angle`` degrees of the query (the right place); the rest were sent to a look-alike place."""
     from imp_core.localization.stages import QueryContext
+    from imp_core.types import pose_error
 
     stage = [s for s in loc.stages if type(s).__name__.lower().startswith("retrieval")][0]
     db = {n: ds.pose(n) for n in loc.map.names}
@@ -60,13 +61,8 @@ def shortlist_hits(loc, ds, queries, top_k: int, max_dist: float = 8.0, max_angl
         ctx.features = loc.extractor.extract(ctx.image)
         stage.prepare(ctx)
         names = [n for c in stage.propose(ctx) for n in c.references][:top_k]
-        ok = False
-        for n in names:
-            p = db[n]
-            d = float(np.linalg.norm(p.center - q.gt_pose.center))
-            cosang = np.clip((np.trace(p.R @ q.gt_pose.R.T) - 1) / 2, -1, 1)
-            ok |= d < max_dist and np.degrees(np.arccos(cosang)) < max_angle
-        hits += ok
+        errs = [pose_error(db[n], q.gt_pose) for n in names]
+        hits += any(d < max_dist and a < max_angle for d, a in errs)
     return hits / max(1, len(queries))
 
 
