@@ -8,8 +8,9 @@ it to be decoded at a reduced size instead (JPEG decodes directly at 1/2, 1/4 or
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional, Tuple, Union
+from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
@@ -31,33 +32,30 @@ def default_max_pixels() -> int:
     return DEFAULT_MAX_PIXELS
 
 
+@contextmanager
+def open_header(path: Union[str, Path]) -> Iterator["PIL.Image.Image"]:  # noqa: F821
+    """The PIL image of ``path``, opened lazily (header and EXIF read, pixels not decoded). Pillow's own
+    decompression-bomb limit is off meanwhile: it refuses to even open huge images, and imp checks the size
+    against its own limit (:func:`read_image_scaled`)."""
+    from PIL import Image
+
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(str(path)) as im:
+            yield im
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
 def image_size(path: Union[str, Path]) -> Optional[Tuple[int, int]]:
     """(width, height) from the file header without decoding the pixels; None when the header is unreadable
     (the decoder then reports the corrupt file)."""
     try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        return None
-    try:
-        with _no_bomb_check(Image), Image.open(str(path)) as im:  # reads the header only
+        with open_header(path) as im:
             return int(im.size[0]), int(im.size[1])
     except Exception:  # PIL cannot identify it: leave the error to the decoder
         return None
-
-
-class _no_bomb_check:
-    """Pillow refuses to even open huge images; we check the size ourselves with our own limit."""
-
-    def __init__(self, Image):
-        self.Image = Image
-
-    def __enter__(self):
-        self.saved = self.Image.MAX_IMAGE_PIXELS
-        self.Image.MAX_IMAGE_PIXELS = None
-
-    def __exit__(self, *exc):
-        self.Image.MAX_IMAGE_PIXELS = self.saved
-        return False
 
 
 def read_image(path: Union[str, Path], grayscale: bool = False, max_pixels: Optional[int] = None) -> np.ndarray:
@@ -102,10 +100,8 @@ def read_image_scaled(path: Union[str, Path], grayscale: bool = False, max_pixel
 
 
 def _read_pil_reduced(path: Path, grayscale: bool, reduce: int, size: Tuple[int, int]) -> Tuple[np.ndarray, float]:
-    from PIL import Image
-
     try:
-        with _no_bomb_check(Image), Image.open(str(path)) as im:  # the caller asked for this image reduced
+        with open_header(path) as im:  # the caller asked for this image reduced
             im.draft("L" if grayscale else "RGB", (size[0] // reduce, size[1] // reduce))
             im = im.convert("L" if grayscale else "RGB")
             im = im.reduce(max(1, round(im.size[0] / (size[0] / reduce))))

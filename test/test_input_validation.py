@@ -47,16 +47,18 @@ def test_cli_names_the_bad_camera_parameter(tiny_map, tiny_world, tmp_path, caps
     assert rc == 2 and "fx" in err and "positive" in err, err
 
 
-def _png_header_only_big(path, w, h):
-    """A valid gray PNG of w x h zeros, written row-chunk by row-chunk (small in memory and on disk)."""
+def _png_header_only_big(path, w, h, exif=None):
+    """A valid gray PNG of w x h zeros, written row-chunk by row-chunk (small in memory and on disk); ``exif``: a
+    PIL ``Image.Exif`` stored in an eXIf chunk."""
     def chunk(tag, data):
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
 
     comp = zlib.compressobj(9)
     row = b"\x00" * (w + 1)
     body = b"".join(comp.compress(row * 500) for _ in range(h // 500)) + comp.flush()
+    meta = b"" if exif is None else chunk(b"eXIf", exif.tobytes().removeprefix(b"Exif\x00\x00"))
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+                     + meta + chunk(b"IDAT", body) + chunk(b"IEND", b""))
 
 
 def test_huge_image_is_refused_from_its_header(tmp_path):
@@ -99,6 +101,21 @@ def test_image_size_limit_is_configurable_and_downscale_is_explicit(tmp_path, ti
     small, scale = read_image_scaled(p, max_pixels=100_000, downscale=True)
     assert small.shape[:2] == (240, 320) and scale == 0.5
     assert read_image(p).shape == (480, 640, 3)
+
+
+def test_exif_of_a_huge_image_read_downscaled(tmp_path):
+    """An image above Pillow's own decompression-bomb limit, read with downscale=True, keeps its EXIF focal length
+    (Pillow refused to open it for the EXIF, and the focal length was estimated instead)."""
+    from PIL import Image
+
+    from imp_core.localization.cameras import camera_for_image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 50  # FocalLengthIn35mmFilm
+    big = tmp_path / "big.png"
+    _png_header_only_big(big, 20000, 20000, exif)
+    cam, how = camera_for_image(big, 2500, 2500)
+    assert cam is not None and "35mm" in how and cam.focal[0] == pytest.approx(50 / 36 * 2500)
 
 
 def test_cli_refuses_large_image_with_limit_option(tiny_map, tiny_world, tmp_path, capsys):

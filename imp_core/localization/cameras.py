@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+from ..imageio import open_header
 from ..types import Camera, CameraError
 
 EXIF_IFD = 0x8769
@@ -22,9 +23,7 @@ def exif_focal_px(path: Union[str, Path], width: int, height: int) -> Tuple[Opti
     mm with the focal-plane resolution, and pycolmap's sensor database (camera make and model).
     """
     try:
-        from PIL import Image
-
-        with Image.open(str(path)) as im:
+        with open_header(path) as im:  # the size limit was checked when the image was read
             exif = im.getexif()
             sub = exif.get_ifd(EXIF_IFD)
             full_w = im.size[0]
