@@ -251,7 +251,6 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
         while rclpy.ok() and not stop.is_set() and not getattr(node, "finished", False) and spinner.is_alive():
             stop.wait(0.1)
             install_handlers()  # again: a library imported later (at configure) may have replaced them
-        code = int(getattr(node, "exit_code", 0))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception as e:  # a bad parameter or file: one clear line, non-zero exit
