@@ -371,19 +371,20 @@ def map_image_loader(map_dir: Union[str, Path], image_dir: Optional[Union[str, P
         root = Path(image_dir)
         if not root.is_dir():
             raise FileNotFoundError(f"database image directory not found: {root}")
-        return lambda name: read_image(safe_join(root, name, what="database image name"))
-    source = read_map_meta(map_dir).get("source")
-    if not source:
-        raise ValueError(f"{map_dir}/map.json does not name its source dataset; pass the database image directory")
-    from ..datasets import open_dataset
-    from ..datasets.base import DatasetError
+    else:
+        source = read_map_meta(map_dir).get("source")
+        if not source:
+            raise ValueError(f"{map_dir}/map.json does not name its source dataset; pass the database image "
+                             "directory")
+        from ..datasets import open_dataset
+        from ..datasets.base import DatasetError
 
-    try:
-        ds = open_dataset(source)
-    except DatasetError:
-        root = Path(source)  # a map built from an image folder (`imp map build --images DIR`)
+        try:
+            ds = open_dataset(source)
+            return lambda name: read_image(ds.db_image_path(name))
+        except DatasetError:
+            root = Path(source)  # a map built from an image folder (`imp map build --images DIR`)
         if not root.is_dir():
             raise FileNotFoundError(f"{map_dir}/map.json names the source {source}, which is neither a dataset nor "
-                                    "an image directory here; pass the database image directory") from None
-        return lambda name: read_image(safe_join(root, name, what="database image name"))
-    return lambda name: read_image(ds.db_image_path(name))
+                                    "an image directory here; pass the database image directory")
+    return lambda name: read_image(safe_join(root, name, what="database image name"))
