@@ -100,16 +100,19 @@ def read_model_poses(model_dir) -> Dict[str, Tuple[Camera, Pose]]:
     return out
 
 
-def write_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]], share_cameras: bool = True) -> Path:
-    """Write a COLMAP binary model with cameras and posed images (no 3D points)."""
+def _camera_key(cam: Camera) -> tuple:
+    """Cameras with equal keys are written as one COLMAP camera."""
+    return (cam.model, cam.width, cam.height, tuple(np.round(cam.params, 9)))
+
+
+def _reconstruction(entries: Iterable[Tuple[str, Camera, Pose]], share_cameras: bool = True):
+    """A pycolmap Reconstruction with cameras and posed images (no 3D points)."""
     import pycolmap
 
-    model_dir = Path(model_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
     rec = pycolmap.Reconstruction()
     cam_ids: Dict[tuple, int] = {}
     for image_id, (name, cam, pose) in enumerate(entries, 1):
-        key = (cam.model, cam.width, cam.height, tuple(np.round(cam.params, 9))) if share_cameras else image_id
+        key = _camera_key(cam) if share_cameras else image_id
         if key not in cam_ids:
             pc = cam.to_pycolmap()
             pc.camera_id = len(cam_ids) + 1
@@ -117,7 +120,14 @@ def write_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]], share_ca
             cam_ids[key] = pc.camera_id
         img = pycolmap.Image(name=name, camera_id=cam_ids[key], image_id=image_id)
         rec.add_image_with_trivial_frame(img, pose.to_pycolmap())
-    rec.write_binary(str(model_dir))
+    return rec
+
+
+def write_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]], share_cameras: bool = True) -> Path:
+    """Write a COLMAP binary model with cameras and posed images (no 3D points)."""
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    _reconstruction(entries, share_cameras).write_binary(str(model_dir))
     return model_dir
 
 
@@ -172,7 +182,7 @@ def write_database(db_path, entries: Iterable[Tuple[str, Camera]]) -> Path:
     cam_ids: Dict[tuple, int] = {}
     with pycolmap.Database.open(str(db_path)) as db:
         for image_id, (name, cam) in enumerate(entries, 1):
-            key = (cam.model, cam.width, cam.height, tuple(np.round(cam.params, 9)))
+            key = _camera_key(cam)
             if key not in cam_ids:
                 pc = cam.to_pycolmap()
                 pc.camera_id = len(cam_ids) + 1
@@ -193,15 +203,11 @@ def write_database(db_path, entries: Iterable[Tuple[str, Camera]]) -> Path:
 def write_text_model(model_dir, entries: Iterable[Tuple[str, Camera, Pose]]) -> Path:
     """A COLMAP text model in the legacy layout of published datasets (cameras.txt, images.txt, points3D.txt;
     no rigs/frames files) with posed images and no points."""
-    rec_dir = write_model(Path(model_dir), entries)
-    import pycolmap
-
-    rec = pycolmap.Reconstruction(str(rec_dir))
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
     for f in ("cameras.bin", "images.bin", "points3D.bin", "rigs.bin", "frames.bin"):
-        if (rec_dir / f).exists():
-            (rec_dir / f).unlink()
-    rec.write_text(str(rec_dir))
+        (model_dir / f).unlink(missing_ok=True)  # COLMAP would read a binary model there first
+    _reconstruction(entries).write_text(str(model_dir))
     for f in ("rigs.txt", "frames.txt"):
-        if (rec_dir / f).exists():
-            (rec_dir / f).unlink()
-    return rec_dir
+        (model_dir / f).unlink(missing_ok=True)
+    return model_dir
