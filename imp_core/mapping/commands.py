@@ -61,7 +61,7 @@ def _build(args) -> int:
     from ..datasets import open_dataset
     from .build import ImageFolder, build_map
 
-    if args.budget_min is not None and not getattr(args, "recognition", False):
+    if args.budget_min is not None and not args.recognition:
         raise SystemExit("imp map build: --budget-min needs --recognition")
     source = open_dataset(args.dataset) if args.dataset else ImageFolder(args.images)
     conf = build_conf_from_args(args)
@@ -69,7 +69,7 @@ def _build(args) -> int:
     meta = json.loads((out / "map.json").read_text())
     print(f"map written to {out}: {meta['num_images']} images, {meta['num_points3D']} 3D points, "
           f"mode {meta['mode']}, features {meta['features']['name']}")
-    if getattr(args, "recognition", False):
+    if args.recognition:
         from ..recognition.map_recognizer import DEFAULT_BUDGET_MIN, build_recognizer
 
         card = build_recognizer(out, DEFAULT_BUDGET_MIN if args.budget_min is None else args.budget_min)
