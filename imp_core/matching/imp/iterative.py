@@ -124,10 +124,7 @@ class IterativeMatcher:
         def finish(row: int, i: int, m0: torch.Tensor, s0: torch.Tensor, stopped: bool,
                    pose: Optional[PoseEstimate]) -> None:
             b = active[row]
-            m, s = m0[row].cpu().numpy(), s0[row].float().cpu().numpy()
-            idx0 = np.flatnonzero(m >= 0)
-            idx = np.stack([idx0, m[idx0]], 1).astype(np.int64)
-            sc = s[idx0].astype(np.float32)
+            idx, sc = _row_pairs(m0, s0, row)
             if stopped and pose is not None and self.return_inliers:
                 idx, sc = idx[pose.inliers], sc[pose.inliers]
             t0, t1 = st.tokens()
@@ -155,11 +152,10 @@ class IterativeMatcher:
                     geo = geometries[b]
                     if geo is None:
                         continue
-                    m = m0[row].cpu().numpy()
-                    idx0 = np.flatnonzero(m >= 0)
+                    idx, _ = _row_pairs(m0, s0, row)
                     pose = None
-                    if len(idx0) >= self.min_matches:
-                        pose = estimate(geo, kpts0[b], kpts1[b], np.stack([idx0, m[idx0]], 1))
+                    if len(idx) >= self.min_matches:
+                        pose = estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio[b] = None if pose is None else pose.inlier_ratio
                     if pose is not None and prev[b] is not None and geo.agree(prev[b], pose):
                         finish(row, i, m0, s0, True, pose)
@@ -194,11 +190,6 @@ class IterativeMatcher:
                 "pose_stop": pose is not None, "tokens0": int(t0[row]), "tokens1": int(t1[row]),
                 "pooling_steps": pooled[b]}, pose)
 
-        def pairs(m0: torch.Tensor, s0: torch.Tensor, row: int):
-            m, s = m0[row].cpu().numpy(), s0[row].float().cpu().numpy()
-            idx0 = np.flatnonzero(m >= 0)
-            return np.stack([idx0, m[idx0]], 1).astype(np.int64), s[idx0].astype(np.float32)
-
         for i in range(n_layers):
             st = model.iterate(st, i)
             last = i == n_layers - 1
@@ -212,7 +203,7 @@ class IterativeMatcher:
             if check:
                 m0, s0 = model.matches(st, prob, self.checkpoint_threshold)
                 for row, b in enumerate(active):
-                    idx, sc = pairs(m0, s0, row)
+                    idx, sc = _row_pairs(m0, s0, row)
                     if len(idx) < self.min_matches:
                         prev[b] = None  # released: forget the last pose, no pooling, no stop
                         ths[row] = float("inf")
@@ -234,7 +225,7 @@ class IterativeMatcher:
                 m0, s0 = model.matches(st, prob, self.match_threshold)
                 for row, b in enumerate(active):
                     if row not in done:
-                        finish(row, i, *pairs(m0, s0, row), None)
+                        finish(row, i, *_row_pairs(m0, s0, row), None)
                 break
             if pool:
                 _pool_counted(model, st, prob, ths, active, pooled, count_dustbin=True,
@@ -244,6 +235,13 @@ class IterativeMatcher:
                 if not active:
                     break
         return [r for r in results]  # type: ignore[misc]
+
+
+def _row_pairs(m0: torch.Tensor, s0: torch.Tensor, row: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Matches of batch row ``row`` as (M, 2) index pairs and their (M,) scores."""
+    m, s = m0[row].cpu().numpy(), s0[row].float().cpu().numpy()
+    idx0 = np.flatnonzero(m >= 0)
+    return np.stack([idx0, m[idx0]], 1).astype(np.int64), s[idx0].astype(np.float32)
 
 
 def _pool_counted(model, st, prob, ths, active: List[int], pooled: List[int], **kw) -> None:
