@@ -223,19 +223,17 @@ class IMPModel(nn.Module):
         n_min = int(self.conf["n_min_tokens"] if n_min_tokens is None else n_min_tokens) - int(bool(count_dustbin))
         keep0 = self._keep(p.sum(2), st.probs["00"], st.probs["10"], st.keys0, st.mask0, st.mask1, th, n_min)
         keep1 = self._keep(p.sum(1), st.probs["11"], st.probs["01"], st.keys1, st.mask1, st.mask0, th, n_min)
-        changed = False
-        if keep0 is not None:
+        for side, keep in (("0", keep0), ("1", keep1)):
+            if keep is None:
+                continue
             if self.conf["pooling"] == "mask":
-                st.keep0 = keep0
+                setattr(st, f"keep{side}", keep)
             else:
-                st.desc0, st.ids0, st.mask0 = compact_tokens(st.desc0, st.ids0, keep0)
-            changed = True
-        if keep1 is not None:
-            if self.conf["pooling"] == "mask":
-                st.keep1 = keep1
-            else:
-                st.desc1, st.ids1, st.mask1 = compact_tokens(st.desc1, st.ids1, keep1)
-            changed = True
+                desc, ids, mask = compact_tokens(getattr(st, f"desc{side}"), getattr(st, f"ids{side}"), keep)
+                setattr(st, f"desc{side}", desc)
+                setattr(st, f"ids{side}", ids)
+                setattr(st, f"mask{side}", mask)
+        changed = keep0 is not None or keep1 is not None
         if changed:
             st.probs = {}
         return changed
