@@ -116,8 +116,7 @@ def export_robotcar(world: SyntheticWorld, out, camera: str = "rear", progress: 
         raise ValueError("RobotCar export needs one camera for all images (one intrinsics file per camera)")
     cam = world.camera(world.db_names[0])
     (fx, fy), (cx, cy) = cam.focal, cam.principal_point
-    rc_cam = (Camera("SIMPLE_RADIAL", cam.width, cam.height, [fx, cx, cy, 0.0]) if abs(fx - fy) <= 1e-6 * fx
-              else Camera("PINHOLE", cam.width, cam.height, [fx, fy, cx, cy]))
+    rc_cam = robotcar.query_camera(fx, fy, cx, cy, cam.width, cam.height)
 
     def ts(name: str) -> int:
         return ROBOTCAR_T0_US + int(round(world.stamp(name) * 1e6))

@@ -82,6 +82,13 @@ def _numbers(line: str) -> List[float]:
     return [float(v) for v in line.replace(",", " ").split()]
 
 
+def query_camera(fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> Camera:
+    """The camera of RobotCar intrinsics: SIMPLE_RADIAL with k = 0 (as hloc), or PINHOLE if fx != fy."""
+    if abs(fx - fy) <= 1e-6 * abs(fx):
+        return Camera("SIMPLE_RADIAL", width, height, [fx, cx, cy, 0.0])
+    return Camera("PINHOLE", width, height, [fx, fy, cx, cy])
+
+
 def read_intrinsics(path, size: Optional[Tuple[int, int]] = None) -> Camera:
     """``key value`` lines (fx, fy, cx, cy[, width, height]) -> SIMPLE_RADIAL (k = 0), or PINHOLE if fx != fy.
     The size comes from ``width``/``height`` lines, else ``size``, else 1024x1024."""
@@ -103,9 +110,7 @@ def read_intrinsics(path, size: Optional[Tuple[int, int]] = None) -> Camera:
     w, h = size or (DEFAULT_SIZE, DEFAULT_SIZE)
     w, h = int(vals.get("width", w)), int(vals.get("height", h))
     try:
-        if abs(vals["fx"] - vals["fy"]) <= 1e-6 * abs(vals["fx"]):
-            return Camera("SIMPLE_RADIAL", w, h, [vals["fx"], vals["cx"], vals["cy"], 0.0])
-        return Camera("PINHOLE", w, h, [vals["fx"], vals["fy"], vals["cx"], vals["cy"]])
+        return query_camera(vals["fx"], vals["fy"], vals["cx"], vals["cy"], w, h)
     except ValueError as e:
         raise DatasetError(f"{path}: {e}") from None
 
