@@ -123,3 +123,14 @@ def test_unknown_preset_names_the_presets():
 
     with pytest.raises(ValueError, match="city"):
         world_conf("town")
+
+
+def test_world_command_offers_every_preset():
+    import argparse
+
+    from imp_core.datasets import commands
+    from imp_core.datasets.synthetic import preset_names
+
+    p = commands.register(argparse.ArgumentParser(prog="imp").add_subparsers())
+    choices = next(a.choices for a in p._actions if "--preset" in a.option_strings)
+    assert sorted(choices) == sorted(preset_names())

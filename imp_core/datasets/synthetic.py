@@ -89,17 +89,17 @@ CITY_PRESETS = {
 }
 
 
+def preset_names() -> List[str]:
+    """Every preset (``imp world --preset`` lists them too, without importing this module)."""
+    return list(PRESETS) + list(CITY_PRESETS)
+
+
 def world_conf(preset: str = "default", overrides: Optional[dict] = None) -> dict:
     if preset in CITY_PRESETS:
         return merge(merge(CITY_CONF, CITY_PRESETS[preset], where="preset"), overrides, where="overrides")
     if preset not in PRESETS:
-        raise ValueError(f"unknown synthetic world preset {preset!r}; available: "
-                         f"{', '.join(list(PRESETS) + list(CITY_PRESETS))}")
+        raise ValueError(f"unknown synthetic world preset {preset!r}; available: {', '.join(preset_names())}")
     return merge(merge(BASE_CONF, PRESETS[preset], where="preset"), overrides, where="overrides")
-
-
-def preset_names() -> List[str]:
-    return list(PRESETS) + list(CITY_PRESETS)
 
 
 def world_camera(conf: dict) -> Camera:
