@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Dict, Optional, Sequence
 
 FORMATS = ("mcap", "ros1")
-DEFAULT_EXTRINSICS = (0.5, 0.0, 1.2, -0.5, 0.5, -0.5, 0.5)  # x y z qx qy qz qw: the replay node's default
 
 
 @dataclass
@@ -57,7 +56,9 @@ def streams_and_frames(ds, condition: Optional[str] = None, split: Optional[str]
     else:
         if split:
             raise ValueError(f"--split applies to RobotCar only ({ds.kind} has one query set)")
-        e = DEFAULT_EXTRINSICS
+        from imp_ros.replay_node import ReplayNode
+
+        e = ReplayNode.PARAMS["camera_extrinsics"].default  # x y z qx qy qz qw: what the replay assumes
         streams = {"camera": CameraStream("camera", "camera_optical", "/camera/image_raw", "/camera/camera_info",
                                           "/ground_truth/camera_pose",
                                           Pose.from_qvec(quat_xyzw_to_wxyz(e[3:]), e[:3]))}
@@ -71,68 +72,6 @@ def streams_and_frames(ds, condition: Optional[str] = None, split: Optional[str]
     return streams, out
 
 
-class BagSink:
-    """Writes (topic, stamp_ns, rclpy message) to several bags at once (ROS 2 mcap dir, ROS 1 .bag)."""
-
-    def __init__(self, targets: Dict[str, Path], topics: Dict[str, str], latched: Sequence[str] = ()) -> None:
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
-
-        from imp_ros import bags
-
-        self._ts2, self._ts1 = bags._stores()
-        if "tf2_msgs/msg/TFMessage" not in self._ts1.types:  # rosbags' Noetic store lacks tf2_msgs
-            from rosbags.typesys import get_types_from_msg
-
-            self._ts1.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms",
-                                                  "tf2_msgs/msg/TFMessage"))
-        self._convert = bags.convert
-        self.types = dict(topics)
-        self._writers = []
-        try:
-            for fmt, path in targets.items():
-                if fmt == "ros1":
-                    from rosbags.rosbag1 import Writer as Writer1
-
-                    w = Writer1(path)
-                    w.open()
-                    conns = {t: w.add_connection(t, mt, typestore=self._ts1, latching=1 if t in latched else None)
-                             for t, mt in topics.items()}
-                elif fmt == "mcap":
-                    from rosbags.rosbag2 import StoragePlugin, Writer
-
-                    w = Writer(path, version=9, storage_plugin=StoragePlugin.MCAP)
-                    w.open()
-                    zero = QosTime(0, 0)
-                    static = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
-                                 zero, zero, QosLiveliness.AUTOMATIC, zero, False)
-                    conns = {t: w.add_connection(t, mt, typestore=self._ts2,
-                                                 offered_qos_profiles=[static] if t in latched else ())
-                             for t, mt in topics.items()}
-                else:
-                    raise ValueError(f"unknown bag format {fmt!r}; choose from {FORMATS}")
-                self._writers.append((fmt, w, conns))
-        except BaseException:
-            self.close()
-            raise
-
-    def write(self, topic: str, stamp_ns: int, msg) -> None:
-        from rclpy.serialization import serialize_message
-
-        raw = serialize_message(msg)
-        mt = self.types[topic]
-        for fmt, w, conns in self._writers:
-            if fmt == "ros1":
-                obj1 = self._convert(self._ts2.deserialize_cdr(raw, mt), mt, self._ts1)
-                w.write(conns[topic], int(stamp_ns), self._ts1.serialize_ros1(obj1, mt))
-            else:
-                w.write(conns[topic], int(stamp_ns), raw)
-
-    def close(self) -> None:
-        for _, w, _ in self._writers:
-            w.close()
-        self._writers = []
-
-
 def make_bag(data, out, condition: Optional[str] = None, split: Optional[str] = None,
              formats: Sequence[str] = FORMATS, compressed: bool = False, encoding: str = "rgb8",
              cameras: Optional[Sequence[str]] = None, max_frames: int = 0, base_frame: str = "base_link",
@@ -140,12 +79,12 @@ def make_bag(data, out, condition: Optional[str] = None, split: Optional[str] = 
     """Write the bags; returns {format: path} (mcap: the ROS 2 bag directory ``out``; ros1: ``out.bag``)."""
     import shutil
 
-    from geometry_msgs.msg import PoseStamped
     from tqdm import tqdm
 
     from imp_core.datasets import open_dataset
     from imp_core.imageio import read_image
     from imp_ros import conversions as cv
+    from imp_ros.bags import BagSink, query_messages
 
     ds = open_dataset(data)
     streams, frames = streams_and_frames(ds, condition, split, cameras)
@@ -181,16 +120,9 @@ def make_bag(data, out, condition: Optional[str] = None, split: Optional[str] = 
             cv.pose_to_transform(s.base_from_cam, base_frame, s.frame_id, t0) for s in streams.values()]))
         for stamp, cam, q in tqdm(frames, desc=f"bag {out.name}", unit="img", disable=not progress):
             s = streams[cam]
-            rgb = read_image(q.path)
-            sink.write(s.info_topic, stamp, cv.camera_to_info(q.camera, s.frame_id, stamp))
-            if q.gt_pose is not None:
-                ps = PoseStamped(pose=cv.pose_to_msg(q.gt_pose.inverse()))
-                ps.header.frame_id, ps.header.stamp = map_frame, cv.ns_to_stamp(stamp)
-                sink.write(s.gt_topic, stamp, ps)
-            if compressed:
-                sink.write(s.image_topic + "/compressed", stamp, cv.rgb_to_compressed(rgb, "jpeg", s.frame_id, stamp))
-            else:
-                sink.write(s.image_topic, stamp, cv.rgb_to_image(rgb, encoding, s.frame_id, stamp))
+            for msg in query_messages(q, read_image(q.path), stamp, s.frame_id, s.image_topic, s.info_topic,
+                                      s.gt_topic, encoding, compressed, map_frame):
+                sink.write(*msg)
     except BaseException:
         sink.close()
         for p in targets.values():  # no half-written bag that looks complete

@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 import io
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -268,36 +268,104 @@ def bag_topics(path) -> Dict[str, str]:
         raise BagError(f"cannot read bag {path}: {type(e).__name__}: {e}") from e
 
 
+class BagSink:
+    """Writes (topic, stamp_ns, rclpy message) as they come to several bags at once (``targets``: {storage: path},
+    storages as in STORAGES); ``topics`` = {topic: msgtype}; ``latched`` topics are written as latched / transient
+    local (e.g. /tf_static)."""
+
+    def __init__(self, targets: Dict[str, Path], topics: Dict[str, str], latched: Sequence[str] = ()) -> None:
+        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+        self._ts2, self._ts1 = _stores()
+        if "tf2_msgs/msg/TFMessage" not in self._ts1.types:  # rosbags' Noetic store lacks tf2_msgs
+            from rosbags.typesys import get_types_from_msg
+
+            self._ts1.register(get_types_from_msg("geometry_msgs/TransformStamped[] transforms",
+                                                  "tf2_msgs/msg/TFMessage"))
+        self.types = dict(topics)
+        self._writers = []
+        try:
+            for storage, path in targets.items():
+                if storage == "ros1":
+                    from rosbags.rosbag1 import Writer as Writer1
+
+                    w = Writer1(path)
+                    w.open()
+                    conns = {t: w.add_connection(t, mt, typestore=self._ts1, latching=1 if t in latched else None)
+                             for t, mt in topics.items()}
+                elif storage in ("mcap", "sqlite3"):
+                    from rosbags.rosbag2 import StoragePlugin, Writer
+
+                    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
+                    w = Writer(path, version=9, storage_plugin=plugin)
+                    w.open()
+                    zero = QosTime(0, 0)
+                    static = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL,
+                                 zero, zero, QosLiveliness.AUTOMATIC, zero, False)
+                    conns = {t: w.add_connection(t, mt, typestore=self._ts2,
+                                                 offered_qos_profiles=[static] if t in latched else ())
+                             for t, mt in topics.items()}
+                else:
+                    raise ValueError(f"unknown bag storage {storage!r}; choose one of {STORAGES}")
+                self._writers.append((storage, w, conns))
+        except BaseException:
+            self.close()
+            raise
+
+    def write(self, topic: str, stamp_ns: int, msg) -> None:
+        from rclpy.serialization import serialize_message
+
+        raw = serialize_message(msg)
+        mt = self.types[topic]
+        for storage, w, conns in self._writers:
+            if storage == "ros1":
+                obj1 = convert(self._ts2.deserialize_cdr(raw, mt), mt, self._ts1)
+                w.write(conns[topic], int(stamp_ns), self._ts1.serialize_ros1(obj1, mt))
+            else:
+                w.write(conns[topic], int(stamp_ns), raw)
+
+    def close(self) -> None:
+        for _, w, _ in self._writers:
+            w.close()
+        self._writers = []
+
+
 def write_bag(path, messages: List[Tuple[str, int, object]], storage: str = "mcap") -> Path:
     """Write (topic, stamp_ns, rclpy message) tuples to a ROS 2 bag directory (mcap/sqlite3) or a ROS 1 .bag."""
-    from rclpy.serialization import serialize_message
-
     if storage not in STORAGES:
         raise ValueError(f"unknown bag storage {storage!r}; choose one of {STORAGES}")
     path = Path(path)
-    ts2, ts1 = _stores()
-    types = {}
+    types: Dict[str, str] = {}
     for topic, _, msg in messages:
-        mt = type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__
-        types.setdefault(topic, mt)
-    if storage == "ros1":
-        from rosbags.rosbag1 import Writer as Writer1
-
-        with Writer1(path) as w:
-            conns = {tp: w.add_connection(tp, mt, typestore=ts1) for tp, mt in types.items()}
-            for topic, stamp, msg in messages:
-                obj2 = ts2.deserialize_cdr(serialize_message(msg), types[topic])
-                obj1 = convert(obj2, types[topic], ts1)
-                w.write(conns[topic], int(stamp), ts1.serialize_ros1(obj1, types[topic]))
-        return path
-    from rosbags.rosbag2 import StoragePlugin, Writer
-
-    plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
-    with Writer(path, version=9, storage_plugin=plugin) as w:
-        conns = {tp: w.add_connection(tp, mt, typestore=ts2) for tp, mt in types.items()}
+        types.setdefault(topic, type(msg).__module__.split(".")[0] + "/msg/" + type(msg).__name__)
+    sink = BagSink({storage: path}, types)
+    try:
         for topic, stamp, msg in messages:
-            w.write(conns[topic], int(stamp), serialize_message(msg))
+            sink.write(topic, stamp, msg)
+    finally:
+        sink.close()
     return path
+
+
+def query_messages(q, rgb: np.ndarray, stamp_ns: int, frame_id: str, image_topic: str, info_topic: str,
+                   gt_topic: str, encoding: str = "rgb8", compressed: bool = False,
+                   map_frame: str = "map") -> List[Tuple[str, int, object]]:
+    """The bag messages of one dataset query (``QueryItem``) and its image: CameraInfo, the ground-truth camera
+    PoseStamped in ``map_frame`` when known, and the Image (JPEG CompressedImage on <topic>/compressed)."""
+    from geometry_msgs.msg import PoseStamped
+
+    from imp_ros import conversions as cv
+
+    out = [(info_topic, stamp_ns, cv.camera_to_info(q.camera, frame_id, stamp_ns))]
+    if q.gt_pose is not None:
+        ps = PoseStamped(pose=cv.pose_to_msg(q.gt_pose.inverse()))
+        ps.header.frame_id, ps.header.stamp = map_frame, cv.ns_to_stamp(stamp_ns)
+        out.append((gt_topic, stamp_ns, ps))
+    if compressed:
+        out.append((image_topic + "/compressed", stamp_ns, cv.rgb_to_compressed(rgb, "jpeg", frame_id, stamp_ns)))
+    else:
+        out.append((image_topic, stamp_ns, cv.rgb_to_image(rgb, encoding, frame_id, stamp_ns)))
+    return out
 
 
 def is_bag(path) -> bool:
@@ -314,9 +382,6 @@ def dataset_to_bag(dataset, path, storage: str = "mcap", condition: Optional[str
     """Write a dataset's queries (time order) as a bag: Image + CameraInfo + ground-truth camera PoseStamped in
     ``map`` per frame, stamped with the query stamps (10 Hz when the dataset has none)."""
     from imp_core.imageio import read_image
-    from geometry_msgs.msg import PoseStamped
-
-    from imp_ros import conversions as cv
 
     items = sorted(dataset.queries(condition), key=lambda q: (q.stamp or 0.0, q.name))
     if max_frames:
@@ -328,10 +393,5 @@ def dataset_to_bag(dataset, path, storage: str = "mcap", condition: Optional[str
             rgb = read_image(q.path)
         except (FileNotFoundError, ValueError) as e:
             raise BagError(f"cannot read image {q.path} for bag {path}: {e}") from e
-        msgs.append((info_topic, ns, cv.camera_to_info(q.camera, frame_id, ns)))
-        if q.gt_pose is not None:
-            ps = PoseStamped(pose=cv.pose_to_msg(q.gt_pose.inverse()))
-            ps.header.frame_id, ps.header.stamp = "map", cv.ns_to_stamp(ns)
-            msgs.append((gt_topic, ns, ps))
-        msgs.append((image_topic, ns, cv.rgb_to_image(rgb, encoding, frame_id, ns)))
+        msgs += query_messages(q, rgb, ns, frame_id, image_topic, info_topic, gt_topic, encoding)
     return write_bag(path, msgs, storage)
