@@ -1,18 +1,17 @@
 """Shared helper for the launch files: turn an imp graph YAML (config/graph_*.yaml) into launch_ros Nodes,
 so `ros2 launch` and the pip-environment runner `imp_graph` start the same processes with the same parameters."""
-import os
-
-from ament_index_python.packages import get_package_share_directory
 from launch.actions import DeclareLaunchArgument, EmitEvent, RegisterEventHandler, SetEnvironmentVariable
 from launch.event_handlers import OnProcessExit
 from launch.events import Shutdown
 from launch_ros.actions import Node
 
 from imp_ros.graph import DEFAULT_DISCOVERY_RANGE, DISCOVERY_RANGES, load_graph
+from imp_ros.share import share_dir
 
 
 def share_path(*parts):
-    return os.path.join(get_package_share_directory("imp"), *parts)
+    """A file of the installed package (imp_ros.share: the ament index first, as everywhere else)."""
+    return str(share_dir().joinpath(*parts))
 
 
 def discovery_argument():
