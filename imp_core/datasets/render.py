@@ -81,6 +81,8 @@ class Renderer:
                 levels.append(cv2.resize(t, (max(1, w // 2), max(1, h // 2)), interpolation=cv2.INTER_AREA))
             self.mips.append(levels)
         self.instance_of = np.array([q.instance for q in scene.quads] + [0], dtype=np.int32)  # [-1] -> sky
+        # road and ground planes (wet reflections), indexed like instance_of
+        self.is_ground = np.array([abs(q.normal[2]) for q in scene.quads] + [0.0], np.float32) > 0.9
 
     # ---------------------------------------------------------------- geometry
     def geometry(self, K: np.ndarray, width: int, height: int, pose: Pose):
@@ -247,8 +249,7 @@ class Renderer:
     def _wet(self, radiance, qid, K, pose, light) -> np.ndarray:
         """Wet road: ground pixels mirror what is above the horizon (streaked vertically), darker asphalt."""
         H, W = qid.shape
-        normals_z = np.array([abs(q.normal[2]) for q in self.scene.quads] + [0.0], np.float32)
-        ground = normals_z[qid] > 0.9
+        ground = self.is_ground[qid]
         if not ground.any():
             return radiance
         vh = self._horizon_rows(K, W, pose).astype(np.float32)
