@@ -247,6 +247,15 @@ class Street:
         return np.array([p[0], p[1], z])
 
     @property
+    def axis3(self) -> np.ndarray:
+        """The driving direction in 3D (z = 0)."""
+        return np.array([self.direction[0], self.direction[1], 0.0])
+
+    @property
+    def left3(self) -> np.ndarray:
+        return np.array([self.left[0], self.left[1], 0.0])
+
+    @property
     def heading(self) -> float:
         """Yaw in degrees (left of +x) of a car driving along the street."""
         return float(np.degrees(np.arctan2(self.direction[1], self.direction[0])))
@@ -281,7 +290,7 @@ def build_city_scene(conf: dict, seed: int) -> Scene:
     next_id = 1
     drng = np.random.default_rng([seed, 21])
     for street in city_streets(conf):
-        e3 = np.array([street.direction[0], street.direction[1], 0.0])
+        e3 = street.axis3
         up = np.array([0.0, 0.0, 1.0])
         for side in (+1, -1):
             rng = np.random.default_rng([seed, 31, next_id])
@@ -334,7 +343,7 @@ def build_city_scene(conf: dict, seed: int) -> Scene:
                         l0 = side * (half + min(prev[0], setback))
                         wrng = np.random.default_rng([seed, 41, next_id])
                         wall = textures.wall(wrng, depth, out[1], ppm, out[3])
-                        wq = Quad(street.point(s, l0), side * np.array([street.left[0], street.left[1], 0.0]),
+                        wq = Quad(street.point(s, l0), side * street.left3,
                                   up.copy(), depth, out[1], -1, out[2], ppm)
                         scene.add(wq, wall)
                         owner = inst if out[2] == next_id else scene.instances[-1]
@@ -351,8 +360,7 @@ def build_city_scene(conf: dict, seed: int) -> Scene:
         grng = np.random.default_rng([seed, 51, k])
         x0, x1 = -gy, street.length + gy
         tex = textures.ground(grng, x0, x1, -gy, gy, float(conf["road_half_width"]), gppm)
-        e3 = np.array([street.direction[0], street.direction[1], 0.0])
-        l3 = np.array([street.left[0], street.left[1], 0.0])
+        e3, l3 = street.axis3, street.left3
         scene.add(Quad(street.point(x0, -gy), e3, l3, x1 - x0, 2 * gy, -1, 0, gppm), tex)
     nx, ny = (int(v) for v in conf["blocks"])
     bx, by = (float(v) for v in conf["block_size"])
@@ -368,6 +376,7 @@ def build_city_scene(conf: dict, seed: int) -> Scene:
     prng = np.random.default_rng([seed, 14])
     pole_tex = None
     for street in city_streets(conf):
+        e3, l3 = street.axis3, street.left3
         for k, sl in enumerate(np.arange(6.0, street.length - 3.0, float(conf["lamp_spacing"]))):
             side = 1 if k % 2 == 0 else -1
             lat = side * (float(conf["road_half_width"]) + 0.4)
@@ -376,8 +385,6 @@ def build_city_scene(conf: dict, seed: int) -> Scene:
                 scene.textures.append(textures.pole(prng, w, h, ppm))
                 pole_tex = len(scene.textures) - 1
             c = street.point(sl, lat)
-            e3 = np.array([street.direction[0], street.direction[1], 0.0])
-            l3 = np.array([street.left[0], street.left[1], 0.0])
             scene.add_shared(Quad(c - e3 * w / 2, e3, _vec(0, 0, 1), w, h, -1, 0, ppm), pole_tex)
             scene.add_shared(Quad(c - l3 * w / 2, l3, _vec(0, 0, 1), w, h, -1, 0, ppm), pole_tex)
             lamps.append(street.point(sl, lat - side * 1.0, h))
