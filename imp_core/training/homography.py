@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..config import merge
 from ..features.base import create_extractor
+from ..imageio import image_size, read_image
 from .correspondences import match_projections
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -54,8 +55,8 @@ def find_photos(roots: Sequence[str], min_side: int = 480) -> List[Path]:
         for p in _one_resolution_each(files):
             if p.stem.lower().startswith("screenshot"):
                 continue
-            img = cv2.imread(str(p), cv2.IMREAD_REDUCED_COLOR_4)
-            if img is not None and min(img.shape[:2]) * 4 >= min_side:
+            size = image_size(p)  # header only
+            if size is not None and min(size) >= min_side:
                 out.append(p)
     return out
 
@@ -78,13 +79,9 @@ def _one_resolution_each(files: Sequence[Path]) -> List[Path]:
 
 
 def _load_photo(path: Path, max_side: int) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ValueError(f"cannot read photo {path}")
+    img = read_image(path)
     s = max_side / max(img.shape[:2])
-    if s < 1:
-        img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA) if s < 1 else img
 
 
 def random_homography(rng: np.random.Generator, photo_wh: Tuple[int, int], out_wh: Tuple[int, int],
@@ -115,9 +112,9 @@ def photometric(img: np.ndarray, rng: np.random.Generator, night: bool) -> np.nd
         x = np.clip(x, 0, 1) ** rng.uniform(1.4, 2.4) * rng.uniform(0.12, 0.4)
         x = x * np.array([1.0, rng.uniform(0.8, 1.0), rng.uniform(0.5, 0.9)])[None, None]  # sodium-lamp tint
         h, w = x.shape[:2]
+        yy, xx = np.mgrid[0:h, 0:w]
         for _ in range(int(rng.integers(0, 4))):  # street lamps / lit windows
             cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.05, 0.25) * w
-            yy, xx = np.mgrid[0:h, 0:w]
             x = x + rng.uniform(0.1, 0.5) * np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * r * r))[..., None]
     x = np.clip(x, 0, 1) * 255.0
     if night or rng.random() < 0.3:
