@@ -54,8 +54,9 @@ def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[st
 class DumpWriter:
     """Writes an ``imp-matcher-dump`` HDF5 file: ``add_features`` per image, ``add_pair`` per kept pair.
 
-    With ``resume`` an existing dump of the same features is appended to (``has_pair`` tells what is there), and
-    the file is flushed every ``flush_every`` pairs, so an interrupted dump keeps what it wrote."""
+    With ``resume`` an existing dump of the same features is appended to (``tried`` holds the keys of the pairs
+    already processed, see ``mark_tried``), and the file is flushed every ``flush_every`` pairs, so an interrupted
+    dump keeps what it wrote."""
 
     def __init__(self, out, features_conf: Mapping[str, Any], source_name: str, resume: bool = False,
                  flush_every: int = 25):
@@ -76,7 +77,6 @@ class DumpWriter:
             self.h5.create_group("pairs")
         self.gf, self.gp = self.h5["features"], self.h5["pairs"]
         self.n_pairs = len(self.gp)
-        self.pair_names = {(str(g.attrs["name0"]), str(g.attrs["name1"])) for g in self.gp.values()}
         self.tried: set = set(json.loads(self.h5.attrs.get("tried", "[]")))
 
     def __enter__(self) -> "DumpWriter":
