@@ -42,8 +42,8 @@ default_conf: Dict[str, Any] = {
     "pose_warmup": 0,  # ... after this many steps
     "pose_margin": 0.1,
     "val_fraction": 0.1,
-    "max_val_pairs": None,
-    "dump_weights": None,  # one weight per dump (share of the training draws); None = proportional to size  # held-out pairs evaluated per dump (None = all of the held-out fraction)
+    "max_val_pairs": None,  # held-out pairs evaluated per dump (None = all of the held-out fraction)
+    "dump_weights": None,  # one weight per dump (share of the training draws); None = proportional to size
     "val_every": 1000,
     "ckpt_every": 1000,
     "log_every": 50,
