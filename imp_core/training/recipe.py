@@ -132,10 +132,10 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
     if steps is not None:
         stages = [s for s in stages if s["steps"] < steps] + [{**stages[-1], "steps": int(steps)}]
     res: Dict[str, Any] = {}
+    last = run_dir / "last.pth"
+    done = int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]) if last.is_file() else 0
     for stage in stages:
         data = [d for key in stage["data"] for d in dumps[key]]
-        last = run_dir / "last.pth"
-        done = int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]) if last.is_file() else 0
         if done >= stage["steps"]:
             continue
         conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"]}
@@ -143,6 +143,7 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
             conf["dump_weights"] = [stage["weights"][key] / len(dumps[key]) for key in stage["data"]
                                     for _ in dumps[key]]
         res = train(data, run_dir, conf, resume=last.is_file(), progress=progress)
+        done = int(res["step"])
     out: Dict[str, Any] = {"run": str(run_dir), "train_s": time.time() - t0, **res}
     if export:
         exported = export_weights(run_dir, root / p["output"])
