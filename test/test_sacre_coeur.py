@@ -40,6 +40,7 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
     from imp_core.localization import Localizer
     from imp_core.localization.localizer import guess_camera
     from imp_core.mapping import ImageFolder, LocalizationMap, build_map
+    from imp_core.types import rotation_angle_deg
 
     fconf, mconf = PAIRS[pair]
     conf = {"features": fconf, "matcher": mconf}
@@ -70,7 +71,7 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
             continue
         R_full = res.pose.R @ np.asarray(sim.rotation.matrix()).T
         gt = full.pose(q)
-        err = float(np.degrees(np.arccos(np.clip((np.trace(gt.R.T @ R_full) - 1) / 2, -1, 1))))
+        err = rotation_angle_deg(gt.R, R_full)
         out[q] = (err, res.camera.focal[0] / full.camera(q).focal[0] - 1.0, res)
     print(pair, {k[:8]: (round(e, 2), f"{100 * f:+.1f}%", round(r.confidence, 2)) for k, (e, f, r) in out.items()})
     return out
