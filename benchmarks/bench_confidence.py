@@ -97,14 +97,13 @@ def _ranked(loc, image, names):
 
 def _verify_refs(loc, image, camera, refs):
     from imp_core.localization.confidence import pose_quality
-    from imp_core.localization.localizer import guess_camera
     from imp_core.localization.stages import Candidate, QueryContext
 
     if not refs:
         return None
-    cam = camera if camera is not None else guess_camera(image.shape[1], image.shape[0])
+    cam, pnp_conf = loc._frame_camera(image.shape[1], image.shape[0], camera, None)  # as Localizer.localize
     ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
-    ctx.extras["pnp_conf"] = {**loc.conf["pnp"], "refine_focal_length": "auto" if camera is None else False}
+    ctx.extras["pnp_conf"] = pnp_conf
     v = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
     if v is None:
         return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
@@ -213,15 +213,10 @@ class Localizer:
         image = np.asarray(image)
         if image.ndim < 2:
             raise ValueError(f"image {name or ''} must be HxW or HxWx3, got shape {image.shape}")
-        if camera is None:
-            camera = guess_camera(image.shape[1], image.shape[0])
-            estimate_focal = True if estimate_focal is None else estimate_focal
+        camera, pnp_conf = self._frame_camera(image.shape[1], image.shape[0], camera, estimate_focal)
         if image.shape[0] != camera.height or image.shape[1] != camera.width:
             raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
                              f"{camera.width}x{camera.height}")
-        pnp_conf = dict(self.conf["pnp"])
-        if estimate_focal and pnp_conf.get("refine_focal_length") is not True:
-            pnp_conf["refine_focal_length"] = "auto"
         feats = self.extractor.extract(image)
         timings["extraction"] = 1000 * (time.perf_counter() - t0)
         ctx = QueryContext(image=image, camera=camera, features=feats,
@@ -312,6 +307,18 @@ class Localizer:
         return result
 
     # ------------------------------------------------------------------ steps
+    def _frame_camera(self, width: int, height: int, camera: Optional[Camera],
+                      estimate_focal: Optional[bool]) -> Tuple[Camera, Dict[str, Any]]:
+        """(camera, PnP conf) for a frame: without a camera, COLMAP's guess with its focal length estimated
+        ('auto': kept where it beats the guess); ``estimate_focal`` overrides that choice."""
+        if camera is None:
+            camera = guess_camera(width, height)
+            estimate_focal = True if estimate_focal is None else estimate_focal
+        pnp_conf = self.conf["pnp"]
+        if estimate_focal and pnp_conf.get("refine_focal_length") is not True:
+            pnp_conf = {**pnp_conf, "refine_focal_length": "auto"}
+        return camera, pnp_conf
+
     def _near_prior(self, pose: Pose, prior: Pose) -> bool:
         tc = self.conf["tracking"]
         dt, dr = pose_error(pose, prior)
