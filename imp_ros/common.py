@@ -69,6 +69,10 @@ class Param:
     read_only: bool = False
 
 
+def not_empty(v: Any) -> Optional[str]:
+    return None if str(v).strip() else "must not be empty"
+
+
 def existing_dir(v: Any) -> Optional[str]:
     return None if not v or Path(str(v)).expanduser().is_dir() else f"directory {v} does not exist"
 

@@ -45,7 +45,7 @@ class EvaluatorNode(Node):
     P = common.Param
     PARAMS = {
         "output_dir": P("outputs/eval", "results, trajectories, plots and summary.json go here",
-                        check=lambda v: None if str(v).strip() else "must not be empty"),
+                        check=common.not_empty),
         "method": P("imp", "method name in the result file name results_<method>.txt",
                     check=lambda v: None if str(v) and "/" not in str(v) and str(v) not in (".", "..")
                     else "must be a plain name (no '/')"),

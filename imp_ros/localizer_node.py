@@ -51,10 +51,6 @@ def _device(v: Any) -> Optional[str]:
     return None if str(v).split(":")[0] in ("auto", "cpu", "cuda", "mps") else "expected auto, cpu, cuda[:N] or mps"
 
 
-def _not_empty(v: Any) -> Optional[str]:
-    return None if str(v).strip() else "must not be empty"
-
-
 def _topic(v: Any) -> Optional[str]:
     from rclpy.exceptions import InvalidTopicNameException
     from rclpy.validate_topic_name import validate_topic_name
@@ -91,9 +87,9 @@ class LocalizerNode(LifecycleNode):
         "result_topic": P(common.RESULT_TOPIC, "imp_msgs/LocalizationResult output", check=_topic),
         "publish_debug_image": P(False, "publish the query with PnP inliers and residuals"),
         "debug_image_topic": P("/imp/localization/debug_image", "debug image topic", check=_topic),
-        "map_frame": P("map", "TF frame of the map", check=_not_empty),
+        "map_frame": P("map", "TF frame of the map", check=common.not_empty),
         "odom_frame": P("odom", "odometry frame (TF map->odom); empty: publish map->base"),
-        "base_frame": P("base_link", "vehicle base frame", check=_not_empty),
+        "base_frame": P("base_link", "vehicle base frame", check=common.not_empty),
         "camera_frame": P("", "camera optical frame; empty: the image header's frame_id"),
         "publish_tf": P(True, "publish TF map->odom (false when an EKF owns it)"),
         "tf_rate": P(20.0, "TF republish rate in Hz (0: only on new poses); applied at activate", range=(0.0, 1000.0)),
