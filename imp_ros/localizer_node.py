@@ -521,22 +521,18 @@ class LocalizerNode(LifecycleNode):
     def _base_from_camera(self, camera_frame: str, stamp: Optional[int], wait: bool = True) -> Pose:
         """base->camera from TF at ``stamp`` (waiting up to ``tf_wait`` when ``wait``; callbacks on the executor
         never wait), else the latest, else identity with a warning."""
-        if camera_frame == self.p("base_frame"):
+        base = self.p("base_frame")
+        if camera_frame == base:
             return Pose()
-        deadline = time.monotonic() + (self.p("tf_wait") if wait else 0.0)
-        while True:
+        try:
+            return self.tf_buffer.lookup(base, camera_frame, stamp, self.p("tf_wait") if wait else 0.0)
+        except TransformLookupError as e:
             try:
-                return self.tf_buffer.lookup(self.p("base_frame"), camera_frame, stamp)
-            except TransformLookupError as e:
-                if time.monotonic() > deadline:
-                    try:
-                        return self.tf_buffer.lookup(self.p("base_frame"), camera_frame, None)
-                    except TransformLookupError:
-                        self.get_logger().warning(
-                            f"no TF {self.p('base_frame')}->{camera_frame} ({e}); using the camera as the base",
-                            throttle_duration_sec=10.0)
-                        return Pose()
-                time.sleep(0.01)
+                return self.tf_buffer.lookup(base, camera_frame, None)
+            except TransformLookupError:
+                self.get_logger().warning(f"no TF {base}->{camera_frame} ({e}); using the camera as the base",
+                                          throttle_duration_sec=10.0)
+                return Pose()
 
     def _input_error(self, msg, stamp: int, err: Exception) -> None:
         self.input_errors += 1
@@ -590,17 +586,12 @@ class LocalizerNode(LifecycleNode):
     def _update_tf(self, map_from_base: Pose, stamp: int) -> None:
         odom, base, mp = self.p("odom_frame"), self.p("base_frame"), self.p("map_frame")
         if odom and odom in self.tf_buffer.frames():
-            deadline = time.monotonic() + self.p("tf_wait")
-            while True:
-                try:
-                    odom_from_base = self.tf_buffer.lookup(odom, base, stamp)
-                    break
-                except TransformLookupError as e:
-                    if time.monotonic() > deadline:
-                        self.get_logger().warning(f"odom->base at the image time: {e}; skipping TF update",
-                                                  throttle_duration_sec=5.0)
-                        return
-                    time.sleep(0.01)
+            try:
+                odom_from_base = self.tf_buffer.lookup(odom, base, stamp, self.p("tf_wait"))
+            except TransformLookupError as e:
+                self.get_logger().warning(f"odom->base at the image time: {e}; skipping TF update",
+                                          throttle_duration_sec=5.0)
+                return
             self.tf_current = (map_from_base * odom_from_base.inverse(), mp, odom)
         else:
             self.tf_current = (map_from_base, mp, base)

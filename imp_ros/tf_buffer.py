@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -106,8 +107,20 @@ class TfBuffer:
                 raise TransformLookupError(f"TF loop detected at frame {frame!r}")
         return chain
 
-    def lookup(self, target: str, source: str, stamp_ns: Optional[int] = None) -> Pose:
-        """``target_from_source`` at ``stamp_ns`` (None = latest of each edge)."""
+    def lookup(self, target: str, source: str, stamp_ns: Optional[int] = None, timeout_s: float = 0.0) -> Pose:
+        """``target_from_source`` at ``stamp_ns`` (None = latest of each edge), waiting up to ``timeout_s`` for it
+        to arrive (as tf2's lookup_transform timeout); raises TransformLookupError."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                return self._lookup(target, source, stamp_ns)
+            except TransformLookupError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise
+                time.sleep(min(left, 0.01))
+
+    def _lookup(self, target: str, source: str, stamp_ns: Optional[int]) -> Pose:
         target, source = target.lstrip("/"), source.lstrip("/")
         if target == source:
             return Pose()

@@ -37,3 +37,24 @@ def test_interpolate_endpoints():
     a, c = _yaw(0, [0, 0, 0]), _yaw(120, [3, 0, 0])
     assert np.allclose(interpolate(a, c, 0).matrix, a.matrix)
     assert np.allclose(interpolate(a, c, 1).matrix, c.matrix)
+
+
+def test_lookup_waits_up_to_its_timeout():
+    """A transform that arrives while the lookup waits is returned; without a timeout the lookup fails at once."""
+    import threading
+    import time
+
+    b = TfBuffer()
+    b.set_transform("odom", "base_link", _yaw(0, [0, 0, 0]), 1_000_000_000)
+    with pytest.raises(TransformLookupError, match="outside the buffered range"):
+        b.lookup("odom", "base_link", 2_000_000_000)
+    later = threading.Timer(0.1, b.set_transform, args=("odom", "base_link", _yaw(0, [1, 0, 0]), 2_000_000_000))
+    later.start()
+    t0 = time.monotonic()
+    assert np.allclose(b.lookup("odom", "base_link", 2_000_000_000, timeout_s=10.0).t, [1, 0, 0])
+    assert time.monotonic() - t0 < 5.0
+    later.join()
+    t0 = time.monotonic()
+    with pytest.raises(TransformLookupError):
+        b.lookup("odom", "base_link", 3_000_000_000, timeout_s=0.2)
+    assert time.monotonic() - t0 >= 0.2
