@@ -8,6 +8,7 @@ time (map->base when no odom frame is known), republished at ``tf_rate``; ``publ
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 import time
 from collections import deque
@@ -358,13 +359,9 @@ class LocalizerNode(LifecycleNode):
         self.map_id = ""
         self._last_camera_frame = ""
         self._reset_state()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        torch = sys.modules.get("torch")  # not imported: nothing of ours is on a GPU (and importing it takes seconds)
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def close(self) -> None:
         """Process exit (SIGINT/SIGTERM, after the executor stopped): release from whatever state."""
