@@ -242,20 +242,21 @@ class Localizer:
                 feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
             feats = ctx.features = self._apply_budget(feats)
             for cand in cands[: int(acc["max_candidates"])]:
-                v = self._verify(ctx, cand, timings, why)
-                if v is None:
+                ver = self._verify(ctx, cand, timings, why)
+                if ver is None:
                     continue
-                if cand.source == "tracking" and ctx.prior is not None and not self._near_prior(v.pnp.pose, ctx.prior):
+                if (cand.source == "tracking" and ctx.prior is not None
+                        and not self._near_prior(ver.pnp.pose, ctx.prior)):
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
-                quality = pose_quality(v.pnp, v.num_matches, v.contributions)
+                quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions)
                 trusted = quality["confidence"] >= acc["min_confidence"]
-                if best is None or (trusted, v.pnp.num_inliers) > (best_trusted, best.pnp.num_inliers):
-                    best, best_quality, best_trusted = v, quality, trusted
-                if (trusted and v.pnp.num_inliers >= cand.min_inliers
-                        and v.best_reference_inliers >= acc["min_best_reference_inliers"]):
+                if best is None or (trusted, ver.pnp.num_inliers) > (best_trusted, best.pnp.num_inliers):
+                    best, best_quality, best_trusted = ver, quality, trusted
+                if (trusted and ver.pnp.num_inliers >= cand.min_inliers
+                        and ver.best_reference_inliers >= acc["min_best_reference_inliers"]):
                     accepted = True
-                    best, best_quality, best_trusted = v, quality, trusted
+                    best, best_quality, best_trusted = ver, quality, trusted
                     break
             if accepted:
                 break
@@ -424,7 +425,8 @@ class _Why:
         self.ransac_failed = 0
         self.jumps = 0  # tracking poses rejected as jumps away from the prior
 
-    def reason(self, num_keypoints: int, best: Optional[Verified], quality: Mapping[str, float], acc: Mapping[str, Any]) -> str:
+    def reason(self, num_keypoints: int, best: Optional[Verified], quality: Mapping[str, float],
+               acc: Mapping[str, Any]) -> str:
         if num_keypoints == 0:
             return "no keypoints detected in the image"
         if self.candidates == 0 or self.verified == 0:
@@ -438,7 +440,8 @@ class _Why:
             return f"RANSAC failed: no pose from up to {self.max_matches} 2D-3D matches"
         pnp = best.pnp
         if pnp.num_inliers < acc["min_inliers"]:
-            return f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} (of {best.num_matches} 2D-3D matches)"
+            return (f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} "
+                    f"(of {best.num_matches} 2D-3D matches)")
         return (f"pose rejected by confidence: {quality['confidence']:.2f} < {acc['min_confidence']} "
                 f"({pnp.num_inliers} inliers, inlier ratio {quality['inlier_ratio']:.2f}, "
                 f"coverage {quality['coverage']:.2f})")
