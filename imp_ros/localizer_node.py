@@ -122,7 +122,7 @@ class LocalizerNode(LifecycleNode):
         self._srv_thread: Optional[threading.Thread] = None
         self._serving = False
         self._subs: list = []
-        self._timers: list = []
+        self._tf_timers: list = []  # activate's timers (not `_timers`: rclpy.Node keeps all its timers there)
         self._entities: list = []
         self.tf_buffer = None
         self.tf_current = None
@@ -282,7 +282,7 @@ class LocalizerNode(LifecycleNode):
                                                    callback_group=group))
         timer_group = MutuallyExclusiveCallbackGroup()
         if self.p("publish_tf") and self.p("tf_rate") > 0:
-            self._timers.append(self.create_timer(1.0 / self.p("tf_rate"), self._republish_tf,
+            self._tf_timers.append(self.create_timer(1.0 / self.p("tf_rate"), self._republish_tf,
                                                   callback_group=timer_group))
         self._running = True
         self._worker = threading.Thread(target=self._work, name="imp-localizer", daemon=True)
@@ -295,11 +295,11 @@ class LocalizerNode(LifecycleNode):
 
     def _deactivate(self) -> None:
         self._stop_worker()
-        for t in self._timers:
+        for t in self._tf_timers:
             self.destroy_timer(t)
         for s in self._subs:
             self.destroy_subscription(s)
-        self._subs, self._timers = [], []
+        self._subs, self._tf_timers = [], []
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         ok = self._step("cleanup", self._teardown)

@@ -227,6 +227,26 @@ def test_failed_configure_is_logged_released_and_on_diagnostics(ros, ros_map, ru
     assert "Traceback" not in "".join(g.output["badloc"])
 
 
+def test_diagnostics_timer_survives_a_failed_configure(ros):
+    """The node's own timer list shadowed rclpy.Node._timers, so releasing after a failed configure destroyed the
+    /diagnostics timer too: the ERROR went out once, and was lost when nobody had discovered the node yet."""
+    import os
+
+    from rclpy.parameter import Parameter
+
+    from imp_ros.localizer_node import LocalizerNode
+
+    n = LocalizerNode(f"diagloc_{os.getpid()}", parameter_overrides=[Parameter("autostart", value=True),
+                                                                       Parameter("map", value="/nonexistent")])
+    try:
+        assert "configure failed" in n.config_error and "/nonexistent" in n.config_error, n.config_error
+        assert n._diag_timer in list(n.timers)
+        assert n._diag_timer.timer_period_ns == 1_000_000_000  # raises InvalidHandle once destroyed
+    finally:
+        n.close()
+        n.destroy_node()
+
+
 def test_localize_service_does_not_block_tf(ros, loc, ros_world):
     """Issue: 3 ~/localize calls stalled TF map->odom for ~1 s. Now the largest gap between the localizer's TF
     messages (by their stamps: when the node published them) stays below the TF future-dating while the service
