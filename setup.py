@@ -38,5 +38,7 @@ setup(
             "evaluator = imp_ros.evaluator_node:main",
             "imp_graph = imp_ros.graph:main",
         ],
+        # `imp` subcommands from packages above imp_core (imp_core.cli reads this group)
+        "imp.commands": ["bag = imp_ros.bag_make"],
     },
 )

@@ -8,6 +8,8 @@ import sys
 from typing import List, Optional
 
 # Modules that add subcommands via ``register(subparsers)``; heavy imports happen inside the handlers.
+# Packages above imp_core (imp_ros: `imp bag make`) add theirs through the ``imp.commands`` entry-point group
+# (setup.py), so this ROS-free library never imports them.
 COMMAND_MODULES = [
     "imp_core.datasets.commands",  # world
     "imp_core.datasets.benchmark",  # benchmark aachen|robotcar|synthetic
@@ -16,8 +18,16 @@ COMMAND_MODULES = [
     "imp_core.eval.commands",  # eval
     "imp_core.recognition.commands",  # instances, train-recognition, eval-recognition
     "imp_core.training.commands",  # dump, train-matcher
-    "imp_ros.bag_make",  # bag make (rosbags + ROS message classes, imported when run)
 ]
+PLUGIN_GROUP = "imp.commands"
+
+
+def command_modules() -> List[str]:
+    """imp_core's command modules, then those installed packages register under ``imp.commands``."""
+    from importlib.metadata import entry_points
+
+    plugins = sorted(ep.value for ep in entry_points(group=PLUGIN_GROUP))
+    return COMMAND_MODULES + [m for m in plugins if m not in COMMAND_MODULES]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in COMMAND_MODULES:
+    for mod in command_modules():
         importlib.import_module(mod).register(sub)
     return p
 

@@ -1,8 +1,11 @@
 """The `imp` command end to end on the tiny world: map build -> localize -> eval, plus --help of every command."""
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +20,23 @@ def test_every_subcommand_has_help():
         assert p.format_help().strip(), name
     out = subprocess.run([sys.executable, "-m", "imp_core.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "localize" in out.stdout
+
+
+def test_imp_core_never_imports_ros_layers():
+    """imp_core is the ROS-free library: no module of it imports imp_ros or rclpy, nor names one as a string to
+    import later; `imp bag make` still exists because imp_ros registers it through the ``imp.commands`` entry point."""
+    module_name = re.compile(r"(imp_ros|rclpy)(\.\w+)*")
+    offenders = []
+    for path in sorted((Path(__file__).parents[1] / "imp_core").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [node.value] if isinstance(node, ast.Constant) and isinstance(node.value, str) else []
+            offenders += [f"{path.name}:{node.lineno}: {n}" for n in names if module_name.fullmatch(n)
+                          or n.split(".")[0] in ("imp_ros", "rclpy") and not isinstance(node, ast.Constant)]
+    assert not offenders, offenders
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    assert "bag" in sub.choices
 
 
 def test_build_localize_eval(tiny_world, tmp_path, capsys):
