@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from rosutil import DOMAIN_ID, RosTestNode
+from rosutil import RosTestNode, start_graph
 
 
 @pytest.fixture(scope="session")
@@ -53,12 +53,10 @@ class _Log:
 @pytest.fixture
 def run_graph():
     """Start graphs; every process is stopped at the end of the test whatever happens."""
-    from imp_ros.graph import Graph, load_graph
-
     started = []
 
     def start(spec_dict, log_dir=None):
-        g = Graph(load_graph(spec_dict), domain_id=DOMAIN_ID, log=_Log(), log_dir=log_dir).start()
+        g = start_graph(spec_dict, log=_Log(), log_dir=log_dir)
         started.append(g)
         return g
 

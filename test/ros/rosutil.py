@@ -81,3 +81,29 @@ def graph_of(*nodes):
     return {"graph": {"fastdds_profile": str(ROOT / "config" / "fastdds_shm.xml"),
                       "nodes": [{"name": n[0], "executable": n[1], "parameters": n[2], **(n[3] if len(n) > 3 else {})}
                                 for n in nodes]}}
+
+
+class NullLog:
+    """A Graph log that drops the node output (the test reads ``Graph.output`` instead)."""
+
+    def write(self, s):
+        pass
+
+    def flush(self):
+        pass
+
+
+def start_graph(spec: dict, log=None, log_dir=None):
+    """Start the processes of a graph spec dict (``graph_of``) in this run's DDS domain; the caller stops them."""
+    from imp_ros.graph import Graph, load_graph
+
+    return Graph(load_graph(spec), domain_id=DOMAIN_ID, log=log, log_dir=log_dir).start()
+
+
+def wait_log(g, name: str, text: str, timeout: float = 60.0) -> str:
+    """Wait until node ``name`` of graph ``g`` printed ``text`` (or exited); assert it printed it; its output."""
+    wait_until(lambda: any(text in ln for ln in g.output[name]) or g.procs[name].poll() is not None, timeout,
+               f"{text!r} in the {name} log")
+    out = "".join(g.output[name])
+    assert text in out, out
+    return out

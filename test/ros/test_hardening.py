@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from rosutil import DOMAIN_ID, graph_of, wait_until
+from rosutil import graph_of, start_graph, wait_log, wait_until
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.ros]
 TF_FUTURE = 0.1
@@ -18,15 +18,11 @@ TF_FUTURE = 0.1
 @pytest.fixture(scope="module")
 def loc(ros, ros_map):
     """One autostarted localizer for the module (SIFT map of the tiny world)."""
-    from imp_ros.graph import Graph, load_graph
-
-    spec = graph_of(("localizer", "localizer", {
+    g = start_graph(graph_of(("localizer", "localizer", {
         "autostart": True, "map": str(ros_map), "matcher": "nn", "coarse": "tracking,retrieval", "device": "cpu",
-        "image_qos": "reliable", "tf_rate": 20.0, "tf_future_dating": TF_FUTURE, "diagnostics_rate": 5.0}))
-    g = Graph(load_graph(spec), domain_id=DOMAIN_ID).start()
+        "image_qos": "reliable", "tf_rate": 20.0, "tf_future_dating": TF_FUTURE, "diagnostics_rate": 5.0})))
     try:
-        wait_until(lambda: any("active: listening" in ln for ln in g.output["localizer"])
-                   or g.procs["localizer"].poll() is not None, 120, "the localizer to become active")
+        wait_log(g, "localizer", "active: listening", 120)
         assert g.procs["localizer"].poll() is None, "".join(g.output["localizer"])
         yield g
     finally:
@@ -202,8 +198,7 @@ def test_failed_configure_is_logged_released_and_on_diagnostics(ros, ros_map, ru
         "autostart": True, "map": str(ros_map), "config": "nope/localizer.yaml", "diagnostics_rate": 0.0,
         "image_qos": "bogus", "device": "cpu"})))
     try:
-        wait_until(lambda: any("configure failed" in ln for ln in g.output["badloc"]), 60, "configure failed")
-        out = "".join(g.output["badloc"])
+        out = wait_log(g, "badloc", "configure failed", 60)
         for text in ("nope/localizer.yaml", "'diagnostics_rate' = 0.0", "'image_qos' = 'bogus'"):
             assert text in out, out
         wait_until(lambda: any(st.level == DiagnosticStatus.ERROR and "badloc" in st.name
@@ -322,8 +317,6 @@ def test_truncated_mcap_replays_its_intact_part(run_graph, ros_world, tmp_path):
     assert n_img is None or played == n_img
 
 
-@pytest.mark.slow  # flaky in the full suite (1 of 4 runs): /clock can be played before this test's subscription
-# discovered the replay's publisher; passes alone. Back in the default suite once the test waits for discovery.
 def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path):
     """Replay publishes /clock with the source time; a localizer with use_sim_time stamps TF and diagnostics from
     it (the synthetic stamps are about 1000 s; wall-clock stamps would be about 1.8e9 s)."""
@@ -337,16 +330,21 @@ def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path)
     tfs, tsub = ros.collect(TFMessage, "/tf")
     diags, dsub = ros.collect(DiagnosticArray, "/diagnostics")
     topics = {"image_topic": "/sim/image", "camera_info_topic": "/sim/info", "result_topic": "/sim/result"}
+    # /clock is volatile: the replay starts first and plays only once the localizer (started next) subscribes to
+    # its images, by which time this test's subscription has discovered the replay's /clock publisher
     g = run_graph(graph_of(
+        ("simreplay", "replay", {"source": str(ros_world), "condition": "day", "stamp_mode": "source",
+                                 "lockstep": True, "lockstep_timeout": 60.0, "wait_for": ["image"],
+                                 "wait_timeout": 120.0, "map_frame": "sim_map", **topics})))
+    wait_until(lambda: any(i.node_name == "simreplay" for i in ros.node.get_publishers_info_by_topic("/clock")), 60,
+               "the replay's /clock publisher")
+    gloc = run_graph(graph_of(
         ("simloc", "localizer", {"autostart": True, "map": str(ros_map), "matcher": "nn", "device": "cpu",
                                  "use_sim_time": True, "map_frame": "sim_map", "pose_topic": "/sim/pose",
-                                 "tf_rate": 20.0, "diagnostics_rate": 20.0, **topics}, {"daemon": True}),
-        ("replay", "replay", {"source": str(ros_world), "condition": "day", "stamp_mode": "source",
-                              "lockstep": True, "lockstep_timeout": 60.0, "wait_for": ["image"],
-                              "map_frame": "sim_map", **topics})))
+                                 "tf_rate": 20.0, "diagnostics_rate": 20.0, **topics}, {"daemon": True})))
     try:
         codes = g.wait(timeout=240)
-        assert codes["replay"] == 0, "".join(sum(g.output.values(), []))
+        assert codes["simreplay"] == 0, "".join(sum(g.output.values(), []) + sum(gloc.output.values(), []))
         wait_until(lambda: clocks, 5, "/clock")
         c = [cv.stamp_to_ns(m.clock) * 1e-9 for m in clocks]
         assert all(b >= a for a, b in zip(c, c[1:])) and 999.0 < c[0] and c[-1] < 1002.0, c

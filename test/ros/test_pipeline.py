@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from rosutil import DOMAIN_ID, graph_of, wait_until
+from rosutil import graph_of, start_graph, wait_until
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.ros]
 
@@ -19,12 +19,9 @@ def localizer(ros, ros_map):
     from lifecycle_msgs.msg import Transition
     from lifecycle_msgs.srv import ChangeState, GetState
 
-    from imp_ros.graph import Graph, load_graph
-
-    spec = graph_of(("localizer", "localizer", {
+    g = start_graph(graph_of(("localizer", "localizer", {
         "autostart": False, "map": str(ros_map), "matcher": "nn", "coarse": "tracking,retrieval",
-        "device": "cpu", "image_qos": "sensor_data", "tf_rate": 20.0, "publish_debug_image": True}))
-    g = Graph(load_graph(spec), domain_id=DOMAIN_ID).start()
+        "device": "cpu", "image_qos": "sensor_data", "tf_rate": 20.0, "publish_debug_image": True})))
     try:
         for tid in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
             res = ros.call(ChangeState, "/localizer/change_state",

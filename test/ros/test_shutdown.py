@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rosutil import DOMAIN_ID, graph_of, wait_until
+from rosutil import NullLog, graph_of, start_graph, wait_log, wait_until
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.ros]
 
@@ -25,24 +25,7 @@ _counter = itertools.count()
 
 
 def _start(name, executable, params):
-    from imp_ros.graph import Graph, load_graph
-
-    return Graph(load_graph(graph_of((name, executable, params))), domain_id=DOMAIN_ID, log=_Quiet()).start()
-
-
-class _Quiet:
-    def write(self, s):
-        pass
-
-    def flush(self):
-        pass
-
-
-def _wait_log(g, name, text, timeout=60.0):
-    wait_until(lambda: any(text in ln for ln in g.output[name]) or g.procs[name].poll() is not None, timeout,
-               f"{text!r} in the {name} log")
-    out = "".join(g.output[name])
-    assert text in out, out
+    return start_graph(graph_of((name, executable, params)), log=NullLog())
 
 
 def _finish(g, name, timeout=90.0):  # above the nodes' own 60 s shutdown watchdog
@@ -83,7 +66,7 @@ def localizer_case(ros, ros_map, state, how):
     g = _start(name, "localizer", {"autostart": state == "active", "map": str(ros_map), "matcher": "nn",
                                    "device": "cpu", "tf_rate": 50.0, "diagnostics_rate": 20.0})
     try:
-        _wait_log(g, name, "active: listening" if state == "active" else "ready: lifecycle state unconfigured")
+        wait_log(g, name, "active: listening" if state == "active" else "ready: lifecycle state unconfigured")
         if state == "inactive":
             _transition(ros, name, Transition.TRANSITION_CONFIGURE)
         if how == "shutdown":
@@ -106,9 +89,9 @@ def replay_case(world, mode, how):
               "image_topic": f"/{name}/image", "camera_info_topic": f"/{name}/info", "result_topic": f"/{name}/res"}
     g = _start(name, "replay", params)
     try:
-        _wait_log(g, name, "playing")
+        wait_log(g, name, "playing")
         if mode == "loop":  # into the second pass
-            _wait_log(g, name, "(loop)")
+            wait_log(g, name, "(loop)")
             wait_until(lambda: sum("playing" in ln for ln in g.output[name]) >= 2, 60, "a second loop")
         _signal(g, name, how)
     finally:
@@ -119,7 +102,7 @@ def evaluator_case(tmp_path, how):
     name = f"eval_shutdown_{os.getpid()}_{next(_counter)}"
     g = _start(name, "evaluator", {"output_dir": str(tmp_path / name)})
     try:
-        _wait_log(g, name, "waiting for frames and results")
+        wait_log(g, name, "waiting for frames and results")
         _signal(g, name, how)
     finally:
         _finish(g, name)
