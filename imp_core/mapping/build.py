@@ -25,8 +25,8 @@ import numpy as np
 from ..config import merge_with_models
 from ..imageio import read_image
 from ..types import Camera, Features, Pose
-from .features_io import list_features, read_features, write_features
-from .format import MAP_FORMAT, MAP_VERSION, MapError
+from .features_io import FeatureStore, list_features, read_features, write_features
+from .format import INDEX_FILE, MAP_FORMAT, MAP_VERSION, MapError, _compact_ids, index_from_reconstruction, write_index
 from .pairs import pairs_exhaustive, pairs_from_poses, relative_fundamental, sampson_error
 
 logger = logging.getLogger(__name__)
@@ -302,10 +302,11 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     rec.write_binary(str(rec_dir))
 
     final = out_dir / "features.h5"
-    if final.exists():
-        final.unlink()
+    for old in (out_dir / INDEX_FILE, final):  # an index of an earlier build must not outlive its features
+        if old.exists():
+            old.unlink()
     for n in registered:
-        write_features(final, n, feats[n], extra={"point3D_ids": _point3D_ids(rec, n, len(feats[n]))})
+        write_features(final, n, feats[n], extra={"point3D_ids": _compact_ids(_point3D_ids(rec, n, len(feats[n])))})
 
     t3 = time.time()
     gd = create_global_descriptor(conf["global"])
@@ -332,6 +333,11 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "source": str(getattr(source, "root", "")),
     }
+    store = FeatureStore(final)
+    try:  # what a loaded map keeps in memory (poses, cameras, 3D points, tracks): start-up reads only this
+        write_index(out_dir / INDEX_FILE, index_from_reconstruction(rec, store, registered, extractor.kind), meta)
+    finally:
+        store.close()
     (out_dir / "map.json").write_text(json.dumps(meta, indent=2, default=str))
     logger.info("map %s: %d images, %d points (%s)", out_dir, len(registered), rec.num_points3D(), mode)
     return out_dir

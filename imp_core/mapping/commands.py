@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     i = msub.add_parser("info", help="print a map's metadata")
     i.add_argument("map", type=Path)
     i.set_defaults(func=_info)
+    u = msub.add_parser("upgrade", help="bring a map written by an earlier imp to the current layout (in place)",
+                        description="Write the map's index.h5 (poses, cameras, 3D points and tracks in arrays: the "
+                                    "localizer then starts without reading the COLMAP model or every image's "
+                                    "features) and, where descriptors are stored as float32, rewrite features.h5 "
+                                    "with float16 descriptors. Safe to rerun.")
+    u.add_argument("map", type=Path)
+    u.set_defaults(func=_upgrade)
 
 
 def build_conf_from_args(args) -> dict:
@@ -82,4 +89,14 @@ def _info(args) -> int:
     from .format import read_map_meta
 
     print(json.dumps(read_map_meta(args.map), indent=2))
+    return 0
+
+
+def _upgrade(args) -> int:
+    from .format import upgrade_map
+
+    done = upgrade_map(args.map)
+    print(f"map {args.map} upgraded: {done['index']} written ({done['images']} images, {done['points3D']} 3D points, "
+          f"{done['index_s']:.1f} s)" + ("; features.h5 rewritten with float16 descriptors"
+                                         if done["features_rewritten"] else ""))
     return 0
