@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", action="append", help="only these conditions (repeatable)")
     p.add_argument("--limit", type=int, default=0, help="only the first N queries of each set (quick checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    from ..localization.distributed import add_worker_args
+
+    add_worker_args(p)
     p.set_defaults(func=_run)
 
 
@@ -170,24 +173,12 @@ def record_result(rec: dict) -> LocalizationResult:
 def localize_resumable(localizer, queries: Sequence[QueryItem], log_path: Path, progress: bool = True,
                        desc: str = "localize") -> Dict[str, LocalizationResult]:
     """Localize each query not yet in ``log_path`` (``localize_queries``: globally, a query that raises is recorded
-    as failed) and append its record at once; returns the results of all queries (earlier runs included)."""
-    from tqdm import tqdm
+    as failed; ``localizer`` may be a Ray pool) and append its record in query order; returns the results of all
+    queries (earlier runs included)."""
+    from ..localization.batch import localize_queries
 
-    from ..localization.batch import localize_queries, result_record
-
+    localize_queries(localizer, queries, progress=progress, log_path=log_path, resume=True, desc=desc)
     done = read_log(log_path)
-    todo = [q for q in queries if q.name not in done]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a", encoding="utf-8") as log, \
-            tqdm(total=len(queries), initial=len(queries) - len(todo), desc=desc, unit="img",
-                 disable=not progress) as bar:
-        for q in todo:
-            res = localize_queries(localizer, [q], progress=False)[q.name]
-            rec = result_record(q.name, res, q.condition)
-            log.write(json.dumps(rec) + "\n")
-            log.flush()
-            done[q.name] = rec
-            bar.update(1)
     return {q.name: record_result(done[q.name]) for q in queries}
 
 
@@ -197,6 +188,7 @@ def _check_run(out: Path, run: dict, restart: bool, sets: Sequence[str]) -> None
     if restart:
         for s in sets:
             (out / f"{s}_log.jsonl").unlink(missing_ok=True)
+            (out / f"{s}_log.jsonl.pending").unlink(missing_ok=True)  # results a Ray run finished out of order
     elif path.is_file():
         old = json.loads(path.read_text())
         if {k: old.get(k) for k in run} != run and any((out / f"{s}_log.jsonl").is_file() for s in sets):
@@ -210,10 +202,12 @@ def _check_run(out: Path, run: dict, restart: bool, sets: Sequence[str]) -> None
 def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] = None,
                   loc_conf: Optional[dict] = None, splits: Optional[Sequence[str]] = None,
                   conditions: Optional[Sequence[str]] = None, limit: int = 0, reference: str = "nvm",
-                  rebuild_map: bool = False, restart: bool = False, progress: bool = True) -> dict:
-    """The whole benchmark; returns the summary (also written to ``<out>/summary.json``)."""
+                  rebuild_map: bool = False, restart: bool = False, progress: bool = True, workers: int = 1,
+                  ray_address: Optional[str] = None, worker_threads: int = 1) -> dict:
+    """The whole benchmark; returns the summary (also written to ``<out>/summary.json``). ``workers`` > 1 or a
+    ``ray_address``: the queries are localized by Ray workers (``localization.distributed``), same results."""
     from ..eval.formats import write_results
-    from ..localization.localizer import Localizer
+    from ..localization.batch import open_localizer
     from ..localization.report import summarize_run
 
     out = Path(out)
@@ -225,7 +219,7 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
     meta = json.loads((map_dir / "map.json").read_text())
     _check_run(out, {"dataset": str(Path(ds.root).resolve()), "map_id": meta.get("map_id"),
                      "localizer": {k: v for k, v in conf.items() if k not in ("map", "device")}}, restart, list(sets))
-    loc = Localizer(conf, progress=progress)
+    loc = open_localizer(conf, workers, ray_address, worker_threads, progress=progress)
     summary: dict = {"dataset": kind, "data": str(ds.root), "map": str(map_dir), "sets": {}}
     tables = []
     try:
@@ -290,7 +284,8 @@ def _run(args) -> int:
     out = args.out or Path("outputs/benchmark") / args.dataset
     map_conf, loc_conf = _confs(args)
     summary = run_benchmark(args.dataset, args.data, out, args.map, map_conf, loc_conf, args.split, args.condition,
-                            args.limit, args.reference, args.rebuild_map, args.restart, progress=not args.quiet)
+                            args.limit, args.reference, args.rebuild_map, args.restart, progress=not args.quiet,
+                            workers=args.workers, ray_address=args.ray_address, worker_threads=args.worker_threads)
     print(summary["table"])
     print(f"summary: {out / 'summary.json'}")
     return 0

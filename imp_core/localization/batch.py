@@ -1,45 +1,188 @@
-"""Localize every query of a dataset (benchmarks, `imp localize`); sequences can be run in tracking mode."""
+"""Localize every query of a dataset (benchmarks, `imp localize`); sequences can be run in tracking mode.
+
+One engine serves the single-process path and the Ray fan-out (``distributed.py``): the queries are cut into
+units (one query each, or one whole sequence in tracking mode, which a single localizer must see in time order),
+each unit is localized by ``localize_unit`` (here, or inside a Ray worker), and ``ResultLog`` writes one JSON line
+per query to the log **in query order**, whatever order the units finish in. A run that stops (Ctrl-C, a dead
+worker) keeps every finished result: those that finished ahead of an unfinished query are kept in
+``<log>.pending`` and put in their place by the next run (``resume``), so the log of an interrupted and resumed run
+is the same file, line for line, as the log of one uninterrupted single-process run.
+"""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
 from ..imageio import read_image
 from ..types import LocalizationResult
 
+Sink = Callable[[object, LocalizationResult], None]
+
 
 def localize_queries(localizer, queries: Sequence, tracking: bool = False, progress: bool = True,
-                     log_path: Optional[Path] = None) -> Dict[str, LocalizationResult]:
+                     log_path: Optional[Path] = None, resume: bool = False,
+                     desc: str = "localize") -> Dict[str, LocalizationResult]:
     """``queries``: QueryItem list (name, path, camera, condition, gt_pose, stamp).
 
     Without ``tracking`` each query is localized globally (the localizer is reset before each). With it, queries
-    are processed in the given order (sort by sequence/stamp first) and each fix seeds the next frame.
+    are processed in the given order (sort by sequence/stamp first, ``order_for_tracking``); each fix seeds the next
+    frame of the same sequence, and the localizer is reset where a new sequence starts (``sequence_key``).
     A query that raises is recorded as failed with its error message; the run goes on.
+
+    ``localizer``: a ``Localizer``, or a ``distributed.RayLocalizerPool`` (same results, computed by Ray workers).
+    ``log_path``: one JSON line per query (``result_record``), in query order. ``resume``: keep the queries already
+    in it (and in its ``.pending`` file) and localize only the others; their results come back from the records.
     """
     from tqdm import tqdm
 
+    log = ResultLog(log_path, queries, resume=resume) if log_path else None
+    done = log.done if log else {}
     results: Dict[str, LocalizationResult] = {}
-    log = open(log_path, "w") if log_path else None
-    try:
-        for q in tqdm(queries, desc="localize", unit="img", disable=not progress):
-            if not tracking:
-                localizer.reset()
-            try:
-                res = localizer.localize(read_image(q.path), q.camera, name=q.name,
-                                         stamp=getattr(q, "stamp", None) if tracking else None)
-            except Exception as e:  # keep going: one bad image must not lose the others
-                res = LocalizationResult(message=f"{type(e).__name__}: {e}")
+
+    with tqdm(total=len(queries), initial=len(done), desc=desc, unit="img", disable=not progress,
+              smoothing=0.1) as bar:
+        def sink(q, res: LocalizationResult) -> None:
+            if q.name in done or q.name in results:
+                return  # tracking mode recomputes a resumed sequence's finished frames to rebuild its state
             results[q.name] = res
             if log:
-                log.write(json.dumps(result_record(q.name, res, getattr(q, "condition", ""))) + "\n")
-                log.flush()
-    finally:
-        if log:
-            log.close()
-    return results
+                log.add(q, res)
+            bar.update(1)
+
+        try:
+            run_units(localizer, make_units(queries, tracking, skip=set(done)), tracking, sink)
+        except BaseException:
+            if log:
+                log.interrupted()
+            raise
+        finally:
+            if log:
+                log.close()
+    if log:
+        from ..datasets.benchmark import record_result
+
+        for name, rec in done.items():
+            results.setdefault(name, record_result(rec))
+    return {q.name: results[q.name] for q in queries if q.name in results}
+
+
+def sequence_key(q) -> tuple:
+    """(condition, sequence prefix of the name): the frames a tracker follows from one to the next."""
+    stem = Path(q.name).stem
+    return (getattr(q, "condition", ""), stem.rsplit("_", 1)[0] if "_" in stem else "")
+
+
+def make_units(queries: Sequence, tracking: bool, skip: Iterable[str] = ()) -> List[List]:
+    """Work units: one query each, or in tracking mode each run of consecutive queries of one sequence (whole, even
+    when some of its frames are in ``skip``: a tracker needs the frames before to reach the same state)."""
+    skip = set(skip)
+    if not tracking:
+        return [[q] for q in queries if q.name not in skip]
+    units: List[List] = []
+    for q in queries:
+        if units and sequence_key(units[-1][-1]) == sequence_key(q):
+            units[-1].append(q)
+        else:
+            units.append([q])
+    return [u for u in units if any(q.name not in skip for q in u)]
+
+
+def localize_one(localizer, q, tracking: bool = False) -> LocalizationResult:
+    """One query (image read from ``q.path``); an exception becomes a failed result with its message."""
+    if not tracking:
+        localizer.reset()
+    try:
+        return localizer.localize(read_image(q.path), q.camera, name=q.name,
+                                  stamp=getattr(q, "stamp", None) if tracking else None)
+    except Exception as e:  # keep going: one bad image must not lose the others
+        return LocalizationResult(message=f"{type(e).__name__}: {e}")
+
+
+def localize_unit(localizer, unit: Sequence, tracking: bool = False, sink: Optional[Sink] = None) -> list:
+    """The queries of one unit in order (a tracking unit starts from a reset localizer); [(query, result)]."""
+    if tracking:
+        localizer.reset()
+    out = []
+    for q in unit:
+        res = localize_one(localizer, q, tracking)
+        if sink:
+            sink(q, res)
+        out.append((q, res))
+    return out
+
+
+def run_units(localizer, units: List[List], tracking: bool, sink: Sink) -> None:
+    """Localize the units, calling ``sink(query, result)`` for each query as its result is known: in order with a
+    ``Localizer``, in completion order with a Ray pool (which hands over every finished result before it raises)."""
+    if hasattr(localizer, "run_units"):
+        localizer.run_units(units, tracking, sink)
+        return
+    for unit in units:
+        localize_unit(localizer, unit, tracking, sink)
+
+
+class ResultLog:
+    """The per-query JSON-lines log of a run, written in query order.
+
+    ``done``: records already in the log (or waiting in ``<log>.pending``) when resuming. ``add`` takes results in
+    any order and appends every record whose turn has come; ``interrupted`` saves the records still waiting for an
+    earlier query to ``<log>.pending``; ``close`` removes the pending file once everything in it is in the log.
+    """
+
+    def __init__(self, path, queries: Sequence, resume: bool = True):
+        from ..datasets.benchmark import read_log
+
+        self.path = Path(path)
+        self.pending_path = self.path.with_name(self.path.name + ".pending")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            self.path.unlink(missing_ok=True)
+            self.pending_path.unlink(missing_ok=True)
+        logged = read_log(self.path)
+        self._early: Dict[str, dict] = {n: r for n, r in read_log(self.pending_path).items() if n not in logged}
+        self.done: Dict[str, dict] = {**logged, **self._early}
+        # the names still to be written, in query order (queries of other runs in the same log are left alone)
+        self._order = [q.name for q in queries if q.name not in logged]
+        self._next = 0
+        self._file = open(self.path, "a", encoding="utf-8")
+        self._flush()
+
+    def add(self, q, res: LocalizationResult) -> None:
+        self._early[q.name] = result_record(q.name, res, getattr(q, "condition", ""))
+        self._flush()
+
+    def _flush(self) -> None:
+        wrote = False
+        while self._next < len(self._order) and self._order[self._next] in self._early:
+            name = self._order[self._next]
+            self._file.write(json.dumps(self._early[name]) + "\n")
+            del self._early[name]
+            self._next += 1
+            wrote = True
+        if wrote:
+            self._file.flush()
+
+    def interrupted(self) -> None:
+        """Keep the finished records that are still waiting (their earlier queries did not finish)."""
+        if not self._early:
+            return
+        tmp = self.pending_path.with_name(self.pending_path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            for name in self._order[self._next:]:
+                if name in self._early:
+                    f.write(json.dumps(self._early[name]) + "\n")
+        os.replace(tmp, self.pending_path)
+
+    def close(self) -> None:
+        if self._file.closed:
+            return
+        self._file.close()
+        if not self._early:
+            self.pending_path.unlink(missing_ok=True)
 
 
 def result_record(name: str, res: LocalizationResult, condition: str = "") -> dict:
@@ -65,8 +208,36 @@ def result_record(name: str, res: LocalizationResult, condition: str = "") -> di
 def order_for_tracking(queries: Sequence) -> List:
     """Sort queries by (condition, sequence prefix, stamp or name) so tracking sees frames in time order."""
     def key(q):
-        stem = Path(q.name).stem
-        seq = stem.rsplit("_", 1)[0] if "_" in stem else ""
-        return (q.condition, seq, q.stamp if q.stamp is not None else 0.0, q.name)
+        return (*sequence_key(q), q.stamp if q.stamp is not None else 0.0, q.name)
 
     return sorted(queries, key=key)
+
+
+def open_localizer(conf: dict, workers: int = 1, ray_address: Optional[str] = None, worker_threads: int = 1,
+                   progress: bool = True):
+    """A ``Localizer`` in this process (``workers`` 1 and no ``ray_address``: today's path), else a
+    ``RayLocalizerPool`` of ``workers`` Ray actors, each holding its own localizer and map (both have ``close``)."""
+    if workers is None or workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 and not ray_address:
+        from .localizer import Localizer
+
+        return Localizer(conf, progress=progress)
+    from .distributed import RayLocalizerPool
+
+    return RayLocalizerPool(conf, workers, ray_address or "local", worker_threads, progress=progress)
+
+
+def check_run_file(path, run: dict, resume: bool) -> None:
+    """``<out>/run.json``: what produced the results in ``<out>``. With ``resume`` a different run is refused (its
+    results must not mix into these); the file is then (re)written with ``run``."""
+    path = Path(path)
+    run = json.loads(json.dumps(run, default=str))
+    if resume and path.is_file():
+        old = json.loads(path.read_text())
+        diff = [k for k in sorted(set(old) | set(run)) if old.get(k) != run.get(k)]
+        if diff:
+            raise ValueError(f"--resume: {path.parent} holds results of another run (different {', '.join(diff)}): "
+                             "drop --resume to start over, or choose another --out")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=1, sort_keys=True))

@@ -37,6 +37,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking", action="store_true", help="process sequences in time order with the tracking prior")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--out", type=Path, default=Path("outputs/localize"), help="output directory")
+    p.add_argument("--resume", action="store_true",
+                   help="--dataset: continue an interrupted run in --out (same map and options): queries already in "
+                        "its log.jsonl are kept, the others are localized")
+    from .distributed import add_worker_args
+
+    add_worker_args(p)
     p.set_defaults(func=_run)
 
 
@@ -59,13 +65,16 @@ def localizer_conf_from_args(args) -> dict:
 
 
 def _run(args) -> int:
-    from .batch import localize_queries, order_for_tracking
+    from .batch import check_run_file, localize_queries, open_localizer, order_for_tracking
     from .localizer import Localizer
 
     camera = _parse_camera(args.camera) if (args.image or args.images) else None
-    loc = Localizer(localizer_conf_from_args(args), progress=True)
-    args.out.mkdir(parents=True, exist_ok=True)
+    if (args.image or args.images) and (args.workers != 1 or args.ray_address or args.resume):
+        raise ValueError("--workers, --ray-address and --resume apply to --dataset (images are localized here)")
+    conf = localizer_conf_from_args(args)
     if args.image or args.images:
+        loc = Localizer(conf, progress=True)
+        args.out.mkdir(parents=True, exist_ok=True)
         return _run_images(args, loc, camera)
     from ..datasets import open_dataset
 
@@ -75,7 +84,17 @@ def _run(args) -> int:
         queries += ds.queries(cond)
     if args.tracking:
         queries = order_for_tracking(queries)
-    results = localize_queries(loc, queries, tracking=args.tracking, log_path=args.out / "log.jsonl")
+    from ..mapping.format import read_map_meta
+
+    check_run_file(args.out / "run.json", {"map_id": read_map_meta(args.map).get("map_id"), "tracking": args.tracking,
+                                           "localizer": {k: v for k, v in conf.items() if k not in ("map", "device")}},
+                   args.resume)
+    loc = open_localizer(conf, args.workers, args.ray_address, args.worker_threads, progress=True)
+    try:
+        results = localize_queries(loc, queries, tracking=args.tracking, log_path=args.out / "log.jsonl",
+                                   resume=args.resume)
+    finally:
+        loc.close()
     from ..eval.formats import write_results
     from .report import summarize_run
 
