@@ -123,8 +123,12 @@ class FeatureStore:
             f = self.open()
             k = h5_key(name)
             try:
-                if k not in f:
-                    raise KeyError(f"no features for image {name!r} in {self.path}")
+                present = k in f
+            except (OSError, RuntimeError) as e:
+                raise ValueError(f"corrupt features file {self.path} (image {name!r}): {e}") from e
+            if not present:
+                raise KeyError(f"no features for image {name!r} in {self.path}")
+            try:
                 g = f[k]
                 feats = Features(
                     g["keypoints"][()],
@@ -135,7 +139,7 @@ class FeatureStore:
                     g["labels"][()] if "labels" in g else None,
                 )
                 extra = {e: g[e][()] for e in with_extra if e in g}
-            except (OSError, RuntimeError, TypeError) as e:
+            except (OSError, RuntimeError, TypeError, KeyError) as e:  # KeyError: a dataset missing in the group
                 raise ValueError(f"corrupt features file {self.path} (image {name!r}): {e}") from e
         return feats, extra
 
