@@ -136,6 +136,17 @@ def test_lightglue_refuses_other_features():
     assert len(lg.match(feats(np.zeros((0, 128), np.float32), "aliked"), feats(unit(np.ones((5, 128))), "aliked"))) == 0
 
 
+def test_lightglue_accepts_keypoints_on_the_border_pixel():
+    """Centre-of-pixel keypoints may lie up to 0.5 px outside [0, size] (a border detection scaled back from an
+    upsampled image); kornia's LightGlue refused the whole pair before they were clipped."""
+    rng = np.random.default_rng(0)
+    desc = unit(rng.standard_normal((64, 128)))
+    f0, f1 = feats(desc, "aliked"), feats(desc, "aliked")
+    f0.keypoints[:2] = [[-0.4, 10.0], [639.4, 479.45]]
+    m = create_matcher({"name": "lightglue", "device": "cpu"}).match(f0, f1)
+    assert len(m) > 0 and f0.keypoints[0, 0] == np.float32(-0.4)  # the caller's keypoints are not modified
+
+
 def test_lightglue_key_renames():
     sd = {"matcher.self_attn.3.Wqkv.weight": 1, "cross_attn.10.to_v.bias": 2, "posenc.Wr.weight": 3,
           "transformers.0.self_attn.ffn.0.weight": 4}

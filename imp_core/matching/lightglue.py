@@ -107,8 +107,11 @@ class LightGlueMatcher(Matcher):
                                  f"the model expects {dim}-D")
 
         def image(f: Features) -> Dict[str, Any]:
+            # kornia refuses keypoints outside [0, size]; a detection on the border pixel in the centre-of-pixel
+            # convention can sit up to 0.5 px outside it (e.g. scaled back from an upsampled image)
+            kp = np.clip(f.keypoints, 0.0, np.asarray(f.image_size, dtype=np.float32))
             return {
-                "keypoints": torch.from_numpy(f.keypoints).float()[None].to(self.device),
+                "keypoints": torch.from_numpy(np.ascontiguousarray(kp)).float()[None].to(self.device),
                 "descriptors": torch.from_numpy(f.descriptors).float()[None].to(self.device),
                 "image_size": torch.tensor([f.image_size], dtype=torch.float32, device=self.device),
             }
