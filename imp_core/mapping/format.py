@@ -171,12 +171,19 @@ def write_index(path: Union[str, Path], index: Dict[str, Any], meta: Dict[str, A
         f.attrs["index_version"] = INDEX_VERSION
         f.attrs["map_id"] = str(meta.get("map_id", ""))
         f.attrs["created"] = str(meta.get("created", ""))
+        f.attrs["model_sizes"] = _model_sizes(path.parent)
         f.attrs["kind"] = str(index["kind"])
         f.create_dataset("names", data=np.array(index["names"], dtype=object), dtype=str_t)
         f.create_dataset("camera_model", data=np.array(index["camera_model"], dtype=object), dtype=str_t)
         for k in _INDEX_ARRAYS:
             f.create_dataset(k, data=np.asarray(index[k]))
     os.replace(tmp, path)
+
+
+def _model_sizes(map_dir: Path) -> str:
+    """Sizes of the COLMAP model files: an index written for another model (edited, rebuilt) is not used."""
+    rec = map_dir / "reconstruction"
+    return json.dumps({p.name: p.stat().st_size for p in sorted(rec.glob("*")) if p.is_file()}, sort_keys=True)
 
 
 def read_index(path: Path, meta: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -187,7 +194,8 @@ def read_index(path: Path, meta: Dict[str, Any]) -> Optional[Dict[str, Any]]:
         with h5py.File(str(path), "r") as f:
             if (int(f.attrs.get("index_version", -1)) != INDEX_VERSION
                     or str(f.attrs.get("map_id", "")) != str(meta.get("map_id", ""))
-                    or str(f.attrs.get("created", "")) != str(meta.get("created", ""))):
+                    or str(f.attrs.get("created", "")) != str(meta.get("created", ""))
+                    or str(f.attrs.get("model_sizes", "")) != _model_sizes(path.parent)):
                 logger.warning("map index %s belongs to another build of the map (or another imp): ignored; run "
                                "`imp map upgrade %s` to rewrite it", path, path.parent)
                 return None
@@ -299,6 +307,10 @@ class LocalizationMap:
             if index is not None and index["kind"] != kind:
                 raise MapError(f"map {map_dir}: {index_path} indexes {index['kind']!r} features, map.json says "
                                f"{kind!r}; run `imp map upgrade {map_dir}`")
+            if index is not None and any(h5_key(n) not in stored for n in index["names"]):
+                logger.warning("map index %s names images that %s lacks: ignored; run `imp map upgrade %s`",
+                               index_path, feat_path.name, map_dir)
+                index = None
         if index is None:
             t0 = time.perf_counter()
             rec = _read_reconstruction(map_dir)
@@ -308,8 +320,6 @@ class LocalizationMap:
             del rec
             logger.info("map %s has no %s: derived its index in %.1f s; run `imp map upgrade %s` to write it and "
                         "start faster", map_dir, INDEX_FILE, time.perf_counter() - t0, map_dir)
-        else:
-            _check_stored(map_dir, feat_path, index["names"], stored)
         labels_path = map_dir / "labels.h5"
         if labels_path.is_file():
             _check_labels(labels_path)
