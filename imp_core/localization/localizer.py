@@ -50,6 +50,7 @@ def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
 class Localizer:
     default_conf: Dict[str, Any] = {
         "map": None,  # map directory (required)
+        "map_cache_mb": 256.0,  # memory for database images' features read on demand (LRU; ~0.6 MB per image)
         "features": None,  # None: the map's own feature conf (the only one that matches it)
         "matcher": None,  # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
@@ -124,7 +125,7 @@ class Localizer:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
         self.extractor = create_extractor(fconf)
         self.matcher = create_matcher(mconf)
-        self.map = LocalizationMap.load(self.conf["map"], progress=progress)
+        self.map = LocalizationMap.load(self.conf["map"], progress=progress, cache_mb=self.conf["map_cache_mb"])
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:
             raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
