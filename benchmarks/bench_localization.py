@@ -1,13 +1,23 @@
 #!/usr/bin/env python
-"""Localization accuracy and per-stage latency for each feature/matcher pair, all in one run.
+"""Localization accuracy and per-stage latency for each feature/matcher pair, all in one run; or, with
+``--confs``, localizer confs side by side in tracking mode (the real-time comparison).
 
-For every pair: build a map of the synthetic world (or reuse it), localize every query globally (no tracking
+Pairs: for every pair build a map of the synthetic world (or reuse it), localize every query globally (no tracking
 prior), and report recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) / (5 m, 10 deg) per condition, median errors,
 per-stage latency per frame (extraction, retrieval, matching, PnP: p50 / p95 ms) and the peak resident memory
 of the process that ran the pair (each pair runs in its own process so peaks do not mix).
 
     .venv/bin/python benchmarks/bench_localization.py --world data/world --pairs sift+nn aliked+lightglue
 Writes outputs/bench_localization/{results.json, table.txt, error_cdf.png}.
+
+Confs (XFeat + mutual NN map of the synthetic world, 640x480 queries in sequence order, each fix seeding the next
+frame: tracking, with retrieval when tracking fails): per conf recall per condition, ms per frame p50 / p90 (total
+and the extraction / matching / PnP split), the process CPU time per frame, the frame rate (1000 / p50 total) and
+the machine's load average before and after the conf ran. Each conf runs in its own process (a conf's ``threads``
+is process-wide), images are decoded before timing.
+
+    .venv/bin/python benchmarks/bench_localization.py --confs demo stream realtime
+Writes benchmarks/results/bench_localization_realtime.{json,txt} (``--results``).
 """
 from __future__ import annotations
 
@@ -40,6 +50,10 @@ PAIRS = {
 MAP_MATCHER = {"xfeat": {"name": "nn"}, "aliked": {"name": "lightglue"}, "disk": {"name": "lightglue"},
                "sift": {"name": "nn", "ratio_threshold": 0.9}}
 STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
+# --confs: named localizer confs (or any YAML path)
+CONFS = {"demo": ROOT / "config" / "localizer_synthetic.yaml", "stream": ROOT / "config" / "localizer_stream.yaml",
+         "realtime": ROOT / "config" / "localizer_realtime.yaml"}
+SPLIT = ("extraction", "matching", "pnp", "total")
 
 
 def run_pair(args: dict) -> dict:
@@ -86,6 +100,140 @@ def run_pair(args: dict) -> dict:
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "image_size": [queries[0].camera.width, queries[0].camera.height] if queries else None,
     }
+
+
+def _conf_dict(path: Path) -> dict:
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    return dict(data.get("localizer", data))
+
+
+def run_conf(args: dict) -> dict:
+    """One localizer conf in tracking mode over every query (sequence order); runs in its own process."""
+    import os
+
+    import pycolmap
+    import torch
+
+    from imp_core.datasets import open_dataset
+    from imp_core.eval.metrics import THRESHOLDS, query_errors, summarize
+    from imp_core.imageio import read_image
+    from imp_core.localization import Localizer
+    from imp_core.localization.batch import order_for_tracking
+    from imp_core.types import LocalizationResult
+
+    pycolmap.logging.minloglevel = 2
+    conf = {**_conf_dict(args["conf"]), "map": args["map"]}
+    load_before = os.getloadavg()
+    loc = Localizer(conf)
+    ds = open_dataset(args["world"])
+    queries = order_for_tracking(ds.queries())
+    if args["limit"]:  # the first frames of each condition
+        keep = {x.name for c in ds.conditions for x in ds.queries(c)[: args["limit"]]}
+        queries = [q for q in queries if q.name in keep]
+    images = {q.name: read_image(q.path) for q in queries}  # decoding is not the localizer's time
+    loc.localize(images[queries[0].name], queries[0].camera)  # warm-up (first-call allocations, lazy imports)
+    loc.reset()
+    results, cpu_ms = {}, []
+    last_seq = None
+    for q in queries:
+        seq = (q.condition, Path(q.name).stem.rsplit("_", 1)[0])
+        if seq != last_seq:  # a new sequence starts without a prior
+            loc.reset()
+            last_seq = seq
+        c = time.process_time()
+        try:
+            results[q.name] = loc.localize(images[q.name], q.camera, name=q.name, stamp=q.stamp)
+        except Exception as e:  # keep going; the failure shows in the recall
+            results[q.name] = LocalizationResult(message=f"{type(e).__name__}: {e}")
+        cpu_ms.append(1000 * (time.process_time() - c))
+    load_after = os.getloadavg()
+    errors = query_errors({n: r.pose for n, r in results.items()}, {q.name: q.gt_pose for q in queries},
+                          {q.name: q.condition for q in queries})
+    acc = {}
+    for cond in sorted({e.condition for e in errors}):
+        sm = summarize([e for e in errors if e.condition == cond], THRESHOLDS)
+        acc[cond] = {"n": sm["count"], "recall": sm["recall"], "localized": sm["localized"],
+                     "median_t_m": sm["median_t"], "median_R_deg": sm["median_R"]}
+    lat = {}
+    for k in SPLIT:
+        v = np.array([r.timings.get(k, 0.0 if k != "total" else np.nan) for r in results.values()], np.float64)
+        v = v[np.isfinite(v)]
+        lat[k] = {"p50": float(np.percentile(v, 50)), "p90": float(np.percentile(v, 90)), "mean": float(v.mean())}
+    total = lat["total"]
+    return {
+        "conf_name": args["name"], "conf_file": str(args["conf"]),
+        "conf": {k: v for k, v in conf.items() if k != "map"},
+        "matcher": loc.conf["matcher"].get("name"), "features": dict(loc.extractor.conf),
+        "threads": torch.get_num_threads(), "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+        "frames": len(results), "accuracy": acc, "latency_ms": lat,
+        "cpu_ms": {"p50": float(np.percentile(cpu_ms, 50)), "p90": float(np.percentile(cpu_ms, 90))},
+        "hz_p50": 1000.0 / total["p50"], "hz_mean": 1000.0 / total["mean"],
+        "modes": {m: sum(r.mode == m for r in results.values()) for m in ("tracking", "global", "instance")},
+        "load_avg_before": list(load_before), "load_avg_after": list(load_after),
+        "image_size": [queries[0].camera.width, queries[0].camera.height],
+    }
+
+
+def format_conf_table(rows: list) -> str:
+    lines = [f"{'conf':<10} {'thr':>3} {'cond':<6} {'.25m,2°':>8} {'.5m,5°':>8} {'5m,10°':>8} | "
+             f"{'total p50/p90':>13} "
+             f"{'extract':>11} {'match':>11} {'pnp':>11} {'cpu p50':>7} {'Hz':>5} | load 1/5 min before -> after"]
+    for r in rows:
+        lat = r["latency_ms"]
+        for i, (cond, a) in enumerate(sorted(r["accuracy"].items())):
+            rec = " ".join(f"{100 * v:7.1f}%" for v in a["recall"])
+            if i == 0:
+                split = " ".join(f"{lat[k]['p50']:5.0f}/{lat[k]['p90']:<5.0f}"
+                                 for k in ("extraction", "matching", "pnp"))
+                tail = (f"| {lat['total']['p50']:6.0f}/{lat['total']['p90']:<6.0f} {split} {r['cpu_ms']['p50']:7.0f} "
+                        f"{r['hz_p50']:5.1f} | {r['load_avg_before'][0]:.2f} {r['load_avg_before'][1]:.2f} -> "
+                        f"{r['load_avg_after'][0]:.2f} {r['load_avg_after'][1]:.2f}")
+            else:
+                tail = f"| tracking {r['modes']['tracking']}/{r['frames']} frames"
+            name, thr = (r["conf_name"], r["threads"]) if i == 0 else ("", "")
+            lines.append(f"{name:<10} {thr:>3} {cond:<6} {rec} {tail}")
+    lines.append("ms per frame p50/p90 (wall clock, images decoded beforehand); cpu: process CPU time per frame; "
+                 "Hz = 1000 / p50 total; thr: torch threads; load: os.getloadavg() of the machine")
+    return "\n".join(lines)
+
+
+def main_confs(a) -> int:
+    import os
+    import platform
+
+    from imp_core.datasets.synthetic import make_world
+    from imp_core.mapping import build_map
+    from imp_core.datasets import open_dataset
+
+    make_world(a.world, preset=a.preset)
+    map_dir = a.map or (a.out / "maps" / "xfeat_2048")
+    if not (Path(map_dir) / "map.json").is_file():
+        fconf, mconf = PAIRS["xfeat+nn"]
+        build_map(open_dataset(a.world), map_dir, {"features": fconf, "matcher": mconf}, progress=True)
+    from concurrent.futures import ProcessPoolExecutor
+
+    rows = []
+    for name in a.confs:
+        path = CONFS.get(name, Path(name))
+        with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as ex:
+            rows.append(ex.submit(run_conf, {"name": name, "conf": str(path), "map": str(map_dir),
+                                             "world": str(a.world), "limit": a.limit}).result())
+        print(f"[bench] {name}: p50 {rows[-1]['latency_ms']['total']['p50']:.0f} ms, load {os.getloadavg()[0]:.2f}",
+              flush=True)
+    table = format_conf_table(rows)
+    header = (f"{platform.node()}: {os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+              f"map {map_dir}, {rows[0]['frames']} frames {rows[0]['image_size'][0]}x{rows[0]['image_size'][1]}, "
+              f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
+    print(header)
+    print(table)
+    a.results.mkdir(parents=True, exist_ok=True)
+    stem = a.results / "bench_localization_realtime"
+    (stem.with_suffix(".txt")).write_text(header + "\n" + table + "\n")
+    (stem.with_suffix(".json")).write_text(json.dumps({"machine": header, "rows": rows}, indent=1))
+    print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.txt')}")
+    return 0
 
 
 def format_table(rows: list) -> str:
@@ -137,7 +285,14 @@ def main() -> int:
     p.add_argument("--limit", type=int, default=0, help="queries per condition (0 = all)")
     p.add_argument("--weights", default=None, help="IMP-family pairs: this checkpoint instead of the shipped one")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_localization")
+    p.add_argument("--confs", nargs="+", default=None,
+                   help=f"compare localizer confs in tracking mode instead of pairs: {', '.join(CONFS)} or YAML paths")
+    p.add_argument("--map", type=Path, default=None,
+                   help="--confs: XFeat map of the world (default: built under --out/maps/xfeat_2048)")
+    p.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results", help="--confs: JSON/table here")
     a = p.parse_args()
+    if a.confs:
+        return main_confs(a)
     from imp_core.datasets.synthetic import make_world
 
     make_world(a.world, preset=a.preset)
