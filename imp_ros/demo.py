@@ -3,8 +3,10 @@
     python -m imp_ros.demo [--preset default] [--features aliked] [--matcher lightglue] [--out outputs/demo]
 
 Makes the world under ``data/`` if absent, builds its map if absent (progress bars), runs the graph of
-``config/graph_synthetic.yaml`` (lockstep replay, so no frame is lost) and prints the accuracy table per
-condition and the per-frame latency per stage; plots, result files and ``summary.json`` go to ``--out``.
+``config/graph_replay.yaml`` with ``dataset=synthetic`` (lockstep replay, so no frame is lost) and prints the
+accuracy table per condition and the per-frame latency per stage; plots, result files and ``summary.json`` go to
+``--out``. The localizer's conf is the node's (``config/localizer_synthetic.yaml`` plus the ``map``, ``matcher``
+and ``device`` parameters, ``imp_ros.localizer_node.build_localizer_conf``), checked before any process starts.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import time
 from pathlib import Path
 
 from imp_ros.graph import REPO, Graph, load_graph
+from imp_ros.localizer_node import build_localizer_conf
 from imp_ros.share import package_file
 
 os.environ.setdefault("GLOG_minloglevel", "1")  # COLMAP's per-image INFO lines would drown the progress bars
@@ -91,19 +94,24 @@ def main(argv=None) -> int:
     return run(ap.parse_args(argv))
 
 
+def _stage_text(stage: dict) -> str:
+    extra = ", ".join(f"{k} {v}" for k, v in stage.items() if k != "name")
+    return f"{stage['name']} ({extra})" if extra else stage["name"]
+
+
 def run(a: argparse.Namespace) -> int:
     world = ensure_world(a.data, a.preset)
     map_dir = ensure_map(world, a.data, a.preset, a.features, a.matcher)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)
-    overrides = {
-        "localizer": {"map": str(map_dir), "matcher": a.matcher, "device": a.device,
-                      "config": str(package_file("config/localizer_synthetic.yaml"))},
-        "replay": {"source": str(world)},
-        "evaluator": {"output_dir": str(out)},
-    }
-    spec = load_graph(package_file("config/graph_synthetic.yaml"), overrides)
+    localizer = {"map": str(map_dir), "matcher": a.matcher, "device": a.device,
+                 "config": str(package_file("config/localizer_synthetic.yaml"))}
+    conf = build_localizer_conf(localizer)  # the node's own conf path: a bad conf fails here, not in a process
+    print("[demo] localizer: coarse " + ", ".join(_stage_text(s) for s in conf["coarse"])
+          + f"; matcher {(conf['matcher'] or {}).get('name', 'the map')}")
+    overrides = {"localizer": localizer, "replay": {"source": str(world)}, "evaluator": {"output_dir": str(out)}}
+    spec = load_graph(package_file("config/graph_replay.yaml"), overrides, args={"dataset": "synthetic"})
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 90))
     print(f"[demo] starting {', '.join(n.name for n in spec.nodes)} as ROS 2 processes (domain {domain}); "
           f"logs in {out / 'logs'}")

@@ -3,7 +3,8 @@
 The same YAML drives the launch files in ``launch/`` (``launch_description_from_graph``). Format::
 
     graph:
-      params_file: config/synthetic.yaml       # ROS parameters, keyed by node name (relative to the YAML's repo)
+      args: {dataset: synthetic}                # arguments with defaults (imp_graph --arg, launch arguments)
+      params_file: config/{dataset}.yaml       # ROS parameters, keyed by node name (relative to the YAML's repo)
       fastdds_profile: config/fastdds_shm.xml   # exported as FASTDDS_DEFAULT_PROFILES_FILE
       env: {MY_VAR: value}                       # extra environment for the node processes
       nodes:
@@ -11,8 +12,10 @@ The same YAML drives the launch files in ``launch/`` (``launch_description_from_
         - {name: evaluator, executable: evaluator, required: true}
         - {name: replay, executable: replay}
 
-The graph ends when every ``required`` node has exited (default: all nodes that are not ``daemon: true``) or when
-any node fails; the others then get SIGINT, then SIGKILL after a grace period.
+``{name}`` in ``params_file``, ``fastdds_profile`` and ``env`` values is replaced by the argument's value, so one
+YAML serves several datasets (``config/graph_replay.yaml``). The graph ends when every ``required`` node has
+exited (default: all nodes that are not ``daemon: true``) or when any node fails; the others then get SIGINT, then
+SIGKILL after a grace period.
 """
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def _resolve(p: Optional[str], base: Optional[Path]) -> Optional[Path]:
 
 def find_graph(name: Union[str, Path]) -> Path:
     """A graph YAML given on the command line: the path as given, else ``config/<name>`` in the package share
-    directory (``imp_graph graph_synthetic.yaml`` works from any directory)."""
+    directory (``imp_graph graph_replay.yaml`` works from any directory)."""
     p = Path(name)
     if p.is_file():
         return p
@@ -84,12 +87,41 @@ def find_graph(name: Union[str, Path]) -> Path:
             return package_file(cand, "graph config")
         except FileNotFoundError:
             continue
+    dataset = p.name[len("graph_"):-len(".yaml")] if p.name.startswith("graph_") and p.suffix == ".yaml" else ""
+    hint = f"; graph_{dataset}.yaml is now graph_replay.yaml --arg dataset={dataset}" if dataset in DATASETS else ""
     raise GraphError(f"graph config {str(name)!r} not found as a file nor in the package's config/ "
-                     f"(e.g. graph_synthetic.yaml)")
+                     f"(e.g. graph_replay.yaml){hint}")
 
 
-def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = None) -> GraphSpec:
-    """Parse a graph YAML (or dict). ``overrides`` = {node name: {param: value}} added to the node's parameters."""
+DATASETS = ("synthetic", "aachen", "robotcar")  # config/<dataset>.yaml: the parameters graph_replay.yaml runs with
+
+
+def graph_args(g: Dict[str, Any], args: Optional[Dict[str, Any]], where: str) -> Dict[str, str]:
+    """The graph's arguments: its ``args`` defaults updated by ``args`` (an unknown name is an error)."""
+    declared = g.get("args") or {}
+    if not isinstance(declared, dict):
+        raise GraphError(f"{where}: graph.args must be a mapping of argument names to defaults")
+    unknown = sorted(set(args or {}) - set(declared))
+    if unknown:
+        raise GraphError(f"{where}: unknown graph argument(s) {unknown}; this graph takes: "
+                         f"{', '.join(sorted(declared)) or 'none'}")
+    return {str(k): str(v) for k, v in {**declared, **(args or {})}.items()}
+
+
+def _substitute(text: Any, values: Dict[str, str], where: str) -> Any:
+    if not isinstance(text, str):
+        return text
+    try:
+        return text.format(**values)
+    except (KeyError, IndexError, ValueError) as e:
+        raise GraphError(f"{where}: {text!r} names an argument the graph does not declare ({e}); "
+                         f"graph.args: {', '.join(sorted(values)) or 'none'}") from None
+
+
+def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = None,
+               args: Optional[Dict[str, Any]] = None) -> GraphSpec:
+    """Parse a graph YAML (or dict). ``overrides`` = {node name: {param: value}} added to the node's parameters;
+    ``args`` = {argument: value} over the graph's ``args`` defaults (e.g. {"dataset": "aachen"})."""
     if isinstance(path_or_dict, dict):
         raw, where, base = path_or_dict, "<dict>", None
     else:
@@ -117,8 +149,11 @@ def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = No
         daemon = bool(n.get("daemon", False))
         nodes.append(NodeSpec(n["name"], n["executable"], params, dict(n.get("remappings") or {}),
                               bool(n.get("required", not daemon)), daemon))
-    return GraphSpec(nodes, _resolve(g.get("params_file"), base), _resolve(g.get("fastdds_profile"), base),
-                     {str(k): str(v) for k, v in (g.get("env") or {}).items()})
+    values = graph_args(g, args, where)
+    sub = lambda key: _substitute(g.get(key), values, f"{where}: graph.{key}")  # noqa: E731
+    return GraphSpec(nodes, _resolve(sub("params_file"), base), _resolve(sub("fastdds_profile"), base),
+                     {str(k): str(_substitute(v, values, f"{where}: graph.env.{k}"))
+                      for k, v in (g.get("env") or {}).items()})
 
 
 DISCOVERY_RANGES = ("SUBNET", "LOCALHOST", "OFF", "SYSTEM_DEFAULT")
@@ -262,9 +297,9 @@ def clean_shm() -> None:
 
 
 def run_graph(path_or_dict, overrides=None, domain_id=None, timeout=None, log=None, log_dir=None,
-              discovery_range=None) -> int:
+              discovery_range=None, args=None) -> int:
     """Start, wait, stop; 0 when every required node exited with 0."""
-    spec = load_graph(path_or_dict, overrides)
+    spec = load_graph(path_or_dict, overrides, args)
     with Graph(spec, domain_id, log, log_dir, discovery_range) as g:
         codes = g.wait(timeout)
         timed_out = any(codes[n.name] is None for n in spec.nodes if n.required)
@@ -289,9 +324,22 @@ def parse_set(items: List[str]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
+def parse_args(items: List[str]) -> Dict[str, str]:
+    """['dataset=aachen'] -> {'dataset': 'aachen'}."""
+    out: Dict[str, str] = {}
+    for it in items:
+        name, sep, val = it.partition("=")
+        if not sep or not name.strip():
+            raise GraphError(f"--arg {it!r}: expected NAME=VALUE (e.g. dataset=aachen)")
+        out[name.strip()] = val.strip()
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="imp_graph", description=__doc__.split("\n\n")[0])
-    ap.add_argument("config", help="graph YAML (e.g. config/graph_synthetic.yaml)")
+    ap.add_argument("config", help="graph YAML (e.g. config/graph_replay.yaml, or graph_replay.yaml from anywhere)")
+    ap.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                    help="a graph argument (repeatable), e.g. dataset=aachen for graph_replay.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE",
                     help="override a node parameter (repeatable)")
     ap.add_argument("--domain-id", type=int, default=None, help="ROS_DOMAIN_ID for all nodes")
@@ -303,7 +351,7 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     try:
         return run_graph(find_graph(a.config), parse_set(a.set), a.domain_id, a.timeout, log_dir=a.log_dir,
-                         discovery_range=a.discovery_range)
+                         discovery_range=a.discovery_range, args=parse_args(a.arg))
     except GraphError as e:
         print(f"imp_graph: {e}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 from collections import deque
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -28,24 +28,36 @@ from imp_ros.share import package_file
 from imp_ros.tf_buffer import TfBroadcaster, TfBuffer, TfListener, TransformLookupError
 
 
-def build_localizer_conf(config: str, map_dir: str, features: str, matcher: str, coarse: str,
-                         device: str, recognition_model: str = "") -> Dict[str, Any]:
-    """Localizer conf from a YAML/JSON file plus parameter overrides (empty strings keep the file's values)."""
-    from imp_core.localization.localizer import load_config
+def localizer_overrides(params: Mapping[str, Any]) -> List[Any]:
+    """The node's parameters as dotted overrides of its ``config`` file (``imp_core.config``), in the order they
+    apply: map, features, matcher, coarse, recognition_model, device, then the ``overrides`` list. Empty strings
+    keep the file's values; ``coarse: tracking,retrieval`` lists the stages by name, each keeping the file's
+    settings (its top_k, min_inliers)."""
+    p = {name: spec.default for name, spec in LocalizerNode.PARAMS.items()}
+    p.update(params)
+    over: List[Any] = []
+    if p["map"]:
+        over.append(("map", str(p["map"])))
+    if p["features"]:
+        over.append(("features.name", p["features"]))
+    if p["matcher"]:
+        over.append(("matcher.name", p["matcher"]))
+    if p["coarse"]:
+        over.append(("coarse", [{"name": c.strip()} for c in str(p["coarse"]).split(",") if c.strip()]))
+    if p["recognition_model"]:  # LBR: instance-guided coarse search (imp_core picks the preset)
+        over.append(("recognition.model", str(p["recognition_model"])))
+    over.append(("device", p["device"]))
+    return over + [o for o in p["overrides"] if str(o).strip()]
 
-    conf = dict(load_config(config)) if config else {}
-    if map_dir:
-        conf["map"] = map_dir
-    if features:
-        conf["features"] = {**(conf.get("features") or {}), "name": features}
-    if matcher:
-        conf["matcher"] = {**(conf.get("matcher") or {}), "name": matcher}
-    if coarse:
-        conf["coarse"] = [{"name": c.strip()} for c in coarse.split(",") if c.strip()]
-    if recognition_model:  # LBR: instance-guided coarse search (imp_core picks the stage/matcher defaults)
-        conf["recognition"] = {**(conf.get("recognition") or {}), "model": recognition_model}
-    conf["device"] = device
-    return conf
+
+def build_localizer_conf(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The localizer conf of a node with these parameter values (the rest at their defaults), by the same
+    ``imp_core.localization.localizer_conf`` as ``imp localize``: no ROS needed."""
+    from imp_core.localization.localizer import localizer_conf
+
+    config = params.get("config") or ""
+    path = package_file(config, "parameter 'config'") if config else None
+    return localizer_conf(path, localizer_overrides(params))
 
 
 def _device(v: Any) -> Optional[str]:
@@ -73,7 +85,11 @@ class LocalizerNode(LifecycleNode):
                     check=common.package_config),
         "features": P("", "local features override (sift, aliked, disk, superpoint, xfeat); empty: the map's"),
         "matcher": P("", "matcher override (nn, lightglue, imp, eimp, label_nn); empty: the config's or the map's"),
-        "coarse": P("", "comma-separated coarse stages override (tracking, retrieval, instances)"),
+        "coarse": P("", "comma-separated coarse stages (tracking, retrieval, instance), each with the config's "
+                        "settings for it; empty: the config's"),
+        "overrides": P([""], "localizer conf overrides KEY=VALUE applied after `config` and the parameters above, "
+                             "dotted, value as YAML (e.g. coarse.retrieval.top_k=10, matcher.name=lightglue); "
+                             "the same keys as `imp localize --set`"),
         "recognition_model": P("", "LBR recognition checkpoint: instance-guided search", check=common.existing_path),
         "device": P("auto", "auto, cpu, cuda[:N] or mps", check=_device),
         "image_topic": P(common.IMAGE_TOPIC, "camera image topic (Image, or CompressedImage at <topic>/compressed)",
@@ -214,9 +230,7 @@ class LocalizerNode(LifecycleNode):
             raise ValueError("parameter 'map' is empty: give a map directory built by `imp map`")
         from imp_core.localization.localizer import Localizer
 
-        config = str(package_file(self.p("config"), "parameter 'config'")) if self.p("config") else ""
-        conf = build_localizer_conf(config, self.p("map"), self.p("features"), self.p("matcher"),
-                                    self.p("coarse"), self.p("device"), self.p("recognition_model"))
+        conf = build_localizer_conf({name: self.p(name) for name in self.PARAMS})
         t0 = time.perf_counter()
         loc = Localizer(conf)
         with self._lock:

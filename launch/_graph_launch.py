@@ -22,9 +22,10 @@ def discovery_argument():
                                  description="ROS_AUTOMATIC_DISCOVERY_RANGE of the imp nodes")
 
 
-def graph_actions(graph_yaml, overrides=None, discovery_range=None):
-    """Launch actions for every node of the graph; the launch ends when all required nodes have exited."""
-    spec = load_graph(graph_yaml, overrides)
+def graph_actions(graph_yaml, overrides=None, discovery_range=None, args=None):
+    """Launch actions for every node of the graph (``args``: the graph's arguments, e.g. {"dataset": "aachen"});
+    the launch ends when all required nodes have exited."""
+    spec = load_graph(graph_yaml, overrides, args)
     actions = [SetEnvironmentVariable(k, v) for k, v in spec.env.items()]
     if discovery_range:
         actions.append(SetEnvironmentVariable("ROS_AUTOMATIC_DISCOVERY_RANGE", discovery_range))

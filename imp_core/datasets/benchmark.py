@@ -51,7 +51,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matcher", help="matcher: nn, lightglue, imp, ...")
     p.add_argument("--max-keypoints", type=int, help="keypoint budget per image")
     p.add_argument("--resize-max", type=int, help="resize the longer image side to this before extraction")
-    p.add_argument("--top-k", type=int, default=None, help="references per query from global retrieval")
+    p.add_argument("--top-k", type=int, default=None, help="references per query from global retrieval (same as "
+                                                           "--set localizer.coarse.retrieval.top_k=N)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a conf key after --config and the options above, dotted, value as YAML "
+                        "(repeatable): map.features.max_keypoints=4096, localizer.coarse.retrieval.top_k=10")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--split", action="append", choices=["test", "train", "all"],
                    help="RobotCar query sets (repeatable; default: test and train when their lists exist)")
@@ -203,11 +207,14 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
                   loc_conf: Optional[dict] = None, splits: Optional[Sequence[str]] = None,
                   conditions: Optional[Sequence[str]] = None, limit: int = 0, reference: str = "nvm",
                   rebuild_map: bool = False, restart: bool = False, progress: bool = True, workers: int = 1,
-                  ray_address: Optional[str] = None, worker_threads: int = 1) -> dict:
+                  ray_address: Optional[str] = None, worker_threads: int = 1, loc_overrides=None) -> dict:
     """The whole benchmark; returns the summary (also written to ``<out>/summary.json``). ``workers`` > 1 or a
-    ``ray_address``: the queries are localized by Ray workers (``localization.distributed``), same results."""
+    ``ray_address``: the queries are localized by Ray workers (``localization.distributed``), same results.
+    ``loc_conf`` (a dict or YAML file) and ``loc_overrides`` (dotted) make the localizer conf (``localizer_conf``,
+    the map given)."""
     from ..eval.formats import write_results
     from ..localization.batch import open_localizer
+    from ..localization.localizer import localizer_conf
     from ..localization.report import summarize_run
 
     out = Path(out)
@@ -215,7 +222,7 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
     sets = query_sets(ds, splits, conditions, limit)
     map_dir = Path(map_dir) if map_dir is not None else out / "map"
     ensure_map(ds, map_dir, dict(map_conf or {}), rebuild_map, progress)
-    conf = {**(loc_conf or {}), "map": str(map_dir)}
+    conf = localizer_conf(loc_conf, [*(loc_overrides or []), ("map", str(map_dir))])
     meta = json.loads((map_dir / "map.json").read_text())
     _check_run(out, {"dataset": str(Path(ds.root).resolve()), "map_id": meta.get("map_id"),
                      "localizer": {k: v for k, v in conf.items() if k not in ("map", "device")}}, restart, list(sets))
@@ -256,36 +263,45 @@ def _json_default(o):
 
 
 # ------------------------------------------------------------------------------------------------ CLI
-def _confs(args) -> Tuple[dict, dict]:
-    from ..config import load_yaml
+def _confs(args) -> Tuple[dict, dict, list]:
+    """(map conf, localizer conf, localizer overrides): the --config file's 'map' and 'localizer' sections, then
+    the options as dotted overrides, --set last (``map.KEY=VALUE`` / ``localizer.KEY=VALUE``). The map conf stays
+    partial (the build's defaults fill it in; a reused map is checked against what was asked for only); the
+    localizer overrides apply once the map is known (``run_benchmark``)."""
+    from ..config import ConfigError, load_conf, load_yaml
 
-    map_conf: dict = {}
-    loc_conf: dict = {}
-    if args.config:
-        data = load_yaml(args.config)
-        map_conf = dict(data.get("map") or {})
-        loc_conf = dict(data.get("localizer") or {})
+    data = load_yaml(args.config) if args.config else {}
+    map_over: list = []
+    loc_over: list = []
     if args.features:
-        map_conf["features"] = {**(map_conf.get("features") or {}), "name": args.features}
-    if args.matcher:
-        map_conf["matcher"] = {"name": args.matcher}
-        loc_conf["matcher"] = {"name": args.matcher}
+        map_over.append(("features.name", args.features))
     for key, val in (("max_keypoints", args.max_keypoints), ("resize_max", args.resize_max)):
         if val is not None:
-            map_conf.setdefault("features", {"name": "aliked"})[key] = val
+            map_over.append((f"features.{key}", val))
+    if args.matcher:
+        map_over.append(("matcher.name", args.matcher))
+        loc_over.append(("matcher.name", args.matcher))
     if args.device:
-        map_conf["device"] = loc_conf["device"] = args.device
+        map_over.append(("device", args.device))
+        loc_over.append(("device", args.device))
     if args.top_k:
-        loc_conf["coarse"] = [{"name": "retrieval", "top_k": args.top_k}]
-    return map_conf, loc_conf
+        loc_over.append(("coarse.retrieval.top_k", args.top_k))
+    for item in args.set or []:
+        section, dot, rest = item.partition(".")
+        if section not in ("map", "localizer") or not dot:
+            raise ConfigError(f"--set {item!r}: expected map.KEY=VALUE or localizer.KEY=VALUE")
+        (map_over if section == "map" else loc_over).append(rest)
+    map_conf = load_conf(None, data.get("map") or {}, map_over, where="map")
+    return map_conf, dict(data.get("localizer") or {}), loc_over
 
 
 def _run(args) -> int:
     out = args.out or Path("outputs/benchmark") / args.dataset
-    map_conf, loc_conf = _confs(args)
+    map_conf, loc_conf, loc_over = _confs(args)
     summary = run_benchmark(args.dataset, args.data, out, args.map, map_conf, loc_conf, args.split, args.condition,
                             args.limit, args.reference, args.rebuild_map, args.restart, progress=not args.quiet,
-                            workers=args.workers, ray_address=args.ray_address, worker_threads=args.worker_threads)
+                            workers=args.workers, ray_address=args.ray_address, worker_threads=args.worker_threads,
+                            loc_overrides=loc_over)
     print(summary["table"])
     print(f"summary: {out / 'summary.json'}")
     return 0

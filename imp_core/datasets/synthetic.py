@@ -57,7 +57,7 @@ BASE_CONF = {
     "max_yaw_dev": 15.0,
 }
 # the city: a grid of blocks whose streets form a loop, look-alike facades, weather, a harder night
-CITY_CONF = merge(BASE_CONF, {
+CITY_CONF = merge(None, BASE_CONF, {  # None: no schema, the city adds keys to the street's
     "layout": "city",
     "blocks": [2, 1],  # nx, ny blocks: (nx + 1) + (ny + 1) streets
     "block_size": [84.0, 64.0],  # metres between street centre lines
@@ -69,7 +69,7 @@ CITY_CONF = merge(BASE_CONF, {
     "query_sequences": {"day": [12] * 8, "night": [12] * 8},
     "max_lateral": 2.5,
     "max_yaw_dev": 25.0,
-}, strict=False, where="city")
+}, where="city")
 PRESETS = {
     "default": {},
     "tiny": {

@@ -31,9 +31,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--downscale-large", action="store_true",
                    help="decode images above --max-image-pixels at 1/2, 1/4, ... size instead of refusing them")
     p.add_argument("--condition", action="append", help="only these query conditions (repeatable)")
-    p.add_argument("--config", type=Path, help="YAML with a 'localizer' section")
-    p.add_argument("--matcher", help="matcher name (default: the one the map was built with)")
-    p.add_argument("--top-k", type=int, help="references per query for global retrieval")
+    p.add_argument("--config", type=Path, help="YAML with a 'localizer' section (e.g. config/localizer_aachen.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a localizer conf key after --config and the options below, dotted, value as YAML "
+                        "(repeatable): coarse.retrieval.top_k=10, coarse.1.min_inliers=40, matcher.name=lightglue, "
+                        "acceptance={min_inliers: 30}")
+    p.add_argument("--matcher", help="matcher name (default: the one the map was built with); same as "
+                                     "--set matcher.name=NAME")
+    p.add_argument("--top-k", type=int, help="references per query for global retrieval; same as "
+                                             "--set coarse.retrieval.top_k=N")
     p.add_argument("--tracking", action="store_true", help="process sequences in time order with the tracking prior")
     p.add_argument("--device", help="auto, cpu or cuda")
     p.add_argument("--out", type=Path, default=Path("outputs/localize"), help="output directory")
@@ -46,22 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_run)
 
 
-def localizer_conf_from_args(args) -> dict:
-    from .localizer import load_config
-
-    conf = load_config(args.config) if args.config else {}
-    conf["map"] = str(args.map)
+def localizer_overrides_from_args(args) -> list:
+    """The options as dotted overrides of the --config file, in the order they apply (--set last)."""
+    over = [("map", str(args.map))]
     if args.matcher:
-        conf["matcher"] = {"name": args.matcher}
+        over.append(("matcher.name", args.matcher))
     if args.device:
-        conf["device"] = args.device
+        over.append(("device", args.device))
     if args.top_k:
-        stages = conf.get("coarse") or [{"name": "tracking"}, {"name": "retrieval"}]
-        for s in stages:
-            if s.get("name") == "retrieval":
-                s["top_k"] = args.top_k
-        conf["coarse"] = stages
-    return conf
+        over.append(("coarse.retrieval.top_k", args.top_k))
+    return over + list(args.set or [])
+
+
+def localizer_conf_from_args(args) -> dict:
+    from .localizer import localizer_conf
+
+    return localizer_conf(args.config, localizer_overrides_from_args(args))
 
 
 def _run(args) -> int:

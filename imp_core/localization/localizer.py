@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 
-from ..config import ConfigError, load_yaml, merge_with_models
-from ..types import (STATUS_LOST, STATUS_OK, STATUS_RELOCALIZING, Camera, Features, LocalizationResult, Pose,
-                     pose_error, rotation_angle_deg)
+from ..config import ConfigError, ConfLike, Overrides, merge, parse_overrides, read_conf
+from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
 from .confidence import pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
 from .stages import COARSE_STAGES, Candidate, QueryContext
+from .tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +36,34 @@ class Verified(NamedTuple):
         return int(self.contributions[0]) if len(self.contributions) else 0
 
 
-def load_config(conf: Union[str, Path, Mapping[str, Any], None]) -> dict:
-    """A localizer conf from a dict or a YAML file (top-level ``localizer:`` section or the conf itself)."""
-    if conf is None:
-        return {}
-    if isinstance(conf, (str, Path)):
-        data = load_yaml(conf)
-        return dict(data.get("localizer", data))
-    return dict(conf)
+class Scored(NamedTuple):
+    """A verified candidate with its confidence (``pose_quality``) and whether that is trusted."""
+
+    verified: Verified
+    quality: Dict[str, float]
+    trusted: bool  # confidence >= acceptance.min_confidence
+
+    @property
+    def rank(self) -> Tuple[bool, int]:
+        """Which of two poses is the better one to report: trusted first, then more inliers."""
+        return self.trusted, self.verified.pnp.num_inliers
+
+
+#: Named localizer confs (hloc ``confs`` style): a layer between ``Localizer.default_conf`` and the user's conf.
+CONFS: Dict[str, Dict[str, Any]] = {
+    # tracking prior, then global retrieval: the defaults as they are
+    "retrieval": {},
+    # LBR: tracking, then instance-guided search (the recognition conf goes into the "instance" stage) falling back
+    # to global retrieval; label-aware mutual NN; instance-labelled keypoints first; covisibility refinement; the
+    # best single reference must contribute 10 inliers
+    "lbr": {
+        "coarse": [{"name": "tracking"}, {"name": "instance", "fallback": {"name": "retrieval"}}],
+        "matcher": {"name": "label_nn"},
+        "labelled_first": {"enabled": True},
+        "refinement": {"covisibility": True},
+        "acceptance": {"min_best_reference_inliers": 10},
+    },
+}
 
 
 class Localizer:
@@ -84,22 +103,14 @@ class Localizer:
         "device": "auto",
     }
 
-    def __init__(self, conf: Union[str, Path, Mapping[str, Any]], progress: bool = False):
+    def __init__(self, conf: ConfLike, progress: bool = False, overrides: Overrides = None):
+        """``conf``: a YAML file (its ``localizer:`` section) or a dict, completed by ``localizer_conf`` (defaults,
+        preset, dotted ``overrides``); the map, models and coarse stages are loaded here, not at the first frame."""
         from ..features.base import create_extractor
         from ..mapping.format import LocalizationMap, read_map_meta
         from ..matching.base import MATCHERS, create_matcher, matchers_supporting
 
-        conf = load_config(conf)
-        if "recognition" not in conf and "coarse" not in conf and conf.get("map"):
-            # the map's own recognizer (`imp map build --recognition`), unless the conf picks the coarse stages
-            from ..recognition.map_recognizer import map_recognizer_conf
-
-            rec = map_recognizer_conf(conf["map"])
-            if rec:
-                conf["recognition"] = rec
-        if conf.get("recognition"):
-            conf = self._recognition_defaults(conf)
-        self.conf = merge_with_models(self.default_conf, conf, where="localizer")
+        self.conf = localizer_conf(conf, overrides)
         if not self.conf["map"]:
             raise ConfigError("localizer conf needs 'map': the directory of a map built with `imp map build`")
         meta = read_map_meta(self.conf["map"])
@@ -129,10 +140,11 @@ class Localizer:
         self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
         if not self.stages:
             raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
-        self._prior: Optional[Pose] = None
-        self._prior_cov: Optional[np.ndarray] = None
-        self._lost = 0
-        self._tracking = False
+        # the timings the localizer measures itself; a stage's own sub-timing with one of these names is reported
+        # as "<stage>.<name>" (e.g. "instance.retrieval" for its fallback when a retrieval stage runs too)
+        self._timing_keys = {"extraction", "matching", "pnp", "refinement", "total"} | {
+            s.conf["name"] for s in self.stages}
+        self.tracker = Tracker(self.conf["tracking"])
 
     def _matcher_conf(self, meta: Mapping[str, Any]) -> Dict[str, Any]:
         """The configured matcher, or the one the map was built with (its recorded conf, minus the device)."""
@@ -149,38 +161,18 @@ class Localizer:
         self.conf["matcher"] = mconf
         return mconf
 
-    @staticmethod
-    def _recognition_defaults(conf: Dict[str, Any]) -> Dict[str, Any]:
-        """With a recognition model and no explicit choices: tracking, then instance-guided search falling back to
-        global retrieval; label-aware mutual NN; instance-labelled keypoints first (LBR)."""
-        conf = dict(conf)
-        rec = dict(conf["recognition"])
-        rec.setdefault("fallback", {"name": "retrieval", "top_k": 5})
-        conf.setdefault("coarse", [{"name": "tracking"}, {"name": "instance", **rec}])
-        conf.setdefault("matcher", {"name": "label_nn"})
-        conf.setdefault("labelled_first", {"enabled": True, "oversample": 2.0})
-        conf.setdefault("refinement", {"covisibility": True})
-        conf.setdefault("acceptance", {"min_inliers": 20, "max_candidates": 8, "min_best_reference_inliers": 10})
-        return conf
-
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         """Forget the tracking state: the next frame is localized globally."""
-        self._last_stamp = None
-        self._prior = None
-        self._prior_cov = None
-        self._lost = 0
-        self._tracking = False
+        self.tracker.reset()
 
     def set_prior(self, pose: Pose, covariance: Optional[np.ndarray] = None) -> None:
         """A pose prior (cam_from_world), e.g. from /initialpose: the next frame tries references near it."""
-        self._prior = pose
-        self._prior_cov = covariance
-        self._lost = 0
+        self.tracker.set_prior(pose, covariance)
 
     @property
     def prior(self) -> Optional[Pose]:
-        return self._prior
+        return self.tracker.prior
 
     def close(self) -> None:
         for s in self.stages:
@@ -204,13 +196,7 @@ class Localizer:
         if self.map is None:
             raise RuntimeError("localizer is closed")
         t0 = time.perf_counter()
-        if stamp is not None:
-            last = getattr(self, "_last_stamp", None)
-            if last is not None and (stamp < last or stamp - last > self.conf["tracking"]["max_gap_s"]):
-                self._prior = None
-                self._tracking = False
-            self._last_stamp = stamp
-        timings: Dict[str, float] = {}
+        self.tracker.new_frame(stamp)
         image = np.asarray(image)
         if image.ndim < 2:
             raise ValueError(f"image {name or ''} must be HxW or HxWx3, got shape {image.shape}")
@@ -219,93 +205,88 @@ class Localizer:
             raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
                              f"{camera.width}x{camera.height}")
         feats = self.extractor.extract(image)
-        timings["extraction"] = 1000 * (time.perf_counter() - t0)
+        timings: Dict[str, float] = {"extraction": 1000 * (time.perf_counter() - t0), "matching": 0.0, "pnp": 0.0}
         ctx = QueryContext(image=image, camera=camera, features=feats,
-                           prior=prior if prior is not None else self._prior)
+                           prior=prior if prior is not None else self.tracker.prior)
         ctx.extras["pnp_conf"] = pnp_conf
-        acc = self.conf["acceptance"]
-        best: Optional[Verified] = None
-        best_quality: Dict[str, float] = {}
-        best_trusted = accepted = False
-        timings["matching"] = 0.0
-        timings["pnp"] = 0.0
         why = _Why()
-        for stage in self.stages:
-            ts = time.perf_counter()
-            stage.prepare(ctx)
-            cands = stage.propose(ctx)
-            key = stage.conf["name"]
-            timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
-            why.candidates += len(cands)
-            if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
-                from ..recognition.instances import keypoint_labels
+        best = self._search(ctx, timings, why)
+        result = self._result(ctx, best, why, timings)
+        timings["total"] = 1000 * (time.perf_counter() - t0)
+        return result
 
-                feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
-            feats = ctx.features = self._apply_budget(feats)
+    def _search(self, ctx: QueryContext, timings: Dict[str, float], why: "_Why") -> Optional[Scored]:
+        """LBR's progressive acceptance: each coarse stage in turn proposes candidate clusters, tried in order (at
+        most ``max_candidates`` per stage); the first whose pose is trusted, reaches the cluster's ``min_inliers``
+        and whose best reference contributes ``min_best_reference_inliers`` is taken at once. Otherwise the best
+        pose seen (trusted first, then most inliers) is returned, None when no candidate gave a pose."""
+        acc = self.conf["acceptance"]
+        best: Optional[Scored] = None
+        for stage in self.stages:
+            cands = self._propose(stage, ctx, timings)
+            why.candidates += len(cands)
+            self._label_keypoints(ctx)
             for cand in cands[: int(acc["max_candidates"])]:
                 ver = self._verify(ctx, cand, timings, why)
                 if ver is None:
                     continue
-                if (cand.source == "tracking" and ctx.prior is not None
-                        and not self._near_prior(ver.pnp.pose, ctx.prior)):
+                if cand.source == "tracking" and ctx.prior is not None and not self.tracker.near(ver.pnp.pose,
+                                                                                                 ctx.prior):
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
                 quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions)
-                trusted = quality["confidence"] >= acc["min_confidence"]
-                if best is None or (trusted, ver.pnp.num_inliers) > (best_trusted, best.pnp.num_inliers):
-                    best, best_quality, best_trusted = ver, quality, trusted
-                if (trusted and ver.pnp.num_inliers >= cand.min_inliers
-                        and ver.best_reference_inliers >= acc["min_best_reference_inliers"]):
-                    accepted = True
-                    best, best_quality, best_trusted = ver, quality, trusted
-                    break
-            if accepted:
-                break
-        for k, v in ctx.timings.items():  # stage-internal sub-timings (e.g. recognition network)
-            timings.setdefault(k, v)
+                scored = Scored(ver, quality, quality["confidence"] >= acc["min_confidence"])
+                if self._accepts(scored):
+                    return scored
+                if best is None or scored.rank > best.rank:
+                    best = scored
+        return best
+
+    def _accepts(self, s: Scored) -> bool:
+        """Whether a candidate's pose ends the search (its cluster's own inlier threshold)."""
+        return (s.trusted and s.verified.pnp.num_inliers >= s.verified.candidate.min_inliers
+                and s.verified.best_reference_inliers >= self.conf["acceptance"]["min_best_reference_inliers"])
+
+    def _reports(self, s: Optional[Scored]) -> bool:
+        """Whether the search's pose is reported (OK): trusted and at least ``acceptance.min_inliers`` inliers."""
+        return s is not None and s.trusted and s.verified.pnp.num_inliers >= self.conf["acceptance"]["min_inliers"]
+
+    def _result(self, ctx: QueryContext, best: Optional[Scored], why: "_Why",
+                timings: Dict[str, float]) -> LocalizationResult:
+        """The frame's result from the search's pose (refined with covisible frames when configured); the tracker
+        learns whether the frame was localized."""
         result = LocalizationResult(instances=list(ctx.instances), timings=timings)
-        if best is not None and best_trusted and best.pnp.num_inliers >= acc["min_inliers"]:
-            pnp, n_matches, refs, cand = best.pnp, best.num_matches, best.references, best.candidate
-            if self.conf["refinement"]["covisibility"]:
-                tr = time.perf_counter()
-                refined = self._refine_covisible(ctx, pnp, refs)
-                timings["refinement"] = 1000 * (time.perf_counter() - tr)
-                if refined is not None:
-                    pnp, n_matches, refs = refined
-            result.status = STATUS_OK
-            result.pose = pnp.pose
-            result.covariance = pnp.covariance
-            result.num_matches = n_matches
-            result.num_inliers = pnp.num_inliers
-            result.references = refs
-            result.inlier_keypoints = pnp.inlier_points2D
-            result.inlier_points3D = pnp.inlier_points3D
-            result.mode = "tracking" if cand.source == "tracking" else (
-                "instance" if cand.source.startswith("instance") else "global")
-            self._prior = pnp.pose
-            self._prior_cov = pnp.covariance
-            self._lost = 0
-            self._tracking = True
-        else:
-            self._lost += 1
-            if best is not None:
-                result.num_matches = best.num_matches
-                result.num_inliers = best.pnp.num_inliers
-                result.references = best.references
-            result.status = STATUS_RELOCALIZING if self._tracking else STATUS_LOST
-            result.message = why.reason(len(feats), best, best_quality, acc)
-            if self._lost > self.conf["tracking"]["max_lost_frames"]:
-                self._prior = None
-                self._tracking = False
-                result.status = STATUS_LOST
         if best is not None:
-            result.confidence = float(best_quality["confidence"])
-            result.quality = {k: v for k, v in best_quality.items() if k != "confidence"}
-            result.camera = best.pnp.camera
-            result.focal_estimated = bool(best.pnp.focal_estimated)
+            ver = best.verified
+            result.num_matches, result.num_inliers, result.references = (ver.num_matches, ver.pnp.num_inliers,
+                                                                         ver.references)
+            result.confidence = float(best.quality["confidence"])
+            result.quality = {k: v for k, v in best.quality.items() if k != "confidence"}
+            result.camera = ver.pnp.camera
+            result.focal_estimated = bool(ver.pnp.focal_estimated)
         else:
-            result.camera = camera
-        timings["total"] = 1000 * (time.perf_counter() - t0)
+            result.camera = ctx.camera
+        if not self._reports(best):
+            result.status = self.tracker.missed()
+            result.message = why.reason(len(ctx.features), best, self.conf["acceptance"])
+            return result
+        pnp, n_matches, refs = best.verified.pnp, best.verified.num_matches, best.verified.references
+        if self.conf["refinement"]["covisibility"]:
+            tr = time.perf_counter()
+            refined = self._refine_covisible(ctx, pnp, refs)
+            timings["refinement"] = 1000 * (time.perf_counter() - tr)
+            if refined is not None:
+                pnp, n_matches, refs = refined
+        result.status = STATUS_OK
+        result.pose = pnp.pose
+        result.covariance = pnp.covariance
+        result.num_matches = n_matches
+        result.num_inliers = pnp.num_inliers
+        result.references = refs
+        result.inlier_keypoints = pnp.inlier_points2D
+        result.inlier_points3D = pnp.inlier_points3D
+        result.mode = _mode(best.verified.candidate.source)
+        self.tracker.fixed(pnp.pose, pnp.covariance)
         return result
 
     # ------------------------------------------------------------------ steps
@@ -321,10 +302,30 @@ class Localizer:
             pnp_conf = {**pnp_conf, "refine_focal_length": "auto"}
         return camera, pnp_conf
 
-    def _near_prior(self, pose: Pose, prior: Pose) -> bool:
-        tc = self.conf["tracking"]
-        dt, dr = pose_error(pose, prior)
-        return dt <= tc["max_jump_m"] and dr <= tc["max_jump_deg"]
+    def _propose(self, stage, ctx: QueryContext, timings: Dict[str, float]) -> List[Candidate]:
+        """One coarse stage's candidates. Its time goes under its name; the sub-timings it records itself
+        (``ctx.timings``, e.g. the instance stage's "recognition") under theirs, or as "<stage>.<name>" where the
+        localizer measures something of that name."""
+        ctx.timings = {}
+        ts = time.perf_counter()
+        stage.prepare(ctx)
+        cands = stage.propose(ctx)
+        key = stage.conf["name"]
+        timings[key] = timings.get(key, 0.0) + 1000 * (time.perf_counter() - ts)
+        for k, v in ctx.timings.items():
+            k = f"{key}.{k}" if k in self._timing_keys else k
+            timings[k] = timings.get(k, 0.0) + v
+        return cands
+
+    def _label_keypoints(self, ctx: QueryContext) -> None:
+        """Once a stage recognized instances: the query keypoints get the label under them (``label_keypoints``),
+        then the keypoint budget keeps labelled ones first (``labelled_first``)."""
+        feats = ctx.features
+        if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
+            from ..recognition.instances import keypoint_labels
+
+            feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
+        ctx.features = self._apply_budget(feats)
 
     def _apply_budget(self, feats: Features) -> Features:
         """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget."""
@@ -411,6 +412,42 @@ class Localizer:
         return new, int(near.sum()), keep
 
 
+def localizer_conf(conf: ConfLike = None, overrides: Overrides = None, preset: Optional[str] = None) -> dict:
+    """The localizer's conf by the one config rule (``imp_core.config``): ``Localizer.default_conf`` <- the preset
+    (``CONFS``) <- ``conf`` (a YAML file's ``localizer:`` section, or a dict) <- dotted ``overrides``
+    (``["coarse.retrieval.top_k=10", "matcher.name=lightglue"]``). The CLI, the ROS node, the benchmarks and the
+    demo all build their conf here, so a key means the same wherever imp is started.
+
+    ``preset`` None: "lbr" when a recognition model is given (``recognition: {model: ...}``, or the map's own
+    recognizer unless the conf sets ``recognition`` or names the ``coarse`` stages), else "retrieval". The
+    recognition conf goes into the preset's "instance" stage. Calling it again on its result changes nothing."""
+    user = read_conf(conf, "localizer")
+    updates = [user, *parse_overrides(overrides)]
+    keys = ("map", "recognition")
+    given = merge(dict.fromkeys(keys), *({k: u[k] for k in keys if k in u} for u in updates), where="localizer")
+    rec = given["recognition"]
+    if preset is None:
+        chosen = any("recognition" in u or isinstance(u.get("coarse"), list) for u in updates)
+        if not chosen and given["map"]:
+            from ..recognition.map_recognizer import map_recognizer_conf
+
+            rec = map_recognizer_conf(given["map"])  # the map's own recognizer (`imp map build --recognition`)
+        preset = "lbr" if rec else "retrieval"
+    if preset not in CONFS:
+        raise ConfigError(f"unknown localizer preset {preset!r}; one of: {', '.join(CONFS)}")
+    layers: List[Mapping[str, Any]] = [CONFS[preset]]
+    if rec:
+        layers.append({"recognition": rec})
+        if any(s.get("name") == "instance" for s in CONFS[preset].get("coarse", [])):
+            layers.append({"coarse": {"instance": rec}})
+    return merge(Localizer.default_conf, *layers, *updates, where="localizer")
+
+
+def _mode(source: str) -> str:
+    """The result's mode from the accepted candidate's source."""
+    return "tracking" if source == "tracking" else ("instance" if source.startswith("instance") else "global")
+
+
 def guess_camera(width: int, height: int) -> Camera:
     """COLMAP's camera for an image without intrinsics: focal 1.2 x the longer side, centred principal point."""
     return Camera("SIMPLE_PINHOLE", width, height, [1.2 * max(width, height), width / 2.0, height / 2.0])
@@ -426,23 +463,22 @@ class _Why:
         self.ransac_failed = 0
         self.jumps = 0  # tracking poses rejected as jumps away from the prior
 
-    def reason(self, num_keypoints: int, best: Optional[Verified], quality: Mapping[str, float],
-               acc: Mapping[str, Any]) -> str:
+    def reason(self, num_keypoints: int, scored: Optional[Scored], acc: Mapping[str, Any]) -> str:
         if num_keypoints == 0:
             return "no keypoints detected in the image"
         if self.candidates == 0 or self.verified == 0:
             return "no retrieval candidate: no reference image proposed"
-        if best is None:
+        if scored is None:
             if self.max_matches < 4:
                 return f"too few matches: at most {self.max_matches} 2D-3D matches with the {self.verified} " \
                        "candidate(s)"
             if self.jumps and not self.ransac_failed:
                 return "pose rejected: it jumped away from the tracking prior"
             return f"RANSAC failed: no pose from up to {self.max_matches} 2D-3D matches"
-        pnp = best.pnp
+        pnp, quality = scored.verified.pnp, scored.quality
         if pnp.num_inliers < acc["min_inliers"]:
             return (f"too few inliers: {pnp.num_inliers} < {acc['min_inliers']} "
-                    f"(of {best.num_matches} 2D-3D matches)")
+                    f"(of {scored.verified.num_matches} 2D-3D matches)")
         return (f"pose rejected by confidence: {quality['confidence']:.2f} < {acc['min_confidence']} "
                 f"({pnp.num_inliers} inliers, inlier ratio {quality['inlier_ratio']:.2f}, "
                 f"coverage {quality['coverage']:.2f})")

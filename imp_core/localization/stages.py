@@ -44,7 +44,9 @@ class QueryContext:
     instances: List[Tuple[int, float]] = field(default_factory=list)  # recognized (instance id, confidence)
     label_map: Optional[np.ndarray] = None  # HxW int32 instance label per pixel (0 = none), at image resolution
     extras: Dict[str, Any] = field(default_factory=dict)  # per-stage scratch (timings go to the result)
-    timings: Dict[str, float] = field(default_factory=dict)  # ms per stage, merged into the result
+    # the running stage's own sub-timings in ms (e.g. "recognition"); the localizer times each stage as a whole
+    # and reports these next to it (``Localizer._propose``)
+    timings: Dict[str, float] = field(default_factory=dict)
 
 
 class CoarseStage:

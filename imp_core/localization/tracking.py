@@ -1,16 +1,75 @@
-"""Coarse stage "tracking": with a pose prior, pick references near it (distance, viewing angle, covisibility).
+"""Tracking: the localizer's state between frames (``Tracker``) and the coarse stage "tracking" that uses it.
 
-No retrieval is run. When the prior is absent the stage proposes nothing, and when the resulting inlier count
-is below ``min_inliers`` the localizer falls through to the next stage (global search).
+``Tracker`` holds the prior (the last accepted pose, or one given from outside such as /initialpose), how many
+frames in a row went without a fix, and the last frame's stamp; it drops the prior after too many lost frames or
+a stamp gap, and tells whether a pose stayed near the prior.
+
+The stage: with a pose prior, pick references near it (distance, viewing angle, covisibility). No retrieval is run.
+When the prior is absent the stage proposes nothing, and when the resulting inlier count is below ``min_inliers``
+the localizer falls through to the next stage (global search).
 """
 from __future__ import annotations
 
-import time
-from typing import List
+from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
+from ..types import STATUS_LOST, STATUS_RELOCALIZING, Pose, pose_error
 from .stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
+
+
+class Tracker:
+    """Tracking state of one localizer. ``conf``: the localizer's ``tracking`` section (max_lost_frames,
+    max_jump_m, max_jump_deg, max_gap_s)."""
+
+    def __init__(self, conf: Mapping[str, Any]):
+        self.conf = conf
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: the next frame is localized globally."""
+        self.prior: Optional[Pose] = None  # cam_from_world
+        self.covariance: Optional[np.ndarray] = None
+        self.lost = 0  # frames in a row without a fix
+        self.tracking = False  # the last fix came through and the prior is still held
+        self.last_stamp: Optional[float] = None
+
+    def set_prior(self, pose: Pose, covariance: Optional[np.ndarray] = None) -> None:
+        """A prior from outside (e.g. /initialpose): the next frame tries references near it."""
+        self.prior, self.covariance, self.lost = pose, covariance, 0
+
+    def _drop(self) -> None:
+        self.prior = None
+        self.tracking = False
+
+    def new_frame(self, stamp: Optional[float]) -> None:
+        """A frame taken at ``stamp`` (seconds; None: unknown): a stamp going backwards or jumping ahead by more
+        than ``max_gap_s`` (a new sequence, a dropped stream) drops the prior."""
+        if stamp is None:
+            return
+        last = self.last_stamp
+        if last is not None and (stamp < last or stamp - last > self.conf["max_gap_s"]):
+            self._drop()
+        self.last_stamp = stamp
+
+    def near(self, pose: Pose, prior: Pose) -> bool:
+        """Whether ``pose`` stayed within ``max_jump_m`` / ``max_jump_deg`` of ``prior``."""
+        dt, dr = pose_error(pose, prior)
+        return dt <= self.conf["max_jump_m"] and dr <= self.conf["max_jump_deg"]
+
+    def fixed(self, pose: Pose, covariance: Optional[np.ndarray]) -> None:
+        """A pose was accepted: it is the next frame's prior."""
+        self.prior, self.covariance, self.lost, self.tracking = pose, covariance, 0, True
+
+    def missed(self) -> str:
+        """A frame without a fix; its status: RELOCALIZING while tracking, LOST once ``max_lost_frames`` frames in a
+        row missed (the prior is then dropped) or when there was no track."""
+        self.lost += 1
+        status = STATUS_RELOCALIZING if self.tracking else STATUS_LOST
+        if self.lost > self.conf["max_lost_frames"]:
+            self._drop()
+            status = STATUS_LOST
+        return status
 
 
 @COARSE_STAGES.register("tracking")
@@ -43,7 +102,5 @@ class TrackingStage(CoarseStage):
     def propose(self, ctx: QueryContext) -> List[Candidate]:
         if ctx.prior is None:
             return []
-        t = time.perf_counter()
-        refs = self.select(ctx.prior)
-        ctx.timings["tracking"] = ctx.timings.get("tracking", 0.0) + 1000 * (time.perf_counter() - t)
+        refs = self.select(ctx.prior)  # timed by the localizer, as every stage
         return [Candidate(refs, int(self.conf["min_inliers"]), "tracking", 1.0)] if refs else []

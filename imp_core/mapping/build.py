@@ -22,7 +22,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..config import merge_with_models
+from ..config import merge
 from ..imageio import read_image
 from ..types import Camera, Features, Pose
 from .features_io import FeatureStore, list_features, read_features, write_features
@@ -220,7 +220,7 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     from ..matching.base import create_matcher
     from ..retrieval.global_descriptors import create_global_descriptor
 
-    conf = merge_with_models(DEFAULT_BUILD_CONF, conf)
+    conf = merge(DEFAULT_BUILD_CONF, conf, where="map")
     pycolmap.set_random_seed(int(conf["seed"]))  # RANSAC and SfM sampling: same inputs, same map
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

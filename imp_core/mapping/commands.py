@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                                   "(default 1024; 0 = full resolution); keypoints are stored at full "
                                                   "resolution")
     b.add_argument("--device", default=None, help="auto, cpu or cuda")
+    b.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a map conf key after --config and the options above, dotted, value as YAML "
+                        "(repeatable): features.max_keypoints=4096, pairs.num_neighbors=10, global.num_clusters=64")
     b.add_argument("--recognition", action="store_true",
                    help="also train the map's own instance recognizer (see `imp recognition train`); the localizer "
                         "then uses instance-guided search on this map by default")
@@ -46,22 +49,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def build_conf_from_args(args) -> dict:
-    from ..config import load_yaml
+    """The build conf: defaults <- the --config file's 'map' section (or the file) <- the options as dotted
+    overrides (--features is features.name=..., so another feature type starts from its own defaults)."""
+    from ..config import load_conf
+    from .build import DEFAULT_BUILD_CONF
 
-    conf: dict = {}
-    if args.config:
-        data = load_yaml(args.config)
-        conf = dict(data.get("map", data))
+    over: list = []
     if args.features:
-        conf["features"] = {"name": args.features}
+        over.append(("features.name", args.features))
     if args.matcher:
-        conf["matcher"] = {"name": args.matcher}
+        over.append(("matcher.name", args.matcher))
     for key, val in (("max_keypoints", args.max_keypoints), ("resize_max", args.resize_max)):
         if val is not None:
-            conf.setdefault("features", {"name": "aliked"})[key] = val
+            over.append((f"features.{key}", val))
     if args.device:
-        conf["device"] = args.device
-    return conf
+        over.append(("device", args.device))
+    return load_conf(DEFAULT_BUILD_CONF, args.config, over + list(args.set or []), section="map", where="map")
 
 
 def _build(args) -> int:

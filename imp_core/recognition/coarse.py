@@ -10,6 +10,7 @@ import numpy as np
 
 from ..config import ConfigError
 from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
+from ..retrieval.stage import RetrievalStage
 from .instances import InstanceIndex, load_db_descriptors
 from .recognizer import Recognizer
 
@@ -26,8 +27,8 @@ class InstanceCoarseStage(CoarseStage):
         "global_score_th": 0.0,  # drop references whose descriptor cosine is below (LBR: 0.95 with ResNeXt)
         "rec_th": 100,  # inliers that accept an instance cluster (LBR: Aachen 100, RobotCar 200)
         "nv_th": 50,  # inliers that accept a fallback cluster
-        "fallback": None,  # coarse stage conf (e.g. {"name": "retrieval", "top_k": 5}); None: our descriptor
-        "fallback_top_k": 5,
+        "fallback": None,  # coarse stage conf (e.g. {"name": "retrieval"}); None: our descriptor, one image per cluster
+        "fallback_top_k": RetrievalStage.default_conf["top_k"],  # images retrieved by our descriptor (fallback None)
     }
 
     def _init(self, conf: Dict[str, Any]) -> None:
@@ -66,7 +67,9 @@ class InstanceCoarseStage(CoarseStage):
         ctx.extras["instance_descriptor"] = rec.descriptor
         ctx.timings["recognition"] = 1000 * (time.perf_counter() - t0)
         if self.fallback is not None:
+            t1 = time.perf_counter()
             self.fallback.prepare(ctx)
+            self._add_fallback_time(ctx, t1)
         if ctx.global_descriptor is None:
             ctx.global_descriptor = rec.descriptor
 
@@ -87,9 +90,12 @@ class InstanceCoarseStage(CoarseStage):
             refs = frozenset(names[k] for k in order)
             if order and refs not in seen:  # two instances on the same images: verify that set once
                 seen.add(refs)
-                out.append(Candidate([names[k] for k in order], int(self.conf["rec_th"]), f"instance:{iid}", float(score)))
+                out.append(Candidate([names[k] for k in order], int(self.conf["rec_th"]), f"instance:{iid}",
+                                     float(score)))
         if self.fallback is not None:
+            t1 = time.perf_counter()
             fb = self.fallback.propose(ctx)
+            self._add_fallback_time(ctx, t1)
             for c in fb:
                 c.min_inliers = int(self.conf["nv_th"])
             out.extend(fb)
@@ -98,6 +104,11 @@ class InstanceCoarseStage(CoarseStage):
             for k in np.argsort(-sim_all, kind="stable")[: int(self.conf["fallback_top_k"])]:
                 out.append(Candidate([self.names[k]], int(self.conf["nv_th"]), "retrieval", float(sim_all[k])))
         return out
+
+    def _add_fallback_time(self, ctx: QueryContext, since: float) -> None:
+        """The fallback stage's time is this stage's sub-timing, under the fallback's name (e.g. "retrieval")."""
+        key = self.fallback.conf["name"]
+        ctx.timings[key] = ctx.timings.get(key, 0.0) + 1000 * (time.perf_counter() - since)
 
     def close(self) -> None:
         self.recognizer.close()

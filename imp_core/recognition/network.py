@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from ..config import merge
 from ..registry import Registry
-from .confs import merge_open
 
 ENCODERS = Registry("recognition encoder")
 
@@ -207,7 +206,7 @@ class RecognitionNet(nn.Module):
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None):
         super().__init__()
-        self.conf = merge_open(self.default_conf, conf, ("encoder_conf",), where="recognition.network")
+        self.conf = merge(self.default_conf, conf, where="recognition.network")
         if int(self.conf["classes"]) < 2:
             raise ValueError(f"recognition.network.classes must be >= 2 (background + instances), got {self.conf['classes']}")
         if self.conf["global_pool"] not in ("max", "avg"):
@@ -266,7 +265,7 @@ def load_model(path, conf: Optional[Mapping[str, Any]] = None, device: str = "cp
     except Exception as e:  # noqa: BLE001 - name the file whatever torch complains about
         raise ValueError(f"cannot read recognition checkpoint {path}: {e}") from e
     if isinstance(blob, dict) and blob.get("format") == CHECKPOINT_FORMAT:
-        net_conf = merge_open(RecognitionNet.default_conf, blob["conf"], ("encoder_conf",), where=f"{path}:conf")
+        net_conf = merge(RecognitionNet.default_conf, blob["conf"], where=f"{path}:conf")
         if conf:
             net_conf = merge(net_conf, {k: v for k, v in conf.items() if k in ("input_size", "global_pool")})
         state = blob["state_dict"]

@@ -8,7 +8,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .confs import merge_open
+from ..config import merge
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Recognizer:
         from ..features.base import resolve_device
         from .network import load_model
 
-        self.conf = merge_open(self.default_conf, conf, ("network",), where="recognition")
+        self.conf = merge(self.default_conf, conf, where="recognition")
         self.device = resolve_device(self.conf["device"])
         if net is not None:
             self.net = net.eval().to(self.device)

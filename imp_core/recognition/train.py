@@ -10,8 +10,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..config import merge
 from .augment import Augmenter
-from .confs import merge_open
 from .network import RecognitionNet, save_model
 
 default_conf: Dict[str, Any] = {
@@ -101,7 +101,7 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
     import torch
     from tqdm import tqdm
 
-    conf = merge_open(default_conf, conf, ("network", "augment"), where="train_recognition")
+    conf = merge(default_conf, conf, where="train_recognition")
     if not samples:
         raise ValueError("train_recognition: no training samples")
     for k, (img, m) in enumerate(samples):

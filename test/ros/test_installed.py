@@ -58,14 +58,14 @@ def _py(installed, code):
 
 def test_installed_layout_and_share_directory(installed):
     share = installed["prefix"] / "share" / "imp"
-    for f in ("package.xml", "config/synthetic.yaml", "config/graph_synthetic.yaml", "config/localizer_synthetic.yaml",
+    for f in ("package.xml", "config/synthetic.yaml", "config/graph_replay.yaml", "config/localizer_synthetic.yaml",
               "config/fastdds_shm.xml", "launch/localize.launch.py", "launch/_graph_launch.py",
               "models/recognition_synthetic.pt"):
         assert (share / f).is_file(), f
     assert (installed["prefix"] / "share" / "ament_index" / "resource_index" / "packages" / "imp").is_file()
     out = _py(installed, "import imp_ros, imp_ros.share as s, imp_ros.graph as g\n"
                          "print(imp_ros.__file__); print(s.share_dir())\n"
-                         "spec = g.load_graph(g.find_graph('graph_synthetic.yaml'))\n"
+                         "spec = g.load_graph(g.find_graph('graph_replay.yaml'))\n"
                          "print(spec.params_file); print(spec.fastdds_profile)\n"
                          "print(s.package_file('config/localizer_synthetic.yaml'))")
     assert out[0].startswith(str(installed["purelib"])), out
