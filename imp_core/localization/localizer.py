@@ -100,6 +100,9 @@ class Localizer:
         "label_keypoints": True,  # give query keypoints the recognized instance label under them
         # LBR: extract `oversample` x the keypoint budget, then keep instance-labelled keypoints first
         "labelled_first": {"enabled": False, "oversample": 2.0},
+        # torch / OpenCV CPU threads of the process (imp_core.threads); 0: auto, half the cores (1 on 2 cores): set
+        # here instead of inheriting one thread per core, which oversubscribes the CPU next to other busy processes
+        "threads": 0,
         "device": "auto",
     }
 
@@ -134,6 +137,9 @@ class Localizer:
                               f"{', '.join(matchers_supporting(fconf.get('name')))}")
         if "features" in mcls.default_conf:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
+        from ..threads import set_threads
+
+        self.threads = set_threads(self.conf["threads"])
         self.extractor = create_extractor(fconf)
         self.matcher = create_matcher(mconf)
         self.map = LocalizationMap.load(self.conf["map"], progress=progress, cache_mb=self.conf["map_cache_mb"])
