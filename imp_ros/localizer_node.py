@@ -30,9 +30,9 @@ from imp_ros.tf_buffer import TfBroadcaster, TfBuffer, TfListener, TransformLook
 
 def localizer_overrides(params: Mapping[str, Any]) -> List[Any]:
     """The node's parameters as dotted overrides of its ``config`` file (``imp_core.config``), in the order they
-    apply: map, features, matcher, coarse, recognition_model, device, then the ``overrides`` list. Empty strings
-    keep the file's values; ``coarse: tracking,retrieval`` lists the stages by name, each keeping the file's
-    settings (its top_k, min_inliers)."""
+    apply: map, features, matcher, coarse, recognition_model, device, threads, then the ``overrides`` list. Empty
+    strings (threads: -1) keep the file's values; ``coarse: tracking,retrieval`` lists the stages by name, each
+    keeping the file's settings (its top_k, min_inliers)."""
     p = {name: spec.default for name, spec in LocalizerNode.PARAMS.items()}
     p.update(params)
     over: List[Any] = []
@@ -47,6 +47,8 @@ def localizer_overrides(params: Mapping[str, Any]) -> List[Any]:
     if p["recognition_model"]:  # LBR: instance-guided coarse search (imp_core picks the preset)
         over.append(("recognition.model", str(p["recognition_model"])))
     over.append(("device", p["device"]))
+    if int(p["threads"]) >= 0:
+        over.append(("threads", int(p["threads"])))
     return over + [o for o in p["overrides"] if str(o).strip()]
 
 
@@ -92,6 +94,9 @@ class LocalizerNode(LifecycleNode):
                              "the same keys as `imp localize --set`"),
         "recognition_model": P("", "LBR recognition checkpoint: instance-guided search", check=common.existing_path),
         "device": P("auto", "auto, cpu, cuda[:N] or mps", check=_device),
+        "threads": P(-1, "torch/OpenCV CPU threads of the localizer (its conf key `threads`); 0: auto, half the "
+                         "cores (1 on 2 cores: more threads oversubscribe a CPU shared with other busy processes); "
+                         "-1: the config's value (auto unless it sets one)", range=(-1, 1024)),
         "image_topic": P(common.IMAGE_TOPIC, "camera image topic (Image, or CompressedImage at <topic>/compressed)",
                          check=_topic),
         "camera_info_topic": P(common.CAMERA_INFO_TOPIC, "CameraInfo topic", check=_topic),
