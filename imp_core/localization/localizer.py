@@ -70,6 +70,7 @@ class Localizer:
     default_conf: Dict[str, Any] = {
         "map": None,  # map directory (required)
         "map_cache_mb": 256.0,  # memory for database images' features read on demand (LRU; ~0.6 MB per image)
+        "warmup": True,  # at start-up, run each per-frame step once so that the first frame is as fast as the rest
         "features": None,  # None: the map's own feature conf (the only one that matches it)
         "matcher": None,  # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
@@ -151,6 +152,29 @@ class Localizer:
         self._timing_keys = {"extraction", "matching", "pnp", "refinement", "total"} | {
             s.conf["name"] for s in self.stages}
         self.tracker = Tracker(self.conf["tracking"])
+        if self.conf["warmup"]:
+            self.warmup()
+
+    def warmup(self) -> float:
+        """Run each per-frame step once on throw-away data (extraction of a noise image at the map's image size,
+        matching it against one database image, PnP on that image's own 2D-3D pairs), so that the first real
+        frame does not pay for lazy imports, the first forward pass, first-touch allocations and the first RANSAC.
+        Leaves no state behind; returns the seconds it took."""
+        t0 = time.perf_counter()
+        if not self.map.names:
+            return 0.0
+        ref = self.map.names[len(self.map.names) // 2]
+        cam = self.map.camera(ref)
+        noise = np.random.default_rng(0).integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
+        feats = self.extractor.extract(noise)
+        if len(feats):
+            self.matcher.match_many(feats, [self.map.features(ref)],
+                                    [{"points3D": self.map.keypoint_xyz(ref), "camera0": cam}])
+        has = self.map.point3D_ids(ref) >= 0
+        if has.sum() >= 6:
+            estimate_pose(self.map.features(ref).keypoints[has], self.map.keypoint_xyz(ref)[has], cam,
+                          self.conf["pnp"])
+        return time.perf_counter() - t0
 
     def _matcher_conf(self, meta: Mapping[str, Any]) -> Dict[str, Any]:
         """The configured matcher, or the one the map was built with (its recorded conf, minus the device)."""
