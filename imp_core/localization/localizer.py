@@ -71,7 +71,7 @@ class Localizer:
         "map": None,  # map directory (required)
         "map_cache_mb": 256.0,  # memory for database images' features read on demand (LRU; ~0.6 MB per image)
         "warmup": True,  # at start-up, run each per-frame step once so that the first frame is as fast as the rest
-        "features": None,  # None: the map's own feature conf (the only one that matches it)
+        "features": None,  # the map's own feature conf (the only one that matches it), updated by what is given here
         "matcher": None,  # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
         # LBR: a recognition model ({model: path, k_can, rec_th, ...}: the "instance" stage's conf) makes the
@@ -118,7 +118,9 @@ class Localizer:
         if not self.conf["map"]:
             raise ConfigError("localizer conf needs 'map': the directory of a map built with `imp map build`")
         meta = read_map_meta(self.conf["map"])
-        fconf = dict(meta["features"]) if self.conf["features"] is None else dict(self.conf["features"])
+        # the map's feature conf, updated by the configured one by the config rule (features: {max_keypoints: 1024}
+        # keeps the map's other settings; another name replaces it and is refused just below)
+        fconf = merge(None, meta["features"], self.conf["features"], where="localizer.features")
         if fconf.get("name") != meta["features"].get("name"):
             from ..mapping.format import MapError
 
