@@ -180,3 +180,40 @@ def test_cli_options_are_overrides(tmp_path):
     # --set comes last
     conf = localizer_conf_from_args(_localize_args(map="m", config=cfg, top_k=9, set=["coarse.retrieval.top_k=4"]))
     assert conf["coarse"][1]["top_k"] == 4
+
+
+def test_map_build_and_benchmark_options_are_overrides(tmp_path):
+    """`imp map build` and `imp benchmark` read their options through the same rule: --features names the model
+    (another one starts from its own defaults), --max-keypoints updates it, --set comes last; the benchmark's map
+    conf stays partial (a reused map is checked only against what was asked) and its --top-k no longer drops the
+    tracking stage."""
+    from imp_core.cli import build_parser
+    from imp_core.datasets.benchmark import _confs
+    from imp_core.mapping import DEFAULT_BUILD_CONF
+    from imp_core.mapping.commands import build_conf_from_args
+
+    parse = build_parser().parse_args
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("map:\n  features: {name: aliked, max_keypoints: 4096}\n  pairs: {num_neighbors: 8}\n"
+                   "localizer:\n  coarse:\n    - {name: tracking}\n    - {name: retrieval, top_k: 4}\n")
+    conf = build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--config", str(cfg),
+                                       "--max-keypoints", "1024", "--set", "global.num_clusters=64"]))
+    assert conf["features"] == {"name": "aliked", "max_keypoints": 1024} and conf["pairs"]["num_neighbors"] == 8
+    assert conf["global"] == {**DEFAULT_BUILD_CONF["global"], "num_clusters": 64}
+    conf = build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--features", "sift"]))
+    assert conf["features"] == {"name": "sift"} and conf["matcher"] == DEFAULT_BUILD_CONF["matcher"]
+    with pytest.raises(ConfigError, match="unknown key map.pairs.neighbours"):
+        build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--set", "pairs.neighbours=3"]))
+
+    args = parse(["benchmark", "synthetic", "--data", "d", "--config", str(cfg), "--top-k", "7", "--matcher", "nn",
+                  "--set", "map.features.resize_max=640", "--set", "localizer.acceptance.min_inliers=12"])
+    map_conf, loc_conf, loc_over = _confs(args)
+    assert map_conf == {"features": {"name": "aliked", "max_keypoints": 4096, "resize_max": 640},
+                        "pairs": {"num_neighbors": 8}, "matcher": {"name": "nn"}}
+    from imp_core.localization import localizer_conf
+
+    conf = localizer_conf(loc_conf, loc_over)
+    assert conf["coarse"] == [{"name": "tracking"}, {"name": "retrieval", "top_k": 7}]
+    assert conf["matcher"] == {"name": "nn"} and conf["acceptance"]["min_inliers"] == 12
+    with pytest.raises(ConfigError, match="expected map.KEY=VALUE or localizer.KEY=VALUE"):
+        _confs(parse(["benchmark", "synthetic", "--data", "d", "--set", "top_k=3"]))
