@@ -16,7 +16,7 @@ from ..config import ConfigError, ConfLike, Overrides, merge, parse_overrides, r
 from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
 from .confidence import pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
-from .stages import COARSE_STAGES, Candidate, QueryContext
+from .stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from .tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -334,7 +334,7 @@ class Localizer:
             pnp_conf = {**pnp_conf, "refine_focal_length": "auto"}
         return camera, pnp_conf
 
-    def _propose(self, stage, ctx: QueryContext, timings: Dict[str, float]) -> List[Candidate]:
+    def _propose(self, stage: CoarseStage, ctx: QueryContext, timings: Dict[str, float]) -> List[Candidate]:
         """One coarse stage's candidates. Its time goes under its name; the sub-timings it records itself
         (``ctx.timings``, e.g. the instance stage's "recognition") under theirs, or as "<stage>.<name>" where the
         localizer measures something of that name."""
