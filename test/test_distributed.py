@@ -180,6 +180,13 @@ def test_result_log_writes_query_order_whatever_order_results_come_in(tmp_path):
     assert [r["name"] for r in _records(path)] == [q.name for q in qs]
     assert [r["num_matches"] for r in _records(path)] == list(range(6))
     assert not (tmp_path / "log.jsonl.pending").exists()
+    # a name listed twice is written once and does not hold back the queries after it
+    dup = [qs[0], qs[1], qs[0], qs[2]]
+    log = ResultLog(tmp_path / "dup.jsonl", dup, resume=False)
+    for q in (qs[2], qs[1], qs[0]):
+        log.add(q, res[q.name])
+    log.close()
+    assert [r["name"] for r in _records(tmp_path / "dup.jsonl")] == ["q0.png", "q1.png", "q2.png"]
 
 
 def test_workers_without_ray_installed_name_the_install(tiny_world, tiny_map, tmp_path, monkeypatch, capsys):

@@ -146,7 +146,7 @@ class ResultLog:
         self._early: Dict[str, dict] = {n: r for n, r in read_log(self.pending_path).items() if n not in logged}
         self.done: Dict[str, dict] = {**logged, **self._early}
         # the names still to be written, in query order (queries of other runs in the same log are left alone)
-        self._order = [q.name for q in queries if q.name not in logged]
+        self._order = list(dict.fromkeys(q.name for q in queries if q.name not in logged))
         self._next = 0
         self._file = open(self.path, "a", encoding="utf-8")
         self._flush()
@@ -181,7 +181,9 @@ class ResultLog:
         if self._file.closed:
             return
         self._file.close()
-        if not self._early:
+        if self._early:  # results whose earlier queries never came: keep them for the next run
+            self.interrupted()
+        else:
             self.pending_path.unlink(missing_ok=True)
 
 
