@@ -13,6 +13,12 @@ DEFAULT_PNP_CONF: Dict[str, Any] = {
     "ransac_max_error": 12.0,  # px, as hloc / LBR
     "min_inlier_ratio": 0.01,
     "max_iterations": 10000,
+    # RANSAC stops once `confidence` of an all-inlier sample is reached for the inlier ratio found so far (trials
+    # sized to it, x3 as COLMAP), but never before `min_iterations`: 100 (COLMAP's) is 3-4x what a tracking frame
+    # with 80 % inliers needs
+    "min_iterations": 100,
+    "confidence": 0.99999,
+    "refine_iterations": 100,  # Levenberg-Marquardt iterations of the refinement (about 1 ms each at 900 matches)
     # focal length: False = the camera's, True = always estimated (P4Pf-style sampling in RANSAC + refinement),
     # "auto" = estimated but kept only when it beats the given focal on inliers and reprojection error
     "refine_focal_length": False,
@@ -82,6 +88,7 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     import pycolmap
 
     conf = merge(DEFAULT_PNP_CONF, conf, where="pnp")
+    _check_conf(conf)
     points2D = np.asarray(points2D, dtype=np.float64).reshape(-1, 2)
     points3D = np.asarray(points3D, dtype=np.float64).reshape(-1, 3)
     if len(points2D) < 4:
@@ -94,6 +101,15 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     return _estimate(points2D, points3D, camera, conf, bool(mode))
 
 
+def _check_conf(conf: Mapping[str, Any]) -> None:
+    for key, lo in (("max_iterations", 1), ("min_iterations", 0), ("refine_iterations", 0)):
+        v = conf[key]
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"pnp.{key} must be an integer >= {lo}, got {v!r}")
+    if not 0 < float(conf["confidence"]) < 1:
+        raise ValueError(f"pnp.confidence must be in (0, 1), got {conf['confidence']!r}")
+
+
 def _estimate(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, conf: Mapping[str, Any],
               focal: bool) -> Optional[PnPResult]:
     import pycolmap
@@ -104,12 +120,15 @@ def _estimate(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, conf: 
     est.ransac.max_error = float(conf["ransac_max_error"])
     est.ransac.min_inlier_ratio = float(conf["min_inlier_ratio"])
     est.ransac.max_num_trials = int(conf["max_iterations"])
+    est.ransac.min_num_trials = min(int(conf["min_iterations"]), int(conf["max_iterations"]))
+    est.ransac.confidence = float(conf["confidence"])
     est.estimate_focal_length = focal
     est.ransac.random_seed = int(conf["random_seed"])
     ref = pycolmap.AbsolutePoseRefinementOptions()
     ref.refine_focal_length = focal
     ref.refine_extra_params = False
     ref.print_summary = False
+    ref.max_num_iterations = int(conf["refine_iterations"])
     cam = camera.to_pycolmap()
     ret = pycolmap.estimate_and_refine_absolute_pose(points2D + 0.5, points3D, cam, est, ref, return_covariance=True)
     if ret is None:
