@@ -345,6 +345,9 @@ class LocalizationResult:
     num_inliers: int = 0
     references: List[str] = field(default_factory=list)  # reference image names used
     instances: List[Tuple[int, float]] = field(default_factory=list)  # recognized (instance id, confidence)
+    # recognized instance of each query pixel (0: none) when a recognizer ran, as a (h, w) uint16 map at most 256
+    # pixels on a side (visualize.compact_labels; visualize.expand_labels gives it back at the image's size)
+    label_map: Optional[np.ndarray] = None
     timings: Dict[str, float] = field(default_factory=dict)  # milliseconds per stage, plus "total"
     mode: str = "global"  # "global", "tracking" or "instance"
     message: str = ""  # human-readable reason when not OK

@@ -287,7 +287,10 @@ class Localizer:
                 timings: Dict[str, float]) -> LocalizationResult:
         """The frame's result from the search's pose (refined with covisible frames when configured); the tracker
         learns whether the frame was localized."""
-        result = LocalizationResult(instances=list(ctx.instances), timings=timings)
+        from .visualize import compact_labels
+
+        result = LocalizationResult(instances=list(ctx.instances), label_map=compact_labels(ctx.label_map),
+                                    timings=timings)
         if best is not None:
             ver = best.verified
             result.num_matches, result.num_inliers, result.references = (ver.num_matches, ver.pnp.num_inliers,
