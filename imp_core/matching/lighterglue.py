@@ -29,6 +29,7 @@ class LighterGlueMatcher(LightGlueMatcher):
         "width_confidence": 0.95,
         "filter_threshold": 0.1,
         "flash": True,
+        "batch_size": 0,  # 0: 4 on a GPU, 1 on CPU
     }
     supported_features = ("xfeat",)
 
