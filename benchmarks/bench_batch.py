@@ -33,6 +33,9 @@ FEATURES = {"xfeat": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
 
 def run_config(args: dict) -> dict:
     """One configuration, in its own process: start-up, then every query; timings, load and the results' hash."""
+    if args["workers"] == 0:  # the same OpenMP/BLAS limits as a Ray worker gets (set before numpy/torch load)
+        for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+            os.environ[k] = str(args["process_threads"])
     import torch
 
     from imp_core.datasets import open_dataset
@@ -71,6 +74,7 @@ def run_config(args: dict) -> dict:
         "qps": len(queries) / (t2 - t1), "qps_end_to_end": len(queries) / (t3 - t0),
         "load_avg_before": list(load_before[:2]), "load_avg_after": list(load_after[:2]),
         "results_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
+        "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
     }
 
 
@@ -135,7 +139,8 @@ def main() -> int:
     p.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench_batch")
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4], help="Ray worker counts")
     p.add_argument("--worker-threads", type=int, default=1)
-    p.add_argument("--process-threads", type=int, default=1, help="torch threads of the one-process run")
+    p.add_argument("--process-threads", type=int, default=1,
+                   help="torch (and OpenMP/BLAS) threads of the one-process run, as a worker's --worker-threads")
     p.add_argument("--limit", type=int, default=0, help="only the first N queries of each condition")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_batch")
