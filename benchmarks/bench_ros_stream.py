@@ -1,12 +1,14 @@
 """Streaming benchmark of the ROS layer: a real-time camera stream (not lockstep) -> localizer node.
 
     python benchmarks/bench_ros_stream.py [--rate 10] [--duration 20] [--features sift] [--matcher nn]
+    python benchmarks/bench_ros_stream.py --preset default --features xfeat --max-keypoints 2048 \
+        --config config/localizer_realtime.yaml      # the real-time conf (issue 14)
 
 The replay node plays a synthetic day sequence (640x480) in a loop at ``--rate`` Hz, stamped with the wall clock;
 the localizer (tracking then retrieval) processes the latest frame only. This process listens to the results
 and reports the achieved processed rate, latency (image stamp -> result received, and the node's own
-receive -> publish) p50/p95, dropped frames and the share of frames localized in tracking mode. Table on stdout,
-JSON under ``--out``.
+receive -> publish) p50/p95, dropped frames, the share of frames localized in tracking mode and the machine's load
+average around the run. Table on stdout, JSON under ``--out``.
 """
 from __future__ import annotations
 
@@ -100,11 +102,13 @@ def main(argv=None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     log = open(a.out / "graph.log", "w")
     print(f"[bench] streaming {n_frames} frames at {a.rate} Hz ({a.features}+{a.matcher}, domain {domain})")
+    load_before = os.getloadavg()
     with Graph(spec, domain, log=log, discovery_range="LOCALHOST") as g:
         codes = g.wait(timeout=a.duration + 180)
         t_end = time.monotonic() + 10.0
         while time.monotonic() < t_end and (not results or time.time_ns() - results[-1][0] < 2e9):
             time.sleep(0.1)  # drain: until no result arrived for 2 s
+    load_after = os.getloadavg()
     stop.set()
     spin.join(timeout=2)
     log.close()
@@ -133,7 +137,9 @@ def main(argv=None) -> int:
         "stage_p50_ms": {k: float(np.median([t.milliseconds for _, m in results for t in m.timings if t.stage == k]))
                          for k in sorted({t.stage for _, m in results for t in m.timings})},
         "image_size": "640x480", "features": a.features, "matcher": a.matcher, "device": a.device,
-        "config": str(a.config),
+        "config": str(a.config), "max_keypoints_map": a.max_keypoints,
+        # the machine's load average (1, 5, 15 min) before the stream and after it: the numbers depend on it
+        "load_avg_before": list(load_before), "load_avg_after": list(load_after), "cpus": os.cpu_count(),
         "keeps_up": bool(span > 0 and (len(results) - 1) / span >= 0.95 * a.rate),
         "per_frame": [{"recv_s": float(r * 1e-9), "node_ms": float(m.total_latency_ms), "mode": m.mode,
                        "status": int(m.status), "stages_ms": {t.stage: round(float(t.milliseconds), 1)
@@ -148,7 +154,10 @@ def main(argv=None) -> int:
              f"{rep['latency_in_node_ms']['p50']:.0f} / {rep['latency_in_node_ms']['p95']:.0f}"),
             ("localized / tracking mode", f"{len(ok)} / {rep['tracking_mode']}"),
             ("keeps up (>= 95% of stream rate)", str(rep["keeps_up"])),
-            ("stage p50 [ms]", ", ".join(f"{k} {v:.0f}" for k, v in rep["stage_p50_ms"].items()))]
+            ("stage p50 [ms]", ", ".join(f"{k} {v:.0f}" for k, v in rep["stage_p50_ms"].items())),
+            ("load average 1/5 min before -> after",
+             f"{load_before[0]:.2f} {load_before[1]:.2f} -> {load_after[0]:.2f} {load_after[1]:.2f} "
+             f"({os.cpu_count()} CPUs)")]
     w = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{w}}  {v}" for k, v in rows))
     (a.out / "bench_ros_stream.json").write_text(json.dumps(rep, indent=2))
