@@ -358,6 +358,39 @@ def result_to_msgs(result: LocalizationResult, base_from_camera: Pose, map_frame
     return msg, pwc, map_from_base
 
 
+def instances_to_msg(result: LocalizationResult, width: int, height: int, frame_id: str, stamp_ns: int):
+    """The instances a frame's recognizer found -> imp_msgs/RecognizedInstances: ids and confidences best first,
+    each one's share of the image and bounding box, and the mono16 label image at ``width`` x ``height``."""
+    from imp_msgs.msg import InstanceRecognition, RecognizedInstances
+    from sensor_msgs.msg import RegionOfInterest
+
+    from imp_core.localization.visualize import expand_labels, instance_regions
+
+    if result.label_map is None:
+        raise ValueError("the result holds no instance label map (no recognizer ran on this frame)")
+    labels = expand_labels(result.label_map, width, height).astype("<u2")
+    ids = [int(i) for i, _ in result.instances]
+    msg = RecognizedInstances()
+    msg.header.frame_id = frame_id
+    msg.header.stamp = ns_to_stamp(stamp_ns)
+    msg.instances = [InstanceRecognition(instance_id=int(i), confidence=float(c)) for i, c in result.instances]
+    regions = instance_regions(labels, ids)
+    msg.area = [float(a) for a, _ in regions]
+    msg.boxes = [RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h) for _, (x, y, w, h) in regions]
+    msg.labels = Image(height=int(height), width=int(width), encoding="mono16", is_bigendian=0, step=2 * int(width))
+    msg.labels.header = msg.header
+    msg.labels.data = np.ascontiguousarray(labels).tobytes()
+    return msg
+
+
+def labels_from_msg(msg) -> np.ndarray:
+    """The (H, W) int32 instance label image of an imp_msgs/RecognizedInstances."""
+    im = msg.labels
+    if im.encoding != "mono16":
+        raise ConversionError(f"instance labels must be mono16, got {im.encoding!r}")
+    return _rows(im, 2, 1).view(">u2" if im.is_bigendian else "<u2").reshape(im.height, im.width).astype(np.int32)
+
+
 def timings_dict(msg) -> Dict[str, float]:
     return {t.stage: float(t.milliseconds) for t in msg.timings}
 

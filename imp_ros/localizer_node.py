@@ -109,6 +109,11 @@ class LocalizerNode(LifecycleNode):
         "result_topic": P(common.RESULT_TOPIC, "imp_msgs/LocalizationResult output", check=_topic),
         "publish_debug_image": P(False, "publish the query with PnP inliers and residuals"),
         "debug_image_topic": P("/imp/localization/debug_image", "debug image topic", check=_topic),
+        "instances_topic": P("~/instances", "imp_msgs/RecognizedInstances of each frame the map's recognizer ran on "
+                                            "(only when the localizer has one)", check=_topic),
+        "publish_overlay": P(False, "publish the query with the recognized instances' colours blended over it plus "
+                                    "the PnP inliers, for each frame the recognizer ran on"),
+        "overlay_topic": P("~/overlay", "instance overlay image topic", check=_topic),
         "map_frame": P("map", "TF frame of the map", check=common.not_empty),
         "odom_frame": P("odom", "odometry frame (TF map->odom); empty: publish map->base"),
         "base_frame": P("base_link", "vehicle base frame", check=common.not_empty),
@@ -255,6 +260,15 @@ class LocalizerNode(LifecycleNode):
         if self.p("publish_debug_image"):
             self.pub_debug = self.create_publisher(Image, self.p("debug_image_topic"), reliable)
             ents.append(self.pub_debug)
+        self.pub_instances = self.pub_overlay = None
+        if any(st.conf["name"] == "instance" for st in self.loc.stages):  # a recognizer: say what it recognized
+            from imp_msgs.msg import RecognizedInstances
+
+            self.pub_instances = self.create_publisher(RecognizedInstances, self.p("instances_topic"), reliable)
+            ents.append(self.pub_instances)
+            if self.p("publish_overlay"):
+                self.pub_overlay = self.create_publisher(Image, self.p("overlay_topic"), reliable)
+                ents.append(self.pub_overlay)
         self.tf_buffer = TfBuffer(cache_s=30.0)
         self.tf_listener = TfListener(self, self.tf_buffer, callback_group=ReentrantCallbackGroup())
         ents.extend(self.tf_listener._subs)
@@ -598,6 +612,8 @@ class LocalizerNode(LifecycleNode):
         if self.pub_debug is not None:
             with self._lock:
                 self.pub_debug.publish(self._debug_image(rgb, camera, res, stamp, frame))
+        if res.label_map is not None:
+            self._publish_recognition(rgb, camera, res, stamp, frame)
 
     def _update_tf(self, map_from_base: Pose, stamp: int) -> None:
         odom, base, mp = self.p("odom_frame"), self.p("base_frame"), self.p("map_frame")
@@ -626,6 +642,16 @@ class LocalizerNode(LifecycleNode):
         from imp_core.localization.visualize import draw_localization
 
         return cv.rgb_to_image(draw_localization(rgb, camera, res), "rgb8", frame, stamp)
+
+    def _publish_recognition(self, rgb: np.ndarray, camera, res: LocalizationResult, stamp: int, frame: str) -> None:
+        """A frame the recognizer ran on: its instances (and the overlay when asked), built only for subscribers."""
+        if self.pub_instances is not None and self.pub_instances.get_subscription_count() > 0:
+            self.pub_instances.publish(cv.instances_to_msg(res, rgb.shape[1], rgb.shape[0], frame, stamp))
+        if self.pub_overlay is not None and self.pub_overlay.get_subscription_count() > 0:
+            from imp_core.localization.visualize import draw_instances
+
+            overlay = draw_instances(rgb, res.label_map, camera, res)
+            self.pub_overlay.publish(cv.rgb_to_image(overlay, "rgb8", frame, stamp))
 
     # ------------------------------------------------------------ diagnostics
     def stats(self) -> Dict[str, Any]:
