@@ -65,7 +65,7 @@ class GraphSpec:
     env: Dict[str, str] = field(default_factory=dict)
 
 
-def _resolve(p: Optional[str], base: Optional[Path]) -> Optional[Path]:
+def _resolve(p: Optional[str], base: Optional[Path], what: str = "") -> Optional[Path]:
     """A file named in a graph YAML: relative to the YAML's folder, then the package share directory (so an
     installed package works from any directory), then the current directory."""
     if not p:
@@ -73,7 +73,7 @@ def _resolve(p: Optional[str], base: Optional[Path]) -> Optional[Path]:
     try:
         return package_file(p, "file", base)
     except FileNotFoundError as e:
-        raise GraphError(str(e)) from None
+        raise GraphError(f"{what}: {e}" if what else str(e)) from None
 
 
 def find_graph(name: Union[str, Path]) -> Path:
@@ -150,8 +150,13 @@ def load_graph(path_or_dict, overrides: Optional[Dict[str, Dict[str, Any]]] = No
         nodes.append(NodeSpec(n["name"], n["executable"], params, dict(n.get("remappings") or {}),
                               bool(n.get("required", not daemon)), daemon))
     values = graph_args(g, args, where)
-    sub = lambda key: _substitute(g.get(key), values, f"{where}: graph.{key}")  # noqa: E731
-    return GraphSpec(nodes, _resolve(sub("params_file"), base), _resolve(sub("fastdds_profile"), base),
+    given = ", ".join(f"{k}={v}" for k, v in sorted(values.items()))
+
+    def path(key: str) -> Optional[Path]:
+        what = f"{where}: graph.{key}" + (f" (arguments {given})" if given else "")
+        return _resolve(_substitute(g.get(key), values, what), base, what)
+
+    return GraphSpec(nodes, path("params_file"), path("fastdds_profile"),
                      {str(k): str(_substitute(v, values, f"{where}: graph.env.{k}"))
                       for k, v in (g.get("env") or {}).items()})
 
