@@ -279,9 +279,9 @@ class Localizer:
         return (s.trusted and s.verified.pnp.num_inliers >= s.verified.candidate.min_inliers
                 and s.verified.best_reference_inliers >= self.conf["acceptance"]["min_best_reference_inliers"])
 
-    def _reports(self, s: Optional[Scored]) -> bool:
+    def _reports(self, s: Scored) -> bool:
         """Whether the search's pose is reported (OK): trusted and at least ``acceptance.min_inliers`` inliers."""
-        return s is not None and s.trusted and s.verified.pnp.num_inliers >= self.conf["acceptance"]["min_inliers"]
+        return s.trusted and s.verified.pnp.num_inliers >= self.conf["acceptance"]["min_inliers"]
 
     def _result(self, ctx: QueryContext, best: Optional[Scored], why: "_Why",
                 timings: Dict[str, float]) -> LocalizationResult:
@@ -301,7 +301,7 @@ class Localizer:
             result.focal_estimated = bool(ver.pnp.focal_estimated)
         else:
             result.camera = ctx.camera
-        if not self._reports(best):
+        if best is None or not self._reports(best):
             result.status = self.tracker.missed()
             result.message = why.reason(len(ctx.features), best, self.conf["acceptance"])
             return result
