@@ -113,8 +113,8 @@ def draw_instances(image: np.ndarray, label_map: Optional[np.ndarray], camera: C
                    result: LocalizationResult, alpha: float = 0.45) -> np.ndarray:
     """RGB copy of ``image`` with each recognized instance's pixels (``label_map``, at any resolution) blended
     with its colour (``instance_colors``, weight ``alpha``), its outline and id, then the PnP inliers and residuals
-    and the status line of ``draw_localization``. Pixels of no instance (label 0) keep the query's values, except where a dot, line or
-    text is drawn."""
+    and the status line of ``draw_localization``. Pixels of no instance (label 0) keep the query's values, except
+    where a dot, line or text is drawn."""
     import cv2
 
     if not 0.0 <= alpha <= 1.0:
