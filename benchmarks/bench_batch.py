@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 FEATURES = {"xfeat": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
             "sift": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9})}
+STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
 
 
 def run_config(args: dict) -> dict:
@@ -41,6 +42,7 @@ def run_config(args: dict) -> dict:
     from imp_core.datasets import open_dataset
     from imp_core.eval.formats import write_results
     from imp_core.localization.batch import localize_queries, open_localizer
+    from imp_core.localization.report import latency_table
 
     if args["workers"] == 0:
         torch.set_num_threads(args["process_threads"])
@@ -75,6 +77,8 @@ def run_config(args: dict) -> dict:
         "load_avg_before": list(load_before[:2]), "load_avg_after": list(load_after[:2]),
         "results_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
+        # per-query stage times measured inside the localizer (wherever it ran): p50 ms
+        "stage_p50_ms": {k: v["p50"] for k, v in latency_table(results).items() if k in STAGES},
     }
 
 
@@ -94,13 +98,16 @@ def ensure_map(world: Path, maps: Path, features: str) -> Path:
 
 def format_table(rows: list, meta: dict) -> str:
     lines = [f"{'config':<10} {'thr':>4} {'queries':>7} {'ok':>4} {'start s':>8} {'loc s':>7} {'q/s':>6} "
-             f"{'q/s e2e':>8} {'speed-up':>8} | load 1/5 min before -> after"]
+             f"{'q/s e2e':>8} {'speed-up':>8} | {'extr':>5} {'match':>5} {'pnp':>4} {'total':>5} ms p50 | "
+             f"load 1/5 min before -> after"]
     base = rows[0]["qps"] if rows else 1.0
     for r in rows:
         thr = "x".join(str(t) for t in sorted(set(r["threads_per_worker"])))
         lines.append(f"{r['config']:<10} {thr:>4} {r['queries']:>7} {r['localized']:>4} {r['startup_s']:8.1f} "
                      f"{r['localize_s']:7.1f} {r['qps']:6.2f} {r['qps_end_to_end']:8.2f} {r['qps'] / base:7.2f}x | "
-                     f"{r['load_avg_before'][0]:.2f} {r['load_avg_before'][1]:.2f} -> "
+                     + " ".join(f"{r['stage_p50_ms'].get(k, float('nan')):{w}.0f}"
+                                for k, w in (("extraction", 5), ("matching", 5), ("pnp", 4), ("total", 5)))
+                     + f" | {r['load_avg_before'][0]:.2f} {r['load_avg_before'][1]:.2f} -> "
                      f"{r['load_avg_after'][0]:.2f} {r['load_avg_after'][1]:.2f}")
     same = len({r["results_sha256"] for r in rows}) == 1
     lines.append(f"{meta['cpus']} CPUs; map {meta['map']}; start: Ray instance + every worker's map (or the one "

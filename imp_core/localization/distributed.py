@@ -64,23 +64,6 @@ def require_ray():
     return ray
 
 
-def set_threads(threads: int) -> None:
-    """Torch intra-op (and inter-op, where still possible) and OpenCV threads of this process."""
-    import torch
-
-    torch.set_num_threads(int(threads))
-    try:
-        torch.set_num_interop_threads(int(threads))
-    except RuntimeError:  # only settable before the first parallel work
-        pass
-    try:
-        import cv2
-
-        cv2.setNumThreads(int(threads))
-    except ImportError:
-        pass
-
-
 def connect(address: str = "local", num_cpus: Optional[int] = None) -> bool:
     """Connect this process to Ray; True when this call started (and the caller must shut down) the connection.
 
@@ -107,8 +90,10 @@ class LocalizerWorker:
     """The body of a Ray actor: one localizer, its map opened once from the path in ``conf['map']``."""
 
     def __init__(self, conf: dict, threads: int = 1):
-        set_threads(threads)
+        from ..threads import set_threads
         from .localizer import Localizer
+
+        set_threads(int(threads))  # before the first torch work (the localizer's 'threads' says the same)
 
         self.threads = int(threads)
         self.localizer = Localizer(conf, progress=False)
@@ -150,11 +135,7 @@ class RayLocalizerPool:
         if not conf.get("map"):
             raise ValueError("localizer conf needs 'map' (the map directory every worker opens)")
         conf["map"] = os.path.abspath(str(conf["map"]))  # the same path on every node; not resolved (shared mounts)
-        from .localizer import Localizer
-
-        for key in ("threads", "num_threads", "torch_threads"):  # a localizer-level thread setting, if it has one
-            if key in Localizer.default_conf:
-                conf.setdefault(key, threads)
+        conf["threads"] = int(threads)  # the localizer's own thread setting: what Ray reserves CPUs for
         self.workers, self.threads, self.address, self.progress = int(workers), int(threads), address, progress
         self.map = conf["map"]
         self.actors: List = []
