@@ -9,7 +9,7 @@ unless a ratio test needs the second. Blocks hold at most ``chunk_size`` rows an
 (8 MiB by default, so a block stays in the CPU caches), and the block buffer is kept between calls (no fresh
 allocation, hence no page faults, per frame). The ratio test (``d1 < ratio * d2``) and ``distance_threshold``
 apply in both directions, as in hloc. Scores are the descriptor similarities ``q.r`` (cosine for unit
-descriptors).
+descriptors). A matcher instance keeps its block buffer: use one instance per thread.
 """
 from __future__ import annotations
 
