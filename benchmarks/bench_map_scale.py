@@ -203,17 +203,19 @@ def measure(map_dir: str, world: str, mode: str, per_condition: int, cache_mb: f
     frames = []
     prev_gt, prev_cond = None, None
     for q, img in zip(queries, images):
+        c0 = time.process_time()
         if mode == "tracking":
             prior = prev_gt if prev_cond == q.condition else q.gt_pose
             res = loc.localize(img, q.camera, prior=prior, name=q.name)
         else:
             loc.reset()
             res = loc.localize(img, q.camera, name=q.name)
+        cpu_ms = 1000 * (time.process_time() - c0)
         prev_gt, prev_cond = q.gt_pose, q.condition
         ok = res.pose is not None
         dt, dr = pose_error(res.pose, q.gt_pose) if ok else (float("inf"), float("inf"))
         frames.append({"name": q.name, "condition": q.condition, "mode": res.mode, "success": bool(res.success),
-                       "t_err": dt, "r_err": dr, "timings_ms": dict(res.timings)})
+                       "t_err": dt, "r_err": dr, "timings_ms": dict(res.timings), "cpu_ms": cpu_ms})
     rss_end = _rss_mb()
     total = np.array([f["timings_ms"]["total"] for f in frames])
     stages = sorted({k for f in frames for k in f["timings_ms"]})
@@ -222,13 +224,15 @@ def measure(map_dir: str, world: str, mode: str, per_condition: int, cache_mb: f
         return float(np.percentile(v, q)) if len(v) else float("nan")
 
     rest = total[1:]
+    cpu = np.array([f["cpu_ms"] for f in frames])
     return {
         "map": map_dir, "images": len(loc.map.names), "points3D": int(len(loc.map.all_points3D()[0])), "mode": mode,
         "startup_s": startup_s, "map_load_s": load_s[0] if load_s else float("nan"),
         "rss_before_start_mb": base_rss, "rss_after_start_mb": rss_start["rss_mb"],
         "rss_after_frames_mb": rss_end["rss_mb"], "peak_rss_mb": rss_end["peak_rss_mb"],
         "frames": len(frames), "first_frame_ms": float(total[0]) if len(total) else float("nan"),
-        "p50_ms": p(rest, 50), "p95_ms": p(rest, 95),
+        "p50_ms": p(rest, 50), "p95_ms": p(rest, 95), "first_frame_cpu_ms": float(cpu[0]) if len(cpu) else np.nan,
+        "cpu_p50_ms": p(cpu[1:], 50),
         "stage_p50_ms": {s: p(np.array([f["timings_ms"].get(s, 0.0) for f in frames[1:]]), 50) for s in stages},
         "first_frame_stages_ms": frames[0]["timings_ms"] if frames else {},
         "recall_0.5m_5deg": float(np.mean([f["t_err"] <= 0.5 and f["r_err"] <= 5 for f in frames])),
@@ -250,18 +254,37 @@ def _run_fresh(args: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ report
+def _median_row(runs: List[dict]) -> dict:
+    """One row for repeated runs of a size and mode: the median of every number (of nested dicts too)."""
+    def med(vals):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            return float(np.median(vals))
+        if all(isinstance(v, (list, tuple)) for v in vals) and len({len(v) for v in vals}) == 1:
+            return [med(list(c)) for c in zip(*vals)]
+        if all(isinstance(v, dict) for v in vals):
+            return {k: med([v.get(k, float("nan")) for v in vals]) for k in vals[0]}
+        return vals[0]
+
+    row = {k: med([r[k] for r in runs]) for k in runs[0]}
+    row["images"] = int(row["images"])
+    row["repeats"] = len(runs)
+    return row
+
+
 def format_table(rows: List[dict]) -> str:
     lines = [f"{'images':>7} {'mode':<9} {'start s':>8} {'load s':>7} {'RSS MB':>7} {'RSS end':>8} {'1st ms':>7} "
-             f"{'p50 ms':>7} {'p95 ms':>7} {'retr ms':>8} {'match':>6} {'recall':>7} {'load':>5}"]
+             f"{'p50 ms':>7} {'p95 ms':>7} {'cpu p50':>8} {'retr ms':>8} {'match':>6} {'recall':>7} {'load':>5}"]
     for r in rows:
         lines.append(f"{r['images']:>7} {r['mode']:<9} {r['startup_s']:8.2f} {r['map_load_s']:7.2f} "
                      f"{r['rss_after_start_mb']:7.0f} {r['rss_after_frames_mb']:8.0f} {r['first_frame_ms']:7.0f} "
-                     f"{r['p50_ms']:7.0f} {r['p95_ms']:7.0f} {r['stage_p50_ms'].get('retrieval', 0.0):8.1f} "
+                     f"{r['p50_ms']:7.0f} {r['p95_ms']:7.0f} {r['cpu_p50_ms']:8.0f} "
+                     f"{r['stage_p50_ms'].get('retrieval', 0.0):8.1f} "
                      f"{r['stage_p50_ms'].get('matching', 0.0):6.0f} {100 * r['recall_0.5m_5deg']:6.1f}% "
                      f"{r['load_avg'][0]:5.1f}")
     lines.append("start s: Localizer(conf) incl. model creation; load s: LocalizationMap.load alone; RSS MB: after "
-                 "start-up; 1st ms: the first frame; p50/p95: the other frames; retr/match: p50 stage ms; recall at "
-                 "(0.5 m, 5 deg); load: 1-min load average of the machine at the end")
+                 "start-up; 1st ms: the first frame; p50/p95: the other frames (wall); cpu p50: process CPU time "
+                 "per frame; retr/match: p50 stage ms; recall at (0.5 m, 5 deg); load: 1-min load average of the "
+                 "machine at the end")
     return "\n".join(lines)
 
 
@@ -281,6 +304,7 @@ def plot(rows: List[dict], path: Path) -> None:
         axes[1].plot(x, [r["map_load_s"] for r in rs], ls, alpha=0.5, label=f"{mode}: map load")
         axes[2].plot(x, [r["p50_ms"] for r in rs], ls, label=f"{mode} p50")
         axes[2].plot(x, [r["first_frame_ms"] for r in rs], ls, alpha=0.5, label=f"{mode} first frame")
+        axes[2].plot(x, [r["cpu_p50_ms"] for r in rs], ls, alpha=0.3, label=f"{mode} CPU p50")
     axes[0].axhline(4.0, color="r", lw=0.8, label="target 4 GB")
     axes[0].set(xscale="log", xlabel="database images", ylabel="RSS [GB]", title="memory")
     axes[1].set(xscale="log", xlabel="database images", ylabel="seconds", title="start-up")
@@ -301,6 +325,7 @@ def main() -> int:
     p.add_argument("--sizes", type=int, nargs="+", default=[60, 1000, 5000, 10000])
     p.add_argument("--modes", nargs="+", default=["tracking", "global"], choices=["tracking", "global"])
     p.add_argument("--per-condition", type=int, default=15, help="queries per condition (day, night)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per size and mode (the table gives their median)")
     p.add_argument("--cache-mb", type=float, default=256.0, help="the map's feature cache (map_cache_mb)")
     p.add_argument("--replica-noise", type=float, default=0.75)
     p.add_argument("--work", type=Path, default=Path("/tmp/imp_map_scale"), help="where replicas are written")
@@ -320,25 +345,32 @@ def main() -> int:
 
         build_map(open_dataset(a.world), a.base_map, {"features": BASE_FEATURES, "matcher": BASE_MATCHER})
     n_base = int(read_map_meta(a.base_map)["num_images"])
-    rows = []
+    maps: Dict[int, Path] = {}
+    info: Dict[int, dict] = {}
     for n in a.sizes:
         t = time.time()
-        map_dir = a.base_map if n == n_base else replicate_map(a.base_map, a.work / f"x{n}", n, a.replica_noise)
-        rep_s = time.time() - t
-        disk = sum(f.stat().st_size for f in Path(map_dir).rglob("*") if f.is_file() and "build" not in f.parts)
-        for mode in a.modes:
-            r = _run_fresh({"map_dir": str(map_dir), "world": str(a.world), "mode": mode,
-                            "per_condition": a.per_condition, "cache_mb": a.cache_mb})
-            r.update({"replicated": map_dir != a.base_map, "replicate_s": rep_s, "disk_mb": disk / 2**20})
-            rows.append(r)
-            print(format_table([r]).splitlines()[1], flush=True)
-        if map_dir != a.base_map and n >= 5000 and not a.keep:
-            shutil.rmtree(map_dir)
+        maps[n] = a.base_map if n == n_base else replicate_map(a.base_map, a.work / f"x{n}", n, a.replica_noise)
+        disk = sum(f.stat().st_size for f in maps[n].rglob("*") if f.is_file() and "build" not in f.parts)
+        info[n] = {"replicated": maps[n] != a.base_map, "replicate_s": time.time() - t, "disk_mb": disk / 2**20}
+    runs: List[dict] = []
+    for rep in range(a.repeats):  # sizes interleaved: a busy spell of the machine hits every size alike
+        for n in a.sizes:
+            for mode in a.modes:
+                r = _run_fresh({"map_dir": str(maps[n]), "world": str(a.world), "mode": mode,
+                                "per_condition": a.per_condition, "cache_mb": a.cache_mb})
+                r.update({**info[n], "repeat": rep})
+                runs.append(r)
+                print(format_table([r]).splitlines()[1], flush=True)
+    rows = [_median_row([r for r in runs if r["images"] == runs_n and r["mode"] == mode])
+            for runs_n in dict.fromkeys(r["images"] for r in runs) for mode in a.modes]
+    for n, d in maps.items():
+        if d != a.base_map and n >= 5000 and not a.keep:
+            shutil.rmtree(d)
     table = format_table(rows)
     print(table)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_map_scale.txt").write_text(table + "\n")
-    (a.out / "bench_map_scale.json").write_text(json.dumps({"rows": rows, "args": {
+    (a.out / "bench_map_scale.json").write_text(json.dumps({"rows": rows, "runs": runs, "args": {
         k: str(v) for k, v in vars(a).items() if k != "worker"}}, indent=1))
     plot(rows, a.out / "bench_map_scale.png")
     print(f"wrote {a.out / 'bench_map_scale.json'}, {a.out / 'bench_map_scale.png'}")
