@@ -33,6 +33,11 @@ from .weights import load_checkpoint, load_state_dict_checked, xfeat_wheel_weigh
 class XFeat(FeatureExtractor):
     default_conf: Dict[str, Any] = {
         "detection_threshold": 0.05,
+        # CPU: run the network as a frozen TorchScript graph with batch norms folded into the convolutions
+        # (torch.jit.optimize_for_inference), traced once per image size: ~20 % less network time on one core,
+        # outputs equal to ~1e-5 (so keypoints can differ where two scores tie that closely); the first frame of
+        # each size pays the tracing (~1 s)
+        "jit": False,
     }
     descriptor_dim = 64
 
@@ -47,6 +52,8 @@ class XFeat(FeatureExtractor):
         load_state_dict_checked(model.net, load_checkpoint(path, "XFeat"), "XFeat", path)
         model.dev = torch.device(self.device)
         self.model = model.eval().to(self.device)
+        if conf["jit"] and self.device == "cpu":
+            self.model.net = _TracedPerShape(self.model.net)
 
     def _extract(self, image: np.ndarray) -> Features:
         import cv2
@@ -97,3 +104,34 @@ def _fast_xfeat_class():
 
     _FAST = FastXFeat
     return _FAST
+
+
+def _traced_per_shape_class():
+    import torch
+
+    class TracedPerShape(torch.nn.Module):
+        """The XFeat network as a frozen, inference-optimized TorchScript graph, one per input shape."""
+
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self._graphs: Dict[Any, Any] = {}
+
+        def forward(self, x):
+            key = (tuple(x.shape), x.dtype)
+            if key not in self._graphs:
+                import copy
+                import warnings
+
+                with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # tracer warnings about shape-dependent Python values
+                    example = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+                    traced = torch.jit.trace(copy.deepcopy(self.net).eval(), example, check_trace=False)
+                    self._graphs[key] = torch.jit.optimize_for_inference(torch.jit.freeze(traced))
+            return self._graphs[key](x)
+
+    return TracedPerShape
+
+
+def _TracedPerShape(net):
+    return _traced_per_shape_class()(net)
