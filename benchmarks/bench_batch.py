@@ -6,7 +6,9 @@ a fresh process: ``process`` is today's path (one ``Localizer`` here, ``--proces
 starts a private local Ray instance (``--ray-address local``) with N workers of ``--worker-threads`` threads each,
 every worker opening the map from its path. Reported per configuration: start-up (Ray + every worker's map, or the
 one localizer), the localization phase, queries per second over that phase and end to end, the machine's load
-average (1/5 min) before and after, and a hash of the results file, which must be the same for every configuration.
+average (1/5 min) before and after, the CPU time per query (driver + workers: what Ray costs on top, independent
+of the load) and a hash of the results file, which must be the same for every configuration. On a shared machine
+the wall-clock numbers follow the scheduler (other sessions' load), hence the load average next to them.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py                       # 80 queries, xfeat + nn
     .venv/bin/python benchmarks/bench_batch.py --workers 1 2 4 --limit 20 --features sift
@@ -58,12 +60,17 @@ def run_config(args: dict) -> dict:
     else:
         loc = open_localizer(conf, args["workers"], "local", args["worker_threads"], progress=False)
     t1 = time.perf_counter()
+    info = loc.worker_info() if args["workers"] else None
+    c1 = time.process_time()
     try:
         results = localize_queries(loc, queries, progress=True, desc=args["name"])
     finally:
         t2 = time.perf_counter()
-        info = getattr(loc, "info", None)
+        c2 = time.process_time()
+        after = loc.worker_info() if args["workers"] else None
         loc.close()
+    # CPU time of the localization phase: this process, plus every worker's (the same work whatever the load)
+    cpu_s = (c2 - c1) + (sum(b["cpu_s"] - a["cpu_s"] for a, b in zip(info, after)) if info else 0.0)
     t3 = time.perf_counter()
     load_after = os.getloadavg()
     out = Path(args["out"]) / f"{args['name'].replace(' ', '_')}.txt"
@@ -74,6 +81,7 @@ def run_config(args: dict) -> dict:
         "threads_per_worker": ([i["torch_threads"] for i in info] if info else [torch.get_num_threads()]),
         "startup_s": t1 - t0, "localize_s": t2 - t1, "shutdown_s": t3 - t2, "end_to_end_s": t3 - t0,
         "qps": len(queries) / (t2 - t1), "qps_end_to_end": len(queries) / (t3 - t0),
+        "cpu_ms_per_query": 1000 * cpu_s / max(1, len(queries)), "driver_cpu_s": c2 - c1,
         "load_avg_before": list(load_before[:2]), "load_avg_after": list(load_after[:2]),
         "results_sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "thread_env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
@@ -98,21 +106,22 @@ def ensure_map(world: Path, maps: Path, features: str) -> Path:
 
 def format_table(rows: list, meta: dict) -> str:
     lines = [f"{'config':<10} {'thr':>4} {'queries':>7} {'ok':>4} {'start s':>8} {'loc s':>7} {'q/s':>6} "
-             f"{'q/s e2e':>8} {'speed-up':>8} | {'extr':>5} {'match':>5} {'pnp':>4} {'total':>5} ms p50 | "
+             f"{'q/s e2e':>8} {'speed-up':>8} {'cpu ms/q':>8} | {'extr':>5} {'match':>5} {'pnp':>4} {'total':>5} ms p50 | "
              f"load 1/5 min before -> after"]
     base = rows[0]["qps"] if rows else 1.0
     for r in rows:
         thr = "x".join(str(t) for t in sorted(set(r["threads_per_worker"])))
         lines.append(f"{r['config']:<10} {thr:>4} {r['queries']:>7} {r['localized']:>4} {r['startup_s']:8.1f} "
-                     f"{r['localize_s']:7.1f} {r['qps']:6.2f} {r['qps_end_to_end']:8.2f} {r['qps'] / base:7.2f}x | "
+                     f"{r['localize_s']:7.1f} {r['qps']:6.2f} {r['qps_end_to_end']:8.2f} {r['qps'] / base:7.2f}x {r['cpu_ms_per_query']:8.0f} | "
                      + " ".join(f"{r['stage_p50_ms'].get(k, float('nan')):{w}.0f}"
                                 for k, w in (("extraction", 5), ("matching", 5), ("pnp", 4), ("total", 5)))
                      + f" | {r['load_avg_before'][0]:.2f} {r['load_avg_before'][1]:.2f} -> "
                      f"{r['load_avg_after'][0]:.2f} {r['load_avg_after'][1]:.2f}")
     same = len({r["results_sha256"] for r in rows}) == 1
     lines.append(f"{meta['cpus']} CPUs; map {meta['map']}; start: Ray instance + every worker's map (or the one "
-                 f"localizer); q/s over the localization phase; e2e incl. start-up and shutdown; thr: torch threads "
-                 f"per worker; results files identical across configurations: {'yes' if same else 'NO'}")
+                 f"localizer); q/s over the localization phase; e2e incl. start-up and shutdown; cpu ms/q: CPU time of "
+                 f"the phase (driver + workers) per query; stage p50: wall ms inside the localizer; thr: torch "
+                 f"threads per worker; results files identical across configurations: {'yes' if same else 'NO'}")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import socket
+import time
 from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -102,7 +103,7 @@ class LocalizerWorker:
         import torch
 
         return {"host": socket.gethostname(), "pid": os.getpid(), "torch_threads": torch.get_num_threads(),
-                "map": str(self.localizer.conf["map"])}
+                "map": str(self.localizer.conf["map"]), "cpu_s": time.process_time()}
 
     def run(self, unit: list, tracking: bool) -> list:
         """[(name, LocalizationResult)] for the queries of one unit, in order (``batch.localize_unit``)."""
@@ -180,6 +181,10 @@ class RayLocalizerPool:
         hosts = sorted({d["host"] for d in info})
         log.info("%d Ray workers ready on %s", len(info), ", ".join(hosts))
         return info
+
+    def worker_info(self) -> List[dict]:
+        """Each worker's host, pid, torch threads and CPU seconds used so far (``cpu_s``)."""
+        return self._ray.get([a.info.remote() for a in self.actors])
 
     # ------------------------------------------------------------------ work
     def run_units(self, units: List[list], tracking: bool, sink: Sink) -> None:
