@@ -318,6 +318,7 @@ class LocalizationMap:
             _check_stored(map_dir, feat_path, names, stored)
             index = index_from_reconstruction(rec, store, names, kind, progress)
             del rec
+            _trim_heap()
             logger.info("map %s has no %s: derived its index in %.1f s; run `imp map upgrade %s` to write it and "
                         "start faster", map_dir, INDEX_FILE, time.perf_counter() - t0, map_dir)
         labels_path = map_dir / "labels.h5"
@@ -504,6 +505,17 @@ def _read_reconstruction(map_dir: Path):
         return pycolmap.Reconstruction(str(rec_dir))
     except Exception as e:  # pycolmap raises plain RuntimeError/ValueError on corrupt files
         raise MapError(f"map {map_dir}: cannot read COLMAP model {rec_dir}: {e}") from e
+
+
+def _trim_heap() -> None:
+    """Hand the memory the COLMAP model freed back to the OS (glibc keeps freed small blocks in its heap: without
+    this a 10k-image map read without index.h5 held 2.4 GB after start-up)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _check_stored(map_dir: Path, feat_path: Path, names: Sequence[str], stored: set) -> None:
