@@ -614,3 +614,18 @@ def test_sinkhorn_unmasked_fast_path_equals_masked_path():
     assert torch.allclose(out, full, atol=1e-6)
     out[:, :-1, :-1].diagonal(dim1=1, dim2=2).sum().backward()
     assert s.grad is not None and a.grad is not None and float(s.grad.abs().sum()) > 0
+
+
+def test_localization_pose_pooling_threshold_scales_with_the_weights_threshold():
+    """Localization mode pools at 2 * pool_threshold * inlier ratio once a pose exists (0.2 * ratio with the
+    released 0.1); weights with a calibrated threshold (training/calibrate.py) keep pruning with a pose."""
+    data = small_pair(90, 70, 60, 32, seed=1, scale=10.0)
+    k0, k1 = data["keypoints0"][0].numpy(), data["keypoints1"][0].numpy()
+    for th in (0.1, 0.3):
+        local, thresholds = released_runner("localization", min_matches=5)
+        local.model.conf["pool_threshold"] = th
+        geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 7])  # never agrees: every checkpoint has a pose, no stop
+        local.run(data, [geo], [k0], [k1])
+        ratio = [float(np.mean(np.arange(len(c)) % 4 != 0)) for c in geo.calls]  # every 4th match an outlier
+        assert len(thresholds) == len(ratio) == 6
+        assert [t[0][0] for t in thresholds] == pytest.approx([2 * th * r for r in ratio])

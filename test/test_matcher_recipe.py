@@ -12,6 +12,7 @@ import torch
 from imp_core.matching.base import create_matcher
 from imp_core.matching.imp import checkpoint as ckpt
 from imp_core.matching.imp.checkpoint import load_model
+from imp_core.training.calibrate import calibrate_pool_threshold, pooling_masses
 from imp_core.training.dump import dump_synthetic, read_dump_info
 from imp_core.training.homography import dump_homography, find_photos, homography_pairs
 from imp_core.training.recipe import export_weights, model_card
@@ -124,3 +125,35 @@ def test_imp_matcher_uses_shipped_weights_for_the_features(tmp_path, monkeypatch
     ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
     m = create_matcher({"name": "eimp", "features": "sift"})
     assert m.weights == str(tmp_path / "imp_sift.pth") and m.model.conf["num_heads"] == 2
+
+
+def test_pool_threshold_calibration_rule():
+    """The largest threshold (to 0.01) keeping 98 % of the matched tokens at every pooling iteration."""
+    rng = np.random.default_rng(0)
+    masses = {3: {"matched": np.linspace(0.30, 1.0, 1001), "unmatched": rng.uniform(0.0, 0.6, 500)},
+              5: {"matched": np.linspace(0.25, 1.0, 1001), "unmatched": rng.uniform(0.0, 0.6, 500)}}
+    cal = calibrate_pool_threshold(masses, max_lost=0.02)
+    assert cal["pool_threshold"] == 0.26  # iteration 5 decides: q02 = 0.265
+    assert cal["per_iteration"][5]["matched_below"] <= 0.02
+    assert abs(cal["per_iteration"][3]["unmatched_below"] - np.mean(masses[3]["unmatched"] < 0.26)) < 1e-12
+    with pytest.raises(ValueError, match="max_lost"):
+        calibrate_pool_threshold(masses, max_lost=0.0)
+    with pytest.raises(ValueError, match="no ground-truth matched"):
+        calibrate_pool_threshold({3: {"matched": np.zeros(0), "unmatched": np.ones(3)}})
+
+
+def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
+    syn = tmp_path / "syn.h5"
+    dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 30})
+    conf = {"steps": 2, "batch_size": 2, "n_keypoints": 128, "max_inliers": 64, "val_every": 2, "ckpt_every": 2,
+            "log_every": 1, "model": {"n_layers": 4, "num_heads": 1, "keypoint_encoder": [16, 32],
+                                      "sinkhorn_grad_iterations": 3}}
+    run = tmp_path / "run"
+    train([syn], run, conf, progress=False)
+    out = export_weights(run, tmp_path / "imp_sift.pth", which="last", calibration_dumps=[syn])
+    cal = out["calibration"]
+    assert set(cal["per_iteration"]) == {3} and cal["per_iteration"][3]["matched"] > 0
+    model, _ = load_model(out["file"], "eimp")
+    assert model.conf["pool_threshold"] == cal["pool_threshold"]
+    masses = pooling_masses(model, [syn])
+    assert np.mean(masses[3]["matched"] < cal["pool_threshold"]) <= 0.02

@@ -11,11 +11,14 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
 from ..datasets.synthetic import make_world
+from ..matching.imp.checkpoint import read_checkpoint
+from ..matching.imp.model import IMPModel
+from .calibrate import calibrate_pool_threshold, pooling_masses
 from .dump import dump_synthetic, read_dump_info
 from .homography import dump_homography
 from .presets import PRESETS
@@ -56,15 +59,27 @@ def build_data(p: Mapping[str, Any], workdir: Path, progress: bool = True) -> Di
     return out
 
 
-def export_weights(run_dir: Path, out: Path, which: str = "best") -> Dict[str, Any]:
-    """Copy the model of ``run_dir/{which}.pth`` (without optimizer state) to ``out``."""
+def export_weights(run_dir: Path, out: Path, which: str = "best",
+                   calibration_dumps: Sequence[Path] = ()) -> Dict[str, Any]:
+    """Copy the model of ``run_dir/{which}.pth`` (without optimizer state) to ``out``; with
+    ``calibration_dumps``, EIMP's pooling threshold is calibrated on their held-out pairs and stored in the conf."""
     src = run_dir / f"{which}.pth"
     ck = torch.load(src, map_location="cpu", weights_only=True)
     slim = {k: ck[k] for k in ("epoch", "iteration", "model", "min_loss", "conf") if k in ck}
+    calibration = None
+    if calibration_dumps:
+        state, conf = read_checkpoint(src)
+        model = IMPModel({**conf, "variant": "eimp"})
+        model.load_state_dict(state)
+        train_conf = json.loads((run_dir / "conf.json").read_text())["train"]
+        calibration = calibrate_pool_threshold(pooling_masses(
+            model, calibration_dumps, val_fraction=train_conf["val_fraction"], seed=train_conf["seed"]))
+        slim["conf"] = json.dumps({**json.loads(slim.get("conf") or "{}"),
+                                   "pool_threshold": calibration["pool_threshold"]})
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, str(out))
     return {"file": str(out), "bytes": out.stat().st_size, "step": int(ck["iteration"]),
-            "parameters": int(sum(v.numel() for v in ck["model"].values()))}
+            "parameters": int(sum(v.numel() for v in ck["model"].values())), "calibration": calibration}
 
 
 def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping[str, Any],
@@ -109,14 +124,30 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
 ## Held-out pairs (last iteration, mutual matches with p > 0.2)
 | checkpoint | step | precision | recall | loss |
 |---|---|---|---|---|
-| best (exported) | {best.get('step', '-')} | {best.get('precision', float('nan')):.3f} | {best.get('recall', float('nan')):.3f} | {best.get('val_loss', float('nan')):.3f} |
-| last | {last.get('step', '-')} | {last.get('precision', float('nan')):.3f} | {last.get('recall', float('nan')):.3f} | {last.get('val_loss', float('nan')):.3f} |
+| lowest loss | {best.get('step', '-')} | {best.get('precision', float('nan')):.3f} | {best.get('recall', float('nan')):.3f} | {best.get('val_loss', float('nan')):.3f} |
+| last (exported) | {last.get('step', '-')} | {last.get('precision', float('nan')):.3f} | {last.get('recall', float('nan')):.3f} | {last.get('val_loss', float('nan')):.3f} |
 
+{_calibration_text(exported.get("calibration"))}
 ![curves]({name}_curves.png)
 """
     path = card_dir / f"{name}.md"
     path.write_text(text)
     return path
+
+
+def _calibration_text(cal: Optional[Mapping[str, Any]]) -> str:
+    if not cal:
+        return ""
+    rows = "\n".join(f"| {i} | {r['unmatched_below']:.0%} | {r['matched_below']:.1%} | {r['unmatched']} | {r['matched']} |"
+                     for i, r in sorted(cal["per_iteration"].items()))
+    return f"""
+## EIMP pooling threshold (calibrated on the held-out pairs; `imp_core/training/calibrate.py`)
+`pool_threshold` = {cal['pool_threshold']:.2f}: the largest value that keeps {1 - cal['max_lost']:.0%} of the
+ground-truth matched tokens at every pooling iteration (1024 keypoints per image, all ground-truth matches kept).
+| iteration | unmatched tokens below | matched tokens below | unmatched | matched |
+|---|---|---|---|---|
+{rows}
+"""
 
 
 def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = True, progress: bool = True,
@@ -146,7 +177,10 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
         done = int(res["step"])
     out: Dict[str, Any] = {"run": str(run_dir), "train_s": time.time() - t0, **res}
     if export:
-        exported = export_weights(run_dir, root / p["output"])
+        # the last step, not the lowest held-out loss: each stage changes the held-out sampling (keypoints,
+        # matches), so losses of different stages do not compare
+        exported = export_weights(run_dir, root / p["output"], which="last",
+                                  calibration_dumps=[d for paths in dumps.values() for d in paths])
         card = model_card(name, p, run_dir, exported, dumps, root / "docs" / "models")
         out.update({"exported": exported, "card": str(card)})
     return out

@@ -7,8 +7,10 @@ Two modes (``IterativeMatcher(mode=...)``, matcher conf ``iterative_mode``):
    with >= ``min_matches`` estimate a pose (essential matrix for pairs, PnP for localization);
 2. if the pose agrees with the previous checkpoint's pose the element stops: its output is the RANSAC inliers of
    that pose and its tokens leave the batch (later layers run on the remaining references only);
-3. EIMP pools after sharing iterations with threshold ``0.2 * inlier_ratio`` of the last pose (or
-   ``pool_threshold`` without one); each element keeps its own tokens, the batch is re-padded to the longest;
+3. EIMP pools after sharing iterations with threshold ``2 * pool_threshold * inlier_ratio`` of the last pose
+   (``0.2 * inlier_ratio`` with the released ``pool_threshold`` 0.1; weights trained here carry a calibrated one,
+   see ``training/calibrate.py``), or ``pool_threshold`` without a pose; each element keeps its own tokens, the
+   batch is re-padded to the longest;
 4. elements that never stop take the matches of the last iteration with ``match_threshold`` (0.2).
 Elements without geometry never stop early.
 
@@ -162,7 +164,8 @@ class IterativeMatcher:
                         done.append(row)
                     prev[b] = pose
             if pool:
-                ths = [model.conf["pool_threshold"] if ratio[b] is None else 0.2 * ratio[b] for b in active]
+                th = float(model.conf["pool_threshold"])
+                ths = [th if ratio[b] is None else 2 * th * ratio[b] for b in active]
                 _pool_counted(model, st, prob, ths, active, pooled)
             if done:
                 st, active = _drop_done(st, active, done)
