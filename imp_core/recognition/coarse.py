@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError
 from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..retrieval.stage import RetrievalStage
-from .instances import InstanceIndex, load_db_descriptors
+from .instances import InstanceIndex, layout_histogram, load_db_descriptors
 from .recognizer import Recognizer
 
 
@@ -25,6 +25,12 @@ class InstanceCoarseStage(CoarseStage):
         "k_rec": 30,  # instances searched at most
         "k_can": 5,  # references per instance (LBR: Aachen 5, RobotCar 1)
         "global_score_th": 0.0,  # drop references whose descriptor cosine is below (LBR: 0.95 with ResNeXt)
+        # how an instance's images are ranked for its k_can references: "layout" (how much of the query's recognized
+        # instances, in its proportions, each image shows, plus layout_global x the descriptor cosine) or "global"
+        # (LBR: the descriptor alone). On the city world at night "layout" puts 3+ right-place references in one of
+        # the first 5 clusters for 66 % of queries, "global" for 39 % (15 min recognizer)
+        "rank": "layout",
+        "layout_global": 0.25,
         "rec_th": 100,  # inliers that accept an instance cluster (LBR: Aachen 100, RobotCar 200)
         "nv_th": 50,  # inliers that accept a fallback cluster
         "fallback": None,  # coarse stage conf (e.g. {"name": "retrieval"}); None: our descriptor, one image per cluster
@@ -55,6 +61,9 @@ class InstanceCoarseStage(CoarseStage):
         # per instance: its database images and their descriptor rows, built once (propose runs per frame)
         self._images = {i: [n for n in v if n in self.row] for i, v in self.index.instance_images.items()}
         self._rows = {i: np.array([self.row[n] for n in v], dtype=np.int64) for i, v in self._images.items()}
+        if conf["rank"] not in ("layout", "global"):
+            raise ConfigError(f"coarse stage 'instance': rank must be 'layout' or 'global', got {conf['rank']!r}")
+        self.db_layouts = self.index.layouts(names) if conf["rank"] == "layout" else None
         self.fallback = None
         if conf["fallback"]:
             self.fallback = COARSE_STAGES.create(dict(conf["fallback"]), lmap=self.map)
@@ -65,6 +74,8 @@ class InstanceCoarseStage(CoarseStage):
         ctx.instances = rec.instances
         ctx.label_map = rec.label_map
         ctx.extras["instance_descriptor"] = rec.descriptor
+        if self.db_layouts is not None:
+            ctx.extras["instance_layout"] = layout_histogram(rec.label_map, rec.confidence, self.recognizer.num_classes)
         ctx.timings["recognition"] = 1000 * (time.perf_counter() - t0)
         if self.fallback is not None:
             t1 = time.perf_counter()
@@ -79,14 +90,18 @@ class InstanceCoarseStage(CoarseStage):
             raise RuntimeError("instance stage: propose() called before prepare()")
         sim_all = self.db_desc @ q
         th = float(self.conf["global_score_th"])
+        rank = sim_all
+        if self.db_layouts is not None:
+            rank = self.db_layouts @ ctx.extras["instance_layout"] + float(self.conf["layout_global"]) * sim_all
         out: List[Candidate] = []
         seen: set = set()
         for iid, score in ctx.instances[: int(self.conf["k_rec"])]:
             names = self._images.get(int(iid), [])
             if not names:
                 continue
-            sims = sim_all[self._rows[int(iid)]]
-            order = [k for k in np.argsort(-sims, kind="stable") if sims[k] >= th][: int(self.conf["k_can"])]
+            rows = self._rows[int(iid)]
+            sims = sim_all[rows]
+            order = [k for k in np.argsort(-rank[rows], kind="stable") if sims[k] >= th][: int(self.conf["k_can"])]
             refs = frozenset(names[k] for k in order)
             if order and refs not in seen:  # two instances on the same images: verify that set once
                 seen.add(refs)

@@ -211,6 +211,16 @@ class InstanceIndex:
     def images_of(self, instance: int) -> List[str]:
         return self.instance_images.get(int(instance), [])
 
+    def layouts(self, names: Sequence[str]) -> np.ndarray:
+        """(len(names), num_instances + 1) float32: each image's instance layout, its pixel count per instance
+        (column 0, no instance, stays 0), L2-normalised; see ``layout_histogram``."""
+        out = np.zeros((len(names), int(self.num_instances) + 1), np.float32)
+        for k, n in enumerate(names):
+            for i, c in self.image_instances.get(n, {}).items():
+                if 0 < int(i) <= self.num_instances:
+                    out[k, int(i)] = c
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
     def add(self, name: str, mask: np.ndarray) -> None:
         ids, cnt = np.unique(mask[mask > 0], return_counts=True)
         self.image_instances[name] = {int(i): int(c) for i, c in zip(ids, cnt)}
@@ -283,6 +293,19 @@ def assign_to_centroids(xyz: np.ndarray, centroids: np.ndarray, mode: str = "xyz
     cols = ["xyz".index(c) for c in mode]
     cent = np.where(np.isfinite(centroids), centroids, 1e18)
     return (_nearest(np.asarray(xyz, np.float64)[:, cols], cent[:, cols]) + 1).astype(np.int32)
+
+
+def layout_histogram(label_map: np.ndarray, confidence: Optional[np.ndarray], num_classes: int) -> np.ndarray:
+    """A query's instance layout: the recognized pixels per instance weighted by their confidence (column 0, no
+    instance, stays 0), L2-normalised. Its dot product with a database image's ``InstanceIndex.layouts`` row says
+    how much the two images show the same instances in the same proportions: several instances agreeing tell the
+    right place from a look-alike that shares one facade with it."""
+    lab = np.asarray(label_map).reshape(-1).astype(np.int64)
+    w = None if confidence is None else np.asarray(confidence, np.float64).reshape(-1)
+    keep = (lab > 0) & (lab < num_classes)
+    h = np.bincount(lab[keep], weights=None if w is None else w[keep], minlength=num_classes)[:num_classes]
+    h = h.astype(np.float32)
+    return h / max(float(np.linalg.norm(h)), 1e-12)
 
 
 def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = None,
