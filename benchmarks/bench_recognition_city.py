@@ -177,7 +177,10 @@ def main() -> int:
         entry["used_by_localizer"] = card.get("used_by_localizer")
         entry["fit"] = card.get("fit")
         loc = Localizer({"map": str(mdir), "recognition": {"model": str(mdir / "recognition" / "model.pt")}})
-        entry["pipeline"] = {"coarse": [s["name"] for s in loc.conf["coarse"]], "matcher": loc.conf["matcher"]["name"]}
+        entry["pipeline"] = {"coarse": [s["name"] for s in loc.conf["coarse"]], "matcher": loc.conf["matcher"]["name"],
+                             "instance": {k: v for s in loc.stages if s.conf["name"] == "instance" for k, v in
+                                          s.conf.items() if k in ("k_rec", "k_can", "rank", "layout_global")},
+                             "max_candidates": loc.conf["acceptance"]["max_candidates"]}
         for c, qs in conds.items():
             entry["localization"][c] = localize(loc, qs)
             print(f"budget {b:g} min, {c}: recognition {entry['recognition'][c]}, "
