@@ -103,6 +103,71 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
     return card
 
 
+def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
+                       image_dir: Optional[Union[str, Path]] = None, progress: bool = True) -> Dict[str, Any]:
+    """Make a trained recognition model (one that carries its instance definition, e.g. the shipped
+    ``models/recognition_synthetic.pt`` of the default synthetic world) the recognizer of another map of the same
+    place: the map's 3D points are assigned to the model's instances, the model is copied to ``MAP/recognition``
+    with the database descriptors it computes, and the model card records where it came from and how well it fits
+    this map (the self-check the localizer reads). No training: seconds to a minute, not a budget. Returns the card."""
+    from ..mapping import LocalizationMap, read_map_meta
+    from .instances import annotate_map, load_instance_definition, map_image_loader
+    from .network import load_model
+    from .recognizer import Recognizer
+
+    map_dir, model = Path(map_dir), Path(model)
+    meta = read_map_meta(map_dir)
+    centroids, mode = load_instance_definition(model)  # refuses a model without instances, naming it
+    net = load_model(model)
+    if net.num_classes != len(centroids) + 1:
+        raise ValueError(f"{model}: the network predicts {net.num_classes - 1} instances but carries "
+                         f"{len(centroids)} instance centroids")
+    load_image = map_image_loader(map_dir, image_dir)
+    if not LocalizationMap.load(map_dir).names:
+        raise ValueError(f"map {map_dir} has no registered images: nothing to recognize")
+    out = map_dir / REC_DIR
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copyfile(model, out / MODEL)
+    t0 = time.time()
+    rec = Recognizer({"model": str(out / MODEL)})
+    index = annotate_map(map_dir, {"centroids_from": str(model)}, recognizer=rec, load_image=load_image)
+    rec.close()
+    sizes = [len(v) for v in index.instance_images.values()]
+    card: Dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "version": 1,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "model": f"{REC_DIR}/{MODEL}",
+        "map": {"dir": str(map_dir), "map_id": meta.get("map_id"), "features": meta.get("features", {}).get("name"),
+                "num_images": meta.get("num_images"), "num_points3D": meta.get("num_points3D"),
+                "source": meta.get("source")},
+        "instances": {"num_instances": int(index.num_instances), "mode": mode,
+                      "images_per_instance": float(np.mean(sizes)) if sizes else 0.0,
+                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": round(time.time() - t0, 1),
+                      "from": str(model)},
+        "network": {k: v for k, v in dict(net.conf).items() if isinstance(v, (int, float, str, list, bool))},
+        "parameters": int(sum(p.numel() for p in net.parameters())),
+        "training": {"data": f"none here: the trained model {model.name} installed with its own instances (their "
+                             "centroids assigned to this map's 3D points)",
+                     "budget_min": 0.0, "seconds": 0.0, "steps": 0, "batch_size": 0, "first_loss": None,
+                     "final_loss": None, "device": "cpu", "installed_from": str(model)},
+        "intended_use": "instance-guided coarse search (LBR) of the imp localizer on maps of the place the model "
+                        "was trained on",
+        "limitations": "the model knows only the place it was trained on; installed on a map of another place its "
+                       "self-check fails and the localizer keeps global retrieval",
+    }
+    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
+    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
+    if not card["used_by_localizer"]:
+        logger.warning("recognizer %s does not fit map %s (top-1 %.2f on its images < %.2f): the localizer will keep "
+                       "global retrieval", model, map_dir, card["fit"]["top1"], MIN_FIT_TOP1)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
+    (out / CARD_MD).write_text(card_markdown(card))
+    return card
+
+
 def _model_card(map_dir: Path, meta: Mapping[str, Any], index, res: Mapping[str, Any], conf: Mapping[str, Any],
                 budget_min: float, annotate_s: float, mode: str) -> Dict[str, Any]:
     net = res["net"]
@@ -173,9 +238,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"(map id {m['map_id']}), source `{m['source']}`",
         f"- instances: {i['num_instances']} clusters of the map's 3D points (axes {i['mode']}), "
         f"{i['images_per_instance']:.1f} images per instance",
-        f"- training: {t['steps']} steps in {t['seconds']:.0f} s (budget {t['budget_min']:g} min) on {t['device']}, "
-        f"batch {t['batch_size']}, loss {t['first_loss'] if t['first_loss'] is None else round(t['first_loss'], 3)}"
-        f" -> {t['final_loss'] if t['final_loss'] is None else round(t['final_loss'], 3)}",
+        (f"- training: none here (installed from `{t['installed_from']}`)" if t.get("installed_from") else
+         f"- training: {t['steps']} steps in {t['seconds']:.0f} s (budget {t['budget_min']:g} min) on {t['device']}, "
+         f"batch {t['batch_size']}, loss {t['first_loss'] if t['first_loss'] is None else round(t['first_loss'], 3)}"
+         f" -> {t['final_loss'] if t['final_loss'] is None else round(t['final_loss'], 3)}"),
         f"- data: {t['data']}",
         f"- fit on its own images: top-1 {100 * card.get('fit', {}).get('top1', float('nan')):.1f} % (day), "
         f"{100 * card.get('fit', {}).get('top1_night_style', float('nan')):.1f} % (night style); used by the "
