@@ -7,6 +7,8 @@ import logging
 import sys
 from typing import List, Optional
 
+from .errors import ImpError
+
 # Modules that add subcommands via ``register(subparsers)``; heavy imports happen inside the handlers.
 # Packages above imp_core (imp_ros: `imp bag make`) add theirs through the ``imp.commands`` entry-point group
 # (setup.py), so this ROS-free library never imports them.
@@ -59,7 +61,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as e:
+    # ImpError: every error imp raises on purpose (imp_core/errors.py). OSError: a user's file the OS refuses (missing,
+    # unreadable). ValueError/KeyError: what the parsers raise for a malformed user file (json, numpy, h5py) and the
+    # argument checks that still raise the builtin types.
+    except (ImpError, OSError, ValueError, KeyError) as e:
         if args.verbose:
             raise
         print(f"imp {args.command}: error: {e}", file=sys.stderr)

@@ -23,11 +23,13 @@ import copy
 from pathlib import Path
 from typing import Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .errors import ImpError
+
 ConfLike = Union[str, Path, Mapping[str, Any], None]
 Overrides = Union[Iterable[Union[str, Tuple[str, Any]]], Mapping[str, Any], None]
 
 
-class ConfigError(ValueError):
+class ConfigError(ImpError, ValueError):
     pass
 
 

@@ -14,11 +14,13 @@ from typing import Iterator, Optional, Tuple, Union
 
 import numpy as np
 
+from .errors import ImpError
+
 #: 40 megapixels: larger than any phone or DSLR photo people localize, far below what exhausts memory
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
-class ImageTooLargeError(ValueError):
+class ImageTooLargeError(ImpError, ValueError):
     """The image header announces more pixels than the configured limit."""
 
 

@@ -9,10 +9,12 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import Union
 
+from .errors import ImpError
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class UnsafePathError(ValueError):
+class UnsafePathError(ImpError, ValueError):
     """A name that would leave its directory (absolute, ``..``, NUL byte or empty)."""
 
 

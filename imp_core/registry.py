@@ -14,6 +14,15 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable, Dict, Mapping, Optional
 
+from .errors import ImpError
+
+
+class UnknownModelError(ImpError, KeyError):
+    """A conf names a model its family does not have (or gives no name)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; print it as written
+        return str(self.args[0]) if self.args else super().__str__()
+
 
 class Registry:
     def __init__(self, family: str, modules: Optional[Dict[str, str]] = None):
@@ -42,13 +51,13 @@ class Registry:
         if name not in self._items and name in self._modules:
             importlib.import_module(self._modules[name])
         if name not in self._items:
-            raise KeyError(f"unknown {self.family} {name!r}; available: {', '.join(self.names())}")
+            raise UnknownModelError(f"unknown {self.family} {name!r}; available: {', '.join(self.names())}")
         return self._items[name]
 
     def create(self, conf: Mapping[str, Any], **kwargs: Any) -> Any:
         """Instantiate ``conf['name']`` with the whole conf (the class merges its own defaults)."""
         if "name" not in conf:
-            raise KeyError(f"{self.family} config needs a 'name' key (one of: {', '.join(self.names())})")
+            raise UnknownModelError(f"{self.family} config needs a 'name' key (one of: {', '.join(self.names())})")
         return self.get(conf["name"])(dict(conf), **kwargs)
 
     def __contains__(self, name: str) -> bool:

@@ -15,6 +15,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import ImpError
+
 # COLMAP camera models we read and write, with their parameter names.
 CAMERA_MODELS: Dict[str, Tuple[str, ...]] = {
     "SIMPLE_PINHOLE": ("f", "cx", "cy"),
@@ -146,7 +148,7 @@ def pose_error(est: Pose, gt: Pose) -> Tuple[float, float]:
     return float(np.linalg.norm(est.center - gt.center)), rotation_angle_deg(gt.R, est.R)
 
 
-class CameraError(ValueError):
+class CameraError(ImpError, ValueError):
     """Camera parameters that cannot describe a real camera; the message names the parameter."""
 
 

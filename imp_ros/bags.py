@@ -12,6 +12,8 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from imp_core.errors import ImpError
+
 STORAGES = ("mcap", "sqlite3", "ros1")
 _NUMPY = {
     "bool": np.bool_, "byte": np.uint8, "char": np.uint8, "int8": np.int8, "uint8": np.uint8, "int16": np.int16,
@@ -20,7 +22,7 @@ _NUMPY = {
 }
 
 
-class BagError(RuntimeError):
+class BagError(ImpError, RuntimeError):
     """A bag that cannot be opened or read (the message names the file)."""
 
 

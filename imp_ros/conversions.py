@@ -15,6 +15,7 @@ from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseWithCovariance, PoseWithCovarianceStamped, Transform, TransformStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from imp_core.errors import ImpError
 from imp_core.types import (
     STATUS_LOST,
     STATUS_NOT_INITIALIZED,
@@ -33,7 +34,7 @@ except ImportError:
     _CvBridge = None
 
 
-class ConversionError(ValueError):
+class ConversionError(ImpError, ValueError):
     """A message that cannot be converted (unknown encoding, uncalibrated camera, bad sizes)."""
 
 
@@ -322,7 +323,8 @@ def result_to_msgs(result: LocalizationResult, base_from_camera: Pose, map_frame
                    map_id: str, status_override: Optional[int] = None):
     """LocalizationResult -> (imp_msgs/LocalizationResult, PoseWithCovarianceStamped of the base or None,
     map_from_base Pose or None). A failed result carries a huge covariance (never zero)."""
-    from imp_msgs.msg import InstanceRecognition, LocalizationResult as ResultMsg, StageTiming
+    from imp_msgs.msg import InstanceRecognition, StageTiming
+    from imp_msgs.msg import LocalizationResult as ResultMsg
 
     msg = ResultMsg()
     msg.header.frame_id = map_frame

@@ -33,6 +33,7 @@ from typing import Any, Dict, List, Optional, TextIO, Union
 
 import yaml
 
+from imp_core.errors import ImpError
 from imp_ros.share import package_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +44,7 @@ EXECUTABLES = {
 }
 
 
-class GraphError(ValueError):
+class GraphError(ImpError, ValueError):
     """A graph config that cannot be run (the message names the file and key)."""
 
 

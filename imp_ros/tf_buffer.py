@@ -15,10 +15,11 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from imp_core.errors import ImpError
 from imp_core.types import Pose, qvec_to_rotmat, rotmat_to_qvec
 
 
-class TransformLookupError(LookupError):
+class TransformLookupError(ImpError, LookupError):
     """A transform that is unknown or outside the buffered time range."""
 
 

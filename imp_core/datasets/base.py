@@ -5,11 +5,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
+from ..errors import ImpError
 from ..paths import safe_join
 from ..types import Camera, Pose
 
 
-class DatasetError(ValueError):
+class DatasetError(ImpError, ValueError):
     """A dataset directory or file is missing or malformed (the message names it)."""
 
 

@@ -12,10 +12,11 @@ from typing import Dict, List, Mapping, Sequence, Tuple
 import numpy as np
 
 from ..datasets.colmap_io import read_poses, write_poses
+from ..errors import ImpError
 from ..types import Pose, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 
 
-class FormatError(ValueError):
+class FormatError(ImpError, ValueError):
     """A pose file line cannot be parsed (the message names file and line)."""
 
 

@@ -6,6 +6,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from ..config import merge
+from ..device import resolve_device  # noqa: F401  (re-exported: imp_core.features.base.resolve_device)
 from ..registry import Registry
 from ..types import Features
 
@@ -73,19 +74,6 @@ class FeatureExtractor:
         feats.image_size = (w, h)
         feats.kind = self.kind
         return feats
-
-
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'. Clear error when 'cuda' is asked for and absent."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA device; use device 'auto' or 'cpu'")
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    return device
 
 
 def create_extractor(conf: Mapping[str, Any]) -> FeatureExtractor:

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import resolve_device
 from ..types import Features
-from .base import EXTRACTORS, FeatureExtractor, resolve_device
+from .base import EXTRACTORS, FeatureExtractor
 from .utils import image_tensor, make_features
 from .weights import load_checkpoint, load_state_dict_checked, user_weight_path
 

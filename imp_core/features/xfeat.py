@@ -23,8 +23,9 @@ from typing import Any, Dict
 
 import numpy as np
 
+from ..device import resolve_device
 from ..types import Features
-from .base import EXTRACTORS, FeatureExtractor, resolve_device
+from .base import EXTRACTORS, FeatureExtractor
 from .utils import image_tensor, make_features
 from .weights import load_checkpoint, load_state_dict_checked, xfeat_wheel_weight
 

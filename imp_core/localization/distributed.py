@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..errors import ImpError
 from .batch import Sink, localize_unit
 
 log = logging.getLogger(__name__)
@@ -49,11 +50,11 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-threads", type=int, default=1, help="torch threads (and Ray CPUs) per worker")
 
 
-class RayUnavailable(RuntimeError):
+class RayUnavailable(ImpError, RuntimeError):
     """Ray is not installed or no cluster can be reached."""
 
 
-class WorkerFailed(RuntimeError):
+class WorkerFailed(ImpError, RuntimeError):
     """A Ray worker died or could not start (the results finished before are kept)."""
 
 

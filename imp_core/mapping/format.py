@@ -29,6 +29,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..errors import ImpError
 from ..types import Camera, Features, Pose
 from .features_io import FeatureStore, h5_key
 
@@ -43,7 +44,7 @@ _INDEX_ARRAYS = ("image_ids", "R", "t", "camera_size", "camera_params", "camera_
                  "num_keypoints", "point_ids", "point_xyz", "track_ptr", "track_images")
 
 
-class MapError(RuntimeError):
+class MapError(ImpError, RuntimeError):
     """A map directory is missing, corrupt, from another version or built with other features."""
 
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from ..features.base import resolve_device
+from ..device import resolve_device
 from ..features.weights import lightglue_wheel_weight, load_checkpoint, load_state_dict_checked
 from ..types import Features, Matches
 from .base import MATCHERS, Matcher

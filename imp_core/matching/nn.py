@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..device import resolve_device
 from ..types import Features, Matches
-from ..features.base import resolve_device
 from .base import MATCHERS, Matcher
 
 

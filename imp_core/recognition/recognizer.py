@@ -9,6 +9,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..config import merge
+from ..device import resolve_device
 
 
 @dataclass
@@ -45,7 +46,6 @@ class Recognizer:
     }
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None, net: Any = None):
-        from ..features.base import resolve_device
         from .network import load_model
 
         self.conf = merge(self.default_conf, conf, where="recognition")
@@ -100,7 +100,8 @@ class Recognizer:
         self.net = None
 
 
-def rank_instances(labels: np.ndarray, conf: np.ndarray, min_area: float, max_instances: int) -> List[Tuple[int, float]]:
+def rank_instances(labels: np.ndarray, conf: np.ndarray, min_area: float,
+                   max_instances: int) -> List[Tuple[int, float]]:
     """Instances of a predicted label map scored by their mean pixel confidence, best first."""
     flat, c = labels.reshape(-1), conf.reshape(-1)
     n = np.bincount(flat)

@@ -12,6 +12,8 @@ from typing import Any, Dict
 import numpy as np
 from numpy.lib import format as npformat
 
+from ..errors import ImpError
+
 _ALLOWED = {
     ("builtins", n) for n in ("list", "dict", "tuple", "set", "frozenset", "str", "bytes", "bytearray", "int",
                               "float", "complex", "bool", "slice")
@@ -23,7 +25,7 @@ _ALLOWED = {
 }
 
 
-class UnsafePickleError(ValueError):
+class UnsafePickleError(ImpError, ValueError):
     pass
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..config import merge
-from ..features.base import resolve_device
+from ..device import resolve_device
 from ..matching.imp.checkpoint import save_checkpoint
 from ..matching.imp.model import IMPModel
 from ..matching.imp.sinkhorn import mutual_matches

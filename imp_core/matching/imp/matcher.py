@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ...features.base import resolve_device
+from ...device import resolve_device
 from ...types import Features, Matches
 from ..base import MATCHERS, Matcher
 from .checkpoint import WHERE_TO_GET, load_model, shipped_features, shipped_weights
