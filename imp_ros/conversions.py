@@ -15,6 +15,7 @@ from geometry_msgs.msg import Pose as PoseMsg
 from geometry_msgs.msg import PoseWithCovariance, PoseWithCovarianceStamped, Transform, TransformStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+from imp_core.covariance import covariance_of_attached_frame
 from imp_core.errors import ImpError
 from imp_core.types import (
     STATUS_LOST,
@@ -303,16 +304,6 @@ def pose_to_transform(parent_from_child: Pose, parent: str, child: str, stamp_ns
     return ts
 
 
-def transform_covariance(cov: np.ndarray, frame_from_cov: Pose) -> np.ndarray:
-    """Rotate a 6x6 (x y z rx ry rz) covariance expressed in world axes; translation covariance of a rigidly
-    attached frame grows with the lever arm, which is ignored here (small next to the PnP uncertainty)."""
-    R = frame_from_cov.R
-    J = np.zeros((6, 6))
-    J[:3, :3] = R
-    J[3:, 3:] = R
-    return J @ cov @ J.T
-
-
 # ---------------------------------------------------------------- results
 STATUS_CODES: Dict[str, int] = {STATUS_OK: 0, STATUS_LOST: 1, STATUS_NOT_INITIALIZED: 2, STATUS_RELOCALIZING: 3}
 STATUS_INPUT_ERROR = 4
@@ -347,8 +338,6 @@ def result_to_msgs(result: LocalizationResult, base_from_camera: Pose, map_frame
     map_from_cam = result.pose.inverse()
     map_from_base = map_from_cam * base_from_camera.inverse()
     if result.covariance is not None:
-        from imp_core.localization.pnp import covariance_of_attached_frame
-
         cov = covariance_of_attached_frame(result.covariance, map_from_cam, base_from_camera.inverse())
     else:
         cov = np.eye(6) * LOST_VARIANCE

@@ -1,6 +1,6 @@
 """Run a graph of imp nodes from a YAML config as separate ROS 2 processes, without ``ros2 launch``.
 
-The same YAML drives the launch files in ``launch/`` (``launch_description_from_graph``). Format::
+The same YAML drives the launch files in ``launch/`` (``graph_actions`` in ``launch/_graph_launch.py``). Format::
 
     graph:
       args: {dataset: synthetic}                # arguments with defaults (imp_graph --arg, launch arguments)

@@ -20,6 +20,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
+from imp_core.covariance import covariance_in_frame
 from imp_core.types import STATUS_OK, STATUS_RELOCALIZING, LocalizationResult, Pose
 from imp_ros import common
 from imp_ros import conversions as cv
@@ -457,7 +458,7 @@ class LocalizerNode(LifecycleNode):
                         raise ValueError(f"frame {frame!r} has no TF to {self.p('map_frame')!r} ({e}); give the "
                                          f"pose in {self.p('map_frame')!r} or publish {self.p('map_frame')}->{frame}")
                 frame_from_base = map_from_frame * frame_from_base
-                cov = cv.transform_covariance(cov, map_from_frame)
+                cov = covariance_in_frame(cov, map_from_frame)
             map_from_base = frame_from_base
             base_from_cam = self._base_from_camera(self._camera_frame(None), None, wait=False)  # latest extrinsics
             cam_from_world = (map_from_base * base_from_cam).inverse()

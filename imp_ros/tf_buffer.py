@@ -1,4 +1,7 @@
-"""A small TF buffer (tree of frames, time interpolation) and broadcaster for when tf2_ros is absent.
+"""The TF buffer every imp node uses (tree of frames, time interpolation), and a /tf broadcaster.
+
+It is ours rather than ``tf2_ros.Buffer`` because the ROS 2 wheels on PyPI have no tf2_ros, and one buffer keeps the
+nodes behaving the same under a ROS distribution and under pip; only the broadcaster uses tf2_ros when it exists.
 
 ``TfBuffer`` keeps per child frame its parent and a time-sorted history of ``parent_from_child`` transforms
 (static ones without time). ``lookup(target, source, stamp_ns)`` returns ``target_from_source`` through the
@@ -11,7 +14,7 @@ from __future__ import annotations
 import bisect
 import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -204,8 +207,3 @@ class TfBroadcaster:
             self._tf2.sendTransform(list(transforms))
         else:
             self._pub.publish(self._cls(transforms=list(transforms)))
-
-
-def make_tf(node, cache_s: float = 10.0, tolerance_s: float = 0.05, callback_group=None) -> Tuple[TfBuffer, TfListener]:
-    buf = TfBuffer(cache_s, tolerance_s)
-    return buf, TfListener(node, buf, callback_group)

@@ -15,7 +15,8 @@ SHARED_LAYERS = {6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27}
 
 
 def official_layout(dim: int, shared: bool, n_iter: int = 15) -> dict:
-    """Key -> shape of the released checkpoints, written from ALGORITHM_BRIEF §1.11 (not from our model)."""
+    """Key -> shape of the released imp-release checkpoints (Xue et al., CVPR 2023), written out by hand from their
+    state dicts' layout (not from our model), so a renamed parameter of ours fails here."""
     keys = {"bin_score": ()}
     chans = [3, 32, 64, 128, 256, dim]
     for j, idx in enumerate((0, 3, 6, 9, 12)):

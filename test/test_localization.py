@@ -150,7 +150,7 @@ def test_attached_frame_covariance_matches_sampling():
     """Covariance moved to base_link (lever arm) agrees with sampling camera poses and composing the extrinsic."""
     from scipy.spatial.transform import Rotation
 
-    from imp_core.localization.pnp import covariance_of_attached_frame
+    from imp_core.covariance import covariance_of_attached_frame
 
     rng = np.random.default_rng(1)
     map_from_cam = Pose(_rot(-90, 0, -90), [2.0, 1.0, 1.5])

@@ -55,7 +55,3 @@ def write_summary(path, results: Mapping[str, Mapping[str, dict]], extra: Option
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean({"results": results, **(extra or {})}), indent=1))
     return path
-
-
-def read_summary(path) -> dict:
-    return json.loads(Path(path).read_text())

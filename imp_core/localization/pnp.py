@@ -7,6 +7,7 @@ from typing import Any, Dict, Mapping, Optional
 import numpy as np
 
 from ..config import merge
+from ..covariance import covariance_to_world
 from ..types import Camera, Pose
 
 DEFAULT_PNP_CONF: Dict[str, Any] = {
@@ -41,29 +42,6 @@ class PnPResult:
     @property
     def num_inliers(self) -> int:
         return int(self.inliers.sum())
-
-
-def _skew(v: np.ndarray) -> np.ndarray:
-    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
-
-
-def covariance_to_world(cov_colmap: np.ndarray, pose: Pose) -> np.ndarray:
-    """pycolmap's 6x6 pose covariance -> covariance of the camera pose in the world frame (ROS order).
-
-    pycolmap returns the covariance of (h, dt): h is Ceres' quaternion tangent (half the rotation vector of a
-    left perturbation R' = exp(2h) R, i.e. about camera axes) and dt the perturbation of cam_from_world's
-    translation (checked against Monte Carlo in test_localization). With phi = 2h:
-    d(centre) = -R^T [t]x phi - R^T dt and the world-frame rotation perturbation is psi = -R^T phi.
-    """
-    R, t = pose.R, pose.t
-    A = np.zeros((6, 6))
-    A[:3, :3] = -R.T @ _skew(t)
-    A[:3, 3:] = -R.T
-    A[3:, :3] = -R.T
-    B = np.diag([2.0, 2.0, 2.0, 1.0, 1.0, 1.0])
-    M = A @ B
-    C = M @ cov_colmap @ M.T
-    return 0.5 * (C + C.T)
 
 
 def project_points(pose: Pose, camera: Camera, points3D: np.ndarray) -> np.ndarray:
@@ -167,16 +145,3 @@ def _estimate_auto_focal(points2D: np.ndarray, points3D: np.ndarray, camera: Cam
     if est.num_inliers > fixed.num_inliers and est.residual_sigma_px <= fixed.residual_sigma_px:
         return est
     return fixed
-
-
-def covariance_of_attached_frame(cov_cam: np.ndarray, map_from_cam: Pose, cam_from_body: Pose) -> np.ndarray:
-    """World-frame covariance (ROS order) of a frame rigidly attached to the camera (e.g. base_link).
-
-    The rotation block is unchanged (same world-frame rotation perturbation psi); the body origin moves with the
-    lever arm ``l = R_wc @ t_cb``: d(p_body) = d(c_cam) + psi x l = d(c_cam) - [l]x psi.
-    """
-    lever = map_from_cam.R @ cam_from_body.t
-    J = np.eye(6)
-    J[:3, 3:] = -_skew(lever)
-    C = J @ np.asarray(cov_cam, dtype=np.float64).reshape(6, 6) @ J.T
-    return 0.5 * (C + C.T)

@@ -3,11 +3,11 @@ labelled 3D points, nearest within a radius) or from stored masks (our uint16 PN
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .instances import dense_labels_from_depth, load_point_labels, read_lbr_mask, read_mask
+from .instances import dense_labels_from_depth, load_point_labels
 from .metrics import RecognitionScore
 
 
@@ -62,15 +62,6 @@ def query_items(dataset: Any, queries: Sequence[Any], gt: DepthGroundTruth,
         if q.gt_pose is None:
             raise ValueError(f"query {q.name} has no ground-truth pose; cannot derive its label map")
         yield load_image(q), gt(dataset.depth(q.name), q.camera, q.gt_pose)
-
-
-def mask_items(images: Mapping[str, np.ndarray], mask_dir: Union[str, Path],
-               code_gid: Optional[Mapping[int, int]] = None):
-    """(image, GT) with masks ``mask_dir/<name>.png`` (uint16 ids, or LBR colours with ``code_gid``)."""
-    mask_dir = Path(mask_dir)
-    for name, image in images.items():
-        path = mask_dir / (str(Path(name).with_suffix("")) + ".png")
-        yield image, (read_lbr_mask(path, code_gid) if code_gid is not None else read_mask(path))
 
 
 def evaluate_per_condition(recognizer: Any, dataset: Any, map_dir: Union[str, Path],

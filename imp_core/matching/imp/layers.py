@@ -1,8 +1,8 @@
 """Building blocks of the IMP family (SuperGlue-style, Conv1d on [B, D, N] tensors).
 
-Module and parameter names follow the released imp-release checkpoints (ALGORITHM_BRIEF §1.11) so their state
-dicts load strictly. Every block takes an optional token mask ``[B, N]`` (True = real token) so that padded
-batches give the same numbers as the unpadded images.
+Module and parameter names follow the released imp-release checkpoints (layout:
+``test_imp_model.official_layout``) so their state dicts load strictly. Every block takes an optional token mask
+``[B, N]`` (True = real token) so that padded batches give the same numbers as the unpadded images.
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@
 
 The forward pass is split into small steps (``encode``, ``iterate``, ``assign``, ``pool``, ``matches``) that
 ``iterative.py`` drives with pose checks in between; ``forward`` runs all iterations for training.
-Parameter names equal the released checkpoints (ALGORITHM_BRIEF §1.11).
+Parameter names equal the released checkpoints of Xue et al., CVPR 2023 (``feixue94/imp-release``); the key/shape
+layout is pinned by ``test/test_imp_model.py::official_layout``.
 """
 from __future__ import annotations
 
