@@ -41,7 +41,6 @@ def collect(world: Path, maps: Path, pair: str, top_k: int) -> list:
     from imp_core.imageio import read_image
     from imp_core.localization import Localizer
     from imp_core.mapping import build_map
-    from imp_core.types import pose_error
 
     pycolmap.logging.minloglevel = 2
     fconf, mconf = PAIRS[pair]

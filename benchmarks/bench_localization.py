@@ -203,9 +203,9 @@ def main_confs(a) -> int:
     import os
     import platform
 
+    from imp_core.datasets import open_dataset
     from imp_core.datasets.synthetic import make_world
     from imp_core.mapping import build_map
-    from imp_core.datasets import open_dataset
 
     make_world(a.world, preset=a.preset)
     map_dir = a.map or (a.out / "maps" / "xfeat_2048")

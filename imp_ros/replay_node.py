@@ -167,8 +167,8 @@ class ReplayNode(Node):
         self.image_qos = qos = common.qos_from_param(p("image_qos"), depth=5, name="image_qos")
         self._topic_pubs: Dict[str, object] = {}  # multi-camera bags: publisher per camera topic
         self._bag_static: Dict[str, Pose] = {}  # multi-camera bags: base->camera per optical frame (/tf_static)
-        from imp_msgs.msg import LocalizationResult, ReplayFrame
         from geometry_msgs.msg import PoseStamped
+        from imp_msgs.msg import LocalizationResult, ReplayFrame
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from std_msgs.msg import String
 

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 import pytest
 
-from imp_core.datasets.synthetic import SyntheticWorld, make_world
 from imp_core.eval.formats import FormatError, read_results, read_tum, write_results, write_tum
 from imp_core.eval.metrics import THRESHOLDS, evaluate, query_errors
 from imp_core.eval.plots import plot_error_cdf, plot_trajectories

@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from imp_core.localization.visualize import (LABEL_MAP_MAX_SIDE, compact_labels, draw_instances, expand_labels,
-                                             instance_colors, instance_regions)
+from imp_core.localization.visualize import (
+    LABEL_MAP_MAX_SIDE,
+    compact_labels,
+    draw_instances,
+    expand_labels,
+    instance_colors,
+    instance_regions,
+)
 from imp_core.types import Camera, LocalizationResult
 
 

@@ -13,7 +13,7 @@ from imp_core.matching.base import create_matcher
 from imp_core.matching.imp import checkpoint as ckpt
 from imp_core.matching.imp.checkpoint import load_model
 from imp_core.training.calibrate import calibrate_pool_threshold, pooling_masses
-from imp_core.training.dump import dump_synthetic, read_dump_info
+from imp_core.training.dump import dump_synthetic
 from imp_core.training.homography import dump_homography, find_photos, homography_pairs
 from imp_core.training.recipe import export_weights, model_card
 from imp_core.training.trainer import train

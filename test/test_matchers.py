@@ -5,14 +5,13 @@ import time
 
 import numpy as np
 import pytest
+from test_features import load_rgb
 
 from imp_core.features.base import create_extractor
 from imp_core.features.utils import empty_features
 from imp_core.matching.base import MATCHERS, create_matcher
 from imp_core.matching.lightglue import rename_lightglue_keys
 from imp_core.types import Features, Matches
-
-from test_features import load_rgb
 
 
 def unit(x):

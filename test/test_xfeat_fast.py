@@ -4,10 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_features import load_rgb
 
 from imp_core.features.base import create_extractor
-
-from test_features import load_rgb
 
 
 @pytest.mark.parametrize("width", [640, 500])  # a multiple of 32, and a size the wrapper resizes

@@ -63,7 +63,6 @@ def reprojection_errors(pose: Pose, camera: Camera, points2D: np.ndarray, points
 def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
                   conf: Optional[Mapping[str, Any]] = None) -> Optional[PnPResult]:
     """LO-RANSAC PnP + refinement. ``points2D`` in OpenCV pixel convention (+0.5 added for COLMAP here)."""
-    import pycolmap
 
     conf = merge(DEFAULT_PNP_CONF, conf, where="pnp")
     _check_conf(conf)

@@ -117,7 +117,6 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
 @pytest.mark.parametrize("storage", ["mcap", "ros1"])
 def test_bag_replay(localizer, ros_world, run_graph, tmp_path, storage):
     from imp_core.datasets.synthetic import SyntheticWorld
-
     from imp_ros.bags import dataset_to_bag
 
     bag = tmp_path / ("day.bag" if storage == "ros1" else "day_bag")
