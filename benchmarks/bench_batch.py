@@ -106,13 +106,15 @@ def ensure_map(world: Path, maps: Path, features: str) -> Path:
 
 def format_table(rows: list, meta: dict) -> str:
     lines = [f"{'config':<10} {'thr':>4} {'queries':>7} {'ok':>4} {'start s':>8} {'loc s':>7} {'q/s':>6} "
-             f"{'q/s e2e':>8} {'speed-up':>8} {'cpu ms/q':>8} | {'extr':>5} {'match':>5} {'pnp':>4} {'total':>5} ms p50 | "
+             f"{'q/s e2e':>8} {'speed-up':>8} {'cpu ms/q':>8} | "
+             f"{'extr':>5} {'match':>5} {'pnp':>4} {'total':>5} ms p50 | "
              f"load 1/5 min before -> after"]
     base = rows[0]["qps"] if rows else 1.0
     for r in rows:
         thr = "x".join(str(t) for t in sorted(set(r["threads_per_worker"])))
         lines.append(f"{r['config']:<10} {thr:>4} {r['queries']:>7} {r['localized']:>4} {r['startup_s']:8.1f} "
-                     f"{r['localize_s']:7.1f} {r['qps']:6.2f} {r['qps_end_to_end']:8.2f} {r['qps'] / base:7.2f}x {r['cpu_ms_per_query']:8.0f} | "
+                     f"{r['localize_s']:7.1f} {r['qps']:6.2f} {r['qps_end_to_end']:8.2f} {r['qps'] / base:7.2f}x "
+                     f"{r['cpu_ms_per_query']:8.0f} | "
                      + " ".join(f"{r['stage_p50_ms'].get(k, float('nan')):{w}.0f}"
                                 for k, w in (("extraction", 5), ("matching", 5), ("pnp", 4), ("total", 5)))
                      + f" | {r['load_avg_before'][0]:.2f} {r['load_avg_before'][1]:.2f} -> "

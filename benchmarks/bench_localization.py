@@ -245,7 +245,8 @@ def format_table(rows: list) -> str:
             rec = " ".join(f"{100 * v:7.1f}%" for v in a["recall"])
             lt = " ".join(f"{lat.get(s, {}).get('p50', float('nan')):{w}.0f}"
                           for s, w in (("extraction", 8), ("retrieval", 6), ("matching", 7), ("pnp", 6), ("total", 7)))
-            lines.append(f"{r['pair']:<18} {cond:<6} {a['n']:>3} {rec} {a['median_t_m']:6.3f}m {a['median_R_deg']:6.2f}°"
+            lines.append(f"{r['pair']:<18} {cond:<6} {a['n']:>3} {rec} "
+                         f"{a['median_t_m']:6.3f}m {a['median_R_deg']:6.2f}°"
                          f" | {lt} {r['peak_rss_mb']:7.0f}")
     lines.append("latency: median ms per frame; peak RSS of the process that built the map and localized")
     return "\n".join(lines)

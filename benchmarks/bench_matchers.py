@@ -403,7 +403,8 @@ def summarize(name: str, n: int, calls: List[Dict[str, Any]], device: str) -> Di
         return float(np.median([c[k] for c in calls]))
 
     row: Dict[str, Any] = {"device": device, "keypoints": n, "matcher": name, "pairs": len(calls),
-                           "ms": med("ms"), "wall_ms": med("wall_ms"), "ms_mean": float(np.mean([c["ms"] for c in calls])),
+                           "ms": med("ms"), "wall_ms": med("wall_ms"),
+                           "ms_mean": float(np.mean([c["ms"] for c in calls])),
                            "peak_mib": float(max(c["peak_mib"] for c in calls)),
                            "matches": float(np.mean([c["matches"] for c in calls]))}
     if "iterations" in calls[0]:
@@ -464,7 +465,8 @@ def table(rows: List[Dict[str, Any]]) -> str:
         else:
             it = f"{r['layers']:.1f} layers" if "layers" in r else "-"
             tok = stop = pooled = "-"
-        lines.append(f"| {r['keypoints']} | {r['matcher']} | {r['ms']:.0f} | {r['wall_ms']:.0f} | {r['peak_mib']:.0f} | "
+        lines.append(f"| {r['keypoints']} | {r['matcher']} | {r['ms']:.0f} | {r['wall_ms']:.0f} | "
+                     f"{r['peak_mib']:.0f} | "
                      f"{r['matches']:.0f} | {it} | {tok} | {stop} | {pooled} |")
     return "\n".join(lines)
 

@@ -178,7 +178,8 @@ def format_table(rep: dict) -> str:
              f"{100 * i['purity']:.1f}%, completeness {100 * i['completeness']:.1f}% ({i['gt_facades']} GT facades)",
              "", "recognition    mIoU   top-1  pixel-acc  images"]
     for c, s in rep["recognition"].items():
-        lines.append(f"{c:<12} {100 * s['mIoU']:6.1f} {100 * s['top1']:7.1f} {100 * s['pixel_acc']:9.1f} {s['images']:7d}")
+        lines.append(f"{c:<12} {100 * s['mIoU']:6.1f} {100 * s['top1']:7.1f} {100 * s['pixel_acc']:9.1f} "
+                     f"{s['images']:7d}")
     lines += ["", "night localization      " + "  ".join(f"{t}m/{a}deg" for t, a in THRESHOLDS) + "  median_m  s/query"]
     for k, r in rep["localization_night"].items():
         vals = "  ".join(f"{100 * r[f'{t}m_{a}deg']:>{len(f'{t}m/{a}deg')}.1f}" for t, a in THRESHOLDS)

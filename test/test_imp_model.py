@@ -216,7 +216,7 @@ def test_early_stop_on_easy_pair():
 def test_early_stop_localization_pnp():
     f0, f1, geo = easy_pair(400, seed=2)
     # 3D points of the reference keypoints (image 1), NaN for a third of them
-    cam, pts, (p0, p1) = geo["camera"], geo["points"], geo["poses"]
+    cam, pts, (_, p1) = geo["camera"], geo["points"], geo["poses"]
     x = p1.transform(pts) @ cam.K.T
     uv = x[:, :2] / x[:, 2:]
     nearest = np.linalg.norm(f1.keypoints[:, None] - uv[None], axis=2).argmin(1)

@@ -45,8 +45,8 @@ def test_ground_truth_is_geometric(tiny_world, dump):
     Kinv = np.linalg.inv(cam.K)
     x0 = np.c_[k0[m[:, 0]], np.ones(len(m))] @ Kinv.T
     x1 = np.c_[k1[m[:, 1]], np.ones(len(m))] @ Kinv.T
-    l = x0 @ (tx @ rel.R).T
-    d = np.abs((x1 * l).sum(1)) / np.linalg.norm(l[:, :2], axis=1) * cam.focal[0]
+    lines = x0 @ (tx @ rel.R).T  # epipolar lines in image 1
+    d = np.abs((x1 * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1) * cam.focal[0]
     assert np.median(d) < 2.0 and np.mean(d < 5.0) > 0.95
     # a shifted keypoint set loses most of its matches (5 px gate; some survive by chance in dense areas)
     v0 = View(k0, tiny_world.depth(n0), cam.K, p0)

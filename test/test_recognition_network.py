@@ -134,7 +134,8 @@ def test_label_nn_matches_within_labels_first():
     pairs = {tuple(p) for p in res.indices.tolist()}
     assert (0, 0) in pairs and (1, 2) in pairs and (2, 3) in pairs
     assert res.info["label_matches"] == 1
-    plain = create_matcher({"name": "label_nn", "use_labels": False}).match(_feats(q, [5, 0, 0]), _feats(r, [5, 6, 0, 0]))
+    plain = create_matcher({"name": "label_nn", "use_labels": False}).match(_feats(q, [5, 0, 0]),
+                                                                            _feats(r, [5, 6, 0, 0]))
     assert (0, 1) in {tuple(p) for p in plain.indices.tolist()}
 
 

@@ -76,7 +76,8 @@ class VLAD(GlobalDescriptor):
         k, d = c.shape
         x = feats.descriptors
         if x.shape[1] != d:
-            raise ValueError(f"VLAD codebook has dim {d}, features have dim {x.shape[1]} (map built with other features?)")
+            raise ValueError(f"VLAD codebook has dim {d}, features have dim {x.shape[1]} "
+                             "(map built with other features?)")
         out = np.zeros((k, d), np.float32)
         if len(x):
             xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
@@ -88,5 +89,6 @@ class VLAD(GlobalDescriptor):
         return (v / max(np.linalg.norm(v), 1e-12)).astype(np.float32)
 
 
-def create_global_descriptor(conf: Mapping[str, Any], arrays: Optional[Dict[str, np.ndarray]] = None) -> GlobalDescriptor:
+def create_global_descriptor(conf: Mapping[str, Any],
+                             arrays: Optional[Dict[str, np.ndarray]] = None) -> GlobalDescriptor:
     return GLOBAL_DESCRIPTORS.create(conf, arrays=arrays)

@@ -82,5 +82,6 @@ def dump_megadepth(root, out, scenes: Optional[Sequence[str]] = None, conf: Opti
                                     np.asarray(info["intrinsics"][k], np.float64).reshape(3, 3), Pose.from_matrix(T))
             pairs.append((_path(info["image_paths"][i]), _path(info["image_paths"][j])))
 
-    source = ImageSource(lambda n: read_image(images[n][0]), lambda n: read_depth(images[n][1]), lambda n: images[n][2], lambda n: images[n][3])
+    source = ImageSource(lambda n: read_image(images[n][0]), lambda n: read_depth(images[n][1]),
+                         lambda n: images[n][2], lambda n: images[n][3])
     return write_dump(Path(out), sorted(images), pairs, source, conf or {}, f"megadepth:{root.resolve()}")

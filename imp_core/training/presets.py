@@ -57,6 +57,8 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
 
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "imp_xfeat": _preset({"name": "xfeat", "max_keypoints": 1024}, [32, 64], 12000, "imp_core/matching/imp/weights/imp_xfeat.pth"),
-    "imp_aliked": _preset({"name": "aliked", "max_keypoints": 1024}, [32, 64, 128], 12000, "imp_core/matching/imp/weights/imp_aliked.pth"),
+    "imp_xfeat": _preset({"name": "xfeat", "max_keypoints": 1024}, [32, 64], 12000,
+                         "imp_core/matching/imp/weights/imp_xfeat.pth"),
+    "imp_aliked": _preset({"name": "aliked", "max_keypoints": 1024}, [32, 64, 128], 12000,
+                          "imp_core/matching/imp/weights/imp_aliked.pth"),
 }

@@ -99,13 +99,15 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
     last = evals[-1] if evals else {}
     best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
     conf = json.loads((run_dir / "conf.json").read_text())
+    size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
+                 f"exported at step {exported['step']}")
     text = f"""# Matcher weights `{exported['file']}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
 
 - Features: `{json.dumps(p['features'])}`
 - Model: `{json.dumps(conf['model'])}`
-- Parameters: {exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; exported at step {exported['step']}
+- Parameters: {size_line}
 - Trainer: `{json.dumps({k: v for k, v in conf['train'].items() if k != 'model'})}`
 - Stages: `{json.dumps(p['stages'])}`
 - Wall time of the last training process: {train_rows[-1]['time_s'] / 3600 if train_rows else 0:.2f} h
@@ -124,8 +126,8 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
 ## Held-out pairs (last iteration, mutual matches with p > 0.2)
 | checkpoint | step | precision | recall | loss |
 |---|---|---|---|---|
-| lowest loss | {best.get('step', '-')} | {best.get('precision', float('nan')):.3f} | {best.get('recall', float('nan')):.3f} | {best.get('val_loss', float('nan')):.3f} |
-| last (exported) | {last.get('step', '-')} | {last.get('precision', float('nan')):.3f} | {last.get('recall', float('nan')):.3f} | {last.get('val_loss', float('nan')):.3f} |
+{_eval_row('lowest loss', best)}
+{_eval_row('last (exported)', last)}
 
 {_calibration_text(exported.get("calibration"))}
 ![curves]({name}_curves.png)
@@ -135,11 +137,17 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
     return path
 
 
+def _eval_row(label: str, r: Mapping[str, Any]) -> str:
+    """One row of the model card's held-out table: step, precision, recall, loss (nan where not evaluated)."""
+    vals = " | ".join(f"{r.get(k, float('nan')):.3f}" for k in ("precision", "recall", "val_loss"))
+    return f"| {label} | {r.get('step', '-')} | {vals} |"
+
+
 def _calibration_text(cal: Optional[Mapping[str, Any]]) -> str:
     if not cal:
         return ""
-    rows = "\n".join(f"| {i} | {r['unmatched_below']:.0%} | {r['matched_below']:.1%} | {r['unmatched']} | {r['matched']} |"
-                     for i, r in sorted(cal["per_iteration"].items()))
+    rows = "\n".join(f"| {i} | {r['unmatched_below']:.0%} | {r['matched_below']:.1%} | "
+                     f"{r['unmatched']} | {r['matched']} |" for i, r in sorted(cal["per_iteration"].items()))
     return f"""
 ## EIMP pooling threshold (calibrated on the held-out pairs; `imp_core/training/calibrate.py`)
 `pool_threshold` = {cal['pool_threshold']:.2f}: the largest value that keeps {1 - cal['max_lost']:.0%} of the

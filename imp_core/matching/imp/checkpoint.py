@@ -177,7 +177,8 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
     """Build an ``IMPModel`` for the checkpoint at ``path`` and load it strictly.
 
     ``variant`` ('gm', 'imp', 'eimp') selects the inference behaviour (imp and eimp files are interchangeable;
-    None = from the released file name, e.g. ``eimp_sift.pth``, else from the tensors); the architecture (descriptor dim, iterations, sharing) comes from the tensors. Returns (model, info) where
+    None = from the released file name, e.g. ``eimp_sift.pth``, else from the tensors); the architecture (descriptor
+    dim, iterations, sharing) comes from the tensors. Returns (model, info) where
     info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
     """
     state, arch = read_checkpoint(path)
