@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .errors import ImpError
 
@@ -27,14 +28,14 @@ CAMERA_MODELS: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def quat_wxyz_to_xyzw(q: Sequence[float]) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    return np.array([q[1], q[2], q[3], q[0]])
+def quat_wxyz_to_xyzw(q: ArrayLike) -> np.ndarray:
+    a = np.asarray(q, dtype=np.float64)
+    return np.array([a[1], a[2], a[3], a[0]])
 
 
-def quat_xyzw_to_wxyz(q: Sequence[float]) -> np.ndarray:
-    q = np.asarray(q, dtype=np.float64)
-    return np.array([q[3], q[0], q[1], q[2]])
+def quat_xyzw_to_wxyz(q: ArrayLike) -> np.ndarray:
+    a = np.asarray(q, dtype=np.float64)
+    return np.array([a[3], a[0], a[1], a[2]])
 
 
 def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
@@ -55,7 +56,7 @@ def rotmat_to_qvec(R: np.ndarray) -> np.ndarray:
     return q / np.linalg.norm(q)
 
 
-def qvec_to_rotmat(q: Sequence[float]) -> np.ndarray:
+def qvec_to_rotmat(q: ArrayLike) -> np.ndarray:
     """Unit quaternion (w, x, y, z) -> rotation matrix."""
     w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
     return np.array(
@@ -71,7 +72,7 @@ def qvec_to_rotmat(q: Sequence[float]) -> np.ndarray:
 class Pose:
     """A rigid transform ``cam_from_world`` (or any ``a_from_b``): ``x_a = R @ x_b + t``."""
 
-    R: np.ndarray = field(default_factory=lambda: np.eye(3))
+    R: np.ndarray = field(default_factory=lambda: np.eye(3))  # any (3, 3) array-like, stored as float64
     t: np.ndarray = field(default_factory=lambda: np.zeros(3))
 
     def __post_init__(self) -> None:
@@ -79,7 +80,7 @@ class Pose:
         self.t = np.asarray(self.t, dtype=np.float64).reshape(3)
 
     @classmethod
-    def from_qvec(cls, qvec_wxyz: Sequence[float], t: Sequence[float]) -> "Pose":
+    def from_qvec(cls, qvec_wxyz: ArrayLike, t: ArrayLike) -> "Pose":
         return cls(qvec_to_rotmat(qvec_wxyz), np.asarray(t, dtype=np.float64))
 
     @classmethod
@@ -88,7 +89,7 @@ class Pose:
         return cls(T[:3, :3], T[:3, 3])
 
     @classmethod
-    def from_center(cls, R: np.ndarray, center: Sequence[float]) -> "Pose":
+    def from_center(cls, R: ArrayLike, center: ArrayLike) -> "Pose":
         """Build cam_from_world from the rotation and the camera centre in world coordinates."""
         R = np.asarray(R, dtype=np.float64)
         return cls(R, -R @ np.asarray(center, dtype=np.float64))

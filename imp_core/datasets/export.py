@@ -158,12 +158,12 @@ RIG_POSITIONS = {"left": (1.2, 0.4, 1.6), "rear": (-0.6, 0.0, 1.5), "right": (1.
 def rig_extrinsics(pitch_deg: float = 3.0) -> Dict[str, Pose]:
     from .scene import rotation_world_from_cam
 
-    return {c: Pose(rotation_world_from_cam(y, pitch_deg), RIG_POSITIONS[c]) for c, y in RIG_YAWS.items()}
+    return {c: Pose(rotation_world_from_cam(y, pitch_deg), np.array(RIG_POSITIONS[c])) for c, y in RIG_YAWS.items()}
 
 
 def _car_pose(x: float, y: float, yaw_deg: float) -> Pose:
     a = np.radians(yaw_deg)
-    return Pose(np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]]), [x, y, 0.0])
+    return Pose(np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]]), np.array([x, y, 0.0]))
 
 
 def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"), size: Tuple[int, int] = (400, 300),
@@ -184,9 +184,9 @@ def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"
     renderer = Renderer(build_scene(conf, seed))
     w, h = size
     # each camera its own lens (a localizer that mixes up the intrinsics gets the poses visibly wrong)
-    cams = {"left": Camera("SIMPLE_RADIAL", w, h, [0.55 * w, w / 2 - 3, h / 2 + 2, 0.0]),
-            "rear": Camera("SIMPLE_RADIAL", w, h, [0.65 * w, w / 2, h / 2 - 2, 0.0]),
-            "right": Camera("SIMPLE_RADIAL", w, h, [0.75 * w, w / 2 + 3, h / 2, 0.0])}
+    cams = {"left": Camera("SIMPLE_RADIAL", w, h, np.array([0.55 * w, w / 2 - 3, h / 2 + 2, 0.0])),
+            "rear": Camera("SIMPLE_RADIAL", w, h, np.array([0.65 * w, w / 2, h / 2 - 2, 0.0])),
+            "right": Camera("SIMPLE_RADIAL", w, h, np.array([0.75 * w, w / 2 + 3, h / 2, 0.0]))}
     ext = rig_extrinsics()
     fx = RigFixture(out, cams, ext)
     L = float(conf["street_length"])

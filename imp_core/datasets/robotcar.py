@@ -85,8 +85,8 @@ def _numbers(line: str) -> List[float]:
 def query_camera(fx: float, fy: float, cx: float, cy: float, width: int, height: int) -> Camera:
     """The camera of RobotCar intrinsics: SIMPLE_RADIAL with k = 0 (as hloc), or PINHOLE if fx != fy."""
     if abs(fx - fy) <= 1e-6 * abs(fx):
-        return Camera("SIMPLE_RADIAL", width, height, [fx, cx, cy, 0.0])
-    return Camera("PINHOLE", width, height, [fx, fy, cx, cy])
+        return Camera("SIMPLE_RADIAL", width, height, np.array([fx, cx, cy, 0.0]))
+    return Camera("PINHOLE", width, height, np.array([fx, fy, cx, cy]))
 
 
 def read_intrinsics(path, size: Optional[Tuple[int, int]] = None) -> Camera:

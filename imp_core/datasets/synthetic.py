@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -105,7 +105,7 @@ def world_conf(preset: str = "default", overrides: Optional[dict] = None) -> dic
 def world_camera(conf: dict) -> Camera:
     """PINHOLE camera with the principal point at the image centre (COLMAP convention: w/2, h/2)."""
     w, h, f = int(conf["width"]), int(conf["height"]), float(conf["focal"])
-    return Camera("PINHOLE", w, h, [f, f, w / 2.0, h / 2.0])
+    return Camera("PINHOLE", w, h, np.array([f, f, w / 2.0, h / 2.0]))
 
 
 def lighting(kind: str, rng: np.random.Generator):
@@ -141,16 +141,17 @@ def lighting_city(kind: str, rng: np.random.Generator):
     if kind == "day":
         weather = rng.choice(["clear", "overcast", "fog", "rain"])
         sun = rng.normal(0, 0.15, 3) + (-0.5, 0.55, 0.65)
-        common = dict(tint=tuple(1 + rng.uniform(-0.1, 0.1, 3)), exposure=rng.uniform(0.8, 1.2),
-                      gamma=rng.uniform(0.9, 1.15), noise=rng.uniform(0.004, 0.012), defocus=rng.uniform(0.0, 0.5),
-                      window_keep=rng.uniform(0.3, 0.7), window_seed=int(rng.integers(1 << 30)))
+        common: Dict[str, Any] = dict(
+            tint=tuple(1 + rng.uniform(-0.1, 0.1, 3)), exposure=rng.uniform(0.8, 1.2), gamma=rng.uniform(0.9, 1.15),
+            noise=rng.uniform(0.004, 0.012), defocus=rng.uniform(0.0, 0.5), window_keep=rng.uniform(0.3, 0.7),
+            window_seed=int(rng.integers(1 << 30)))
         if weather == "clear":
             return Lighting(ambient=rng.uniform(0.35, 0.55), sun=rng.uniform(0.4, 0.8), sun_dir=tuple(sun),
                             sky_horizon=tuple(rng.uniform(0.7, 0.95, 3)), sky_zenith=tuple(rng.uniform(0.4, 0.8, 3)),
                             extra={"weather": "clear"}, **common)
         grey = tuple(np.full(3, rng.uniform(0.55, 0.8)))
-        over = dict(ambient=rng.uniform(0.55, 0.75), sun=rng.uniform(0.0, 0.15), sun_dir=tuple(sun), sky_horizon=grey,
-                    sky_zenith=tuple(np.asarray(grey) * 0.9))
+        over: Dict[str, Any] = dict(ambient=rng.uniform(0.55, 0.75), sun=rng.uniform(0.0, 0.15), sun_dir=tuple(sun),
+                                    sky_horizon=grey, sky_zenith=tuple(np.asarray(grey) * 0.9))
         if weather == "overcast":
             return Lighting(extra={"weather": "overcast"}, **over, **common)
         if weather == "fog":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Tuple, Union
 
+import numpy as np
+
 from ..imageio import open_header
 from ..types import Camera, CameraError
 
@@ -56,7 +58,7 @@ def camera_for_image(path: Union[str, Path], width: int, height: int,
         f, how = exif_focal_px(path, width, height)
         if f is not None:
             try:
-                return Camera("SIMPLE_PINHOLE", width, height, [f, width / 2.0, height / 2.0]), how
+                return Camera("SIMPLE_PINHOLE", width, height, np.array([f, width / 2.0, height / 2.0])), how
             except CameraError:
                 pass  # nonsense EXIF: estimate instead
         return None, f"{how}: focal length estimated"

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import ImpError
 from ..types import Camera, Features, Pose
@@ -431,9 +432,9 @@ class LocalizationMap:
     def all_points3D(self):
         return self._pt_ids, self._pt_xyz
 
-    def points3D_xyz(self, ids: Sequence[int]) -> np.ndarray:
+    def points3D_xyz(self, point_ids: ArrayLike) -> np.ndarray:
         """xyz of 3D point ids; NaN rows for ids that are -1 or unknown."""
-        ids = np.asarray(ids, dtype=np.int64)
+        ids = np.asarray(point_ids, dtype=np.int64)
         out = np.full((len(ids), 3), np.nan)
         if len(self._pt_ids) == 0:
             return out
