@@ -60,7 +60,8 @@ def cluster_points(xyz: np.ndarray, num_instances: int, mode: str = "xyz", seed:
     if num_instances < 1:
         raise ValueError(f"instances.num_instances must be >= 1, got {num_instances}")
     if len(fit) < num_instances:
-        raise ValueError(f"cannot make {num_instances} instances from {len(fit)} 3D points; lower instances.num_instances")
+        raise ValueError(f"cannot make {num_instances} instances from {len(fit)} 3D points; "
+                         "lower instances.num_instances")
     rng = np.random.default_rng(seed)
     best, best_cost = None, np.inf
     for _ in range(max(1, n_init)):  # k-means finds local minima: keep the best of a few restarts
@@ -265,7 +266,10 @@ def label_map_points(lmap: Any, conf: Mapping[str, Any]) -> Tuple[np.ndarray, np
     obs, cnt = np.unique(np.concatenate(seen + [np.zeros(0, np.int64)]), return_counts=True)
     track = np.zeros(len(ids), np.int64)
     pos = np.searchsorted(obs, ids)
-    hit = (pos < len(obs)) & (obs[np.minimum(pos, max(len(obs) - 1, 0))] == ids) if len(obs) else np.zeros(len(ids), bool)
+    if len(obs):
+        hit = (pos < len(obs)) & (obs[np.minimum(pos, len(obs) - 1)] == ids)
+    else:
+        hit = np.zeros(len(ids), bool)
     track[hit] = cnt[pos[hit]]
     labels, cent = cluster_points(xyz, int(conf["num_instances"]), conf["mode"], int(conf["seed"]),
                                   track >= int(conf["min_track"]))

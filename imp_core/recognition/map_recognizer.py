@@ -245,7 +245,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- data: {t['data']}",
         f"- fit on its own images: top-1 {100 * card.get('fit', {}).get('top1', float('nan')):.1f} % (day), "
         f"{100 * card.get('fit', {}).get('top1_night_style', float('nan')):.1f} % (night style); used by the "
-        f"localizer: {'yes' if card.get('used_by_localizer', True) else f'no (below {MIN_FIT_TOP1:.0%}: train longer)'}",
+        "localizer: " + ("yes" if card.get("used_by_localizer", True)
+                         else f"no (below {MIN_FIT_TOP1:.0%}: train longer)"),
         f"- intended use: {card['intended_use']}",
         f"- limitations: {card['limitations']}",
         f"- created {card['created']}",

@@ -128,7 +128,8 @@ class ResNeXtEncoder(nn.Module):
     def _make_layer(self, planes: int, blocks: int, stride: int) -> nn.Sequential:
         down = None
         if stride != 1 or self.inplanes != planes * 4:
-            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4))
+            down = nn.Sequential(nn.Conv2d(self.inplanes, planes * 4, 1, stride, bias=False),
+                                 nn.BatchNorm2d(planes * 4))
         layers = [Bottleneck(self.inplanes, planes, stride, self._groups, self._width, down)]
         self.inplanes = planes * 4
         layers += [Bottleneck(self.inplanes, planes, 1, self._groups, self._width, None) for _ in range(blocks - 1)]
@@ -208,9 +209,11 @@ class RecognitionNet(nn.Module):
         super().__init__()
         self.conf = merge(self.default_conf, conf, where="recognition.network")
         if int(self.conf["classes"]) < 2:
-            raise ValueError(f"recognition.network.classes must be >= 2 (background + instances), got {self.conf['classes']}")
+            raise ValueError("recognition.network.classes must be >= 2 (background + instances), "
+                             f"got {self.conf['classes']}")
         if self.conf["global_pool"] not in ("max", "avg"):
-            raise ValueError(f"recognition.network.global_pool must be 'max' or 'avg', got {self.conf['global_pool']!r}")
+            raise ValueError("recognition.network.global_pool must be 'max' or 'avg', "
+                             f"got {self.conf['global_pool']!r}")
         self.encoder = ENCODERS.get(self.conf["encoder"])(dict(self.conf["encoder_conf"]))
         cin = self.encoder.out_channels
         classes = int(self.conf["classes"])
