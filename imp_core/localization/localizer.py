@@ -158,23 +158,32 @@ class Localizer:
             self.warmup()
 
     def warmup(self) -> float:
-        """Run each per-frame step once on throw-away data (extraction of a noise image at the map's image size,
-        matching it against one database image, PnP on that image's own 2D-3D pairs), so that the first real
-        frame does not pay for lazy imports, the first forward pass, first-touch allocations and the first RANSAC.
-        Leaves no state behind; returns the seconds it took."""
+        """Run a frame's steps once on throw-away data: extraction of a noise image at the map's image size, each
+        coarse stage on it, matching against the references the first proposing stage picks (else six database
+        images) and PnP on one reference's own 2D-3D pairs. The first real frame then does not pay for lazy imports,
+        first forward passes, first-touch allocations and the first RANSAC. No prior is given (the tracking stage
+        proposes nothing) and no tracking state changes; returns the seconds it took."""
         t0 = time.perf_counter()
-        if not self.map.names:
+        names = self.map.names
+        if not names:
             return 0.0
-        ref = self.map.names[len(self.map.names) // 2]
-        cam = self.map.camera(ref)
+        cam = self.map.camera(names[len(names) // 2])
         noise = np.random.default_rng(0).integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
         feats = self.extractor.extract(noise)
+        ctx = QueryContext(image=noise, camera=cam, features=feats)
+        refs: List[str] = []
+        for stage in self.stages:
+            stage.prepare(ctx)
+            cands = stage.propose(ctx)
+            if cands and not refs:
+                refs = [r for r in dict.fromkeys(cands[0].references) if self.map.has(r)]
+        refs = refs or list(names[:: max(1, len(names) // 6)][:6])
         if len(feats):
-            self.matcher.match_many(feats, [self.map.features(ref)],
-                                    [{"points3D": self.map.keypoint_xyz(ref), "camera0": cam}])
-        has = self.map.point3D_ids(ref) >= 0
+            self.matcher.match_many(feats, [self.map.features(r) for r in refs],
+                                    [{"points3D": self.map.keypoint_xyz(r), "camera0": cam} for r in refs])
+        has = self.map.point3D_ids(refs[0]) >= 0
         if has.sum() >= 6:
-            estimate_pose(self.map.features(ref).keypoints[has], self.map.keypoint_xyz(ref)[has], cam,
+            estimate_pose(self.map.features(refs[0]).keypoints[has], self.map.keypoint_xyz(refs[0])[has], cam,
                           self.conf["pnp"])
         return time.perf_counter() - t0
 
