@@ -62,7 +62,7 @@ def test_install_on_another_map_of_the_place(trained_map, tiny_map, tiny_world, 
     loc = Localizer({"map": str(other)})
     try:
         assert any(isinstance(s, InstanceCoarseStage) for s in loc.stages)
-        q = tiny_world.queries("night")[1]
+        q = tiny_world.queries("day")[2]  # as test_recognition_map (a 20 s recognizer is weak at night)
         res = loc.localize(tiny_world.image(q.name), q.camera)
         assert res.success and res.instances and res.label_map is not None and res.label_map.dtype == np.uint16
         assert pose_error(res.pose, q.gt_pose)[0] < 0.5
@@ -84,3 +84,15 @@ def test_install_refuses_a_model_without_instances(trained_map, tiny_map, tmp_pa
     with pytest.raises(ValueError, match="no instance definition"):
         install_recognizer(other, bare, progress=False)
     assert not (other / "recognition").exists() and json.loads((other / "map.json").read_text())
+
+
+def test_install_cli(trained_map, tiny_map, tmp_path, capsys):
+    from imp_core.cli import main
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_map, other)
+    model = trained_map / "recognition" / "model.pt"
+    assert main(["recognition", "install", "--map", str(other), "--model", str(model)]) == 0
+    assert "installed from" in capsys.readouterr().out
+    assert main(["recognition", "info", "--map", str(other)]) == 0
+    assert "used by the localizer: yes" in capsys.readouterr().out

@@ -55,7 +55,8 @@ def register(subparsers) -> None:
 
 def _register_recognition(subparsers) -> None:
     p = subparsers.add_parser(
-        "recognition", help="a map's own instance recognizer (train, info); the localizer uses it when present",
+        "recognition", help="a map's own instance recognizer (train, install, info); the localizer uses it when "
+                            "present",
         description="Train the instance recognition network on a map's own images: instances are clusters of the "
                     "map's 3D points, training uses day-to-night augmentation for a wall-clock budget, and the "
                     "model + a model card go into MAP/recognition/. The localizer and the ROS node then run "
@@ -74,6 +75,15 @@ def _register_recognition(subparsers) -> None:
     t.add_argument("--resume", action="store_true", help="continue an interrupted training of this map")
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.set_defaults(func=cmd_recognition_train)
+    n = rs.add_parser("install", help="make a trained recognizer (one that carries its instances) the recognizer "
+                                      "of another map of the same place, without training")
+    n.add_argument("--map", type=Path, required=True, help="map directory (from `imp map build`)")
+    n.add_argument("--model", type=Path, required=True,
+                   help="recognition model trained on a map of this place (e.g. OTHER_MAP/recognition/model.pt, or "
+                        "models/recognition_synthetic.pt for the default synthetic world)")
+    n.add_argument("--image-dir", type=Path, default=None,
+                   help="database images (default: the dataset or image folder the map was built from)")
+    n.set_defaults(func=cmd_recognition_install)
     i = rs.add_parser("info", help="print a map's recognition model card")
     i.add_argument("--map", type=Path, required=True)
     i.set_defaults(func=cmd_recognition_info)
@@ -87,6 +97,14 @@ def cmd_recognition_train(args: argparse.Namespace) -> int:
                             resume=args.resume, threads=args.threads)
     print(card_markdown(card))
     return 0
+
+
+def cmd_recognition_install(args: argparse.Namespace) -> int:
+    from .map_recognizer import card_markdown, install_recognizer
+
+    card = install_recognizer(args.map, args.model, image_dir=args.image_dir)
+    print(card_markdown(card))
+    return 0 if card["used_by_localizer"] else 1
 
 
 def cmd_recognition_info(args: argparse.Namespace) -> int:
