@@ -96,6 +96,9 @@ class Localizer:
             # a pose found from prior-selected references must stay near the prior, else global search decides
             "max_jump_m": 3.0,
             "max_jump_deg": 25.0,
+            # ... plus this many metres per second since the prior's frame (stamps needed): a stream processed
+            # slower than it comes skips frames while the camera moves on (0: a fixed max_jump_m)
+            "max_speed_mps": 0.0,
             "max_gap_s": 2.0,  # a larger stamp gap (or a stamp going backwards) drops the prior
         },
         "label_keypoints": True,  # give query keypoints the recognized instance label under them

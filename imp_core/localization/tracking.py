@@ -20,7 +20,7 @@ from .stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 
 class Tracker:
     """Tracking state of one localizer. ``conf``: the localizer's ``tracking`` section (max_lost_frames,
-    max_jump_m, max_jump_deg, max_gap_s)."""
+    max_jump_m, max_jump_deg, max_speed_mps, max_gap_s)."""
 
     def __init__(self, conf: Mapping[str, Any]):
         self.conf = conf
@@ -33,10 +33,11 @@ class Tracker:
         self.lost = 0  # frames in a row without a fix
         self.tracking = False  # the last fix came through and the prior is still held
         self.last_stamp: Optional[float] = None
+        self.prior_stamp: Optional[float] = None  # stamp of the frame the prior was fixed in
 
     def set_prior(self, pose: Pose, covariance: Optional[np.ndarray] = None) -> None:
         """A prior from outside (e.g. /initialpose): the next frame tries references near it."""
-        self.prior, self.covariance, self.lost = pose, covariance, 0
+        self.prior, self.covariance, self.lost, self.prior_stamp = pose, covariance, 0, None
 
     def _drop(self) -> None:
         self.prior = None
@@ -53,13 +54,20 @@ class Tracker:
         self.last_stamp = stamp
 
     def near(self, pose: Pose, prior: Pose) -> bool:
-        """Whether ``pose`` stayed within ``max_jump_m`` / ``max_jump_deg`` of ``prior``."""
+        """Whether ``pose`` stayed within ``max_jump_m`` / ``max_jump_deg`` of ``prior``; for the tracker's own
+        prior the distance allowed grows by ``max_speed_mps`` x the seconds since the prior's frame (a stream
+        processed slower than it comes skips frames, and the camera moves on meanwhile)."""
+        limit = float(self.conf["max_jump_m"])
+        speed = float(self.conf.get("max_speed_mps") or 0.0)
+        if speed > 0 and prior is self.prior and self.prior_stamp is not None and self.last_stamp is not None:
+            limit += speed * max(0.0, self.last_stamp - self.prior_stamp)
         dt, dr = pose_error(pose, prior)
-        return dt <= self.conf["max_jump_m"] and dr <= self.conf["max_jump_deg"]
+        return dt <= limit and dr <= self.conf["max_jump_deg"]
 
     def fixed(self, pose: Pose, covariance: Optional[np.ndarray]) -> None:
         """A pose was accepted: it is the next frame's prior."""
         self.prior, self.covariance, self.lost, self.tracking = pose, covariance, 0, True
+        self.prior_stamp = self.last_stamp
 
     def missed(self) -> str:
         """A frame without a fix; its status: RELOCALIZING while tracking, LOST once ``max_lost_frames`` frames in a
