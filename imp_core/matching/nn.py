@@ -4,7 +4,8 @@ One query is matched against k references at once (``match_many``; ``match`` is 
 descriptors are concatenated (no padding to the largest one) and, per block of query rows, one fused matmul gives
 ``-|q - r|^2 / 2 = q.r - |q|^2/2 - |r|^2/2`` for every reference at once. That single matrix serves both
 directions: the best reference keypoint of each query row (per reference segment, a reduction along the contiguous
-axis) and the best query keypoint of each reference column (merged across blocks). Only the best neighbour is kept
+axis) and the best query keypoint of each reference column (merged across blocks; on CPU only its value, since a
+row is its column's mutual match exactly when its best value is the column's best). Only the best neighbour is kept
 unless a ratio test needs the second. Blocks hold at most ``chunk_size`` rows and ``block_elements`` distances
 (8 MiB by default, so a block stays in the CPU caches), and the block buffer is kept between calls (no fresh
 allocation, hence no page faults, per frame). The ratio test (``d1 < ratio * d2``) and ``distance_threshold``
