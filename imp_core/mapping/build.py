@@ -240,8 +240,9 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     timings["extract_s"] = time.time() - t0
 
     cameras = {n: source.db_camera(n) for n in names}
-    poses = {n: _db_pose(source, n) for n in names}
-    known = all(p is not None for p in poses.values())
+    maybe_poses = {n: _db_pose(source, n) for n in names}
+    poses: Dict[str, Pose] = {n: p for n, p in maybe_poses.items() if p is not None}
+    known = len(poses) == len(names)
     if known and len(names) > conf["pairs"]["exhaustive_below"]:
         pairs = pairs_from_poses(poses, conf["pairs"]["num_neighbors"], conf["pairs"]["max_angle_deg"])
     else:
@@ -312,7 +313,8 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     gd = create_global_descriptor(conf["global"])
     gd.fit([feats[n] for n in registered], seed=conf["seed"])
     gdesc = np.stack([gd.compute(feats[n]) for n in registered])
-    np.savez(out_dir / "global.npz", names=np.array(registered), descriptors=gdesc, **gd.arrays)
+    garrays: Dict[str, Any] = {"names": np.array(registered), "descriptors": gdesc, **gd.arrays}
+    np.savez(out_dir / "global.npz", **garrays)
     timings["global_s"] = time.time() - t3
 
     meta = {

@@ -323,8 +323,8 @@ class LocalizationMap:
             _trim_heap()
             logger.info("map %s has no %s: derived its index in %.1f s; run `imp map upgrade %s` to write it and "
                         "start faster", map_dir, INDEX_FILE, time.perf_counter() - t0, map_dir)
-        labels_path = map_dir / "labels.h5"
-        if labels_path.is_file():
+        labels_path: Optional[Path] = map_dir / "labels.h5"
+        if labels_path is not None and labels_path.is_file():
             _check_labels(labels_path)
         else:
             labels_path = None
@@ -372,7 +372,7 @@ class LocalizationMap:
                 return e
             i = self._idx(name)
             t0 = time.perf_counter()
-            size = tuple(int(v) for v in self._image_size[i])
+            size = (int(self._image_size[i, 0]), int(self._image_size[i, 1]))
             try:
                 feats, extra = self._store.read(name, ("point3D_ids",), image_size=size, kind=self._kind)
             except (KeyError, ValueError, OSError) as ex:
