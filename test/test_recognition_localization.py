@@ -138,6 +138,17 @@ def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world)
     strict = COARSE_STAGES.create({"name": "instance", "model": str(model), "global_score_th": 1.01}, lmap=lmap)
     strict.prepare(ctx)
     assert all(c.source == "retrieval" for c in strict.propose(ctx))
+    # rank "global" (LBR): an instance's references by descriptor cosine alone; "layout" (default) may reorder them
+    glob = COARSE_STAGES.create({"name": "instance", "model": str(model), "k_can": 2, "rank": "global"}, lmap=lmap)
+    glob.prepare(ctx)
+    sims = dict(zip(glob.names, glob.db_desc @ ctx.extras["instance_descriptor"]))
+    for c in glob.propose(ctx):
+        if c.source.startswith("instance:"):
+            rest = [n for n in glob._images[int(c.source.split(":")[1])] if n not in c.references]
+            assert all(sims[r] >= sims[n] for r in c.references for n in rest)
+    assert glob.db_layouts is None and stage.db_layouts is not None
+    with pytest.raises(Exception, match="rank must be 'layout' or 'global'"):
+        COARSE_STAGES.create({"name": "instance", "model": str(model), "rank": "bogus"}, lmap=lmap)
 
 
 def test_recognition_model_makes_instance_search_the_default(annotated, tiny_world):
