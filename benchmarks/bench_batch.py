@@ -43,7 +43,8 @@ def run_config(args: dict) -> dict:
 
     from imp_core.datasets import open_dataset
     from imp_core.eval.formats import write_results
-    from imp_core.localization.batch import localize_queries, open_localizer
+    from imp_core.localization.batch import localize_queries
+    from imp_core.localization.distributed import open_localizer
     from imp_core.localization.report import latency_table
 
     if args["workers"] == 0:

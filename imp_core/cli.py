@@ -14,7 +14,7 @@ from .errors import ImpError
 # (setup.py), so this ROS-free library never imports them.
 COMMAND_MODULES = [
     "imp_core.datasets.commands",  # world
-    "imp_core.datasets.benchmark",  # benchmark aachen|robotcar|synthetic
+    "imp_core.localization.benchmark",  # benchmark aachen|robotcar|synthetic
     "imp_core.mapping.commands",  # map build / map info
     "imp_core.localization.commands",  # localize
     "imp_core.eval.commands",  # eval

@@ -16,10 +16,12 @@ UnsafePathError             imp_core.paths                              ValueErr
 UnsafePickleError           imp_core.training.safe_npz                  ValueError
 WeightsError                imp_core.features.weights                   ValueError
 WeightsNotFoundError        imp_core.features.weights                   FileNotFoundError (+ above)
-DatasetError                imp_core.datasets.base                      ValueError
+DatasetError                imp_core.errors (datasets.base re-exports)  ValueError
 MapError                    imp_core.mapping.format                     RuntimeError
 RayUnavailable              imp_core.localization.distributed           RuntimeError
 WorkerFailed                imp_core.localization.distributed           RuntimeError
+UnknownModelError           imp_core.registry                           KeyError
+DeviceError                 imp_core.device                             RuntimeError
 FormatError                 imp_core.eval.formats                       ValueError
 CameraError                 imp_core.types                              ValueError
 ImageTooLargeError          imp_core.imageio                            ValueError
@@ -34,3 +36,8 @@ from __future__ import annotations
 
 class ImpError(Exception):
     """An error imp raises on purpose; its message names what is wrong and, where it can, how to fix it."""
+
+
+class DatasetError(ImpError, ValueError):
+    """A dataset directory or file is missing or malformed (the message names it). Here rather than in
+    ``datasets.base`` because the COLMAP readers below the dataset interface raise it too."""

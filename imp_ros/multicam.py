@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from imp_ros import bags
+from imp_ros import conversions as cv
+from imp_ros.frame import Frame
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 
@@ -31,11 +33,8 @@ def is_multi_camera(path) -> bool:
 
 
 def bag_frames(path, remap: Optional[Dict[str, str]] = None, warn=None) -> Iterator:
-    """Frames (``imp_ros.replay_node.Frame``) of every camera in bag order; ``image_topic``/``info_topic`` say where
+    """Frames (``imp_ros.frame.Frame``) of every camera in bag order; ``image_topic``/``info_topic`` say where
     each is played (after ``remap``); the first frame carries the bag's static transforms."""
-    from imp_ros import conversions as cv
-    from imp_ros.replay_node import Frame
-
     remap = dict(remap or {})
     topics = bags.bag_topics(path)
     images = image_topics(path, topics)

@@ -13,7 +13,6 @@ import fnmatch
 import json
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional
 
@@ -24,23 +23,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from imp_core.imageio import read_image
 from imp_core.types import Pose, quat_xyzw_to_wxyz
-from imp_ros import bags, common
+from imp_ros import bags, common, multicam
 from imp_ros import conversions as cv
-
-
-@dataclass
-class Frame:
-    index: int
-    stamp_ns: int
-    name: str = ""
-    condition: str = ""
-    rgb: Optional[np.ndarray] = None  # dataset frames
-    msg: Optional[object] = None  # bag frames: the original Image / CompressedImage
-    info: Optional[object] = None  # CameraInfo
-    map_from_cam: Optional[Pose] = None  # ground truth
-    image_topic: str = ""  # multi-camera bags: this camera's image and CameraInfo topics (empty: the node's)
-    info_topic: str = ""
-    static_tf: Optional[list] = None  # multi-camera bags: the bag's /tf_static transforms (on the first frame)
+from imp_ros.frame import Frame
 
 
 def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_id: str) -> Iterator[Frame]:
@@ -233,8 +218,6 @@ class ReplayNode(Node):
         p = self.p
         src = p("source")
         if bags.is_bag(src):
-            from imp_ros import multicam
-
             if not p("bag_image_topic") and multicam.is_multi_camera(src):  # every camera on its own topics
                 yield from multicam.bag_frames(src, self.remap, warn=self.get_logger().warning)
                 return

@@ -188,7 +188,7 @@ def test_map_build_and_benchmark_options_are_overrides(tmp_path):
     conf stays partial (a reused map is checked only against what was asked) and its --top-k no longer drops the
     tracking stage."""
     from imp_core.cli import build_parser
-    from imp_core.datasets.benchmark import _confs
+    from imp_core.localization.benchmark import _confs
     from imp_core.mapping import DEFAULT_BUILD_CONF
     from imp_core.mapping.commands import build_conf_from_args
 

@@ -56,7 +56,7 @@ def test_ray_address_auto_without_a_cluster_says_how_to_start_one(tiny_world, ti
 @pytest.fixture(scope="module")
 def one_process(tiny_world, tiny_map, tmp_path_factory):
     """The synthetic benchmark on the tiny world, localized in this process (the reference of the Ray runs)."""
-    from imp_core.datasets.benchmark import run_benchmark
+    from imp_core.localization.benchmark import run_benchmark
 
     out = tmp_path_factory.mktemp("one_process")
     run_benchmark("synthetic", tiny_world.root, out, map_dir=tiny_map, loc_conf={"device": "cpu"}, progress=False)
@@ -109,7 +109,7 @@ def test_benchmark_interrupted_on_ray_resumes_to_single_process_files(ray_cluste
     does not redo them and ends with the same log (order, records) and submission file as one process."""
     import _thread
 
-    from imp_core.datasets.benchmark import run_benchmark
+    from imp_core.localization.benchmark import run_benchmark
 
     kw = dict(map_dir=tiny_map, loc_conf={"device": "cpu"}, progress=False)
     out = tmp_path / "ray"

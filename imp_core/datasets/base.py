@@ -1,17 +1,16 @@
-"""Common dataset interface: query items, the reference model, and layout detection (``open_dataset``)."""
+"""Common dataset interface: query items and the reference model (layout detection: ``detect.open_dataset``)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
-from ..errors import ImpError
+from ..errors import DatasetError
 from ..paths import safe_join
 from ..types import Camera, Pose
+from .colmap_io import read_model_poses
 
-
-class DatasetError(ImpError, ValueError):
-    """A dataset directory or file is missing or malformed (the message names it)."""
+__all__ = ["DatasetError", "LocalizationDataset", "QueryItem"]
 
 
 @dataclass
@@ -62,8 +61,6 @@ class LocalizationDataset:
     # -- database access through the reference model
     def _reference(self) -> Dict[str, Tuple[Camera, Pose]]:
         if self._db is None:
-            from .colmap_io import read_model_poses
-
             self._db = read_model_poses(self.reference_model_dir)
             self._check_images(self._db)
         return self._db
@@ -98,38 +95,3 @@ class LocalizationDataset:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.root)!r})"
-
-
-def _detectors() -> List[Tuple[str, Callable[[Path], bool], Callable[[Path], LocalizationDataset], str]]:
-    from . import aachen, robotcar, synthetic
-
-    return [
-        ("synthetic", synthetic.is_synthetic_world, synthetic.SyntheticWorld, "world.json"),
-        ("aachen_v1.1", aachen.is_aachen, aachen.AachenDataset,
-         "3D-models/aachen_v_1_1/ + images_upright/ or images/images_upright/"),
-        ("robotcar", robotcar.is_robotcar, robotcar.RobotCarDataset, "intrinsics/*_intrinsics.txt + images/"),
-    ]
-
-
-def _diagnoses(root: Path) -> List[str]:
-    from . import aachen, robotcar
-
-    return [m for m in (aachen.diagnose(root), robotcar.diagnose(root)) if m]
-
-
-def open_dataset(path, **kwargs) -> LocalizationDataset:
-    """Open a dataset directory, detecting its layout (synthetic world, Aachen Day-Night v1.1, RobotCar Seasons).
-    ``kwargs`` go to the layout's reader (e.g. ``split``/``reference`` for RobotCar). A directory that is almost a
-    known layout gets an error naming what is missing and where it was looked for."""
-    root = Path(path)
-    if not root.is_dir():
-        raise DatasetError(f"dataset directory {root} does not exist")
-    tried = []
-    for kind, detect, cls, marker in _detectors():
-        if detect(root):
-            return cls(root, **kwargs)
-        tried.append(f"{kind} ({marker})")
-    near = _diagnoses(root)
-    if near:
-        raise DatasetError(f"{root}: " + "; ".join(near))
-    raise DatasetError(f"{root} is not a known dataset layout; looked for: " + "; ".join(tried))

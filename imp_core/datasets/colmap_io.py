@@ -12,8 +12,8 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Tuple
 
 import numpy as np
 
+from ..errors import DatasetError
 from ..types import Camera, Pose
-from .base import DatasetError
 
 
 def _lines(path: Path) -> Iterator[Tuple[int, List[str]]]:

@@ -20,8 +20,8 @@ from typing import Iterable, List, Optional, Tuple
 
 import numpy as np
 
+from ..errors import DatasetError
 from ..types import Pose, qvec_to_rotmat
-from .base import DatasetError
 
 
 @dataclass

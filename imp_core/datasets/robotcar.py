@@ -33,8 +33,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ..imageio import image_size
 from ..types import Camera, Pose
 from .base import DatasetError, LocalizationDataset, QueryItem
+from .colmap_io import read_database_cameras, read_model_poses
 from .nvm import clean_name, read_nvm
 
 CAMERAS = ("left", "rear", "right")
@@ -237,8 +239,6 @@ class RobotCarDataset(LocalizationDataset):
         if cam not in self._intr:
             if cam not in self.cameras:
                 raise DatasetError(f"no intrinsics for camera {cam!r} ({intrinsics_path(self.root, cam)})")
-            from ..imageio import image_size
-
             size = None
             for d in sorted((self.root / "images").iterdir()):
                 first = next(iter(sorted((d / cam).glob("*.jpg"))), None) if (d / cam).is_dir() else None
@@ -289,8 +289,6 @@ class RobotCarDataset(LocalizationDataset):
         return self._db
 
     def _read_nvm_reference(self) -> Dict[str, Tuple[Camera, Pose]]:
-        from .colmap_io import read_database_cameras
-
         nvm = self.root / NVM
         if not nvm.is_file():
             alt = self.root / INDIVIDUAL
@@ -311,8 +309,6 @@ class RobotCarDataset(LocalizationDataset):
         return out
 
     def _read_individual_reference(self) -> Dict[str, Tuple[Camera, Pose]]:
-        from .colmap_io import read_model_poses
-
         base = self.root / INDIVIDUAL
         if not base.is_dir():
             raise DatasetError(f"RobotCar individual models: {base} does not exist")

@@ -18,7 +18,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import numpy as np
 
 from ..imageio import read_image
-from ..types import LocalizationResult
+from ..types import LocalizationResult, Pose
 
 Sink = Callable[[object, LocalizationResult], None]
 
@@ -63,7 +63,6 @@ def localize_queries(localizer, queries: Sequence, tracking: bool = False, progr
             if log:
                 log.close()
     if log:
-        from ..datasets.benchmark import record_result
 
         for name, rec in done.items():
             results.setdefault(name, record_result(rec))
@@ -134,7 +133,6 @@ class ResultLog:
     """
 
     def __init__(self, path, queries: Sequence, resume: bool = True):
-        from ..datasets.benchmark import read_log
 
         self.path = Path(path)
         self.pending_path = self.path.with_name(self.path.name + ".pending")
@@ -215,19 +213,35 @@ def order_for_tracking(queries: Sequence) -> List:
     return sorted(queries, key=key)
 
 
-def open_localizer(conf: dict, workers: int = 1, ray_address: Optional[str] = None, worker_threads: int = 1,
-                   progress: bool = True):
-    """A ``Localizer`` in this process (``workers`` 1 and no ``ray_address``: today's path), else a
-    ``RayLocalizerPool`` of ``workers`` Ray actors, each holding its own localizer and map (both have ``close``)."""
-    if workers is None or workers < 1:
-        raise ValueError(f"--workers must be at least 1, got {workers}")
-    if workers == 1 and not ray_address:
-        from .localizer import Localizer
+def read_log(path: Path) -> Dict[str, dict]:
+    """Records of a per-query log; a torn last line (the run was killed mid-write) is cut off the file."""
+    records: Dict[str, dict] = {}
+    if not path.is_file():
+        return records
+    good = 0
+    with open(path, "rb") as f:
+        data = f.read()
+    for line in data.splitlines(keepends=True):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            break
+        if not line.endswith(b"\n") or not isinstance(rec, dict) or "name" not in rec:
+            break
+        records[rec["name"]] = rec
+        good += len(line)
+    if good != len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return records
 
-        return Localizer(conf, progress=progress)
-    from .distributed import RayLocalizerPool
 
-    return RayLocalizerPool(conf, workers, ray_address or "local", worker_threads, progress=progress)
+def record_result(rec: dict) -> LocalizationResult:
+    pose = Pose.from_qvec(rec["qvec_wxyz"], rec["tvec"]) if rec.get("qvec_wxyz") is not None else None
+    return LocalizationResult(status=rec.get("status", "LOST"), pose=pose, num_matches=rec.get("num_matches", 0),
+                              num_inliers=rec.get("num_inliers", 0), references=rec.get("references", []),
+                              timings=rec.get("timings_ms", {}), mode=rec.get("mode", ""),
+                              message=rec.get("message", ""))
 
 
 def check_run_file(path, run: dict, resume: bool) -> None:

@@ -17,8 +17,17 @@ import json
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from ..types import LocalizationResult, Pose
-from .base import DatasetError, LocalizationDataset, QueryItem
+from ..config import ConfigError, load_conf, load_yaml
+from ..datasets import robotcar
+from ..datasets.base import DatasetError, LocalizationDataset, QueryItem
+from ..datasets.detect import open_dataset
+from ..eval.formats import write_results
+from ..mapping import build_map
+from ..types import LocalizationResult
+from .batch import localize_queries, read_log, record_result
+from .distributed import add_worker_args, open_localizer
+from .localizer import localizer_conf
+from .report import summarize_run
 
 KINDS = {"aachen": "aachen_v1.1", "robotcar": "robotcar", "synthetic": "synthetic"}
 SUBMISSION = {"aachen": "Aachen-v1.1_imp.txt", "robotcar": "RobotCar-Seasons-v2_imp.txt",
@@ -65,16 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--condition", action="append", help="only these conditions (repeatable)")
     p.add_argument("--limit", type=int, default=0, help="only the first N queries of each set (quick checks)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    from ..localization.distributed import add_worker_args
-
     add_worker_args(p)
     p.set_defaults(func=_run)
 
 
 # ------------------------------------------------------------------------------------------------ pieces
 def open_benchmark(kind: str, data, reference: str = "nvm") -> LocalizationDataset:
-    from .base import open_dataset
-
     if kind not in KINDS:
         raise ValueError(f"unknown benchmark {kind!r}; choose from {', '.join(sorted(KINDS))}")
     ds = open_dataset(data, **({"reference": reference} if kind == "robotcar" else {}))
@@ -87,9 +92,8 @@ def open_benchmark(kind: str, data, reference: str = "nvm") -> LocalizationDatas
 def query_sets(ds: LocalizationDataset, splits: Optional[Sequence[str]] = None,
                conditions: Optional[Sequence[str]] = None, limit: int = 0) -> Dict[str, List[QueryItem]]:
     """{set name: queries}. RobotCar: one set per split; the others: ``queries``."""
-    from . import robotcar
-
     if ds.kind == "robotcar":
+        assert isinstance(ds, robotcar.RobotCarDataset)
         if not splits:
             splits = [s for s, f in (("test", robotcar.TEST_LIST), ("train", robotcar.TRAIN_LIST))
                       if (ds.root / f).is_file()] or ["all"]
@@ -121,8 +125,6 @@ def ensure_map(ds: LocalizationDataset, map_dir: Path, conf: dict, rebuild: bool
                progress: bool = True) -> Path:
     """Reuse ``map_dir`` when it holds a map of this dataset's database (same features when asked), else build it
     (resuming an interrupted build)."""
-    from ..mapping import build_map
-
     meta_path = map_dir / "map.json"
     if meta_path.is_file() and not rebuild:
         meta = json.loads(meta_path.read_text())
@@ -143,44 +145,11 @@ def ensure_map(ds: LocalizationDataset, map_dir: Path, conf: dict, rebuild: bool
     return build_map(ds, map_dir, conf, progress=progress)
 
 
-def read_log(path: Path) -> Dict[str, dict]:
-    """Records of a per-query log; a torn last line (the run was killed mid-write) is cut off the file."""
-    records: Dict[str, dict] = {}
-    if not path.is_file():
-        return records
-    good = 0
-    with open(path, "rb") as f:
-        data = f.read()
-    for line in data.splitlines(keepends=True):
-        try:
-            rec = json.loads(line)
-        except ValueError:
-            break
-        if not line.endswith(b"\n") or not isinstance(rec, dict) or "name" not in rec:
-            break
-        records[rec["name"]] = rec
-        good += len(line)
-    if good != len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return records
-
-
-def record_result(rec: dict) -> LocalizationResult:
-    pose = Pose.from_qvec(rec["qvec_wxyz"], rec["tvec"]) if rec.get("qvec_wxyz") is not None else None
-    return LocalizationResult(status=rec.get("status", "LOST"), pose=pose, num_matches=rec.get("num_matches", 0),
-                              num_inliers=rec.get("num_inliers", 0), references=rec.get("references", []),
-                              timings=rec.get("timings_ms", {}), mode=rec.get("mode", ""),
-                              message=rec.get("message", ""))
-
-
 def localize_resumable(localizer, queries: Sequence[QueryItem], log_path: Path, progress: bool = True,
                        desc: str = "localize") -> Dict[str, LocalizationResult]:
     """Localize each query not yet in ``log_path`` (``localize_queries``: globally, a query that raises is recorded
     as failed; ``localizer`` may be a Ray pool) and append its record in query order; returns the results of all
     queries (earlier runs included)."""
-    from ..localization.batch import localize_queries
-
     localize_queries(localizer, queries, progress=progress, log_path=log_path, resume=True, desc=desc)
     done = read_log(log_path)
     return {q.name: record_result(done[q.name]) for q in queries}
@@ -212,10 +181,6 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
     ``ray_address``: the queries are localized by Ray workers (``localization.distributed``), same results.
     ``loc_conf`` (a dict or YAML file) and ``loc_overrides`` (dotted) make the localizer conf (``localizer_conf``,
     the map given)."""
-    from ..eval.formats import write_results
-    from ..localization.batch import open_localizer
-    from ..localization.localizer import localizer_conf
-    from ..localization.report import summarize_run
 
     out = Path(out)
     ds = open_benchmark(kind, data, reference)
@@ -268,8 +233,6 @@ def _confs(args) -> Tuple[dict, dict, list]:
     the options as dotted overrides, --set last (``map.KEY=VALUE`` / ``localizer.KEY=VALUE``). The map conf stays
     partial (the build's defaults fill it in; a reused map is checked against what was asked for only); the
     localizer overrides apply once the map is known (``run_benchmark``)."""
-    from ..config import ConfigError, load_conf, load_yaml
-
     data = load_yaml(args.config) if args.config else {}
     map_over: list = []
     loc_over: list = []

@@ -71,7 +71,8 @@ def localizer_conf_from_args(args) -> dict:
 
 
 def _run(args) -> int:
-    from .batch import check_run_file, localize_queries, open_localizer, order_for_tracking
+    from .batch import check_run_file, localize_queries, order_for_tracking
+    from .distributed import open_localizer
     from .localizer import Localizer
 
     camera = _parse_camera(args.camera) if (args.image or args.images) else None

@@ -272,3 +272,16 @@ class RayLocalizerPool:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def open_localizer(conf: dict, workers: int = 1, ray_address: Optional[str] = None, worker_threads: int = 1,
+                   progress: bool = True):
+    """A ``Localizer`` in this process (``workers`` 1 and no ``ray_address``: today's path), else a
+    ``RayLocalizerPool`` of ``workers`` Ray actors, each holding its own localizer and map (both have ``close``)."""
+    if workers is None or workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {workers}")
+    if workers == 1 and not ray_address:
+        from .localizer import Localizer  # lazy: torch and the models, not needed to start a Ray driver
+
+        return Localizer(conf, progress=progress)
+    return RayLocalizerPool(conf, workers, ray_address or "local", worker_threads, progress=progress)
