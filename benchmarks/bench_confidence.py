@@ -86,7 +86,7 @@ def _errors(pose, points3D, gt, quality) -> dict:
 
 def _ranked(loc, image, names):
     """``names`` sorted by global-descriptor similarity to the query (most similar first)."""
-    from imp_core.localization.stages import QueryContext
+    from imp_core.stages import QueryContext
 
     stage = next(s for s in loc.stages if s.conf["name"] == "retrieval")
     ctx = QueryContext(image=image, camera=None, features=loc.extractor.extract(image))
@@ -96,7 +96,7 @@ def _ranked(loc, image, names):
 
 def _verify_refs(loc, image, camera, refs):
     from imp_core.localization.confidence import pose_quality
-    from imp_core.localization.stages import Candidate, QueryContext
+    from imp_core.stages import Candidate, QueryContext
 
     if not refs:
         return None

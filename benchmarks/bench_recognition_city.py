@@ -50,7 +50,7 @@ def recall(results, queries) -> dict:
 def shortlist_hits(loc, ds, queries, top_k: int, max_dist: float = 8.0, max_angle: float = 40.0) -> float:
     """Share of queries whose retrieval shortlist holds a database image taken within ``max_dist`` metres and
     ``max_angle`` degrees of the query (the right place); the rest were sent to a look-alike place."""
-    from imp_core.localization.stages import QueryContext
+    from imp_core.stages import QueryContext
     from imp_core.types import pose_error
 
     stage = [s for s in loc.stages if type(s).__name__.lower().startswith("retrieval")][0]

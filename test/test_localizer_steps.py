@@ -43,7 +43,7 @@ def test_tracker_lost_frames_and_stamp_gaps():
 def test_stage_sub_timings_are_reported(tiny_map, tiny_world):
     """A stage's own sub-timings were merged with setdefault, so one named like a key the localizer had set was
     dropped; now each is reported, under '<stage>.<key>' where the localizer uses the key itself."""
-    from imp_core.localization.stages import COARSE_STAGES, CoarseStage
+    from imp_core.stages import COARSE_STAGES, CoarseStage
 
     @COARSE_STAGES.register("timed_test_stage")
     class Timed(CoarseStage):

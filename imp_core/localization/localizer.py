@@ -13,10 +13,10 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..config import ConfigError, ConfLike, Overrides, merge, parse_overrides, read_conf
+from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
 from .confidence import pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
-from .stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from .tracking import Tracker
 
 logger = logging.getLogger(__name__)

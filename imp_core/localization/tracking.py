@@ -14,8 +14,8 @@ from typing import Any, List, Mapping, Optional
 
 import numpy as np
 
+from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..types import STATUS_LOST, STATUS_RELOCALIZING, Pose, pose_error
-from .stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 
 
 class Tracker:

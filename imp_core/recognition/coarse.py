@@ -9,8 +9,8 @@ from typing import Any, Dict, List
 import numpy as np
 
 from ..config import ConfigError
-from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..retrieval.stage import RetrievalStage
+from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from .instances import InstanceIndex, layout_histogram, load_db_descriptors
 from .recognizer import Recognizer
 

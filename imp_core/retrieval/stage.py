@@ -5,7 +5,7 @@ from typing import List
 
 import numpy as np
 
-from ..localization.stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
+from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from .global_descriptors import create_global_descriptor
 
 
