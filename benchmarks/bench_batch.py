@@ -166,7 +166,7 @@ def main() -> int:
     args = p.parse_args()
 
     if not (args.world / "world.json").is_file():
-        from imp_core.datasets.synthetic import make_world
+        from imp_core.world.synthetic import make_world
 
         make_world(args.world)
     map_dir = args.map or ensure_map(args.world, args.work / "maps", args.features)

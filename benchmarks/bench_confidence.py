@@ -176,7 +176,7 @@ def main() -> int:
     if a.reuse and rec_path.is_file():
         records = json.loads(rec_path.read_text())
     else:
-        from imp_core.datasets.synthetic import make_world
+        from imp_core.world.synthetic import make_world
 
         make_world(a.world)
         records = []

@@ -204,8 +204,8 @@ def main_confs(a) -> int:
     import platform
 
     from imp_core.datasets import open_dataset
-    from imp_core.datasets.synthetic import make_world
     from imp_core.mapping import build_map
+    from imp_core.world.synthetic import make_world
 
     make_world(a.world, preset=a.preset)
     map_dir = a.map or (a.out / "maps" / "xfeat_2048")
@@ -294,7 +294,7 @@ def main() -> int:
     a = p.parse_args()
     if a.confs:
         return main_confs(a)
-    from imp_core.datasets.synthetic import make_world
+    from imp_core.world.synthetic import make_world
 
     make_world(a.world, preset=a.preset)
     a.out.mkdir(parents=True, exist_ok=True)

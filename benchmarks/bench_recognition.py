@@ -96,7 +96,7 @@ def main() -> int:
 
     import pycolmap
 
-    from imp_core.datasets import make_world, open_dataset
+    from imp_core.datasets import open_dataset
     from imp_core.localization import Localizer
     from imp_core.localization.batch import localize_queries
     from imp_core.mapping import LocalizationMap, build_map
@@ -104,6 +104,7 @@ def main() -> int:
     from imp_core.recognition.instances import annotate_map, map_image_loader, write_db_descriptors
     from imp_core.recognition.pipeline import train_on_map
     from imp_core.recognition.recognizer import Recognizer
+    from imp_core.world import make_world
 
     pycolmap.logging.minloglevel = 2
     out = args.out

@@ -106,9 +106,10 @@ def main() -> int:
 
     import pycolmap
 
-    from imp_core.datasets import make_world, open_dataset
+    from imp_core.datasets import open_dataset
     from imp_core.localization import Localizer
     from imp_core.mapping import build_map
+    from imp_core.world import make_world
 
     pycolmap.logging.minloglevel = 2
     args.results.mkdir(parents=True, exist_ok=True)

@@ -28,8 +28,8 @@ sys.path.insert(0, str(REPO))
 
 
 def _prepare(a):
-    from imp_core.datasets.synthetic import SyntheticWorld, make_world
     from imp_core.mapping import build_map
+    from imp_core.world.synthetic import SyntheticWorld, make_world
 
     world = make_world(a.data / ("world" if a.preset == "default" else f"world_{a.preset}"), a.preset)
     map_dir = a.data / "maps" / f"synthetic_{a.preset}_{a.features}_bench"

@@ -13,7 +13,7 @@ from .errors import ImpError
 # Packages above imp_core (imp_ros: `imp bag make`) add theirs through the ``imp.commands`` entry-point group
 # (setup.py), so this ROS-free library never imports them.
 COMMAND_MODULES = [
-    "imp_core.datasets.commands",  # world
+    "imp_core.world.commands",  # world
     "imp_core.localization.benchmark",  # benchmark aachen|robotcar|synthetic
     "imp_core.mapping.commands",  # map build / map info
     "imp_core.localization.commands",  # localize

@@ -46,7 +46,7 @@ class _Echo:
 
 
 def ensure_world(data: Path, preset: str) -> Path:
-    from imp_core.datasets.synthetic import make_world
+    from imp_core.world.synthetic import make_world
 
     root = data / ("world" if preset == "default" else f"world_{preset}")
     t0 = time.time()
@@ -56,8 +56,8 @@ def ensure_world(data: Path, preset: str) -> Path:
 
 
 def ensure_map(world: Path, data: Path, preset: str, features: str, matcher: str) -> Path:
-    from imp_core.datasets.synthetic import SyntheticWorld
     from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
+    from imp_core.world.synthetic import SyntheticWorld
 
     out = data / "maps" / f"synthetic_{preset}_{features}_{matcher}"
     if (out / "map.json").is_file():

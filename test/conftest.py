@@ -20,7 +20,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """The tiny synthetic world (deterministic, generated once per test session)."""
-    from imp_core.datasets.synthetic import SyntheticWorld, make_world
+    from imp_core.world.synthetic import SyntheticWorld, make_world
 
     root = make_world(tmp_path_factory.getbasetemp() / "worlds" / "tiny", preset="tiny", seed=0, progress=False)
     return SyntheticWorld(root)
@@ -48,6 +48,6 @@ def tiny_map(tiny_world, tmp_path_factory):
 def robotcar_rig(tmp_path_factory):
     """RobotCar Seasons rendered from the synthetic street with a left/rear/right camera rig, in the layout of the
     real download (``make_robotcar_rig``); shared by the dataset, benchmark and bag tests, which only read it."""
-    from imp_core.datasets.export import make_robotcar_rig
+    from imp_core.world.export import make_robotcar_rig
 
     return make_robotcar_rig(tmp_path_factory.getbasetemp() / "robotcar_rig" / "RobotCar-Seasons")

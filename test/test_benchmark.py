@@ -10,9 +10,9 @@ import pytest
 
 from imp_core.cli import main
 from imp_core.datasets import DatasetError
-from imp_core.datasets.export import export_aachen
 from imp_core.localization.batch import read_log
 from imp_core.localization.benchmark import run_benchmark
+from imp_core.world.export import export_aachen
 
 CONF = "map:\n  features: {name: sift, max_keypoints: 2048}\n  matcher: {name: nn, ratio_threshold: 0.9}\n"
 

@@ -32,9 +32,9 @@ def test_tiny_world_unchanged(tiny_world):
 
 
 def test_default_world_unchanged():
-    from imp_core.datasets.render import Lighting, Renderer
-    from imp_core.datasets.scene import build_scene, db_poses
-    from imp_core.datasets.synthetic import world_camera, world_conf
+    from imp_core.world.render import Lighting, Renderer
+    from imp_core.world.scene import build_scene, db_poses
+    from imp_core.world.synthetic import world_camera, world_conf
 
     conf = world_conf("default")
     assert "layout" not in conf
@@ -48,15 +48,15 @@ def test_default_world_unchanged():
 
 @pytest.fixture(scope="module")
 def city():
-    from imp_core.datasets.scene import build_scene, db_poses, query_sequences
-    from imp_core.datasets.synthetic import world_conf
+    from imp_core.world.scene import build_scene, db_poses, query_sequences
+    from imp_core.world.synthetic import world_conf
 
     conf = world_conf("city")
     return conf, build_scene(conf, 0), db_poses(conf), query_sequences(conf, 0)
 
 
 def test_city_layout(city):
-    from imp_core.datasets.scene import city_streets
+    from imp_core.world.scene import city_streets
 
     conf, scene, db, queries = city
     streets = city_streets(conf)
@@ -86,8 +86,8 @@ def test_city_layout(city):
 def test_city_night_is_hard(city):
     """Night: darker, headlights, another set of lit windows than the day queries; the mask and depth agree with
     the geometry whatever the lighting."""
-    from imp_core.datasets.render import Renderer
-    from imp_core.datasets.synthetic import _with_seed, lighting_city, world_camera
+    from imp_core.world.render import Renderer
+    from imp_core.world.synthetic import _with_seed, lighting_city, world_camera
 
     conf, scene, db, queries = city
     r = Renderer(scene)
@@ -110,7 +110,7 @@ def test_city_night_is_hard(city):
 
 
 def test_city_weather_kinds():
-    from imp_core.datasets.synthetic import lighting_city
+    from imp_core.world.synthetic import lighting_city
 
     kinds = Counter(lighting_city("day", np.random.default_rng([0, 3000 + k])).extra["weather"] for k in range(40))
     assert set(kinds) == {"clear", "overcast", "fog", "rain"}
@@ -119,7 +119,7 @@ def test_city_weather_kinds():
 
 
 def test_unknown_preset_names_the_presets():
-    from imp_core.datasets.synthetic import world_conf
+    from imp_core.world.synthetic import world_conf
 
     with pytest.raises(ValueError, match="city"):
         world_conf("town")
@@ -128,8 +128,8 @@ def test_unknown_preset_names_the_presets():
 def test_world_command_offers_every_preset():
     import argparse
 
-    from imp_core.datasets import commands
-    from imp_core.datasets.synthetic import preset_names
+    from imp_core.world import commands
+    from imp_core.world.synthetic import preset_names
 
     p = commands.register(argparse.ArgumentParser(prog="imp").add_subparsers())
     choices = next(a.choices for a in p._actions if "--preset" in a.option_strings)

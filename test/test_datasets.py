@@ -12,10 +12,10 @@ import pytest
 from imp_core.datasets import DatasetError, open_dataset
 from imp_core.datasets.aachen import AachenDataset
 from imp_core.datasets.colmap_io import read_model_poses, read_poses, read_query_list, write_poses, write_query_list
-from imp_core.datasets.export import export_aachen, export_robotcar
 from imp_core.datasets.nvm import read_nvm, write_nvm
 from imp_core.datasets.robotcar import RobotCarDataset, read_intrinsics, read_train_list
 from imp_core.types import Camera, Pose
+from imp_core.world.export import export_aachen, export_robotcar
 
 
 def same_pose(a: Pose, b: Pose, tol: float = 1e-6) -> bool:
@@ -289,7 +289,7 @@ def test_open_dataset_names_what_it_looked_for(tmp_path):
 
 
 def test_world_command_reuses_and_exports(tiny_world, tmp_path, capsys):
-    from imp_core.datasets import commands
+    from imp_core.world import commands
 
     parser = argparse.ArgumentParser(prog="imp")
     commands.register(parser.add_subparsers())

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from imp_core.datasets.base import DatasetError
-from imp_core.datasets.synthetic import SyntheticWorld, make_world
+from imp_core.world.synthetic import SyntheticWorld, make_world
 
 
 def backproject(world: SyntheticWorld, name: str, step: int = 7):
@@ -148,9 +148,9 @@ def test_missing_and_corrupt_files_are_named(tiny_world, tmp_path):
 
 
 def test_scene_is_deterministic_and_seeded():
-    from imp_core.datasets import textures
-    from imp_core.datasets.scene import query_sequences
-    from imp_core.datasets.synthetic import world_conf
+    from imp_core.world import textures
+    from imp_core.world.scene import query_sequences
+    from imp_core.world.synthetic import world_conf
 
     a, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)
     b, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)

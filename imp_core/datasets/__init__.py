@@ -1,6 +1,7 @@
-"""Datasets: the embedded synthetic street and readers for real benchmark layouts (Aachen v1.1, RobotCar)."""
+"""Datasets: readers of localization dataset layouts (the synthetic world that ``imp_core.world`` generates, Aachen
+Day-Night v1.1, RobotCar Seasons) and layout detection (``open_dataset``)."""
 from .base import DatasetError, LocalizationDataset, QueryItem
 from .detect import open_dataset
-from .synthetic import SyntheticWorld, make_world
+from .synthetic import SyntheticWorld
 
-__all__ = ["DatasetError", "LocalizationDataset", "QueryItem", "open_dataset", "SyntheticWorld", "make_world"]
+__all__ = ["DatasetError", "LocalizationDataset", "QueryItem", "open_dataset", "SyntheticWorld"]

@@ -45,8 +45,8 @@ def default_num_instances(num_images: int, num_points: int) -> int:
 
 def default_mode(map_dir: Union[str, Path]) -> str:
     """Cluster on the ground plane where the map is known to be z-up (synthetic worlds), in 3D otherwise."""
-    from ..datasets.synthetic import is_synthetic_world
     from ..mapping import read_map_meta
+    from ..world.synthetic import is_synthetic_world
 
     source = read_map_meta(map_dir).get("source") or ""
     return "xy" if source and is_synthetic_world(source) else "xyz"

@@ -150,7 +150,7 @@ def dump_synthetic(world_root, out, conf: Optional[Mapping[str, Any]] = None,
                    conditions: Sequence[str] = ("day",)) -> Dict[str, int]:
     """Dump the synthetic world (directory or ``SyntheticWorld``): database images plus queries of
     ``conditions``, all pairs."""
-    from ..datasets.synthetic import SyntheticWorld
+    from ..world.synthetic import SyntheticWorld
 
     world = world_root if isinstance(world_root, SyntheticWorld) else SyntheticWorld(world_root)
     names: List[str] = list(world.db_names)

@@ -15,9 +15,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from ..datasets.synthetic import make_world
 from ..matching.imp.checkpoint import read_checkpoint
 from ..matching.imp.model import IMPModel
+from ..world.synthetic import make_world
 from .calibrate import calibrate_pool_threshold, pooling_masses
 from .dump import dump_synthetic, read_dump_info
 from .homography import dump_homography

@@ -24,7 +24,7 @@ def ros_world(tmp_path_factory, request):
         w = request.getfixturevalue("tiny_world")
         return Path(getattr(w, "root", w))
     except pytest.FixtureLookupError:
-        from imp_core.datasets.synthetic import make_world
+        from imp_core.world.synthetic import make_world
 
         return Path(make_world(tmp_path_factory.mktemp("ros_world") / "world", "tiny", progress=False))
 
@@ -32,8 +32,8 @@ def ros_world(tmp_path_factory, request):
 @pytest.fixture(scope="session")
 def ros_map(ros_world, tmp_path_factory):
     """A SIFT map of the tiny world (fast on CPU)."""
-    from imp_core.datasets.synthetic import SyntheticWorld
     from imp_core.mapping import build_map
+    from imp_core.world.synthetic import SyntheticWorld
 
     out = tmp_path_factory.mktemp("ros_map") / "map"
     conf = {"features": {"name": "sift", "max_keypoints": 1024}, "matcher": {"name": "nn"}, "device": "cpu"}

@@ -64,7 +64,7 @@ class Sender:
 
 
 def _frame(world_root):
-    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.world.synthetic import SyntheticWorld
 
     w = SyntheticWorld(world_root)
     name = next(iter(w.query_names("day")))
@@ -295,7 +295,7 @@ def test_localize_service_does_not_block_tf(ros, loc, ros_world):
 
 
 def test_truncated_mcap_replays_its_intact_part(run_graph, ros_world, tmp_path):
-    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros.bags import dataset_to_bag
 
     bag = dataset_to_bag(SyntheticWorld(ros_world), tmp_path / "bag", "mcap", "day")

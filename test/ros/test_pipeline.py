@@ -80,8 +80,8 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     assert "extraction" in summary["latency_ms"] and summary["latency_ms"]["end_to_end"]["p50"] > 0
     # TF map->odom (from the localizer) composed with odom->base at the image time gives the published base pose.
     # odom->base is the replay's simulated odometry: odom_from_map(offset) * ground-truth map_from_base.
-    from imp_core.datasets.synthetic import SyntheticWorld
     from imp_core.types import Pose
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros.replay_node import ReplayNode
 
     wait_until(lambda: len(poses) >= 6, 10, "published poses")
@@ -116,7 +116,7 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
 
 @pytest.mark.parametrize("storage", ["mcap", "ros1"])
 def test_bag_replay(localizer, ros_world, run_graph, tmp_path, storage):
-    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros.bags import dataset_to_bag
 
     bag = tmp_path / ("day.bag" if storage == "ros1" else "day_bag")
@@ -136,7 +136,7 @@ def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
     from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
 
-    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros import conversions as cv
 
     w = SyntheticWorld(ros_world)

@@ -54,9 +54,9 @@ def test_instances_and_overlay_for_frames_the_recognizer_ran_on(ros, nodes, rec_
     from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
 
-    from imp_core.datasets.synthetic import SyntheticWorld
     from imp_core.localization.visualize import instance_colors
     from imp_core.recognition.recognizer import Recognizer
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros import conversions as cv
 
     w = SyntheticWorld(ros_world)

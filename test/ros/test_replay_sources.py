@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from imp_core.datasets import open_dataset
-from imp_core.datasets.export import export
-from imp_core.datasets.synthetic import SyntheticWorld
+from imp_core.world.export import export
+from imp_core.world.synthetic import SyntheticWorld
 from imp_ros.bags import dataset_to_bag
 from imp_ros.replay_node import bag_frames, dataset_frames
 

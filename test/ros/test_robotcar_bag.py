@@ -124,7 +124,7 @@ def test_multi_camera_frames_pair_their_own_camera_info(robotcar, tmp_path, fmt)
 
 def test_bag_make_other_layouts_and_refusals(ros_world, tmp_path, capsys):
     from imp_core.cli import main
-    from imp_core.datasets.synthetic import SyntheticWorld
+    from imp_core.world.synthetic import SyntheticWorld
     from imp_ros.bags import read_bag
 
     out = tmp_path / "day"

@@ -326,8 +326,8 @@ class Renderer:
             ker = np.zeros((n, n), np.float32)
             ker[n // 2, :] = 1.0
             rot = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), light.motion_angle, 1.0)
-            ker = cv2.warpAffine(ker, rot, (n, n))
-            img = cv2.filter2D(img, -1, ker / max(ker.sum(), 1e-6))
+            blur = cv2.warpAffine(ker, rot, (n, n))
+            img = cv2.filter2D(img, -1, blur / max(blur.sum(), 1e-6))
         if light.defocus > 0:
             img = cv2.GaussianBlur(img, (0, 0), light.defocus)
         img = img * light.exposure * np.asarray(light.tint, np.float32)

@@ -21,15 +21,25 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..datasets import aachen, robotcar
+from ..datasets.colmap_io import write_database, write_model, write_poses, write_query_list, write_text_model
+from ..datasets.nvm import write_nvm
+from ..errors import DatasetError
 from ..types import Camera, Pose
-from . import aachen, robotcar
-from .colmap_io import write_database, write_model, write_poses, write_query_list, write_text_model
-from .nvm import write_nvm
-from .synthetic import SyntheticWorld
+from .render import Renderer
+from .scene import build_scene, rotation_world_from_cam
+from .synthetic import SyntheticWorld, lighting, world_conf
 
 ROBOTCAR_CONDITION = {"day": "overcast-summer", "night": "night"}
 ROBOTCAR_T0_US = 1417176400000000  # microsecond stamps like the real dataset's file names
 GOPRO = "sequences/gopro3_undistorted"
+
+
+def _gt(q) -> Pose:
+    """The exact pose every query of a synthetic world has."""
+    if q.gt_pose is None:
+        raise DatasetError(f"query {q.name} of the synthetic world has no ground-truth pose")
+    return q.gt_pose
 
 
 def _copy_image(src: Path, dst: Path) -> None:
@@ -61,14 +71,14 @@ def export_aachen(world: SyntheticWorld, out, device: str = "nexus5x", images_at
         _copy_image(world.image_path(name), root / new)
         db.append((new, world.camera(name), world.pose(name)))
     write_model(out / aachen.MODEL, db)
-    gt = {}
+    gt: Dict[str, Pose] = {}
     for cond in world.conditions:
         entries: Dict[str, Camera] = {}
         for q in world.queries(cond):
             new = f"query/{cond}/{device}/{Path(q.name).stem}.jpg"
             _copy_image(q.path, root / new)
             entries[new] = q.camera
-            gt[aachen.result_name(new)] = q.gt_pose
+            gt[aachen.result_name(new)] = _gt(q)
         write_query_list(out / aachen.QUERY_LISTS[cond], entries)
     write_poses(out / aachen.GT, gt)
     return out
@@ -126,12 +136,13 @@ def export_robotcar(world: SyntheticWorld, out, camera: str = "rear", progress: 
         new = f"{robotcar.REFERENCE}/{camera}/{ts(name)}.jpg"
         _copy_image(world.image_path(name), out / "images" / new)
         reference.append((new, world.pose(name)))
-    train, test = {}, []
+    train: Dict[str, Pose] = {}
+    test: List[str] = []
     for i, q in enumerate(world.queries()):
         new = f"{ROBOTCAR_CONDITION[q.condition]}/{camera}/{ts(q.name)}.jpg"
         _copy_image(q.path, out / "images" / new)
         if i % 2 == 0:
-            train[new] = q.gt_pose
+            train[new] = _gt(q)
         else:
             test.append(new)
     optical_in_car = Pose.from_qvec([0.5, -0.5, 0.5, -0.5], [0.5, 0.0, 1.2])  # camera looking along car +x
@@ -156,8 +167,6 @@ RIG_POSITIONS = {"left": (1.2, 0.4, 1.6), "rear": (-0.6, 0.0, 1.5), "right": (1.
 
 
 def rig_extrinsics(pitch_deg: float = 3.0) -> Dict[str, Pose]:
-    from .scene import rotation_world_from_cam
-
     return {c: Pose(rotation_world_from_cam(y, pitch_deg), np.array(RIG_POSITIONS[c])) for c, y in RIG_YAWS.items()}
 
 
@@ -175,9 +184,6 @@ def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"
     ``frames`` frames with lateral offsets and heading changes, under that condition's lighting ("night*"
     conditions get night lighting). Rear images of even frames form the train list (with poses), of odd frames
     the test list."""
-    from .render import Renderer
-    from .scene import build_scene
-    from .synthetic import lighting, world_conf
 
     out = Path(out)
     conf = world_conf(preset)
@@ -224,8 +230,8 @@ def make_robotcar_rig(out, conditions: Sequence[str] = ("overcast-summer", "sun"
                 test.append(rear)
             t_us += 100_000
     for name, pose, light in tqdm(jobs, desc="rendering robotcar rig", disable=not progress):
-        cam = cams[name.split("/")[1]]
-        rgb = renderer.render(cam.K, w, h, pose, light, supersample=1)
+        rig_cam = cams[name.split("/")[1]]
+        rgb = renderer.render(rig_cam.K, w, h, pose, light, supersample=1)
         _write_image(out / "images" / name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     write_robotcar_layout(out, cams, ext, reference, train, test)
     fx.train, fx.test = list(train), test

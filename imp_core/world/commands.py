@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from .export import EXPORTERS, export
+from .synthetic import SyntheticWorld, make_world
+
 HELP = """Render the embedded synthetic street (database drive + day/night query sequences with exact poses,
 depth and instance masks) into OUT, in the layout of real benchmarks. An existing complete world with the
 same preset and seed is reused. With --export, also write a copy in the Aachen v1.1 or RobotCar Seasons layout."""
@@ -29,9 +32,6 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .export import EXPORTERS, export
-    from .synthetic import SyntheticWorld, make_world
-
     for kind, _ in args.export:
         if kind not in EXPORTERS:
             raise SystemExit(f"imp world: unknown --export layout {kind!r}; choose from {', '.join(EXPORTERS)}")

@@ -171,7 +171,7 @@ def _smooth(rng: np.random.Generator, n: int, amp: float) -> np.ndarray:
     """A smooth random curve of n samples in [-amp, amp]."""
     t = np.linspace(0, 1, n)
     f = sum(rng.uniform(-1, 1) * np.sin(np.pi * (k + 1) * t + rng.uniform(0, 2 * np.pi)) / (k + 1) for k in range(3))
-    return amp * f / (1.0 + 1.0 / 2 + 1.0 / 3)
+    return amp * np.asarray(f) / (1.0 + 1.0 / 2 + 1.0 / 3)
 
 
 def query_sequences(conf: dict, seed: int) -> Dict[str, Tuple[str, List[Pose]]]:

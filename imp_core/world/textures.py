@@ -40,7 +40,8 @@ def fractal_noise(rng: np.random.Generator, h: int, w: int, cells=(48.0, 12.0, 3
 
 
 def random_color(rng: np.random.Generator, sat=(0.15, 0.6), val=(0.45, 0.9), hue=None) -> np.ndarray:
-    hsv = np.uint8([[[rng.integers(0, 180) if hue is None else hue, rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]])
+    hsv = np.array([[[rng.integers(0, 180) if hue is None else hue, rng.uniform(*sat) * 255, rng.uniform(*val) * 255]]],
+                   dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255.0
 
 
