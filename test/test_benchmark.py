@@ -26,7 +26,8 @@ def map_args(tmp_path_factory):
 
 def _submission(path):
     lines = [ln.split() for ln in path.read_text().splitlines()]
-    assert lines and all(len(t) == 8 for t in lines), path.read_text()[:300]
+    assert lines, path.read_text()[:300]
+    assert all(len(t) == 8 for t in lines), path.read_text()[:300]
     for t in lines:
         q = np.array(t[1:5], float)
         assert abs(np.linalg.norm(q) - 1) < 1e-6
@@ -46,13 +47,16 @@ def test_robotcar_benchmark_submission_table_and_resume(rig, map_args, tmp_path,
     sub = _submission(out / "RobotCar-Seasons-v2_imp.txt")
     # official names: camera/timestamp.jpg without the condition; only the test list is submitted
     test_names = {n.split("/", 1)[1] for n in rig.test}
-    assert set(sub) <= test_names and len(sub) >= len(test_names) - 1
+    assert set(sub) <= test_names
+    assert len(sub) >= len(test_names) - 1
     assert all(re.fullmatch(r"rear/\d{16}\.jpg", n) for n in sub)
     summary = json.loads((out / "summary.json").read_text())
     train = summary["sets"]["train"]
-    assert train["queries"] == len(rig.train) and "accuracy" in train
+    assert train["queries"] == len(rig.train)
+    assert "accuracy" in train
     for cond in ("overcast-summer", "sun"):
-        assert cond in train["accuracy"] and re.search(rf"imp\s+{cond}\s+3\s+\d", printed), printed
+        assert cond in train["accuracy"], printed
+        assert re.search(rf"imp\s+{cond}\s+3\s+\d", printed), printed
     assert train["accuracy"]["all"]["recall"][2] >= 0.8, printed  # (5 m, 10 deg)
     assert (out / "train" / "error_cdf.png").stat().st_size > 0
     assert "accuracy" not in summary["sets"]["test"]  # no public ground truth for the test list
@@ -62,7 +66,8 @@ def test_robotcar_benchmark_submission_table_and_resume(rig, map_args, tmp_path,
     errs = [pose_error(Pose.from_qvec(np.array(t[1:5], float), np.array(t[5:8], float)),
                        rig.query_poses[f"{cond}/{name}"])
             for name, t in sub.items() for cond in ("overcast-summer", "sun") if f"{cond}/{name}" in rig.query_poses]
-    assert len(errs) == len(sub) and np.median([e[0] for e in errs]) < 0.25
+    assert len(errs) == len(sub)
+    assert np.median([e[0] for e in errs]) < 0.25
 
     # an interrupted run (2 records written, the third torn mid-line) continues where it stopped
     log = out / "train_log.jsonl"
@@ -75,7 +80,8 @@ def test_robotcar_benchmark_submission_table_and_resume(rig, map_args, tmp_path,
     monkeypatch.setattr(Localizer, "localize", lambda self, *a, **k: calls.append(k.get("name")) or orig(self, *a, **k))
     summary2 = run_benchmark("robotcar", rig.root, out, map_conf={"features": {"name": "sift"}}, progress=False)
     names_train = [r["name"] for r in read_log(log).values()]
-    assert calls == names_train[2:] and len(names_train) == len(rig.train)  # test list and 2 train queries skipped
+    assert calls == names_train[2:]
+    assert len(names_train) == len(rig.train)  # test list and 2 train queries skipped
     assert log.read_text().splitlines(keepends=True)[:2] == lines[:2]
     assert summary2["sets"]["train"]["localized"] == summary["sets"]["train"]["localized"]
     # another configuration does not silently mix into these results
@@ -92,11 +98,14 @@ def test_aachen_benchmark_both_layouts(tiny_world, map_args, tmp_path, capsys, i
     printed = capsys.readouterr().out
     sub = _submission(out / "Aachen-v1.1_imp.txt")
     assert set(sub) <= {Path(n).stem + ".jpg" for n in tiny_world.query_names()}
-    assert all(re.fullmatch(r"seq\d+_\d{4}\.jpg", n) for n in sub) and len(sub) >= 6  # basenames
+    assert all(re.fullmatch(r"seq\d+_\d{4}\.jpg", n) for n in sub)
+    assert len(sub) >= 6  # basenames
     day = json.loads((out / "summary.json").read_text())["sets"]["queries"]["accuracy"]["day"]
-    assert day["count"] == 8 and day["recall"][1] >= 0.75, printed
+    assert day["count"] == 8, printed
+    assert day["recall"][1] >= 0.75, printed
     meta = json.loads((out / "map" / "map.json").read_text())
-    assert meta["num_images"] >= 14 and meta["mode"] == "triangulation"
+    assert meta["num_images"] >= 14
+    assert meta["mode"] == "triangulation"
     assert re.search(r"imp\s+day\s+8\s+\d+\s+\d", printed), printed  # the fixture's ground truth is scored
     # a second run reuses the map and every per-query result
     assert main(["benchmark", "aachen", "--data", str(data), "--out", str(out), *map_args]) == 0
@@ -108,7 +117,8 @@ def test_synthetic_benchmark_reuses_a_map(tiny_world, tiny_map, tmp_path, capsys
     assert main(["benchmark", "synthetic", "--data", str(tiny_world.root), "--map", str(tiny_map), "--out", str(out),
                  "--condition", "day", "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert "reusing map" in printed and re.search(r"imp\s+day\s+8\s+8\s+100.0", printed), printed
+    assert "reusing map" in printed, printed
+    assert re.search(r"imp\s+day\s+8\s+8\s+100.0", printed), printed
     assert len(_submission(out / "synthetic_imp.txt")) == 8
 
 
@@ -126,9 +136,11 @@ def test_benchmark_wrong_kind_and_missing_images(rig, tmp_path, capsys):
     assert main(["benchmark", "robotcar", "--data", str(data), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     # the test list names camera/timestamp only: the missing condition folder shows as an image not found
-    assert "robotcar_v2_test.txt" in err and f"is not under any {data / 'images'}/<condition>/rear/" in err, err
+    assert "robotcar_v2_test.txt" in err, err
+    assert f"is not under any {data / 'images'}/<condition>/rear/" in err, err
     gone = data / "images" / rig.train[0]  # an image of the train list (with its condition in the list) is missing
     gone.unlink()
     assert main(["benchmark", "robotcar", "--data", str(data), "--out", str(tmp_path / "o"), "--split", "train"]) == 2
     err = capsys.readouterr().err
-    assert "4 of 6 train query images are missing" in err and str(gone) in err, err  # 3 were under sun/
+    assert "4 of 6 train query images are missing" in err, err
+    assert str(gone) in err, err  # 3 were under sun/

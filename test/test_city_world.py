@@ -63,24 +63,32 @@ def test_city_layout(city):
     assert len(streets) >= 5  # several streets; the outer ones form a loop
     assert len(db) >= 500
     ids = [i["id"] for i in scene.instances]
-    assert len(ids) >= 100 and len(set(ids)) == len(ids) and min(ids) == 1
+    assert len(ids) >= 100
+    assert len(set(ids)) == len(ids)
+    assert min(ids) == 1
     variants = Counter(i["variant"] for i in scene.instances)
-    assert variants["same"] > 10 and variants["mirrored"] > 10 and variants["recoloured"] > 0
+    assert variants["same"] > 10
+    assert variants["mirrored"] > 10
+    assert variants["recoloured"] > 0
     # the same design appears on different streets
     streets_of = {}
     for i in scene.instances:
         streets_of.setdefault(i["design"], set()).add(i["street"])
     assert sum(len(s) > 1 for s in streets_of.values()) >= 5
     # query drives deviate more than the default street's (1.5 m, 15 deg)
-    assert conf["max_lateral"] > 1.5 and conf["max_yaw_dev"] > 15
+    assert conf["max_lateral"] > 1.5
+    assert conf["max_yaw_dev"] > 15
     conds = Counter(c for c, _ in queries.values())
-    assert conds["day"] >= 6 and conds["night"] >= 6
+    assert conds["day"] >= 6
+    assert conds["night"] >= 6
     # every camera stands on a street, inside the city
     centres = np.array([p.center for p in db] + [p.center for _, ps in queries.values() for p in ps])
     nx, ny = conf["blocks"]
     bx, by = conf["block_size"]
-    assert centres[:, 0].min() >= -3 and centres[:, 0].max() <= nx * bx + 3
-    assert centres[:, 1].min() >= -3 and centres[:, 1].max() <= ny * by + 3
+    assert centres[:, 0].min() >= -3
+    assert centres[:, 0].max() <= nx * bx + 3
+    assert centres[:, 1].min() >= -3
+    assert centres[:, 1].max() <= ny * by + 3
 
 
 def test_city_night_is_hard(city):
@@ -100,13 +108,16 @@ def test_city_night_is_hard(city):
         nights.append((light, r.render(cam.K, cam.width, cam.height, pose, light, supersample=1)))
     for light, img in nights:
         assert img.mean() < 0.6 * day.mean()
-        assert light.headlights >= 1 and light.motion_blur >= 3 and light.window_keep < 1
+        assert light.headlights >= 1
+        assert light.motion_blur >= 3
+        assert light.window_keep < 1
     # two night drives light different windows (the lit-window cells differ)
     a, b = nights[0][0], nights[1][0]
     z, qid, A, B, _ = r.geometry(cam.K, cam.width, cam.height, pose)
     assert (r._window_switch(qid, A, B, a) != r._window_switch(qid, A, B, b)).mean() > 0.1
     depth, mask = r.depth_and_mask(cam.K, cam.width, cam.height, pose)
-    assert mask.max() >= 1 and (depth > 0).mean() > 0.5
+    assert mask.max() >= 1
+    assert (depth > 0).mean() > 0.5
 
 
 def test_city_weather_kinds():
@@ -115,7 +126,8 @@ def test_city_weather_kinds():
     kinds = Counter(lighting_city("day", np.random.default_rng([0, 3000 + k])).extra["weather"] for k in range(40))
     assert set(kinds) == {"clear", "overcast", "fog", "rain"}
     wet = [lighting_city("night", np.random.default_rng([0, 3000 + k])).wet for k in range(20)]
-    assert any(w > 0 for w in wet) and any(w == 0 for w in wet)
+    assert any(w > 0 for w in wet)
+    assert any(w == 0 for w in wet)
 
 
 def test_unknown_preset_names_the_presets():

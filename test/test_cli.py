@@ -17,7 +17,8 @@ def test_every_subcommand_has_help():
     for name, p in sub.choices.items():
         assert p.format_help().strip(), name
     out = subprocess.run([sys.executable, "-m", "imp_core.cli", "--help"], capture_output=True, text=True)
-    assert out.returncode == 0 and "localize" in out.stdout
+    assert out.returncode == 0
+    assert "localize" in out.stdout
 
 
 def test_imp_core_never_imports_ros_layers():
@@ -46,10 +47,13 @@ def test_build_localize_eval(tiny_world, tmp_path, capsys):
     assert main(["localize", "--map", str(map_dir), "--dataset", str(tiny_world.root), "--matcher", "nn",
                  "--condition", "day", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "0.25m,2deg" in printed and "extraction" in printed
+    assert "0.25m,2deg" in printed
+    assert "extraction" in printed
     lines = (out / "results.txt").read_text().splitlines()
-    assert len(lines) >= 6 and len(lines[0].split()) == 8
-    assert (out / "error_cdf.png").is_file() and (out / "log.jsonl").is_file()
+    assert len(lines) >= 6
+    assert len(lines[0].split()) == 8
+    assert (out / "error_cdf.png").is_file()
+    assert (out / "log.jsonl").is_file()
     assert main(["eval", "--results", str(out / "results.txt"), "--dataset", str(tiny_world.root),
                  "--condition", "day"]) == 0
     # wrong feature type for the map -> clear error, exit code 2

@@ -71,7 +71,8 @@ def test_dotted_overrides():
     assert conf["coarse"][1] == {"name": "retrieval", "top_k": 10}
     assert conf["matcher"] == {"name": "nn", "ratio_threshold": 0.8}
     assert conf["acceptance"] == {"min_inliers": 30, "max_candidates": 8}  # a mapping value updates too
-    assert conf["map"] == "maps/x" and conf["device"] is None
+    assert conf["map"] == "maps/x"
+    assert conf["device"] is None
     # the same rule as a file: another matcher name replaces the matcher conf
     assert load_conf(DEFAULTS, file, ["matcher.name=lightglue"])["matcher"] == {"name": "lightglue"}
     # list entries by name, and by negative index
@@ -127,25 +128,30 @@ def test_localizer_presets_and_single_defaults():
     from imp_core.retrieval.stage import RetrievalStage
 
     plain = localizer_conf({"map": None})
-    assert plain["coarse"] == Localizer.default_conf["coarse"] and plain["matcher"] is None
+    assert plain["coarse"] == Localizer.default_conf["coarse"]
+    assert plain["matcher"] is None
     lbr = localizer_conf({"recognition": {"model": "m.pt", "k_can": 3}})
     assert lbr["coarse"] == [{"name": "tracking"},
                              {"name": "instance", "fallback": {"name": "retrieval"}, "model": "m.pt", "k_can": 3}]
-    assert lbr["matcher"] == {"name": "label_nn"} and lbr["labelled_first"] == {"enabled": True, "oversample": 2.0}
-    assert lbr["acceptance"]["min_best_reference_inliers"] == 10 and lbr["refinement"]["covisibility"]
+    assert lbr["matcher"] == {"name": "label_nn"}
+    assert lbr["labelled_first"] == {"enabled": True, "oversample": 2.0}
+    assert lbr["acceptance"]["min_best_reference_inliers"] == 10
+    assert lbr["refinement"]["covisibility"]
     assert lbr["acceptance"]["min_inliers"] == Localizer.default_conf["acceptance"]["min_inliers"]
     assert localizer_conf(lbr) == lbr  # resolving a resolved conf changes nothing
     # the user's conf still wins over the preset, key by key
     mine = localizer_conf({"recognition": {"model": "m.pt"}, "acceptance": {"min_inliers": 30}},
                           ["coarse.instance.rec_th=60"])
-    assert mine["acceptance"]["min_inliers"] == 30 and mine["acceptance"]["min_best_reference_inliers"] == 10
+    assert mine["acceptance"]["min_inliers"] == 30
+    assert mine["acceptance"]["min_best_reference_inliers"] == 10
     assert mine["coarse"][1]["rec_th"] == 60
     assert localizer_conf(None, ["recognition.model=m.pt"])["coarse"][1]["model"] == "m.pt"
     assert localizer_conf({"recognition": {"model": "m.pt"}}, preset="retrieval")["coarse"] == plain["coarse"]
     with pytest.raises(ConfigError, match="unknown localizer preset 'hloc'"):
         localizer_conf(None, preset="hloc")
     assert set(CONFS) == {"retrieval", "lbr"}
-    assert "top_k" not in str(CONFS) and "top_k" not in str(Localizer.default_conf)
+    assert "top_k" not in str(CONFS)
+    assert "top_k" not in str(Localizer.default_conf)
     assert InstanceCoarseStage.default_conf["fallback_top_k"] == RetrievalStage.default_conf["top_k"]
 
 
@@ -170,7 +176,8 @@ def test_cli_options_are_overrides(tmp_path):
     cfg.write_text("localizer:\n  matcher: {name: nn, ratio_threshold: 0.8}\n  coarse:\n"
                    "    - {name: tracking, min_inliers: 35}\n    - {name: retrieval, top_k: 5}\n")
     conf = localizer_conf_from_args(_localize_args(map="m", config=cfg, top_k=9, set=["acceptance.min_inliers=15"]))
-    assert conf["map"] == "m" and conf["acceptance"]["min_inliers"] == 15
+    assert conf["map"] == "m"
+    assert conf["acceptance"]["min_inliers"] == 15
     assert conf["coarse"] == [{"name": "tracking", "min_inliers": 35}, {"name": "retrieval", "top_k": 9}]
     assert conf["matcher"] == {"name": "nn", "ratio_threshold": 0.8}
     assert localizer_conf_from_args(_localize_args(map="m", config=cfg, matcher="nn"))["matcher"] == {
@@ -198,10 +205,12 @@ def test_map_build_and_benchmark_options_are_overrides(tmp_path):
                    "localizer:\n  coarse:\n    - {name: tracking}\n    - {name: retrieval, top_k: 4}\n")
     conf = build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--config", str(cfg),
                                        "--max-keypoints", "1024", "--set", "global.num_clusters=64"]))
-    assert conf["features"] == {"name": "aliked", "max_keypoints": 1024} and conf["pairs"]["num_neighbors"] == 8
+    assert conf["features"] == {"name": "aliked", "max_keypoints": 1024}
+    assert conf["pairs"]["num_neighbors"] == 8
     assert conf["global"] == {**DEFAULT_BUILD_CONF["global"], "num_clusters": 64}
     conf = build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--features", "sift"]))
-    assert conf["features"] == {"name": "sift"} and conf["matcher"] == DEFAULT_BUILD_CONF["matcher"]
+    assert conf["features"] == {"name": "sift"}
+    assert conf["matcher"] == DEFAULT_BUILD_CONF["matcher"]
     with pytest.raises(ConfigError, match="unknown key map.pairs.neighbours"):
         build_conf_from_args(parse(["map", "build", "--images", "x", "--out", "y", "--set", "pairs.neighbours=3"]))
 
@@ -214,6 +223,7 @@ def test_map_build_and_benchmark_options_are_overrides(tmp_path):
 
     conf = localizer_conf(loc_conf, loc_over)
     assert conf["coarse"] == [{"name": "tracking"}, {"name": "retrieval", "top_k": 7}]
-    assert conf["matcher"] == {"name": "nn"} and conf["acceptance"]["min_inliers"] == 12
+    assert conf["matcher"] == {"name": "nn"}
+    assert conf["acceptance"]["min_inliers"] == 12
     with pytest.raises(ConfigError, match="expected map.KEY=VALUE or localizer.KEY=VALUE"):
         _confs(parse(["benchmark", "synthetic", "--data", "d", "--set", "top_k=3"]))

@@ -29,7 +29,8 @@ def test_query_list_round_trip_and_errors(tmp_path):
     back = read_query_list(path)
     assert list(back) == list(cams)
     for n in cams:
-        assert back[n].model == cams[n].model and np.allclose(back[n].params, cams[n].params, atol=1e-6)
+        assert back[n].model == cams[n].model
+        assert np.allclose(back[n].params, cams[n].params, atol=1e-6)
     path.write_text("# comment\n\nimg.jpg PINHOLE 640 480 500 500 320\n")
     with pytest.raises(DatasetError, match=r"q.txt:3"):
         read_query_list(path)
@@ -60,9 +61,11 @@ def test_reference_model_matches_world(tiny_world):
     model = read_model_poses(tiny_world.reference_model_dir)
     assert sorted(model) == tiny_world.db_names
     cam, pose = model["db/0005.png"]
-    assert cam.model == "PINHOLE" and cam.width == 640
+    assert cam.model == "PINHOLE"
+    assert cam.width == 640
     c = tiny_world.pose("db/0005.png").center
-    assert np.allclose(pose.center, c) and abs(c[2] - 1.6) < 1e-9
+    assert np.allclose(pose.center, c)
+    assert abs(c[2] - 1.6) < 1e-9
     assert open_dataset(tiny_world.root).kind == "synthetic"
 
 
@@ -70,18 +73,24 @@ def test_reference_model_matches_world(tiny_world):
 def test_aachen_as_downloaded(tiny_world, tmp_path, images_at_root):
     out = export_aachen(tiny_world, tmp_path / "aachen", images_at_root=images_at_root)
     img_root = out / ("images_upright" if images_at_root else "images/images_upright")
-    assert img_root.is_dir() and not (out / ("images" if images_at_root else "images_upright")).exists()
+    assert img_root.is_dir()
+    assert not (out / ("images" if images_at_root else "images_upright")).exists()
     ds = open_dataset(out)
-    assert isinstance(ds, AachenDataset) and ds.image_root == img_root
+    assert isinstance(ds, AachenDataset)
+    assert ds.image_root == img_root
     gopro = [n for n in ds.db_names if n.startswith("sequences/gopro3_undistorted/")]
-    assert gopro and all(n.endswith(".png") and ds.db_image_path(n).is_file() for n in gopro)
-    assert len(ds.db_names) == 16 and all(ds.db_image_path(n).is_file() for n in ds.db_names)
+    assert gopro
+    assert all(n.endswith(".png") and ds.db_image_path(n).is_file() for n in gopro)
+    assert len(ds.db_names) == 16
+    assert all(ds.db_image_path(n).is_file() for n in ds.db_names)
     assert same_pose(ds.db_pose("db/0000.jpg"), tiny_world.pose("db/0000.png"))
     assert same_pose(ds.db_pose(gopro[0]), tiny_world.pose("db/" + gopro[0].rsplit("/", 1)[1]))
     assert ds.conditions == ["day", "night"]
     night = ds.queries("night")
-    assert len(night) == 8 and night[0].name == "seq1_0000.jpg"  # result files use basenames for Aachen
-    assert night[0].path == img_root / "query/night/nexus5x/seq1_0000.jpg" and night[0].path.is_file()
+    assert len(night) == 8
+    assert night[0].name == "seq1_0000.jpg"  # result files use basenames for Aachen
+    assert night[0].path == img_root / "query/night/nexus5x/seq1_0000.jpg"
+    assert night[0].path.is_file()
     assert same_pose(night[0].gt_pose, tiny_world.pose("query/night/seq1_0000.png"))
     assert np.allclose(night[0].camera.K, tiny_world.camera("query/night/seq1_0000.png").K)
     assert read_query_list(out / "queries/day_time_queries_with_intrinsics.txt")
@@ -144,17 +153,22 @@ def test_robotcar_reference_from_nvm_and_database(rig):
     root = rig.root
     assert not (root / "3D-models/colmap").exists()  # nothing but what the download has
     ds = open_dataset(root)
-    assert isinstance(ds, RobotCarDataset) and ds.split == "test"
+    assert isinstance(ds, RobotCarDataset)
+    assert ds.split == "test"
     nvm = _nvm_lines(root / "3D-models/all-merged/all.nvm")
-    assert len(nvm) == 30 and len(ds.db_names) == 30
+    assert len(nvm) == 30
+    assert len(ds.db_names) == 30
     for tok in nvm:
         name, q, c = tok[0], np.array(tok[2:6], float), np.array(tok[6:9], float)
-        assert name.startswith("./overcast-reference/") and name.endswith(".png")  # as in the real all.nvm
+        assert name.startswith("./overcast-reference/")
+        assert name.endswith(".png")  # as in the real all.nvm
         assert not (root / "images" / name).exists()
         jpg = name[2:-4] + ".jpg"
-        assert ds.db_image_path(jpg).is_file() and ds.model_name(jpg) == name[2:]  # the database name
+        assert ds.db_image_path(jpg).is_file()
+        assert ds.model_name(jpg) == name[2:]  # the database name
         R = Pose.from_qvec(q, [0, 0, 0]).R
-        assert np.allclose(ds.db_pose(jpg).R, R, atol=1e-6) and np.allclose(ds.db_pose(jpg).t, -R @ c, atol=1e-6)
+        assert np.allclose(ds.db_pose(jpg).R, R, atol=1e-6)
+        assert np.allclose(ds.db_pose(jpg).t, -R @ c, atol=1e-6)
     # intrinsics come from the COLMAP database (real tables, .png names)
     con = sqlite3.connect(str(root / "3D-models/overcast-reference.db"))
     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -184,17 +198,20 @@ def test_robotcar_queries_lists_cameras(rig):
         assert same_pose(q.gt_pose, rig.query_poses[f"{q.condition}/{q.name}"])
         assert q.stamp == int(q.name.split("/")[1][:-4]) / 1e6
     every = ds.queries(split="all")
-    assert len(every) == 36 and {q.name.split("/")[0] for q in every} == {"left", "rear", "right"}
+    assert len(every) == 36
+    assert {q.name.split("/")[0] for q in every} == {"left", "rear", "right"}
     # each camera has its own intrinsics; the size comes from the images
     cams = {q.name.split("/")[0]: q.camera for q in every}
     for c in ("left", "rear", "right"):
-        assert cams[c].model == "SIMPLE_RADIAL" and (cams[c].width, cams[c].height) == (400, 300)
+        assert cams[c].model == "SIMPLE_RADIAL"
+        assert (cams[c].width, cams[c].height) == (400, 300)
         assert np.allclose(cams[c].params, rig.cameras[c].params, atol=1e-5)
     ext = ds.extrinsics
     assert all(same_pose(ext[c], rig.extrinsics[c]) for c in ("left", "rear", "right"))
     # extrinsics are [R c; 0 1], comma separated
     rows = (rig.root / "extrinsics/rear_extrinsics.txt").read_text().split()
-    assert len(rows) == 4 and all(len(r.split(",")) == 4 for r in rows)
+    assert len(rows) == 4
+    assert all(len(r.split(",")) == 4 for r in rows)
 
 
 def test_robotcar_near_misses(rig, tmp_path):
@@ -232,18 +249,23 @@ def test_robotcar_export_from_world(tiny_world, tmp_path):
     assert isinstance(ds, RobotCarDataset)
     assert ds.conditions == ["night", "overcast-summer"]
     qs = ds.queries(split="all")
-    assert len(qs) == 16 and all(q.name.startswith("rear/") and q.name.endswith(".jpg") for q in qs)
+    assert len(qs) == 16
+    assert all(q.name.startswith("rear/") and q.name.endswith(".jpg") for q in qs)
     night = [q for q in qs if q.condition == "night"]
     cam = night[0].camera
-    assert cam.model == "SIMPLE_RADIAL" and (cam.width, cam.height) == (640, 480) and cam.params[3] == 0.0
+    assert cam.model == "SIMPLE_RADIAL"
+    assert (cam.width, cam.height) == (640, 480)
+    assert cam.params[3] == 0.0
     assert np.allclose(cam.K, tiny_world.camera(tiny_world.query_names("night")[0]).K)
     # stamps come from the microsecond file names and keep the 10 Hz spacing
     assert np.allclose(np.diff([q.stamp for q in night]), 0.1, atol=1e-6)
     train = ds.queries(split="train")
-    assert len(train) == 8 and all(q.gt_pose is not None for q in train)
+    assert len(train) == 8
+    assert all(q.gt_pose is not None for q in train)
     names = tiny_world.query_names("day")
     assert same_pose(train[0].gt_pose, tiny_world.pose(names[0]))
-    assert len(ds.db_names) == 16 and all(n.startswith("overcast-reference/rear/") for n in ds.db_names)
+    assert len(ds.db_names) == 16
+    assert all(n.startswith("overcast-reference/rear/") for n in ds.db_names)
     assert same_pose(ds.db_pose(ds.db_names[0]), tiny_world.pose(tiny_world.db_names[0]))
 
 
@@ -269,10 +291,12 @@ def test_nvm_reader(tmp_path):
     text = path.read_text().replace("a/0.png", "./a/0.png")  # some exports prefix names with ./
     path.write_text(text)
     model = read_nvm(path, points=True)
-    assert [im.name for im in model.images] == [e[0] for e in entries] and model.num_points == 1
+    assert [im.name for im in model.images] == [e[0] for e in entries]
+    assert model.num_points == 1
     assert np.allclose(model.points, [[1, 2, 3]])
     for im, (_, f, pose) in zip(model.images, entries):
-        assert im.focal == f and same_pose(im.pose, pose)
+        assert im.focal == f
+        assert same_pose(im.pose, pose)
     path.write_text("NVM_V3\n\n2\na.png 400 1 0 0 0 1 2 3 0 0\nb.png 400 1 0 0\n")
     with pytest.raises(DatasetError, match=r"m.nvm:5: expected 'name f qw qx qy qz cx cy cz r 0'"):
         read_nvm(path)
@@ -297,5 +321,6 @@ def test_world_command_reuses_and_exports(tiny_world, tmp_path, capsys):
                               "--export", "robotcar", str(tmp_path / "rc")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "16 db" in out and "exported robotcar" in out
+    assert "16 db" in out
+    assert "exported robotcar" in out
     assert isinstance(open_dataset(tmp_path / "rc"), RobotCarDataset)

@@ -49,7 +49,8 @@ def test_ray_address_auto_without_a_cluster_says_how_to_start_one(tiny_world, ti
     rc = main(["localize", "--map", str(tiny_map), "--dataset", str(tiny_world.root), "--out", str(tmp_path / "o"),
                "--workers", "2", "--ray-address", "auto"])
     err = capsys.readouterr().err
-    assert rc == 2 and "ray start --head" in err, err
+    assert rc == 2, err
+    assert "ray start --head" in err, err
     assert time.time() - t < 60
 
 
@@ -90,7 +91,8 @@ def test_tracking_on_two_workers_identical_to_one_process(ray_cluster, tiny_worl
     one = localize_queries(loc, queries, tracking=True, progress=False)
     loc.close()
     with RayLocalizerPool(conf, workers=2, progress=False) as pool:
-        assert len({i["pid"] for i in pool.info}) == 2 and all(i["torch_threads"] == 1 for i in pool.info)
+        assert len({i["pid"] for i in pool.info}) == 2
+        assert all(i["torch_threads"] == 1 for i in pool.info)
         two = localize_queries(pool, queries, tracking=True, progress=False)
     assert list(one) == list(two) == [q.name for q in queries]
     assert any(r.mode == "tracking" for r in one.values())
@@ -98,7 +100,8 @@ def test_tracking_on_two_workers_identical_to_one_process(ray_cluster, tiny_worl
         a, b = one[name], two[name]
         assert (a.status, a.mode, a.num_inliers, a.references, a.message) == (b.status, b.mode, b.num_inliers,
                                                                                 b.references, b.message), name
-        assert (a.pose is None) == (b.pose is None) and (a.pose is None or (
+        assert (a.pose is None) == (b.pose is None), name
+        assert (a.pose is None or (
             a.pose.qvec.tobytes() == b.pose.qvec.tobytes() and a.pose.t.tobytes() == b.pose.t.tobytes())), name
 
 
@@ -136,7 +139,8 @@ def test_benchmark_interrupted_on_ray_resumes_to_single_process_files(ray_cluste
     early = pending.read_text().splitlines() if pending.exists() else []
     assert 3 <= len(first) < total, len(first)
     reference = _records(one_process / "queries_log.jsonl")
-    assert [json.loads(line) for line in first] and _records(log) == reference[:len(first)]  # in order, no gap
+    assert [json.loads(line) for line in first]
+    assert _records(log) == reference[:len(first)]  # in order, no gap
 
     run_benchmark("synthetic", tiny_world.root, out, workers=2, **kw)
     final = log.read_text().splitlines()
@@ -193,7 +197,9 @@ def test_workers_without_ray_installed_name_the_install(tiny_world, tiny_map, tm
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     rc = main(["localize", "--map", str(tiny_map), "--dataset", str(tiny_world.root), "--out", str(tmp_path),
                "--workers", "2"])
-    assert rc == 2 and "pip install ray" in capsys.readouterr().err
+    assert rc == 2
+    assert "pip install ray" in capsys.readouterr().err
     rc = main(["localize", "--map", str(tiny_map), "--dataset", str(tiny_world.root), "--out", str(tmp_path),
                "--workers", "0"])
-    assert rc == 2 and "--workers must be at least 1" in capsys.readouterr().err
+    assert rc == 2
+    assert "--workers must be at least 1" in capsys.readouterr().err

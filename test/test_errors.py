@@ -53,4 +53,6 @@ def test_unknown_model_message_is_printed_unquoted():
 def test_cli_prints_an_imp_error_and_exits_2(tmp_path, capsys):
     assert main(["map", "info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("imp map: error:") and "map directory not found" in err and "Traceback" not in err
+    assert err.startswith("imp map: error:")
+    assert "map directory not found" in err
+    assert "Traceback" not in err

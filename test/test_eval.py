@@ -39,11 +39,15 @@ def test_thresholds_and_known_perturbations():
            names[1]: shifted(gt[names[1]], (0.3, 0, 0)),  # 0.3 m: fails (0.25, 2), passes (0.5, 5)
            names[2]: shifted(gt[names[2]], d_rot_deg=3.0)}  # 3 deg: fails (0.25, 2), passes (0.5, 5)
     errs = {e.name: e for e in query_errors(est, gt)}
-    assert errs[names[1]].t_err == pytest.approx(0.3) and errs[names[1]].r_err == pytest.approx(0, abs=1e-5)
-    assert errs[names[2]].r_err == pytest.approx(3.0) and errs[names[2]].t_err == pytest.approx(0, abs=1e-9)
-    assert not errs[names[3]].localized and np.isinf(errs[names[3]].t_err)
+    assert errs[names[1]].t_err == pytest.approx(0.3)
+    assert errs[names[1]].r_err == pytest.approx(0, abs=1e-5)
+    assert errs[names[2]].r_err == pytest.approx(3.0)
+    assert errs[names[2]].t_err == pytest.approx(0, abs=1e-9)
+    assert not errs[names[3]].localized
+    assert np.isinf(errs[names[3]].t_err)
     s = evaluate(est, gt)["all"]
-    assert s["count"] == 4 and s["localized"] == 3
+    assert s["count"] == 4
+    assert s["localized"] == 3
     assert s["recall"] == [0.25, 0.75, 0.75]  # the missing query counts as not localized
     assert s["median_t"] == pytest.approx(0.0, abs=1e-9)  # medians over localized queries: 0, 0, 0.3
 
@@ -57,7 +61,8 @@ def test_per_condition_split():
     res = evaluate(est, gt, cond)
     assert set(res) == {"day", "night", "all"}
     assert res["day"]["recall"] == [1.0, 1.0, 1.0]
-    assert res["night"]["recall"] == [0.0, 0.0, 0.0] and res["night"]["localized"] == 1
+    assert res["night"]["recall"] == [0.0, 0.0, 0.0]
+    assert res["night"]["localized"] == 1
     assert res["night"]["median_t"] == pytest.approx(6.0)
     assert res["all"]["recall"][0] == pytest.approx(4 / 6)
 
@@ -71,7 +76,8 @@ def test_results_file_round_trip_and_quaternion_order(tmp_path):
     assert np.allclose([float(v) for v in tok[1:5]], [np.sqrt(0.5), 0, 0, np.sqrt(0.5)])
     assert np.allclose([float(v) for v in tok[5:]], p.t)  # translation of cam_from_world, not the centre
     back = read_results(path)["rear/1.jpg"]
-    assert np.allclose(back.R, p.R) and np.allclose(back.t, p.t)
+    assert np.allclose(back.R, p.R)
+    assert np.allclose(back.t, p.t)
     (tmp_path / "bad.txt").write_text("a.jpg 1 0 0 0\n")
     with pytest.raises(FormatError, match=r"bad.txt:1"):
         read_results(tmp_path / "bad.txt")
@@ -89,7 +95,8 @@ def test_tum_round_trip(tmp_path):
     s, back = read_tum(path)
     assert np.allclose(s, stamps)
     for a, b in zip(back, poses):
-        assert np.allclose(a.R, b.R, atol=1e-7) and np.allclose(a.t, b.t, atol=1e-6)
+        assert np.allclose(a.R, b.R, atol=1e-7)
+        assert np.allclose(a.t, b.t, atol=1e-6)
     path.write_text("1.0 0 0 0 0 0 0 1\n2.0 0 0 0 0 0 1\n")
     with pytest.raises(FormatError, match=r"traj.tum:2"):
         read_tum(path)
@@ -104,10 +111,12 @@ def test_table_json_and_plots(tmp_path):
     results = {"imp": evaluate(est_a, gt, cond), "sift": evaluate(est_b, gt, cond)}
     table = format_table(results)
     lines = table.splitlines()
-    assert "0.25m,2deg" in lines[0] and len(lines) == 2 + 2 * 3
+    assert "0.25m,2deg" in lines[0]
+    assert len(lines) == 2 + 2 * 3
     assert any(ln.startswith("sift") and " night " in ln for ln in lines)
     js = json.loads(write_summary(tmp_path / "s.json", results).read_text())
-    assert js["results"]["sift"]["night"]["median_t"] is not None and js["results"]["sift"]["all"]["count"] == 6
+    assert js["results"]["sift"]["night"]["median_t"] is not None
+    assert js["results"]["sift"]["all"]["count"] == 6
     only_missing = evaluate({}, gt)
     assert json.loads(write_summary(tmp_path / "m.json", {"x": only_missing}).read_text())[
         "results"]["x"]["all"]["median_t"] is None
@@ -116,7 +125,9 @@ def test_table_json_and_plots(tmp_path):
                                               "sift": query_errors(est_b, gt, cond)})
     for p in (p1, p2):
         img = cv2.imread(str(p))
-        assert img is not None and img.shape[0] > 300 and img.std() > 5
+        assert img is not None
+        assert img.shape[0] > 300
+        assert img.std() > 5
 
 
 def test_eval_command_on_the_world(tiny_world, tmp_path, capsys):
@@ -131,8 +142,10 @@ def test_eval_command_on_the_world(tiny_world, tmp_path, capsys):
                               "--plots", str(tmp_path / "plots"), "--json", str(tmp_path / "sum.json")])
     assert args.func(args) == 0
     out = capsys.readouterr().out
-    assert "method" in out and "night" in out
+    assert "method" in out
+    assert "night" in out
     summary = json.loads((tmp_path / "sum.json").read_text())["results"]["method"]
     assert summary["day"]["recall"] == [1.0, 1.0, 1.0]
     assert summary["night"]["recall"] == [0.0, 7 / 8, 7 / 8]  # 0.3 m off, and the last query missing
-    assert (tmp_path / "plots/trajectory_method.png").is_file() and (tmp_path / "plots/error_cdf.png").is_file()
+    assert (tmp_path / "plots/trajectory_method.png").is_file()
+    assert (tmp_path / "plots/error_cdf.png").is_file()

@@ -70,16 +70,21 @@ def test_extractor_real_photo(name, image, extractors):
     ext = extractors(name)
     f = ext.extract(image)
     h, w = image.shape[:2]
-    assert f.kind == name and f.image_size == (w, h)
+    assert f.kind == name
+    assert f.image_size == (w, h)
     assert 500 <= len(f) <= 2048
     assert f.descriptors.shape == (len(f), DIMS[name]) == (len(f), ext.descriptor_dim)
-    assert f.descriptors.dtype == np.float32 and f.keypoints.dtype == np.float32
+    assert f.descriptors.dtype == np.float32
+    assert f.keypoints.dtype == np.float32
     kp = f.keypoints
-    assert np.all(kp >= -0.5) and np.all(kp[:, 0] <= w - 0.5) and np.all(kp[:, 1] <= h - 0.5)
+    assert np.all(kp >= -0.5)
+    assert np.all(kp[:, 0] <= w - 0.5)
+    assert np.all(kp[:, 1] <= h - 0.5)
     np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
     assert np.all(np.diff(f.scores) <= 0), "features are sorted by decreasing score"
     # keypoints spread over the image, not stuck in one corner
-    assert np.ptp(kp[:, 0]) > 0.7 * w and np.ptp(kp[:, 1]) > 0.7 * h
+    assert np.ptp(kp[:, 0]) > 0.7 * w
+    assert np.ptp(kp[:, 1]) > 0.7 * h
     again = ext.extract(image)
     np.testing.assert_array_equal(again.keypoints, f.keypoints)
     np.testing.assert_array_equal(again.descriptors, f.descriptors)
@@ -106,11 +111,13 @@ def test_sift_options_gray_and_resize(image, extractors):
     l1 = plain.descriptors / plain.descriptors.sum(1, keepdims=True)
     np.testing.assert_allclose(f_rgb.descriptors, np.sqrt(l1), atol=1e-5)
     small = extractors("sift", max_keypoints=100).extract(image)
-    assert len(small) == 100 and np.all(small.scores >= f_rgb.scores[99] - 1e-6)
+    assert len(small) == 100
+    assert np.all(small.scores >= f_rgb.scores[99] - 1e-6)
     h, w = image.shape[:2]
     half = extractors("sift", resize_max=320).extract(image)
     assert half.image_size == (w, h)
-    assert half.keypoints[:, 0].max() > 330 and half.keypoints[:, 0].max() <= w - 0.5
+    assert half.keypoints[:, 0].max() > 330
+    assert half.keypoints[:, 0].max() <= w - 0.5
 
 
 def test_xfeat_gray_and_non_divisible_size(image, extractors):
@@ -118,8 +125,10 @@ def test_xfeat_gray_and_non_divisible_size(image, extractors):
 
     crop = cv2.cvtColor(image[:301, :517], cv2.COLOR_RGB2GRAY)
     f = extractors("xfeat").extract(crop)
-    assert len(f) > 100 and f.descriptors.shape[1] == 64
-    assert f.keypoints[:, 0].max() <= 516.5 and f.keypoints[:, 1].max() <= 300.5
+    assert len(f) > 100
+    assert f.descriptors.shape[1] == 64
+    assert f.keypoints[:, 0].max() <= 516.5
+    assert f.keypoints[:, 1].max() <= 300.5
 
 
 def test_bad_image_is_rejected(extractors):
@@ -150,10 +159,12 @@ def test_superpoint_official_layout_loads_and_runs(tmp_path, image):
     sp = create_extractor({"name": "superpoint", "weights": str(path), "device": "cpu", "max_keypoints": 512})
     small = image[:240, :320]
     f = sp.extract(small)
-    assert f.kind == "superpoint" and 0 < len(f) <= 512
+    assert f.kind == "superpoint"
+    assert 0 < len(f) <= 512
     assert f.descriptors.shape == (len(f), 256)
     border = sp.conf["remove_borders"]
-    assert f.keypoints.min() >= border and f.keypoints[:, 0].max() < 320 - border
+    assert f.keypoints.min() >= border
+    assert f.keypoints[:, 0].max() < 320 - border
     assert f.keypoints[:, 1].max() < 240 - border
     np.testing.assert_array_equal(sp.extract(small).keypoints, f.keypoints)
 
@@ -171,7 +182,9 @@ def test_superpoint_wrong_key_is_named(tmp_path):
     path = random_superpoint_checkpoint(tmp_path / "bad.pth", rename=("convDb.weight", "convDx.weight"))
     with pytest.raises(WeightsError) as e:
         create_extractor({"name": "superpoint", "weights": str(path), "device": "cpu"})
-    assert "convDx.weight" in str(e.value) and "convDb.weight" in str(e.value) and str(path) in str(e.value)
+    assert "convDx.weight" in str(e.value)
+    assert "convDb.weight" in str(e.value)
+    assert str(path) in str(e.value)
 
 
 def test_superpoint_wrong_shape_is_named(tmp_path):

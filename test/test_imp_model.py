@@ -67,7 +67,8 @@ def test_strict_load_every_released_variant(tmp_path, name):
     own = m.model.state_dict()
     assert set(own) == set(state)
     assert all(torch.equal(own[k], state[k]) for k in state)
-    assert m.descriptor_dim == dim and m.model.conf["variant"] == variant
+    assert m.descriptor_dim == dim
+    assert m.model.conf["variant"] == variant
     assert load_model(path)[0].conf["variant"] == variant  # variant from the file name
 
 
@@ -86,7 +87,8 @@ def test_wrong_keys_are_named(tmp_path):
     path = write_official(tmp_path / "imp_spp.pth", state)
     with pytest.raises(ValueError) as e:
         create_matcher({"name": "imp", "weights": str(path), "device": "cpu"})
-    assert "gnn.layers.3.attn.merge.weight" in str(e.value) and "gnn.layers.3.attn.bogus.weight" in str(e.value)
+    assert "gnn.layers.3.attn.merge.weight" in str(e.value)
+    assert "gnn.layers.3.attn.bogus.weight" in str(e.value)
     assert "imp_spp.pth" in str(e.value)
 
 
@@ -118,7 +120,9 @@ def test_superglue_weights_load_into_gm(tmp_path):
         state[f"{b}.num_batches_tracked"] = torch.tensor(7)
     torch.save(state, str(tmp_path / "superglue_outdoor.pth"))
     m = create_matcher({"name": "gm", "weights": str(tmp_path / "superglue_outdoor.pth"), "device": "cpu"})
-    assert m.model.n_layers == 9 and m.model.conf["assignment"] == "log_ot" and not m.runner.early_stop
+    assert m.model.n_layers == 9
+    assert m.model.conf["assignment"] == "log_ot"
+    assert not m.runner.early_stop
     assert torch.equal(m.model.state_dict()["final_proj.8.weight"], state["final_proj.weight"])
     f0, f1, _ = easy_pair(200)
     res = m.match(f0, f1)
@@ -134,7 +138,8 @@ def test_forward_is_deterministic(tmp_path):
         out.append(m.match(f0, f1))
         out.append(m.match(f0, f1))
     for o in out[1:]:
-        assert np.array_equal(o.indices, out[0].indices) and np.array_equal(o.scores, out[0].scores)
+        assert np.array_equal(o.indices, out[0].indices)
+        assert np.array_equal(o.scores, out[0].scores)
 
 
 def test_sdpa_equals_explicit_attention():
@@ -172,7 +177,8 @@ def test_eimp_prunes_tokens_physically():
                 model.pool(st, model.assign(st, i))
             sizes.append((st.desc0.shape[-1], st.desc1.shape[-1]))
     assert sizes[0] == (600, 600)
-    assert sizes[-1][0] < 600 and sizes[-1][1] < 600, sizes
+    assert sizes[-1][0] < 600, sizes
+    assert sizes[-1][1] < 600, sizes
     assert all(a >= b for a, b in zip([s[0] for s in sizes], [s[0] for s in sizes[1:]]))
     res = model.match(model_inputs(f0, f1))
     assert int(res["tokens0"][0]) == sizes[-1][0]
@@ -205,12 +211,14 @@ def test_early_stop_on_easy_pair():
     f0, f1, geo = easy_pair(400)
     m = create_matcher({"name": "imp", "allow_random_init": True, "device": "cpu"})
     res = m.match(f0, f1, {"camera0": geo["camera"], "camera1": geo["camera"]})
-    assert res.info["early_stop"] and res.info["iterations"] < 15, res.info
+    assert res.info["early_stop"], res.info
+    assert res.info["iterations"] < 15, res.info
     full = create_matcher({"name": "imp", "allow_random_init": True, "device": "cpu", "early_stop": False})
     assert full.match(f0, f1, {"camera0": geo["camera"], "camera1": geo["camera"]}).info["iterations"] == 15
     # correct correspondences: same 3D point <=> same descriptor
     d0, d1 = f0.descriptors[res.indices[:, 0]], f1.descriptors[res.indices[:, 1]]
-    assert len(res) > 100 and np.allclose(d0, d1)
+    assert len(res) > 100
+    assert np.allclose(d0, d1)
 
 
 def test_early_stop_localization_pnp():
@@ -277,10 +285,12 @@ def test_localizer_runs_eimp_with_map_contexts(tiny_world, tiny_map):
     loc = Localizer({"map": str(tiny_map), "coarse": [{"name": "retrieval", "top_k": 3}],
                      "matcher": {"name": "eimp", "allow_random_init": True, "model": {"descriptor_dim": 128}}})
     try:
-        assert isinstance(loc.matcher, IMPMatcher) and loc.matcher.descriptor_dim == 128
+        assert isinstance(loc.matcher, IMPMatcher)
+        assert loc.matcher.descriptor_dim == 128
         name = tiny_world.query_names("day")[0]
         res = loc.localize(tiny_world.image(name), tiny_world.camera(name), name=name)
-        assert res.status in ("OK", "LOST") and res.references
+        assert res.status in ("OK", "LOST")
+        assert res.references
         # the same contexts the localizer builds, checked directly
         refs = res.references[:2]
         q = loc.extractor.extract(tiny_world.image(name))
@@ -310,7 +320,8 @@ def test_log_ot_dustbins_with_unequal_keypoint_counts():
             u = a / (K @ v)
             v = b / (K.T @ u)
         ref = u[:, None] * K * v[None]
-        assert np.allclose(ref.sum(1), a, atol=1e-9) and np.allclose(ref.sum(0), b, atol=1e-9)
+        assert np.allclose(ref.sum(1), a, atol=1e-9)
+        assert np.allclose(ref.sum(0), b, atol=1e-9)
         assert np.abs(P - ref).max() < 1e-6, np.abs(P - ref).max()
 
 
@@ -399,10 +410,12 @@ def test_eimp_mask_pooling_is_released_produce_matches(n0, n1, shared, n_min):
             out[pooling] = model.match(data)
             if pooling == "mask":
                 ref, trace = released_style_match(model, data)
-    assert trace[-1][1] < 0.6 * n0 and trace[-1][2] < 0.6 * n1, trace  # pruning happened
+    assert trace[-1][1] < 0.6 * n0, trace
+    assert trace[-1][2] < 0.6 * n1, trace  # pruning happened
     assert all(a[1] >= b[1] and a[2] >= b[2] for a, b in zip(trace, trace[1:])), trace
     mask = out["mask"]
-    assert torch.equal(mask["matches0"][0], ref) and int((ref >= 0).sum()) > 3
+    assert torch.equal(mask["matches0"][0], ref)
+    assert int((ref >= 0).sum()) > 3
     assert (int(mask["tokens0"][0]), int(mask["tokens1"][0])) == trace[-1][1:]
     remove = out["remove"]
     assert not torch.equal(remove["matches0"][0], ref) or \
@@ -417,7 +430,8 @@ def test_eimp_mask_pooling_is_released_produce_matches(n0, n1, shared, n_min):
     feats = [Features(data[f"keypoints{k}"][0].numpy(), data[f"descriptors{k}"][0].numpy(),
                       data[f"scores{k}"][0].numpy(), (640, 480), "test") for k in (0, 1)]
     res = m.match(*feats)
-    assert np.array_equal(res.indices[:, 1], ref.numpy()[res.indices[:, 0]]) and len(res) == int((ref >= 0).sum())
+    assert np.array_equal(res.indices[:, 1], ref.numpy()[res.indices[:, 0]])
+    assert len(res) == int((ref >= 0).sum())
     assert (res.info["tokens0"], res.info["tokens1"]) == trace[-1][1:]
     with pytest.raises(Exception, match="pooling"):
         IMPModel({**SMALL, "pooling": "drop"})
@@ -455,14 +469,18 @@ def test_released_pair_geometry_inlier_mask_and_cheirality(monkeypatch):
     _, ransac = cv2.findEssentialMat(points1=k0, points2=k1, cameraMatrix1=K, distCoeffs1=None, cameraMatrix2=K,
                                      distCoeffs2=None, method=cv2.USAC_MAGSAC, prob=0.99999, threshold=1.0)
     ransac = ransac.ravel() > 0
-    assert (~ransac).sum() >= 20 and pose.inliers[~ransac].all()  # RANSAC outliers stay True
+    assert (~ransac).sum() >= 20
+    assert pose.inliers[~ransac].all()  # RANSAC outliers stay True
     behind_idx = np.arange(120, 128)
-    assert ransac[behind_idx].sum() >= 6 and not pose.inliers[behind_idx].any()
+    assert ransac[behind_idx].sum() >= 6
+    assert not pose.inliers[behind_idx].any()
     assert pose.inliers[:120][ransac[:120]].all()
-    assert rotation_deg(pose.R, R_true) < 1.0 and np.degrees(np.arccos(pose.t @ t_true / np.linalg.norm(t_true))) < 3
+    assert rotation_deg(pose.R, R_true) < 1.0
+    assert np.degrees(np.arccos(pose.t @ t_true / np.linalg.norm(t_true))) < 3
     assert pose.inlier_ratio == pytest.approx(1 - ransac[behind_idx].sum() / len(k0))
     ours = PairGeometry(cam, cam, threshold_px=1.0).estimate(k0, k1)  # localization mode: RANSAC inliers only
-    assert ours is not None and not ours.inliers[120:].any()
+    assert ours is not None
+    assert not ours.inliers[120:].any()
     E = cv2.findEssentialMat(k0, k1, K, method=cv2.USAC_MAGSAC, threshold=1.0)[0][:3]
     monkeypatch.setattr(geometry.cv2, "findEssentialMat", lambda *a, **k: (np.vstack([E, E]), np.ones((len(k0), 1),
                                                                                                       np.uint8)))
@@ -520,8 +538,11 @@ def test_released_iterative_checks_the_last_iteration_and_returns_its_mask():
     runner, thresholds = released_runner("released", min_matches=5)
     geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 6])
     res = runner.run(data, [geo], [k0], [k1])[0]
-    assert len(geo.calls) == 7 and res.info["iterations"] == 15 and res.info["pose_stop"]
-    assert not res.info["early_stop"] and res.pose is not None
+    assert len(geo.calls) == 7
+    assert res.info["iterations"] == 15
+    assert res.info["pose_stop"]
+    assert not res.info["early_stop"]
+    assert res.pose is not None
     mask = res.pose.inliers
     assert len(res.matches) == int(mask.sum()) < len(mask)
     assert np.array_equal(k0[res.matches[:, 0]], geo.calls[-1][mask])
@@ -532,7 +553,9 @@ def test_released_iterative_checks_the_last_iteration_and_returns_its_mask():
     local, _ = released_runner("localization", min_matches=5)
     geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 6])
     res = local.run(data, [geo], [k0], [k1])[0]
-    assert len(geo.calls) == 6 and res.info["iterations"] == 15 and not res.info["early_stop"]
+    assert len(geo.calls) == 6
+    assert res.info["iterations"] == 15
+    assert not res.info["early_stop"]
 
 
 def test_released_iterative_pooling_thresholds_and_min_matches():
@@ -543,7 +566,9 @@ def test_released_iterative_pooling_thresholds_and_min_matches():
     runner, thresholds = released_runner("released", min_matches=5, released_n_min_tokens=16)
     res = runner.run(data, [ScriptedGeometry([None] * 7)], [k0], [k1])[0]
     assert [t[0][0] for t in thresholds] == pytest.approx([0.2] * 6)
-    assert res.info["pooling_steps"] > 0 and res.info["tokens0"] < 90 and not res.info["pose_stop"]
+    assert res.info["pooling_steps"] > 0
+    assert res.info["tokens0"] < 90
+    assert not res.info["pose_stop"]
     local, local_th = released_runner("localization", min_matches=5)
     local.run(data, [ScriptedGeometry([None] * 7)], [k0], [k1])
     assert [t[0][0] for t in local_th] == pytest.approx([0.1] * 6)
@@ -561,7 +586,9 @@ def test_released_iterative_pooling_thresholds_and_min_matches():
     geo = ScriptedGeometry([1, 1, 1])
     res = runner.run(data, [geo], [k0], [k1])[0]
     # it 3: pose 1; it 5: below min_matches (forget, no pooling); it 7: pose 1 (no previous); it 9: stop
-    assert res.info["iterations"] == 10 and res.info["early_stop"] and len(geo.calls) == 3
+    assert res.info["iterations"] == 10
+    assert res.info["early_stop"]
+    assert len(geo.calls) == 3
     assert thresholds[1][0][0] == float("inf")
 
 
@@ -570,9 +597,12 @@ def test_released_mode_through_the_matcher():
     ctx = {"camera0": geo["camera"], "camera1": geo["camera"]}
     m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "iterative_mode": "released"})
     res = m.match(f0, f1, ctx)
-    assert res.info["early_stop"] and res.info["pose_stop"] and res.info["iterations"] < 15, res.info
+    assert res.info["early_stop"], res.info
+    assert res.info["pose_stop"], res.info
+    assert res.info["iterations"] < 15, res.info
     d0, d1 = f0.descriptors[res.indices[:, 0]], f1.descriptors[res.indices[:, 1]]
-    assert len(res) > 100 and np.allclose(d0, d1)
+    assert len(res) > 100
+    assert np.allclose(d0, d1)
     with pytest.raises(ValueError, match="iterative_mode"):
         create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "iterative_mode": "paper"})
 
@@ -593,7 +623,8 @@ def test_padding_does_not_vote_in_pooling(pooling):
     with torch.no_grad():
         model.bin_score.fill_(7.0)
         a, b = model.match(data), model.match(padded)
-    assert int(a["tokens0"][0]) < 60 and int(a["tokens1"][0]) < 48  # it pruned
+    assert int(a["tokens0"][0]) < 60
+    assert int(a["tokens1"][0]) < 48  # it pruned
     assert (int(a["tokens0"][0]), int(a["tokens1"][0])) == (int(b["tokens0"][0]), int(b["tokens1"][0]))
     assert torch.equal(a["matches0"], b["matches0"])
 
@@ -614,7 +645,9 @@ def test_sinkhorn_unmasked_fast_path_equals_masked_path():
     out = sinkhorn_probability(s, a, grad_iterations=3)
     assert torch.allclose(out, full, atol=1e-6)
     out[:, :-1, :-1].diagonal(dim1=1, dim2=2).sum().backward()
-    assert s.grad is not None and a.grad is not None and float(s.grad.abs().sum()) > 0
+    assert s.grad is not None
+    assert a.grad is not None
+    assert float(s.grad.abs().sum()) > 0
 
 
 def test_localization_pose_pooling_threshold_scales_with_the_weights_threshold():

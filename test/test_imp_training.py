@@ -36,8 +36,10 @@ def test_ground_truth_is_geometric(tiny_world, dump):
         m, l0, l1 = np.asarray(g["matches"]), np.asarray(g["labels0"]), np.asarray(g["labels1"])
         k0, k1 = np.asarray(h5["features"][n0]["keypoints"]), np.asarray(h5["features"][n1]["keypoints"])
     assert len(np.unique(m[:, 0])) == len(m) == len(np.unique(m[:, 1]))  # one-to-one
-    assert np.array_equal(l0[m[:, 0]], m[:, 1]) and np.array_equal(l1[m[:, 1]], m[:, 0])
-    assert set(np.unique(l0[l0 < 0])) <= {UNMATCHED, IGNORE} and (l0 == UNMATCHED).any()
+    assert np.array_equal(l0[m[:, 0]], m[:, 1])
+    assert np.array_equal(l1[m[:, 1]], m[:, 0])
+    assert set(np.unique(l0[l0 < 0])) <= {UNMATCHED, IGNORE}
+    assert (l0 == UNMATCHED).any()
     # GT matches satisfy the epipolar constraint of the true relative pose (independent check)
     p0, p1, cam = tiny_world.pose(n0), tiny_world.pose(n1), tiny_world.camera(n0)
     rel = p1 * p0.inverse()
@@ -47,7 +49,8 @@ def test_ground_truth_is_geometric(tiny_world, dump):
     x1 = np.c_[k1[m[:, 1]], np.ones(len(m))] @ Kinv.T
     lines = x0 @ (tx @ rel.R).T  # epipolar lines in image 1
     d = np.abs((x1 * lines).sum(1)) / np.linalg.norm(lines[:, :2], axis=1) * cam.focal[0]
-    assert np.median(d) < 2.0 and np.mean(d < 5.0) > 0.95
+    assert np.median(d) < 2.0
+    assert np.mean(d < 5.0) > 0.95
     # a shifted keypoint set loses most of its matches (5 px gate; some survive by chance in dense areas)
     v0 = View(k0, tiny_world.depth(n0), cam.K, p0)
     v1 = View(k1 + 20.0, tiny_world.depth(n1), cam.K, p1)
@@ -77,7 +80,8 @@ def test_megadepth_layout_dump(tiny_world, tmp_path):
     np.savez(root / "scene_info" / "0000.npz", image_paths=np.array(img_paths), depth_paths=np.array(depth_paths),
              intrinsics=np.stack(Ks), poses=np.stack(poses), overlap_matrix=ov)
     res = dump_megadepth(root, tmp_path / "mega.h5", conf=FEATS, pairs_per_scene=None)
-    assert res["pairs_tried"] == 5 and res["pairs"] >= 3, res
+    assert res["pairs_tried"] == 5, res
+    assert res["pairs"] >= 3, res
     assert read_dump_info(tmp_path / "mega.h5")["source"].startswith("megadepth:")
     # D2-Net object arrays (None for images without depth) are read without running pickled code ...
     np.savez(root / "scene_info" / "0001.npz", image_paths=np.array(img_paths[:3] + [None], dtype=object),
@@ -101,12 +105,15 @@ def test_sampler(dump):
     counts = []
     for i in range(8):
         s = ds[i]
-        assert s["keypoints0"].shape == (256, 2) and s["descriptors1"].shape == (256, 128)
+        assert s["keypoints0"].shape == (256, 2)
+        assert s["descriptors1"].shape == (256, 128)
         g0, g1 = s["gt0"], s["gt1"]
         m = torch.nonzero(g0 >= 0).flatten()
         assert torch.equal(g1[g0[m]], m)  # consistent both ways
         counts.append(len(m))
-    assert min(counts) >= 21 and max(counts) <= 64 and len(set(counts)) > 1
+    assert min(counts) >= 21
+    assert max(counts) <= 64
+    assert len(set(counts)) > 1
 
 
 def test_pose_loss_prefers_true_assignment(dump):
@@ -120,9 +127,11 @@ def test_pose_loss_prefers_true_assignment(dump):
     good, bad = pose_loss(gt, batch), pose_loss(rnd, batch)
     assert float(good.detach()) < 0.1 * float(bad.detach())
     bad.backward()
-    assert torch.isfinite(rnd.grad).all() and rnd.grad.abs().sum() > 0
+    assert torch.isfinite(rnd.grad).all()
+    assert rnd.grad.abs().sum() > 0
     out = total_loss([gt, rnd], batch, pose_weight=1.0)
-    assert set(out) == {"match", "pose", "loss"} and torch.isfinite(out["loss"])
+    assert set(out) == {"match", "pose", "loss"}
+    assert torch.isfinite(out["loss"])
 
 
 def test_training_improves_matching_and_resumes(dump, tmp_path):
@@ -133,7 +142,8 @@ def test_training_improves_matching_and_resumes(dump, tmp_path):
     log = res["log"]
     vals = [r for r in log if "precision" in r]
     losses = [r["loss"] for r in log if "loss" in r]
-    assert vals[0]["step"] == 0 and vals[-1]["step"] == 50
+    assert vals[0]["step"] == 0
+    assert vals[-1]["step"] == 50
     assert np.mean(losses[-3:]) < 0.8 * losses[0], losses
     assert vals[-1]["val_loss"] < 0.85 * vals[0]["val_loss"]
     # held-out pairs: the trained model beats the untrained one (same sampled keypoints, threshold 0.1)
@@ -142,13 +152,15 @@ def test_training_improves_matching_and_resumes(dump, tmp_path):
     assert (tmp_path / "run" / "curves.png").stat().st_size > 0
     # the checkpoint is in the released layout: the imp matcher loads it strictly
     m = create_matcher({"name": "imp", "weights": str(tmp_path / "run" / "last.pth"), "device": "cpu"})
-    assert m.model.n_layers == 2 and m.descriptor_dim == 128
+    assert m.model.n_layers == 2
+    assert m.descriptor_dim == 128
     # resume continues from step 50 (pose loss switched on for the extra steps)
     res2 = train(dump, tmp_path / "run", {**conf, "steps": 54, "pose_weight": 0.5, "log_every": 2}, resume=True,
                  progress=False)
     assert res2["step"] == 54
     extra = [r for r in res2["log"] if r["step"] > 50 and "pose" in r]
-    assert extra and all(np.isfinite(r["pose"]) for r in extra)
+    assert extra
+    assert all(np.isfinite(r["pose"]) for r in extra)
     lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert lines[-1]["step"] == 54
 
@@ -164,4 +176,5 @@ def test_cli_help():
             p.parse_args([cmd, "--help"])
         assert e.value.code == 0
     args = p.parse_args(["train-matcher", "--data", "x.h5", "--out", "o", "--layers", "3", "--pose-weight", "1"])
-    assert args.layers == 3 and args.pose_weight == 1.0
+    assert args.layers == 3
+    assert args.pose_weight == 1.0

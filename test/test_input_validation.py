@@ -44,7 +44,9 @@ def test_cli_names_the_bad_camera_parameter(tiny_map, tiny_world, tmp_path, caps
     rc = main(["localize", "--map", str(tiny_map), "--image", str(tiny_world.root / "images" / n),
                "--camera", "PINHOLE 640 480 -500 -500 320 240", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and "fx" in err and "positive" in err, err
+    assert rc == 2, err
+    assert "fx" in err, err
+    assert "positive" in err, err
 
 
 def _png_header_only_big(path, w, h, exif=None):
@@ -82,7 +84,8 @@ def test_huge_image_is_refused_from_its_header(tmp_path):
         return out.stdout + out.stderr, float(out.stdout.split("RSS_MB")[1])
 
     text, rss_big = run(big)
-    assert "REFUSED" in text and "20000x20000" in text, text
+    assert "REFUSED" in text, text
+    assert "20000x20000" in text, text
     text, rss_small = run(small)  # the same process decoding a 500x500 image: imports + a small decode
     assert "DECODED" in text, text
     assert rss_big < rss_small + 100, f"refusing the image took {rss_big:.0f} MB (a small image: {rss_small:.0f})"
@@ -99,7 +102,8 @@ def test_image_size_limit_is_configurable_and_downscale_is_explicit(tmp_path, ti
     with pytest.raises(ImageTooLargeError, match="640x480"):
         read_image(p, max_pixels=100_000)
     small, scale = read_image_scaled(p, max_pixels=100_000, downscale=True)
-    assert small.shape[:2] == (240, 320) and scale == 0.5
+    assert small.shape[:2] == (240, 320)
+    assert scale == 0.5
     assert read_image(p).shape == (480, 640, 3)
 
 
@@ -115,7 +119,9 @@ def test_exif_of_a_huge_image_read_downscaled(tmp_path):
     big = tmp_path / "big.png"
     _png_header_only_big(big, 20000, 20000, exif)
     cam, how = camera_for_image(big, 2500, 2500)
-    assert cam is not None and "35mm" in how and cam.focal[0] == pytest.approx(50 / 36 * 2500)
+    assert cam is not None
+    assert "35mm" in how
+    assert cam.focal[0] == pytest.approx(50 / 36 * 2500)
 
 
 def test_cli_refuses_large_image_with_limit_option(tiny_map, tiny_world, tmp_path, capsys):
@@ -123,7 +129,8 @@ def test_cli_refuses_large_image_with_limit_option(tiny_map, tiny_world, tmp_pat
     rc = main(["localize", "--map", str(tiny_map), "--image", str(tiny_world.root / "images" / n),
                "--max-image-pixels", "1000", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert rc == 2 and "above the limit" in err, err
+    assert rc == 2, err
+    assert "above the limit" in err, err
 
 
 @pytest.fixture
@@ -162,7 +169,8 @@ def test_localizer_uses_the_maps_matcher_and_checks_it_at_configure(tiny_map):
     meta = json.loads((tiny_map / "map.json").read_text())
     assert meta["matcher"]["name"] == "nn"
     loc = Localizer({"map": str(tiny_map), "coarse": [{"name": "retrieval"}]})  # no matcher given
-    assert loc.matcher.conf["name"] == "nn" and loc.matcher.conf["ratio_threshold"] == meta["matcher"][
-        "ratio_threshold"]
+    assert loc.matcher.conf["name"] == "nn"
+    assert (loc.matcher.conf["ratio_threshold"] == meta["matcher"][
+        "ratio_threshold"])
     with pytest.raises(ConfigError, match="'lightglue' works with features"):
         Localizer({"map": str(tiny_map), "matcher": {"name": "lightglue"}})

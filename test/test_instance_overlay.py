@@ -18,7 +18,8 @@ from imp_core.types import Camera, LocalizationResult
 
 def test_colours_are_fixed_distinct_and_black_for_no_instance():
     c = instance_colors(np.arange(0, 200))
-    assert (c[0] == 0).all() and c.dtype == np.uint8
+    assert (c[0] == 0).all()
+    assert c.dtype == np.uint8
     assert (instance_colors([7, 3]) == c[[7, 3]]).all()  # the same id, the same colour, whatever else is drawn
     d = np.abs(c[1:, None].astype(int) - c[None, 1:].astype(int)).sum(-1)
     close = (d < 20) & ~np.eye(199, dtype=bool)
@@ -31,15 +32,19 @@ def test_compact_then_expand_keeps_regions():
     lab[100:300, 50:250] = 12
     lab[200:400, 400:600] = 70000  # above uint16: saturates
     small = compact_labels(lab)
-    assert small.dtype == np.uint16 and max(small.shape) == LABEL_MAP_MAX_SIDE
+    assert small.dtype == np.uint16
+    assert max(small.shape) == LABEL_MAP_MAX_SIDE
     assert small.shape == (192, 256)
     big = expand_labels(small, 640, 480)
-    assert big.shape == (480, 640) and set(np.unique(big)) == {0, 12, 65535}
+    assert big.shape == (480, 640)
+    assert set(np.unique(big)) == {0, 12, 65535}
     assert (big == 12).sum() == pytest.approx(200 * 200, rel=0.03)
     assert compact_labels(None) is None
     area, box = instance_regions(big, [12, 5])
-    assert area[0] == pytest.approx(200 * 200 / (480 * 640), rel=0.03) and box == (0, (0, 0, 0, 0))
-    assert abs(area[1][0] - 50) <= 3 and abs(area[1][2] - 200) <= 5
+    assert area[0] == pytest.approx(200 * 200 / (480 * 640), rel=0.03)
+    assert box == (0, (0, 0, 0, 0))
+    assert abs(area[1][0] - 50) <= 3
+    assert abs(area[1][2] - 200) <= 5
 
 
 def test_overlay_blends_instances_only_and_draws_inliers():
@@ -52,7 +57,8 @@ def test_overlay_blends_instances_only_and_draws_inliers():
     res = LocalizationResult(instances=[(9, 0.8), (4, 0.6)], label_map=compact_labels(lab))
     before = img.copy()
     out = draw_instances(img, res.label_map, cam, res, alpha=0.5)
-    assert out.shape == img.shape and out.dtype == np.uint8
+    assert out.shape == img.shape
+    assert out.dtype == np.uint8
     assert (img == before).all()  # drawn on a copy
     inner4 = (slice(70, 110), slice(10, 55))
     want = np.clip(0.5 * img[inner4].astype(float) + 0.5 * instance_colors([4])[0] + 0.5, 0, 255).astype(np.uint8)

@@ -50,4 +50,5 @@ def test_label_nn_equals_reference(seed, min_sim):
     m = create_matcher({"name": "label_nn", "min_similarity": min_sim}).match(f0, f1)
     got = set(map(tuple, m.indices.tolist()))
     assert got == _reference(d0, d1, l0, labels1, min_sim)
-    assert len(got) == len(m.indices) and (m.scores >= min_sim).all()
+    assert len(got) == len(m.indices)
+    assert (m.scores >= min_sim).all()

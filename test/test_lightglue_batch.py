@@ -34,9 +34,11 @@ def test_batched_references_match_as_on_their_own(data, conf):
     q, refs = data
     batched = create_matcher({"name": "lighterglue", "device": "cpu", "batch_size": 4, **conf})
     single = create_matcher({"name": "lighterglue", "device": "cpu", "batch_size": 1, **conf})
-    assert batched.batch_size() == 4 and single.batch_size() == 1
+    assert batched.batch_size() == 4
+    assert single.batch_size() == 1
     many = batched.match_many(q, refs)
-    assert len(many) == len(refs) and len(many[2]) == 0
+    assert len(many) == len(refs)
+    assert len(many[2]) == 0
     for k, r in enumerate(refs):
         one = single.match(q, r)
         assert np.array_equal(many[k].indices, one.indices), k
@@ -47,7 +49,8 @@ def test_batched_references_match_as_on_their_own(data, conf):
 
 def test_early_stopping_is_not_batched_and_cpu_runs_one_by_one():
     m = create_matcher({"name": "lightglue", "device": "cpu", "features": "aliked", "batch_size": 4})
-    assert m.conf["depth_confidence"] > 0 and m.batch_size() == 1
+    assert m.conf["depth_confidence"] > 0
+    assert m.batch_size() == 1
     assert create_matcher({"name": "lighterglue", "device": "cpu"}).batch_size() == 1  # auto on CPU
 
 

@@ -31,7 +31,8 @@ def test_pnp_covariance_matches_monte_carlo():
     centers, rots, covs = [], [], []
     for _ in range(150):
         r = estimate_pose(uv + rng.normal(0, 1.0, uv.shape), X, cam)
-        assert r is not None and r.covariance is not None
+        assert r is not None
+        assert r.covariance is not None
         centers.append(r.pose.center)
         rots.append(r.pose)
         covs.append(r.covariance)
@@ -42,7 +43,8 @@ def test_pnp_covariance_matches_monte_carlo():
     emp = np.cov(np.concatenate([np.array(centers) - gt.center, psi], 1).T)
     pred = np.mean(covs, 0)
     ratio = np.diag(pred) / np.diag(emp)
-    assert np.all(ratio > 0.5) and np.all(ratio < 2.5), ratio
+    assert np.all(ratio > 0.5), ratio
+    assert np.all(ratio < 2.5), ratio
     # the dominant correlation (depth vs. rotation) has the right sign and size
     corr_emp = emp[0, 4] / np.sqrt(emp[0, 0] * emp[4, 4])
     corr_pred = pred[0, 4] / np.sqrt(pred[0, 0] * pred[4, 4])
@@ -90,7 +92,8 @@ def test_localize_day_queries(tiny_map, tiny_world):
             good += dt < 0.25 and dr < 2.0
             assert r.covariance.shape == (6, 6)
             assert np.all(np.linalg.eigvalsh(r.covariance) > 0)
-            assert r.mode == "global" and r.references
+            assert r.mode == "global"
+            assert r.references
     assert good >= 0.8 * len(names), f"{good}/{len(names)} day queries within 0.25 m, 2 deg"
 
 
@@ -109,14 +112,17 @@ def test_tracking_mode_and_fallback(tiny_map, tiny_world):
     # a black frame: nothing to match -> not OK, and the prior survives only a few frames
     black = np.zeros_like(tiny_world.image(names[0]))
     r = loc.localize(black, tiny_world.camera(names[0]))
-    assert not r.success and r.status in ("LOST", "RELOCALIZING")
+    assert not r.success
+    assert r.status in ("LOST", "RELOCALIZING")
     for _ in range(5):
         r = loc.localize(black, tiny_world.camera(names[0]))
-    assert r.status == "LOST" and loc.prior is None
+    assert r.status == "LOST"
+    assert loc.prior is None
     # an explicit prior (e.g. /initialpose) is used for reference selection
     loc.set_prior(tiny_world.pose(names[1]))
     r = loc.localize(tiny_world.image(names[1]), tiny_world.camera(names[1]))
-    assert r.success and r.mode == "tracking"
+    assert r.success
+    assert r.mode == "tracking"
 
 
 def test_map_errors_name_the_problem(tiny_map, tmp_path):
@@ -177,12 +183,15 @@ def test_result_carries_inliers_and_overlay(tiny_map, tiny_world):
     n = tiny_world.query_names("day")[0]
     img, cam = tiny_world.image(n), tiny_world.camera(n)
     r = loc.localize(img, cam)
-    assert r.success and r.inlier_keypoints.shape == (r.num_inliers, 2) and r.inlier_points3D.shape[1] == 3
+    assert r.success
+    assert r.inlier_keypoints.shape == (r.num_inliers, 2)
+    assert r.inlier_points3D.shape[1] == 3
     from imp_core.localization.pnp import reprojection_errors
 
     assert np.median(reprojection_errors(r.pose, cam, r.inlier_keypoints, r.inlier_points3D)) < 2.0
     out = draw_localization(img, cam, r)
-    assert out.shape == img.shape and (out != img).any()
+    assert out.shape == img.shape
+    assert (out != img).any()
 
 
 def test_covisibility_refinement(tiny_map, tiny_world):
@@ -195,9 +204,11 @@ def test_covisibility_refinement(tiny_map, tiny_world):
     for n in tiny_world.query_names("day")[:3]:
         r = loc.localize(tiny_world.image(n), tiny_world.camera(n))
         p = plain.localize(tiny_world.image(n), tiny_world.camera(n))
-        assert r.success and "refinement" in r.timings
+        assert r.success
+        assert "refinement" in r.timings
         dt, dr = pose_error(r.pose, tiny_world.pose(n))
-        assert dt < 0.25 and dr < 2.0
+        assert dt < 0.25
+        assert dr < 2.0
         assert r.num_inliers >= p.num_inliers
         refined_any |= len(r.references) > 1
     assert refined_any, "refinement never used covisible frames"
@@ -206,4 +217,5 @@ def test_covisibility_refinement(tiny_map, tiny_world):
 def test_camera_from_K_inverts_K():
     cam = Camera("PINHOLE", 640, 480, [500, 510, 320, 240])
     back = Camera.from_K(cam.K, 640, 480)
-    assert np.allclose(back.params, cam.params) and np.allclose(back.K, cam.K)
+    assert np.allclose(back.params, cam.params)
+    assert np.allclose(back.K, cam.K)

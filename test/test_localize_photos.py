@@ -34,7 +34,8 @@ def test_unknown_focal_is_estimated_when_it_beats_the_guess():
     guess = Camera("SIMPLE_PINHOLE", 1000, 700, [1200.0, 500, 350])
     fixed = estimate_pose(uv, X, guess)
     auto = estimate_pose(uv, X, guess, {"refine_focal_length": "auto"})
-    assert auto.focal_estimated and abs(auto.camera.focal[0] / 3000.0 - 1) < 0.01
+    assert auto.focal_estimated
+    assert abs(auto.camera.focal[0] / 3000.0 - 1) < 0.01
     assert pose_error(auto.pose, gt)[1] < 0.2
     assert fixed is None or fixed.num_inliers < auto.num_inliers
 
@@ -44,7 +45,8 @@ def test_right_guess_keeps_the_given_focal():
     uv, X, gt = _scene(1200.0, outliers=150)
     guess = Camera("SIMPLE_PINHOLE", 1000, 700, [1200.0, 500, 350])
     auto = estimate_pose(uv, X, guess, {"refine_focal_length": "auto"})
-    assert auto is not None and pose_error(auto.pose, gt)[1] < 0.2
+    assert auto is not None
+    assert pose_error(auto.pose, gt)[1] < 0.2
     assert abs(auto.camera.focal[0] / 1200.0 - 1) < 0.01
 
 
@@ -55,11 +57,14 @@ def test_localizer_with_unknown_camera(tiny_map, tiny_world):
     res = loc.localize(tiny_world.image(n), None, name=n)
     true_f = tiny_world.camera(n).focal[0]
     assert res.success, res.message
-    assert res.camera is not None and res.camera.width == tiny_world.camera(n).width
+    assert res.camera is not None
+    assert res.camera.width == tiny_world.camera(n).width
     assert abs(res.camera.focal[0] / true_f - 1) < 0.05, (res.camera.focal, true_f)
     dt, dr = pose_error(res.pose, tiny_world.pose(n))
-    assert dr < 2.0 and dt < 0.5
-    assert 0.5 <= res.confidence <= 1.0 and {"inlier_ratio", "coverage", "rotation_std_deg"} <= set(res.quality)
+    assert dr < 2.0
+    assert dt < 0.5
+    assert 0.5 <= res.confidence <= 1.0
+    assert {"inlier_ratio", "coverage", "rotation_std_deg"} <= set(res.quality)
 
 
 def test_camera_from_exif(tmp_path):
@@ -73,12 +78,16 @@ def test_camera_from_exif(tmp_path):
     p = tmp_path / "exif.jpg"
     img.save(p, exif=exif)
     cam, how = camera_for_image(p, 400, 300)
-    assert cam is not None and abs(cam.focal[0] - 50 / 36 * 400) < 1e-6 and "35mm" in how
+    assert cam is not None
+    assert abs(cam.focal[0] - 50 / 36 * 400) < 1e-6
+    assert "35mm" in how
     cam, how = camera_for_image(p, 400, 300, use_exif=False)
-    assert cam is None and "ignored" in how
+    assert cam is None
+    assert "ignored" in how
     img.save(tmp_path / "plain.jpg")
     cam, how = camera_for_image(tmp_path / "plain.jpg", 400, 300)
-    assert cam is None and "estimated" in how
+    assert cam is None
+    assert "estimated" in how
 
 
 def test_lost_says_why(tiny_map, tiny_world):
@@ -86,15 +95,19 @@ def test_lost_says_why(tiny_map, tiny_world):
     n = tiny_world.query_names("day")[0]
     black = np.zeros_like(tiny_world.image(n))
     r = loc.localize(black, tiny_world.camera(n))
-    assert r.status == "LOST" and "no keypoints" in r.message
+    assert r.status == "LOST"
+    assert "no keypoints" in r.message
     strict = Localizer({"map": str(tiny_map), "coarse": [{"name": "retrieval", "top_k": 3}],
                         "acceptance": {"min_confidence": 1.01}})
     r = strict.localize(tiny_world.image(n), tiny_world.camera(n))
-    assert r.status == "LOST" and r.pose is None and "rejected by confidence" in r.message
+    assert r.status == "LOST"
+    assert r.pose is None
+    assert "rejected by confidence" in r.message
     few = Localizer({"map": str(tiny_map), "coarse": [{"name": "retrieval", "top_k": 3}],
                      "acceptance": {"min_inliers": 100000}})
     r = few.localize(tiny_world.image(n), tiny_world.camera(n))
-    assert r.status == "LOST" and "too few inliers" in r.message
+    assert r.status == "LOST"
+    assert "too few inliers" in r.message
 
 
 def test_confidence_rejects_poorly_constrained_poses():
@@ -123,7 +136,8 @@ def test_localize_images_folder_writes_results(tiny_map, tiny_world, tmp_path, c
     out = tmp_path / "out"
     rc = main(["localize", "--map", str(tiny_map), "--images", str(folder), "--out", str(out)])
     cap = capsys.readouterr()
-    assert rc == 2 and "broken.jpg" in cap.err  # the unreadable file is an error, reported at the end
+    assert rc == 2
+    assert "broken.jpg" in cap.err  # the unreadable file is an error, reported at the end
     lines = [json.loads(s) for s in (out / "log.jsonl").read_text().splitlines()]
     assert len(lines) == 4
     by = {r["name"]: r for r in lines}
@@ -132,12 +146,16 @@ def test_localize_images_folder_writes_results(tiny_map, tiny_world, tmp_path, c
     ok = [r for r in lines if r["status"] == "OK"]
     assert len(ok) == 2, [(r["name"], r["status"], r["reason"]) for r in lines]
     for r in ok:
-        assert r["camera"]["focal_estimated"] in (True, False) and len(r["covariance"]) == 6
-        assert r["confidence"] >= 0.5 and "timings_ms" in r and len(r["qvec_wxyz"]) == 4
+        assert r["camera"]["focal_estimated"] in (True, False)
+        assert len(r["covariance"]) == 6
+        assert r["confidence"] >= 0.5
+        assert "timings_ms" in r
+        assert len(r["qvec_wxyz"]) == 4
     assert "no keypoints" in by["black.png"]["reason"] or "LOST" == by["black.png"]["status"]
     assert "cannot decode" in by["broken.jpg"]["reason"]
     res = (out / "results.txt").read_text().splitlines()
-    assert len(res) == 2 and all(len(s.split()) == 8 for s in res)
+    assert len(res) == 2
+    assert all(len(s.split()) == 8 for s in res)
     assert len(list((out / "overlays").glob("*_matches.png"))) == 3
     assert "LOST (" in cap.out
 
@@ -161,7 +179,9 @@ def test_resize_max_default_keeps_full_resolution_keypoints():
     ex = create_extractor({"name": "sift", "max_keypoints": 500})
     assert ex.conf["resize_max"] == 1024
     f = ex.extract(big)
-    assert f.image_size == (2000, 1500) and f.keypoints[:, 0].max() > 1500 and f.keypoints[:, 1].max() > 1100
+    assert f.image_size == (2000, 1500)
+    assert f.keypoints[:, 0].max() > 1500
+    assert f.keypoints[:, 1].max() > 1100
 
 
 def test_lighterglue_matches_xfeat_correctly(tiny_world):
@@ -187,7 +207,8 @@ def test_lighterglue_matches_xfeat_correctly(tiny_world):
     xb = tiny_world.pose(b).transform(X)
     uv = xb[:, :2] / xb[:, 2:] @ np.diag(cam_b.K[[0, 1], [0, 1]]) + cam_b.K[:2, 2]
     err = np.linalg.norm(uv - fb.keypoints[m.indices[:, 1]], axis=1)
-    assert np.median(err[z > 0]) < 3.0 and np.mean(err[z > 0] < 8) > 0.8
+    assert np.median(err[z > 0]) < 3.0
+    assert np.mean(err[z > 0] < 8) > 0.8
     with pytest.raises(ValueError, match="works with features"):
         create_matcher({"name": "lighterglue", "device": "cpu"}).match(
             create_extractor({"name": "sift"}).extract(tiny_world.image(a)), fb)

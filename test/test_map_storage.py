@@ -50,7 +50,8 @@ def _assert_same_as_eager(m: LocalizationMap, map_dir):
         for a in ("keypoints", "descriptors", "scores"):
             np.testing.assert_array_equal(getattr(new, a), getattr(old, a))
             assert getattr(new, a).dtype == np.float32
-        assert new.image_size == old.image_size and new.kind == old.kind
+        assert new.image_size == old.image_size
+        assert new.kind == old.kind
         np.testing.assert_array_equal(m.point3D_ids(name), extra["point3D_ids"])
         img = rec.find_image_with_name(name)
         pose = Pose.from_pycolmap(img.cam_from_world())
@@ -69,16 +70,21 @@ def test_build_writes_index_and_load_reads_no_features(tiny_map, monkeypatch):
     assert (tiny_map / fmt.INDEX_FILE).is_file()
     with h5py.File(tiny_map / "features.h5", "r") as f:  # compact on disk: fp16 descriptors, int32 point ids
         g = f[next(iter(f.keys()))]
-        assert g["descriptors"].dtype == np.float16 and g["point3D_ids"].dtype == np.int32
+        assert g["descriptors"].dtype == np.float16
+        assert g["point3D_ids"].dtype == np.int32
     # start-up reads neither the COLMAP model nor any image's features
     monkeypatch.setattr(fmt, "_read_reconstruction", lambda d: pytest.fail("COLMAP model read at start-up"))
     m = LocalizationMap.load(tiny_map)
     info = m.cache_info()
-    assert info["entries"] == 0 and info["misses"] == 0 and info["bytes"] == 0
+    assert info["entries"] == 0
+    assert info["misses"] == 0
+    assert info["bytes"] == 0
     assert m.global_descriptors.shape[0] == len(m.names)
     name = m.names[3]
     f = m.features(name)
-    assert m.features(name) is f and m.cache_info()["hits"] == 1 and m.cache_info()["misses"] == 1
+    assert m.features(name) is f
+    assert m.cache_info()["hits"] == 1
+    assert m.cache_info()["misses"] == 1
     m.close()
 
 
@@ -138,7 +144,8 @@ def test_old_format_map_loads_and_upgrades(map_copy, caplog, monkeypatch):
     assert (map_copy / fmt.INDEX_FILE).is_file()
     with h5py.File(map_copy / "features.h5", "r") as f:
         g = f[next(iter(f.keys()))]
-        assert g["descriptors"].dtype == np.float16 and g["point3D_ids"].dtype == np.int32
+        assert g["descriptors"].dtype == np.float16
+        assert g["point3D_ids"].dtype == np.int32
     monkeypatch.setattr(fmt, "_read_reconstruction", lambda d: pytest.fail("COLMAP model read at start-up"))
     up = LocalizationMap.load(map_copy)
     monkeypatch.undo()  # the upgraded map answers exactly as before

@@ -38,7 +38,8 @@ def hom_dump(photos, tmp_path_factory):
     path = tmp_path_factory.mktemp("hdump") / "h.h5"
     res = dump_homography([str(photos)], path, {"features": SIFT, "pairs_per_photo": 4, "size": (320, 240)},
                           progress=False)
-    assert res["photos"] == 2 and res["pairs"] >= 4, res
+    assert res["photos"] == 2, res
+    assert res["pairs"] >= 4, res
     return path
 
 
@@ -80,9 +81,11 @@ def test_homography_dump_resumes(photos, tmp_path):
     path = tmp_path / "h.h5"
     first = dump_homography([str(photos)], path, {**conf, "max_photos": 1}, progress=False)
     full = dump_homography([str(photos)], path, conf, progress=False)
-    assert first["pairs_tried"] == 3 and full["pairs_tried"] == 3  # only the second photo's pairs are new
+    assert first["pairs_tried"] == 3
+    assert full["pairs_tried"] == 3  # only the second photo's pairs are new
     again = dump_homography([str(photos)], path, conf, progress=False)
-    assert again["pairs_tried"] == 0 and again["pairs"] == full["pairs"]
+    assert again["pairs_tried"] == 0
+    assert again["pairs"] == full["pairs"]
     with pytest.raises(ValueError, match="cannot resume"):
         dump_homography([str(photos)], path, {**conf, "features": {**SIFT, "max_keypoints": 128}}, progress=False)
 
@@ -100,13 +103,17 @@ def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):
     out = export_weights(run, tmp_path / "imp_sift.pth")
     assert "optimizer" not in torch.load(out["file"], weights_only=True)
     model, _ = load_model(out["file"], "eimp")
-    assert model.conf["num_heads"] == 1 and model.conf["keypoint_encoder"] == [16, 32]
-    assert model.n_layers == 2 and model.descriptor_dim == 128
+    assert model.conf["num_heads"] == 1
+    assert model.conf["keypoint_encoder"] == [16, 32]
+    assert model.n_layers == 2
+    assert model.descriptor_dim == 128
     p = {"features": SIFT, "stages": [], "data": {"synthetic": {"preset": "tiny", "seeds": [0]},
                                                    "homography": {"roots": ["x"], "packages": ["y"]}}}
     card = model_card("imp_sift", p, run, out, {"synthetic": [syn], "homography": [hom_dump]}, tmp_path / "docs")
     text = card.read_text()
-    assert "precision" in text and "syn.h5" in text and (tmp_path / "docs" / "imp_sift_curves.png").is_file()
+    assert "precision" in text
+    assert "syn.h5" in text
+    assert (tmp_path / "docs" / "imp_sift_curves.png").is_file()
     # a dump of other features is refused
     other = tmp_path / "other.h5"
     dump_synthetic(tiny_world, other, {"features": {"name": "xfeat", "max_keypoints": 64, "device": "cpu"},
@@ -124,7 +131,8 @@ def test_imp_matcher_uses_shipped_weights_for_the_features(tmp_path, monkeypatch
     model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": 2})
     ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
     m = create_matcher({"name": "eimp", "features": "sift"})
-    assert m.weights == str(tmp_path / "imp_sift.pth") and m.model.conf["num_heads"] == 2
+    assert m.weights == str(tmp_path / "imp_sift.pth")
+    assert m.model.conf["num_heads"] == 2
 
 
 def test_pool_threshold_calibration_rule():
@@ -152,7 +160,8 @@ def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
     train([syn], run, conf, progress=False)
     out = export_weights(run, tmp_path / "imp_sift.pth", which="last", calibration_dumps=[syn])
     cal = out["calibration"]
-    assert set(cal["per_iteration"]) == {3} and cal["per_iteration"][3]["matched"] > 0
+    assert set(cal["per_iteration"]) == {3}
+    assert cal["per_iteration"][3]["matched"] > 0
     model, _ = load_model(out["file"], "eimp")
     assert model.conf["pool_threshold"] == cal["pool_threshold"]
     masses = pooling_masses(model, [syn])

@@ -92,12 +92,14 @@ def test_match_many_equals_pairwise_and_handles_empty(nn):
                                         rng.normal(size=(150, 128))]))) for k in (100, 250, 0)]
     refs.insert(1, feats(np.zeros((0, 128), np.float32)))
     many = nn.match_many(q, refs)
-    assert len(many) == 4 and len(many[1]) == 0
+    assert len(many) == 4
+    assert len(many[1]) == 0
     for r, m in zip(refs, many):
         single = nn.match(q, r)
         np.testing.assert_array_equal(m.indices, single.indices)
         np.testing.assert_allclose(m.scores, single.scores, atol=1e-6)
-    assert len(many[0]) >= 95 and len(many[2]) >= 240
+    assert len(many[0]) >= 95
+    assert len(many[2]) >= 240
     empty_q = feats(np.zeros((0, 128), np.float32))
     assert [len(m) for m in nn.match_many(empty_q, refs)] == [0, 0, 0, 0]
     assert nn.match_many(q, []) == []
@@ -106,7 +108,8 @@ def test_match_many_equals_pairwise_and_handles_empty(nn):
 def test_empty_features_and_dim_mismatch(nn):
     empty = feats(np.zeros((0, 128), np.float32))
     full = feats(unit(np.random.default_rng(4).normal(size=(10, 128))))
-    assert isinstance(nn.match(empty, full), Matches) and len(nn.match(empty, full)) == 0
+    assert isinstance(nn.match(empty, full), Matches)
+    assert len(nn.match(empty, full)) == 0
     assert len(nn.match(full, empty)) == 0
     with pytest.raises(ValueError, match="dimension"):
         nn.match(full, feats(unit(np.ones((10, 64)))))
@@ -119,7 +122,8 @@ def test_nn_8k_by_8k_runs_chunked(nn):
     t = time.perf_counter()
     m = nn.match(feats(d0), feats(d1))
     assert time.perf_counter() - t < 30
-    assert len(m) == 8192 and np.all(m.indices[:, 0] + m.indices[:, 1] == 8191)
+    assert len(m) == 8192
+    assert np.all(m.indices[:, 0] + m.indices[:, 1] == 8191)
 
 
 def test_lightglue_refuses_other_features():
@@ -143,7 +147,8 @@ def test_lightglue_accepts_keypoints_on_the_border_pixel():
     f0, f1 = feats(desc, "aliked"), feats(desc, "aliked")
     f0.keypoints[:2] = [[-0.4, 10.0], [639.4, 479.45]]
     m = create_matcher({"name": "lightglue", "device": "cpu"}).match(f0, f1)
-    assert len(m) > 0 and f0.keypoints[0, 0] == np.float32(-0.4)  # the caller's keypoints are not modified
+    assert len(m) > 0
+    assert f0.keypoints[0, 0] == np.float32(-0.4)  # the caller's keypoints are not modified
 
 
 def test_lightglue_key_renames():
@@ -172,7 +177,8 @@ def test_lightglue_real_pair_beats_sift_nn(kind, pair, sift_nn_inliers):
     f0, f1 = ext.extract(pair[0]), ext.extract(pair[1])
     m = create_matcher({"name": "lightglue", "device": "cpu"}).match(f0, f1)
     assert len(m) >= 600
-    assert len(np.unique(m.indices[:, 0])) == len(m) and len(np.unique(m.indices[:, 1])) == len(m)
+    assert len(np.unique(m.indices[:, 0])) == len(m)
+    assert len(np.unique(m.indices[:, 1])) == len(m)
     assert np.all((m.scores > 0.1) & (m.scores <= 1.0))
     inl = f_inliers(f0, f1, m)
     assert inl / len(m) >= 0.7
@@ -190,5 +196,6 @@ def test_benchmark_script_runs(tmp_path, shared_data, monkeypatch):
                                    "--images", str(shared_data / "DSC_0410.JPG"), str(shared_data / "DSC_0411.JPG")])
     saved = json.loads((tmp_path / "bench_features.json").read_text())
     assert saved["results"][0]["matchers"][0]["matcher"] == "nn"
-    assert results[0]["matchers"][0]["f_inliers"] > 100 and results[0]["extract_peak_rss_mb"] > 0
+    assert results[0]["matchers"][0]["f_inliers"] > 100
+    assert results[0]["extract_peak_rss_mb"] > 0
     assert (tmp_path / "bench_features.png").stat().st_size > 0

@@ -148,7 +148,8 @@ def test_same_matches_as_before_unequal_and_empty_references(conf, block_element
     for r, a, b in zip(refs, new, old):
         assert np.array_equal(a.indices, b.indices)  # same pairs, same order (ascending query index)
         np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
-        assert a.indices.dtype == np.int64 and a.scores.dtype == np.float32
+        assert a.indices.dtype == np.int64
+        assert a.scores.dtype == np.float32
         if len(r):
             ref, amb = brute_force(query, r, conf.get("mutual", True), conf.get("ratio_threshold"),
                                    conf.get("distance_threshold"))
@@ -176,7 +177,8 @@ def test_same_matches_at_localization_size_and_buffer_reuse():
     assert matcher._buffer is buf
     old = previous_nn(query, refs)
     for a, b, c in zip(first, again, old):
-        assert np.array_equal(a.indices, b.indices) and np.array_equal(a.indices, c.indices)
+        assert np.array_equal(a.indices, b.indices)
+        assert np.array_equal(a.indices, c.indices)
         assert len(a) > 300
 
 
@@ -188,7 +190,8 @@ def test_ties_keep_one_to_one_matches():
     r = rand_feats(rng, 40)
     r.descriptors[:20] = q.descriptors[:20]
     m = create_matcher({"name": "nn", "device": "cpu"}).match(q, r)
-    assert len(np.unique(m.indices[:, 0])) == len(m) and len(np.unique(m.indices[:, 1])) == len(m)
+    assert len(np.unique(m.indices[:, 0])) == len(m)
+    assert len(np.unique(m.indices[:, 1])) == len(m)
     pairs = {tuple(x) for x in m.indices}
     assert pairs >= {(i, i) for i in range(20) if i not in (10, 11)}
     assert len(pairs & {(10, 10), (11, 10)}) == 1  # both queries' nearest is reference 10: one of them matches
@@ -204,4 +207,5 @@ def test_float16_descriptors_and_non_unit_norms():
     m = create_matcher({"name": "nn", "device": "cpu"}).match(query, ref16)
     ref32 = Features(ref.keypoints, ref16.descriptors.astype(np.float32), ref.scores, ref.image_size, ref.kind)
     expect, amb = brute_force(query, ref32)
-    assert same_matches(m.indices, expect, amb) and len(m) >= 95
+    assert same_matches(m.indices, expect, amb)
+    assert len(m) >= 95

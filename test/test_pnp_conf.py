@@ -26,7 +26,8 @@ def test_defaults_are_colmaps_and_explicit_defaults_change_nothing():
             DEFAULT_PNP_CONF["refine_iterations"]) == (100, 0.99999, 100)
     a = estimate_pose(uv, X, cam)
     b = estimate_pose(uv, X, cam, {"min_iterations": 100, "confidence": 0.99999, "refine_iterations": 100})
-    assert np.array_equal(a.inliers, b.inliers) and pose_error(a.pose, b.pose) == (0.0, 0.0)
+    assert np.array_equal(a.inliers, b.inliers)
+    assert pose_error(a.pose, b.pose) == (0.0, 0.0)
     assert pose_error(a.pose, gt)[0] < 0.05
 
 

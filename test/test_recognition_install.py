@@ -17,13 +17,18 @@ def test_layout_prefers_the_place_showing_all_recognized_instances():
     lab[:, :50] = 1
     lab[:, 50:70] = 2
     q = layout_histogram(lab, np.ones(lab.shape, np.float32), 4)
-    assert q[0] == 0 and np.isclose(np.linalg.norm(q), 1) and q[1] > q[2] > 0 == q[3]
+    assert q[0] == 0
+    assert np.isclose(np.linalg.norm(q), 1)
+    assert q[1] > q[2] > 0 == q[3]
     idx = InstanceIndex(3, {"right": {1: 3000, 2: 1100}, "lookalike": {1: 3000, 3: 1200}, "far": {2: 500},
                             "none": {}})
     lay = idx.layouts(["lookalike", "right", "far", "none", "unknown"])
-    assert lay.shape == (5, 4) and np.allclose(np.linalg.norm(lay[:3], axis=1), 1) and not lay[3:].any()
+    assert lay.shape == (5, 4)
+    assert np.allclose(np.linalg.norm(lay[:3], axis=1), 1)
+    assert not lay[3:].any()
     score = lay @ q
-    assert np.argmax(score) == 1 and score[1] > score[0] > score[2] > score[3] == 0
+    assert np.argmax(score) == 1
+    assert score[1] > score[0] > score[2] > score[3] == 0
     # confidence weights the pixels: an unsure instance counts less
     conf = np.where(lab == 2, 0.1, 1.0).astype(np.float32)
     assert layout_histogram(lab, conf, 4)[2] < q[2]
@@ -52,19 +57,26 @@ def test_install_on_another_map_of_the_place(trained_map, tiny_map, tiny_world, 
     assert map_recognizer_conf(other) is None
     model = trained_map / "recognition" / "model.pt"
     card = install_recognizer(other, model, progress=False)
-    assert card == read_model_card(other) and card["used_by_localizer"] and card["fit"]["top1"] >= 0.5
-    assert card["training"]["installed_from"] == str(model) and card["training"]["steps"] == 0
+    assert card == read_model_card(other)
+    assert card["used_by_localizer"]
+    assert card["fit"]["top1"] >= 0.5
+    assert card["training"]["installed_from"] == str(model)
+    assert card["training"]["steps"] == 0
     assert "installed from" in (other / "recognition" / "MODEL_CARD.md").read_text()
     # the same instances as the map the model was trained on (same centroids, same 3D points here)
     a, b = InstanceIndex.load(trained_map), InstanceIndex.load(other)
-    assert a.num_instances == b.num_instances and a.image_instances == b.image_instances
+    assert a.num_instances == b.num_instances
+    assert a.image_instances == b.image_instances
     assert map_recognizer_conf(other) == {"model": str(other / "recognition" / "model.pt")}
     loc = Localizer({"map": str(other)})
     try:
         assert any(isinstance(s, InstanceCoarseStage) for s in loc.stages)
         q = tiny_world.queries("day")[2]  # as test_recognition_map (a 20 s recognizer is weak at night)
         res = loc.localize(tiny_world.image(q.name), q.camera)
-        assert res.success and res.instances and res.label_map is not None and res.label_map.dtype == np.uint16
+        assert res.success
+        assert res.instances
+        assert res.label_map is not None
+        assert res.label_map.dtype == np.uint16
         assert pose_error(res.pose, q.gt_pose)[0] < 0.5
     finally:
         loc.close()
@@ -83,7 +95,8 @@ def test_install_refuses_a_model_without_instances(trained_map, tiny_map, tmp_pa
     shutil.copytree(tiny_map, other)
     with pytest.raises(ValueError, match="no instance definition"):
         install_recognizer(other, bare, progress=False)
-    assert not (other / "recognition").exists() and json.loads((other / "map.json").read_text())
+    assert not (other / "recognition").exists()
+    assert json.loads((other / "map.json").read_text())
 
 
 def test_install_cli(trained_map, tiny_map, tmp_path, capsys):

@@ -26,7 +26,8 @@ def test_cluster_points_recovers_separated_blobs():
     truth = np.repeat(np.arange(4), [50, 80, 30, 60])
     xyz = centres[truth] + rng.normal(0, 1.0, (len(truth), 3))
     labels, cent = cluster_points(xyz, 4, "xyz", seed=0)
-    assert labels.min() == 1 and labels.max() == 4
+    assert labels.min() == 1
+    assert labels.max() == 4
     # one cluster per blob, ids sorted by size (the 80-point blob is instance 1)
     for t in range(4):
         assert len(np.unique(labels[truth == t])) == 1
@@ -46,7 +47,9 @@ def test_fill_label_mask_and_keypoint_labels():
     lab = np.array([1, 2, 2, 0])
     mask = fill_label_mask(kp, lab, (100, 50), radius=8.0)
     assert mask.shape == (50, 100)
-    assert mask[10, 10] == 1 and mask[14, 14] == 1 and mask[10, 55] == 2
+    assert mask[10, 10] == 1
+    assert mask[14, 14] == 1
+    assert mask[10, 55] == 2
     assert mask[45, 10] == 0  # farther than the radius from every labelled point
     assert set(np.unique(mask)) == {0, 1, 2}
     assert list(keypoint_labels(np.array([[10, 12], [52, 9], [-3, 4]]), mask)) == [1, 2, 0]
@@ -63,7 +66,8 @@ def test_dense_labels_from_depth_on_a_plane():
     plabels = np.where(pts[:, 0] < 0, 1, 2)
     out = dense_labels_from_depth(depth, cam, pose, pts, plabels, max_dist=0.5)
     assert np.all(out[:, :5] == 0)
-    assert np.all(out[:, 8:28] == 1) and np.all(out[:, 36:60] == 2)
+    assert np.all(out[:, 8:28] == 1)
+    assert np.all(out[:, 36:60] == 2)
 
 
 def test_lbr_colour_masks(tmp_path):
@@ -73,7 +77,8 @@ def test_lbr_colour_masks(tmp_path):
     cv2.imwrite(str(tmp_path / "m.png"), bgr)
     (tmp_path / "codes.txt").write_text(f"{10 * 65536 + 20 * 256 + 30} 7\n0 0\n")
     ids = read_lbr_mask(tmp_path / "m.png", read_code_gid(tmp_path / "codes.txt"))
-    assert np.all(ids[:4] == 7) and np.all(ids[4:] == 0)
+    assert np.all(ids[:4] == 7)
+    assert np.all(ids[4:] == 0)
     (tmp_path / "bad.txt").write_text("12 3 4\n")
     with pytest.raises(ValueError, match="bad.txt:1"):
         read_code_gid(tmp_path / "bad.txt")
@@ -93,7 +98,8 @@ def test_mask_png_and_index_roundtrip(tmp_path):
     idx.save(tmp_path / "instances.json")
     back = InstanceIndex.load(tmp_path)
     assert back.image_instances == {"sub/a.jpg": {2: 200, 300: 36}, "b.jpg": {2: 16}}
-    assert sorted(back.images_of(2)) == ["b.jpg", "sub/a.jpg"] and back.images_of(5) == []
+    assert sorted(back.images_of(2)) == ["b.jpg", "sub/a.jpg"]
+    assert back.images_of(5) == []
     with pytest.raises(FileNotFoundError, match="imp instances"):
         InstanceIndex.load(tmp_path / "missing")
 
@@ -108,7 +114,8 @@ def test_recognition_score():
     s.add(pred, gt, [(2, 0.9)])
     s.add(gt, gt, [(3, 0.8)])
     r = s.summary()
-    assert r["top1"] == 0.5 and r["images"] == 2
+    assert r["top1"] == 0.5
+    assert r["images"] == 2
     assert r["mIoU"] == pytest.approx((1.0 + 80 / 100) / 2)
 
 

@@ -42,13 +42,15 @@ def test_instances_follow_facades(annotated, tiny_world):
     map_dir, _ = annotated
     lmap = LocalizationMap.load(map_dir)
     index = InstanceIndex.load(map_dir)
-    assert index.num_instances == 10 and len(index.instance_images) == 10
+    assert index.num_instances == 10
+    assert len(index.instance_images) == 10
     pids, plab, _ = load_point_labels(map_dir)
     lut = dict(zip(pids.tolist(), plab.tolist()))
     pairs = []
     for name in lmap.names:
         f = lmap.features(name)
-        assert f.labels is not None and len(f.labels) == len(f)  # labels.h5 is attached by the map loader
+        assert f.labels is not None
+        assert len(f.labels) == len(f)  # labels.h5 is attached by the map loader
         mask = read_mask(map_dir / "instance_masks" / f"{name}.png")
         assert mask.shape == (tiny_world.camera(name).height, tiny_world.camera(name).width)
         assert set(np.unique(mask)) - {0} == set(index.image_instances[name])
@@ -81,7 +83,8 @@ def test_instance_guided_localization(annotated, tiny_world):
             good += dt < 0.5 and dr < 5
             modes += res.mode == "instance"
     loc.close()
-    assert good >= 3 and modes >= 1
+    assert good >= 3
+    assert modes >= 1
 
 
 def test_stage_refuses_a_model_the_map_was_not_annotated_with(annotated, tmp_path):
@@ -123,17 +126,20 @@ def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world)
     stage = COARSE_STAGES.create({"name": "instance", "model": str(model), "k_can": 2, "rec_th": 77, "nv_th": 33,
                                   "fallback_top_k": 4}, lmap=lmap)
     stage.prepare(ctx)
-    assert ctx.label_map.shape == ctx.image.shape[:2] and ctx.global_descriptor is not None
+    assert ctx.label_map.shape == ctx.image.shape[:2]
+    assert ctx.global_descriptor is not None
     confs = [c for _, c in ctx.instances]
     assert confs == sorted(confs, reverse=True)
     cands = stage.propose(ctx)
     inst = [c for c in cands if c.source.startswith("instance:")]
-    assert inst and all(c.min_inliers == 77 and 1 <= len(c.references) <= 2 for c in inst)
+    assert inst
+    assert all(c.min_inliers == 77 and 1 <= len(c.references) <= 2 for c in inst)
     for c in inst:  # every reference shows the instance it was proposed for
         iid = int(c.source.split(":")[1])
         assert all(iid in index.image_instances[r] for r in c.references)
     fb = [c for c in cands if c.source == "retrieval"]
-    assert len(fb) == 4 and all(c.min_inliers == 33 and len(c.references) == 1 for c in fb)
+    assert len(fb) == 4
+    assert all(c.min_inliers == 33 and len(c.references) == 1 for c in fb)
     assert cands[-4:] == fb  # fallback clusters come last
     strict = COARSE_STAGES.create({"name": "instance", "model": str(model), "global_score_th": 1.01}, lmap=lmap)
     strict.prepare(ctx)
@@ -146,7 +152,8 @@ def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world)
         if c.source.startswith("instance:"):
             rest = [n for n in glob._images[int(c.source.split(":")[1])] if n not in c.references]
             assert all(sims[r] >= sims[n] for r in c.references for n in rest)
-    assert glob.db_layouts is None and stage.db_layouts is not None
+    assert glob.db_layouts is None
+    assert stage.db_layouts is not None
     with pytest.raises(Exception, match="rank must be 'layout' or 'global'"):
         COARSE_STAGES.create({"name": "instance", "model": str(model), "rank": "bogus"}, lmap=lmap)
 
@@ -158,10 +165,14 @@ def test_recognition_model_makes_instance_search_the_default(annotated, tiny_wor
     map_dir, model = annotated
     loc = Localizer({"map": str(map_dir), "recognition": {"model": str(model), "rec_th": 40, "k_can": 3}})
     assert [s.conf["name"] for s in loc.stages] == ["tracking", "instance"]
-    assert loc.matcher.conf["name"] == "label_nn" and loc.conf["labelled_first"]["enabled"]
+    assert loc.matcher.conf["name"] == "label_nn"
+    assert loc.conf["labelled_first"]["enabled"]
     q = tiny_world.queries("night")[0]
     res = loc.localize(tiny_world.image(q.name), q.camera, name=q.name)
-    assert res.instances and res.success and res.mode in ("instance", "global")
+    assert res.instances
+    assert res.success
+    assert res.mode in ("instance", "global")
     budget = loc._budget
-    assert budget and loc.extractor.conf["max_keypoints"] == 2 * budget
+    assert budget
+    assert loc.extractor.conf["max_keypoints"] == 2 * budget
     loc.close()

@@ -42,13 +42,17 @@ def test_recognizer_files_and_card(rec_map, capsys):
         meta["num_images"], meta["num_points3D"])
     assert card["instances"]["mode"] == "xy"  # synthetic worlds are z-up
     t = card["training"]
-    assert t["steps"] > 5 and t["budget_min"] == pytest.approx(0.33)
+    assert t["steps"] > 5
+    assert t["budget_min"] == pytest.approx(0.33)
     assert 0.33 * 60 * 0.9 <= t["seconds"] <= 0.33 * 60 + 30  # the budget is what stops training
     assert load_model(rec / "model.pt").num_classes == index.num_instances + 1
-    assert card["fit"]["images"] > 0 and 0.5 <= card["fit"]["top1"] <= 1 and card["used_by_localizer"]
+    assert card["fit"]["images"] > 0
+    assert 0.5 <= card["fit"]["top1"] <= 1
+    assert card["used_by_localizer"]
     assert imp(["recognition", "info", "--map", rec_map]) == 0
     out = capsys.readouterr().out
-    assert "instances" in out and "used by the localizer: yes" in out
+    assert "instances" in out
+    assert "used by the localizer: yes" in out
 
 
 def test_localizer_uses_the_maps_recognizer(rec_map, tiny_world):
@@ -61,9 +65,11 @@ def test_localizer_uses_the_maps_recognizer(rec_map, tiny_world):
         assert loc.conf["matcher"]["name"] == "label_nn"
         q = tiny_world.queries("day")[2]
         res = loc.localize(tiny_world.image(q.name), q.camera)
-        assert res.success and res.instances
+        assert res.success
+        assert res.instances
         dt, dr = pose_error(res.pose, q.gt_pose)
-        assert dt < 0.5 and dr < 5
+        assert dt < 0.5
+        assert dr < 5
         assert "recognition" in res.timings
     finally:
         loc.close()
@@ -107,7 +113,8 @@ def test_undertrained_recognizer_is_not_used(rec_map, tmp_path, caplog):
     card_path.write_text(json.dumps(card))
     with caplog.at_level("WARNING"):
         assert map_recognizer_conf(weak) is None
-    assert "undertrained" in caplog.text and "--budget-min" in caplog.text
+    assert "undertrained" in caplog.text
+    assert "--budget-min" in caplog.text
     loc = Localizer({"map": str(weak)})
     try:
         assert not any(isinstance(s, InstanceCoarseStage) for s in loc.stages)
@@ -127,7 +134,8 @@ def test_map_build_recognition_cli(tiny_world, tmp_path):
     out = tmp_path / "map"
     assert imp(["map", "build", "--dataset", tiny_world.root, "--out", out, "--features", "sift", "--matcher", "nn",
                 "--max-keypoints", "1024", "--recognition", "--budget-min", "0.1"]) == 0
-    assert (out / "recognition" / "model.pt").is_file() and (out / "recognition" / "MODEL_CARD.md").is_file()
+    assert (out / "recognition" / "model.pt").is_file()
+    assert (out / "recognition" / "MODEL_CARD.md").is_file()
     assert (out / "recognition_global.npz").is_file()
 
 
@@ -151,7 +159,8 @@ def test_map_build_recognition_on_real_photos(shared_data, tmp_path):
     assert imp(["map", "build", "--images", photos, "--out", out, "--features", "sift", "--matcher", "nn",
                 "--recognition", "--budget-min", "0.5"]) == 0
     card = read_model_card(out)
-    assert card["instances"]["mode"] == "xyz" and card["instances"]["num_instances"] >= 4
+    assert card["instances"]["mode"] == "xyz"
+    assert card["instances"]["num_instances"] >= 4
     loc = Localizer({"map": str(out)})
     try:
         assert any(isinstance(s, InstanceCoarseStage) for s in loc.stages)

@@ -25,7 +25,8 @@ def test_lbr_layout_matches_pspnetf_state_dict():
     assert sum(p.numel() for p in net.encoder.parameters()) == 42_128_704
     assert sd["encoder.layer3.22.conv2.weight"].shape == (512, 16, 3, 3)
     assert sd["encoder.layer4.0.downsample.0.weight"].shape == (2048, 1024, 1, 1)
-    assert "decoder.psp.blocks.0.pool.1.0.bias" in sd and "decoder.psp.blocks.0.pool.1.1.weight" not in sd
+    assert "decoder.psp.blocks.0.pool.1.0.bias" in sd
+    assert "decoder.psp.blocks.0.pool.1.1.weight" not in sd
     assert sd["decoder.psp.blocks.3.pool.1.1.running_mean"].shape == (256,)
     assert sd["decoder.conv.0.weight"].shape == (2048, 2048, 1, 1)
     assert sd["seghead.0.weight"].shape == (452, 2048, 3, 3)
@@ -55,7 +56,8 @@ def test_forward_and_descriptor():
     with torch.no_grad():
         out = net(net.normalize(torch.rand(2, 3, 96, 128)))
         d = net.global_descriptor(out["feat"])
-    assert out["masks"].shape == (2, 5, 12, 16) and out["cls"].shape == (2, 5)
+    assert out["masks"].shape == (2, 5, 12, 16)
+    assert out["cls"].shape == (2, 5)
     assert torch.allclose(d.norm(dim=1), torch.ones(2))
     with pytest.raises(KeyError, match="unknown recognition encoder 'tiny'"):
         RecognitionNet({"encoder": "tiny"})
@@ -67,7 +69,9 @@ def test_augmenter_geometry_and_night_style():
     mask = np.zeros((120, 160), np.int64)
     mask[:, 80:] = 3
     x, y = Augmenter({"size": [80, 60]})(img, mask, rng)
-    assert x.shape == (3, 60, 80) and x.dtype == np.float32 and y.shape == (60, 80)
+    assert x.shape == (3, 60, 80)
+    assert x.dtype == np.float32
+    assert y.shape == (60, 80)
     assert set(np.unique(y)) <= {0, 3}
     dark = night_style(img, np.random.default_rng(1))
     assert dark.mean() < 0.6 * img.mean()
@@ -96,18 +100,22 @@ def test_training_loss_decreases_and_resumes(tmp_path):
     log = res["log"]
     assert len(log) == 6
     assert log[-1]["total"] < 0.6 * log[0]["total"]
-    assert (tmp_path / MODEL_FILE).is_file() and (tmp_path / TRAIN_STATE).is_file()
+    assert (tmp_path / MODEL_FILE).is_file()
+    assert (tmp_path / TRAIN_STATE).is_file()
     assert (tmp_path / "train_loss.png").stat().st_size > 1000
     # resume continues from step 30 to 40 and keeps the earlier log lines
     res2 = train_recognition(_toy_samples(), 3, tmp_path, {**conf, "steps": 40}, progress=False)
     lines = [json.loads(s) for s in (tmp_path / LOG_FILE).read_text().splitlines()]
-    assert [r["step"] for r in lines] == [5, 10, 15, 20, 25, 30, 35, 40] and res2["steps"] == 40
+    assert [r["step"] for r in lines] == [5, 10, 15, 20, 25, 30, 35, 40]
+    assert res2["steps"] == 40
     rec = Recognizer({"model": str(tmp_path / MODEL_FILE), "device": "cpu"})
     img, m = _toy_samples()[3]
     r = rec.predict(img)
-    assert r.label_map.shape == m.shape and r.descriptor.shape == (32,)
+    assert r.label_map.shape == m.shape
+    assert r.descriptor.shape == (32,)
     assert (r.label_map == m).mean() > 0.7
-    assert r.instances and r.instances[0][0] in (1, 2)
+    assert r.instances
+    assert r.instances[0][0] in (1, 2)
     with pytest.raises(ValueError, match="labels span"):
         train_recognition(_toy_samples(), 2, tmp_path / "x", conf, progress=False)
 
@@ -132,7 +140,9 @@ def test_label_nn_matches_within_labels_first():
     m = create_matcher({"name": "label_nn"})
     res = m.match(_feats(q, [5, 0, 0]), _feats(r, [5, 6, 0, 0]))
     pairs = {tuple(p) for p in res.indices.tolist()}
-    assert (0, 0) in pairs and (1, 2) in pairs and (2, 3) in pairs
+    assert (0, 0) in pairs
+    assert (1, 2) in pairs
+    assert (2, 3) in pairs
     assert res.info["label_matches"] == 1
     plain = create_matcher({"name": "label_nn", "use_labels": False}).match(_feats(q, [5, 0, 0]),
                                                                             _feats(r, [5, 6, 0, 0]))
@@ -145,11 +155,11 @@ def test_committed_synthetic_model_loads():
     from imp_core.recognition.instances import load_instance_definition
 
     path = Path(__file__).resolve().parents[1] / "models" / "recognition_synthetic.pt"
-    if not path.is_file():
-        pytest.skip(f"{path} not present")
+    assert path.is_file(), f"{path} is committed with the repository (git lfs / a partial checkout?)"
     net = load_model(path)
     cent, mode = load_instance_definition(path)
-    assert net.num_classes == len(cent) + 1 == 33 and mode == "xy"
+    assert net.num_classes == len(cent) + 1 == 33
+    assert mode == "xy"
     with torch.no_grad():
         out = net(net.normalize(torch.rand(1, 3, 120, 160)))
     assert out["masks"].shape == (1, 33, 15, 20)

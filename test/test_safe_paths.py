@@ -73,7 +73,8 @@ def test_imp_instances_error_names_the_image(tiny_map, tmp_path, capsys):
     _rename_image(map_dir, sorted(LocalizationMap.load(map_dir).names)[0], "/tmp/ABSOLUTE_ESCAPE")
     assert main(["instances", str(map_dir), "--num-instances", "4"]) != 0
     err = capsys.readouterr().err
-    assert "/tmp/ABSOLUTE_ESCAPE" in err and "absolute" in err
+    assert "/tmp/ABSOLUTE_ESCAPE" in err
+    assert "absolute" in err
     assert not Path("/tmp/ABSOLUTE_ESCAPE.png").exists()
 
 

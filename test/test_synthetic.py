@@ -39,27 +39,36 @@ def project(world: SyntheticWorld, name: str, X: np.ndarray):
 def test_world_layout_and_reload(tiny_world):
     w = tiny_world
     meta = json.loads((w.root / "world.json").read_text())
-    assert meta["preset"] == "tiny" and meta["counts"]["db"] == len(w.db_names) == 16
-    assert len(w.query_names("day")) == 8 and len(w.query_names("night")) == 8
+    assert meta["preset"] == "tiny"
+    assert meta["counts"]["db"] == len(w.db_names) == 16
+    assert len(w.query_names("day")) == 8
+    assert len(w.query_names("night")) == 8
     assert w.conditions == ["day", "night"]
     for rel in ("sfm_gt/cameras.bin", "sfm_gt/images.bin", "queries/day_queries_with_intrinsics.txt",
                 "queries/night_queries_with_intrinsics.txt", "gt/query_poses.txt", "gt/sequences.json",
                 "instances.json", "images/db/0003.png", "images/query/night/seq1_0004.png"):
         assert (w.root / rel).is_file(), rel
     img = w.image("db/0003.png")
-    assert img.shape == (480, 640, 3) and img.dtype == np.uint8 and img.std() > 20
-    assert w.depth("db/0003.png").dtype == np.float32 and w.instance_mask("db/0003.png").dtype == np.int32
+    assert img.shape == (480, 640, 3)
+    assert img.dtype == np.uint8
+    assert img.std() > 20
+    assert w.depth("db/0003.png").dtype == np.float32
+    assert w.instance_mask("db/0003.png").dtype == np.int32
     cam = w.camera("query/day/seq0_0000.png")
-    assert cam.model == "PINHOLE" and np.allclose(cam.params[2:], [320, 240])
+    assert cam.model == "PINHOLE"
+    assert np.allclose(cam.params[2:], [320, 240])
     # sequences are time-ordered at 10 Hz and the queries carry stamps and ground truth
     for seq, names in w.sequences.items():
         stamps = [w.stamp(n) for n in names]
         assert np.allclose(np.diff(stamps), 0.1)
     q = w.queries("night")
-    assert len(q) == 8 and all(x.gt_pose is not None and x.condition == "night" and x.path.is_file() for x in q)
+    assert len(q) == 8
+    assert all(x.gt_pose is not None and x.condition == "night" and x.path.is_file() for x in q)
     # facades are instances with ids >= 1 and 4 world corners
     ids = [i["id"] for i in w.instances]
-    assert min(ids) >= 1 and len(set(ids)) == len(ids) and np.asarray(w.instances[0]["corners"]).shape == (4, 3)
+    assert min(ids) >= 1
+    assert len(set(ids)) == len(ids)
+    assert np.asarray(w.instances[0]["corners"]).shape == (4, 3)
     # a second call reuses the complete world instead of rendering again
     before = (w.root / "images/db/0000.png").stat().st_mtime_ns
     assert make_world(w.root, preset="tiny", seed=0, progress=False) == w.root
@@ -71,7 +80,8 @@ def test_queries_deviate_from_the_mapping_drive(tiny_world):
     db = np.array([w.pose(n).center for n in w.db_names])
     for n in w.query_names():
         c = w.pose(n).center
-        assert abs(c[1]) <= 1.5 + 1e-6 and 1.4 < c[2] < 1.8  # lateral offset, camera height
+        assert abs(c[1]) <= 1.5 + 1e-6
+        assert 1.4 < c[2] < 1.8  # lateral offset, camera height
         assert np.min(np.linalg.norm(db - c, axis=1)) < 3.0  # inside the mapped stretch
     lat = [abs(w.pose(n).center[1]) for n in w.query_names()]
     assert max(lat) > 0.2
@@ -100,7 +110,8 @@ def test_instance_masks_agree_with_geometry(tiny_world):
     name = "db/0005.png"
     X, u, v = backproject(w, name, step=5)
     mask = w.instance_mask(name)[v, u]
-    assert (mask > 0).mean() > 0.2 and (mask == 0).mean() > 0.1  # facades and ground both in view
+    assert (mask > 0).mean() > 0.2
+    assert (mask == 0).mean() > 0.1  # facades and ground both in view
     ground = mask == 0
     assert np.mean(np.abs(X[ground, 2]) < 0.01) > 0.9  # ground pixels are (mostly) on z = 0; poles are the rest
     for inst_id in np.unique(mask[mask > 0]):
@@ -120,7 +131,8 @@ def test_instance_masks_agree_with_geometry(tiny_world):
     depth_b = w.depth("db/0007.png")[vi[inside], ui[inside]]
     vis = np.abs(depth_b - z_pred[inside]) < 0.01 * z_pred[inside]
     mask_b = w.instance_mask("db/0007.png")[vi[inside], ui[inside]]
-    assert vis.sum() > 200 and np.mean(mask_b[vis] == mask[inside][vis]) > 0.97
+    assert vis.sum() > 200
+    assert np.mean(mask_b[vis] == mask[inside][vis]) > 0.97
 
 
 def test_missing_and_corrupt_files_are_named(tiny_world, tmp_path):
@@ -155,7 +167,9 @@ def test_scene_is_deterministic_and_seeded():
     a, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)
     b, _ = textures.facade(np.random.default_rng([0, 101]), 6.0, 9.0, 32.0)
     c, _ = textures.facade(np.random.default_rng([1, 101]), 6.0, 9.0, 32.0)
-    assert a.shape == (288, 192, 4) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert a.shape == (288, 192, 4)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
     conf = world_conf("tiny")
     s0, s1 = query_sequences(conf, 0), query_sequences(conf, 1)
     assert np.allclose(s0["seq0"][1][3].t, query_sequences(conf, 0)["seq0"][1][3].t)

@@ -34,11 +34,14 @@ def test_localizer_sets_its_threads(tiny_map, keep_threads, monkeypatch):
 
     torch.set_num_threads(2)
     loc = Localizer({"map": str(tiny_map), "threads": 1, "device": "cpu"})
-    assert loc.threads == 1 and torch.get_num_threads() == 1
+    assert loc.threads == 1
+    assert torch.get_num_threads() == 1
     loc.close()
     monkeypatch.setattr(threads, "available_cores", lambda: 6)
     loc = Localizer({"map": str(tiny_map), "device": "cpu"})  # default: auto
-    assert loc.conf["threads"] == 0 and loc.threads == 3 and torch.get_num_threads() == 3
+    assert loc.conf["threads"] == 0
+    assert loc.threads == 3
+    assert torch.get_num_threads() == 3
     loc.close()
     with pytest.raises(ValueError, match="threads"):
         Localizer({"map": str(tiny_map), "threads": -2, "device": "cpu"})

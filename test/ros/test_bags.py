@@ -25,9 +25,11 @@ def test_round_trip(tmp_path, storage):
     out = list(bags.read_bag(path, remap={"/cam/image": "/camera/image_raw"}))
     assert [t for t, _, _ in out].count("/camera/image_raw") == 3
     img = next(m for t, _, m in out if t == "/camera/image_raw")
-    assert (cv.image_to_rgb(img) == rgb).all() and img.header.frame_id == "cam"
+    assert (cv.image_to_rgb(img) == rgb).all()
+    assert img.header.frame_id == "cam"
     info = next(m for t, _, m in out if t == "/cam/info")
-    assert np.allclose(info.k, cv.camera_to_info(cam).k) and np.allclose(info.d, [0.1, 0.01, 0, 0, 0])
+    assert np.allclose(info.k, cv.camera_to_info(cam).k)
+    assert np.allclose(info.d, [0.1, 0.01, 0, 0, 0])
     gt = next(m for t, _, m in out if t == "/gt")
     assert gt.pose.position.x == 1.5
     assert [s for t, s, _ in out if t == "/camera/image_raw"] == [10**9, 11 * 10**8, 12 * 10**8]
@@ -70,7 +72,9 @@ def test_truncated_mcap_is_salvaged_with_a_warning(tmp_path):
     assert 5 <= len(out) < 20
     assert [s for _, s, _ in out] == [10**9 + i * 10**8 for i in range(len(out))]
     assert all((cv.image_to_rgb(m) == rgb).all() for _, _, m in out)
-    assert len(warnings) == 1 and f"salvaged {len(out)} readable messages" in warnings[0] and "trunc" in warnings[0]
+    assert len(warnings) == 1
+    assert f"salvaged {len(out)} readable messages" in warnings[0]
+    assert "trunc" in warnings[0]
     # a single .mcap file works the same; a file with no mcap content stays a clear error
     single = tmp_path / "single.mcap"
     single.write_bytes(next(path.glob("*.mcap")).read_bytes())

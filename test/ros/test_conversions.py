@@ -18,7 +18,8 @@ def _smooth_rgb(h=48, w=64):
 def test_image_round_trip(enc, tol):
     rgb = _smooth_rgb()
     out = cv.image_to_rgb(cv.rgb_to_image(rgb, enc, "cam", 123))
-    assert out.shape == rgb.shape and out.dtype == np.uint8
+    assert out.shape == rgb.shape
+    assert out.dtype == np.uint8
     if enc.startswith("mono"):
         grey = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2])
         assert np.abs(out[..., 0].astype(float) - grey).max() <= 1.5
@@ -59,10 +60,12 @@ def test_camera_info_and_undistortion():
     rgb = _smooth_rgb()
     und = cv.Undistorter()
     out, cam2 = und(rgb, info)
-    assert (out == rgb).all() and np.allclose(cam2.params, cam.params)
+    assert (out == rgb).all()
+    assert np.allclose(cam2.params, cam.params)
     dist = cv.camera_to_info(Camera("OPENCV", 64, 48, [50, 52, 32, 24, -0.2, 0.05, 0, 0]), "cam")
     out, cam3 = und(rgb, dist)
-    assert cam3.model == "PINHOLE" and not (out == rgb).all()
+    assert cam3.model == "PINHOLE"
+    assert not (out == rgb).all()
     info.k = [0.0] * 9
     with pytest.raises(cv.ConversionError, match="uncalibrated"):
         und(rgb, info)
@@ -80,7 +83,9 @@ def test_undistorter_keeps_each_cameras_tables(monkeypatch):
     und, rgb = cv.Undistorter(), _smooth_rgb()
     outs = [und(rgb, info)[0] for info in (left, right, left, right)]
     assert len(calls) == 2
-    assert (outs[0] == outs[2]).all() and (outs[1] == outs[3]).all() and not (outs[0] == outs[1]).all()
+    assert (outs[0] == outs[2]).all()
+    assert (outs[1] == outs[3]).all()
+    assert not (outs[0] == outs[1]).all()
 
 
 @pytest.mark.parametrize("field,index,value,match", [
@@ -112,10 +117,14 @@ def test_pose_transform_and_result():
                              references=["db/1.png"], instances=[(3, 0.9)], timings={"extraction": 5.0, "total": 9.0},
                              mode="tracking")
     msg, pwc, map_from_base = cv.result_to_msgs(res, base_from_cam, "map", 42, "m1")
-    assert msg.status == 0 and msg.num_inliers == 40 and msg.instances[0].instance_id == 3
+    assert msg.status == 0
+    assert msg.num_inliers == 40
+    assert msg.instances[0].instance_id == 3
     assert np.allclose(cv.msg_to_pose(msg.camera_pose).matrix, p.inverse().matrix)
     assert np.allclose(map_from_base.matrix, (p.inverse() * base_from_cam.inverse()).matrix)
     assert np.allclose(cv.msg_to_pose(pwc.pose.pose).matrix, map_from_base.matrix)
     lost, none, _ = cv.result_to_msgs(LocalizationResult(status="LOST", message="no matches"), base_from_cam,
                                       "map", 43, "m1")
-    assert none is None and lost.status == 1 and min(np.diag(np.reshape(lost.pose.covariance, (6, 6)))) > 1000
+    assert none is None
+    assert lost.status == 1
+    assert min(np.diag(np.reshape(lost.pose.covariance, (6, 6)))) > 1000

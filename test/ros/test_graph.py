@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_shipped_graphs_load():
     for name in ("graph_replay", "graph_localize"):
         g = load_graph(ROOT / "config" / f"{name}.yaml")
-        assert g.params_file.is_file() and g.fastdds_profile.is_file()
+        assert g.params_file.is_file()
+        assert g.fastdds_profile.is_file()
         assert "localizer" in [n.name for n in g.nodes]
     # one replay graph for every dataset: the argument picks the parameters file
     assert load_graph(ROOT / "config" / "graph_replay.yaml").params_file.name == "synthetic.yaml"
@@ -22,10 +23,13 @@ def test_shipped_graphs_load():
         assert g.params_file == (ROOT / "config" / f"{dataset}.yaml").resolve()
     g = load_graph(ROOT / "config" / "graph_replay.yaml", {"replay": {"speed": 2.0}})
     replay = next(n for n in g.nodes if n.name == "replay")
-    assert replay.parameters == {"speed": 2.0} and replay.required
+    assert replay.parameters == {"speed": 2.0}
+    assert replay.required
     assert not next(n for n in g.nodes if n.name == "localizer").required
     cmd = node_command(replay, g.params_file, Path("/tmp/o.yaml"))
-    assert cmd[1:3] == ["-m", "imp_ros.replay_node"] and "__node:=replay" in cmd and cmd[-1] == "/tmp/o.yaml"
+    assert cmd[1:3] == ["-m", "imp_ros.replay_node"]
+    assert "__node:=replay" in cmd
+    assert cmd[-1] == "/tmp/o.yaml"
 
 
 def test_errors(tmp_path):

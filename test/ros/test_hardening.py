@@ -94,7 +94,8 @@ def test_camera_info_nan_distortion_is_input_error(ros, loc, ros_world):
             vals[idx] = val
             setattr(info, field, vals)
             r = s.send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), info)
-            assert r.status == LocalizationResult.STATUS_INPUT_ERROR and text in r.status_text, r.status_text
+            assert r.status == LocalizationResult.STATUS_INPUT_ERROR, r.status_text
+            assert text in r.status_text, r.status_text
             wait_until(lambda: any(st.level == DiagnosticStatus.ERROR and text in st.message
                                    for d in diags for st in d.status), 10, f"an ERROR diagnostic naming {text}")
         r = s.send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"),
@@ -143,16 +144,21 @@ def test_initialpose_nan_refused_and_frame_respected(ros, loc, ros_world):
         nan = cv.pose_to_msg(map_from_base)
         nan.position.x = float("nan")
         out = publish("map", nan, "/initialpose")
-        assert "rejected" in out and "not finite" in out and "prior set" not in out, out
+        assert "rejected" in out, out
+        assert "not finite" in out, out
+        assert "prior set" not in out, out
         out = publish("nowhere", cv.pose_to_msg(map_from_base), "/initialpose")
-        assert "rejected" in out and "'nowhere'" in out and "prior set" not in out, out
+        assert "rejected" in out, out
+        assert "'nowhere'" in out, out
+        assert "prior set" not in out, out
         # the same base pose expressed in prior_frame: transformed into map through TF
         out = publish("prior_frame", cv.pose_to_msg(map_from_prior.inverse() * map_from_base), "prior set")
         got = np.array([float(v) for v in re.search(r"at map \[([^\]]+)\]", out).group(1).split(",")])
         assert np.linalg.norm(got - map_from_base.t) < 0.02, (got, map_from_base.t)
         r = s.send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"),
                    cv.camera_to_info(w.camera(name), "camera_optical"))
-        assert r.status == LocalizationResult.STATUS_OK and r.mode == "tracking", (r.status_text, r.mode)
+        assert r.status == LocalizationResult.STATUS_OK, (r.status_text, r.mode)
+        assert r.mode == "tracking", (r.status_text, r.mode)
     finally:
         s.close()
         ros.node.destroy_publisher(pub)
@@ -173,14 +179,16 @@ def test_parameters_have_descriptors_and_bad_values_are_rejected(ros, loc, tmp_p
     d = ros.call(DescribeParameters, "/localizer/describe_parameters",
                  DescribeParameters.Request(names=["tf_rate", "diagnostics_rate", "image_qos", "map"])).descriptors
     assert all(x.description for x in d)
-    assert d[0].floating_point_range[0].from_value == 0.0 and d[1].floating_point_range[0].from_value > 0
+    assert d[0].floating_point_range[0].from_value == 0.0
+    assert d[1].floating_point_range[0].from_value > 0
     assert "sensor_data" in d[2].additional_constraints
     for name, value, text in (("tf_rate", -5.0, "tf_rate"), ("map", "/nonexistent", "does not exist"),
                               ("diagnostics_rate", 0.0, "diagnostics_rate"), ("image_qos", "bogus", "bogus"),
                               ("tf_future_dating", float("nan"), "tf_future_dating"),
                               ("pose_topic", "bad topic!", "not a valid topic name")):
         r = _set(ros, "localizer", name, value)
-        assert not r.successful and text in r.reason, (name, r.reason)
+        assert not r.successful, (name, r.reason)
+        assert text in r.reason, (name, r.reason)
     assert _set(ros, "localizer", "tf_wait", 0.25).successful
     v = ros.call(GetParameters, "/localizer/get_parameters", GetParameters.Request(names=["tf_rate", "tf_wait"]))
     assert [p.double_value for p in v.values] == [20.0, 0.25]
@@ -234,7 +242,8 @@ def test_diagnostics_timer_survives_a_failed_configure(ros):
     n = LocalizerNode(f"diagloc_{os.getpid()}", parameter_overrides=[Parameter("autostart", value=True),
                                                                        Parameter("map", value="/nonexistent")])
     try:
-        assert "configure failed" in n.config_error and "/nonexistent" in n.config_error, n.config_error
+        assert "configure failed" in n.config_error, n.config_error
+        assert "/nonexistent" in n.config_error, n.config_error
         assert n._diag_timer in list(n.timers)
         assert n._diag_timer.timer_period_ns == 1_000_000_000  # raises InvalidHandle once destroyed
     finally:
@@ -308,7 +317,8 @@ def test_truncated_mcap_replays_its_intact_part(run_graph, ros_world, tmp_path):
     assert g.wait(timeout=120)["replay"] == 0, "".join(g.output["replay"])
     out = "".join(g.output["replay"])
     m = re.search(r"salvaged (\d+) readable messages \(([^)]*)\)", out)
-    assert m and "truncated" in out, out
+    assert m, out
+    assert "truncated" in out, out
     n_img = int(re.search(r"/camera/image_raw: (\d+)", m.group(2)).group(1)) if "/camera/image_raw" in m.group(2) \
         else None
     played = int(re.search(r'"published": (\d+)', out).group(1))
@@ -346,12 +356,16 @@ def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path)
         assert codes["simreplay"] == 0, "".join(sum(g.output.values(), []) + sum(gloc.output.values(), []))
         wait_until(lambda: clocks, 5, "/clock")
         c = [cv.stamp_to_ns(m.clock) * 1e-9 for m in clocks]
-        assert all(b >= a for a, b in zip(c, c[1:])) and 999.0 < c[0] and c[-1] < 1002.0, c
+        assert all(b >= a for a, b in zip(c, c[1:])), c
+        assert 999.0 < c[0], c
+        assert c[-1] < 1002.0, c
         sim = [cv.stamp_to_ns(tr.header.stamp) * 1e-9 for m in tfs for tr in m.transforms
                if tr.header.frame_id == "sim_map"]
-        assert sim and all(999.0 < t < 1003.0 for t in sim), sim[:5]
+        assert sim, sim[:5]
+        assert all(999.0 < t < 1003.0 for t in sim), sim[:5]
         d = [cv.stamp_to_ns(a.header.stamp) * 1e-9 for a in diags if any("simloc" in st.name for st in a.status)]
-        assert any(999.0 < t < 1003.0 for t in d) and all(t < 1003.0 for t in d), d[:5]
+        assert any(999.0 < t < 1003.0 for t in d), d[:5]
+        assert all(t < 1003.0 for t in d), d[:5]
     finally:
         for sub in (csub, tsub, dsub):
             ros.node.destroy_subscription(sub)

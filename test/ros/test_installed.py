@@ -98,7 +98,8 @@ def test_installed_localizer_starts_from_another_directory(installed, ros_map):
         wait_until(lambda: any("active: listening" in ln or "failed" in ln for ln in lines) or p.poll() is not None,
                    120, "the installed localizer to become active")
         out = "".join(lines)
-        assert "active: listening" in out and "configure failed" not in out, out
+        assert "active: listening" in out, out
+        assert "configure failed" not in out, out
         os.killpg(p.pid, signal.SIGINT)
         assert p.wait(timeout=30) == 0, "".join(lines)
     finally:

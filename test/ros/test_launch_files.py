@@ -76,15 +76,18 @@ def _env(actions):
 def test_launch_discovery_range_argument(monkeypatch, launch_file):
     decl, actions = _run_launch(monkeypatch, launch_file)
     arg = decl["discovery_range"]
-    assert arg.kwargs["default_value"] == "SUBNET" and "LOCALHOST" in arg.kwargs["choices"]
+    assert arg.kwargs["default_value"] == "SUBNET"
+    assert "LOCALHOST" in arg.kwargs["choices"]
     assert _env(actions)["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "SUBNET"
     _, actions = _run_launch(monkeypatch, launch_file, discovery_range="LOCALHOST")
     assert _env(actions)["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
     nodes = [a for a in actions if type(a).__name__ == "Node"]
-    assert nodes and all(a.kwargs["package"] == "imp" for a in nodes)
+    assert nodes
+    assert all(a.kwargs["package"] == "imp" for a in nodes)
     for n in nodes:  # the params file comes from the package share directory, as an absolute existing path
         files = [p for p in n.kwargs["parameters"] if isinstance(p, str)]
-        assert files and all(Path(f).is_absolute() and Path(f).is_file() for f in files), files
+        assert files, files
+        assert all(Path(f).is_absolute() and Path(f).is_file() for f in files), files
 
 
 def test_graph_yamls_do_not_force_localhost():

@@ -38,7 +38,8 @@ def test_cli_and_node_parameters_make_the_same_localizer(ros, ros_map, tmp_path)
     assert build_localizer_conf(params) == cli  # the node's conf function, without spinning
     assert cli["coarse"] == [{"name": "tracking", "min_inliers": 35},
                              {"name": "retrieval", "top_k": 3, "num_clusters": 2}]
-    assert cli["matcher"] == {"name": "nn", "ratio_threshold": 0.85} and cli["acceptance"]["min_inliers"] == 15
+    assert cli["matcher"] == {"name": "nn", "ratio_threshold": 0.85}
+    assert cli["acceptance"]["min_inliers"] == 15
 
     node = LocalizerNode(f"confloc_{os.getpid()}", parameter_overrides=[
         Parameter("autostart", value=True), *(Parameter(k, value=v) for k, v in params.items())])
@@ -47,8 +48,10 @@ def test_cli_and_node_parameters_make_the_same_localizer(ros, ros_map, tmp_path)
         assert node.loc is not None, node.config_error
         assert [s.conf for s in node.loc.stages] == [s.conf for s in loc.stages]
         assert [s.conf["name"] for s in loc.stages] == ["tracking", "retrieval"]
-        assert loc.stages[1].conf["top_k"] == 3 and loc.stages[0].conf["min_inliers"] == 35
-        assert node.loc.matcher.conf == loc.matcher.conf and loc.matcher.conf["ratio_threshold"] == 0.85
+        assert loc.stages[1].conf["top_k"] == 3
+        assert loc.stages[0].conf["min_inliers"] == 35
+        assert node.loc.matcher.conf == loc.matcher.conf
+        assert loc.matcher.conf["ratio_threshold"] == 0.85
         assert node.loc.conf == loc.conf
     finally:
         loc.close()

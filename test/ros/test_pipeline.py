@@ -77,7 +77,8 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     for f in ("results_imp.txt", "trajectory_estimate.tum", "trajectory_ground_truth.tum", "frames.csv",
               "trajectory.png", "error_cdf.png"):
         assert (out / f).stat().st_size > 0, f
-    assert "extraction" in summary["latency_ms"] and summary["latency_ms"]["end_to_end"]["p50"] > 0
+    assert "extraction" in summary["latency_ms"]
+    assert summary["latency_ms"]["end_to_end"]["p50"] > 0
     # TF map->odom (from the localizer) composed with odom->base at the image time gives the published base pose.
     # odom->base is the replay's simulated odometry: odom_from_map(offset) * ground-truth map_from_base.
     from imp_core.types import Pose
@@ -105,9 +106,11 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     map_from_odom = buf.lookup("map", "odom")
     assert np.linalg.norm(map_from_odom.t - odom_from_map.inverse().t) < 0.2
     assert abs(np.arctan2(map_from_odom.R[1, 0], map_from_odom.R[0, 0]) + yaw) < np.radians(1.0)
-    assert len(last.pose.covariance) == 36 and 0 < last.pose.covariance[0] < 1.0
+    assert len(last.pose.covariance) == 36
+    assert 0 < last.pose.covariance[0] < 1.0
     wait_until(lambda: debug, 10, "a debug image")
-    assert (debug[-1].width, debug[-1].height) == (640, 480) and debug[-1].encoding == "rgb8"
+    assert (debug[-1].width, debug[-1].height) == (640, 480)
+    assert debug[-1].encoding == "rgb8"
     ros.node.destroy_subscription(sub)
     ros.node.destroy_subscription(dsub)
     for s in listener._subs:
@@ -129,93 +132,145 @@ def test_bag_replay(localizer, ros_world, run_graph, tmp_path, storage):
     _assert_day_accuracy(summary, 8)
 
 
-def test_lost_and_input_errors_keep_node_running(ros, localizer, ros_world):
-    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+class Client:
+    """Publishes image + CameraInfo pairs to the localizer and collects its results and /diagnostics."""
+
+    def __init__(self, ros, world_dir):
+        from diagnostic_msgs.msg import DiagnosticArray
+        from imp_msgs.msg import LocalizationResult
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from imp_core.world.synthetic import SyntheticWorld
+        from imp_ros import conversions as cv
+
+        self.ros, self.cv = ros, cv
+        self.w = w = SyntheticWorld(world_dir)
+        name = w.sequences[sorted(w.sequences)[0]][0]
+        self.name = name if w.condition(name) == "day" else next(n for n in w.query_names("day"))
+        self.info = cv.camera_to_info(w.camera(self.name), "camera_optical")
+        self.results, self._rsub = ros.collect(LocalizationResult, "/imp/localization/result")
+        self.diags, self._dsub = ros.collect(DiagnosticArray, "/diagnostics")
+        wait_until(lambda: ros.node.count_publishers("/imp/localization/result") >= 1
+                   and ros.node.count_publishers("/diagnostics") >= 1, 10, "the localizer's publishers")
+        self.qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.pub_img = ros.node.create_publisher(Image, "/camera/image_raw", self.qos)
+        self.pub_info = ros.node.create_publisher(CameraInfo, "/camera/camera_info", self.qos)
+        self.pubs = [self.pub_img, self.pub_info]
+        wait_until(lambda: self.pub_img.get_subscription_count() > 0 and self.pub_info.get_subscription_count() > 0,
+                   10, "localizer subscriptions")
+
+    def image(self, encoding="rgb8"):
+        return self.cv.rgb_to_image(self.w.image(self.name), encoding, "camera_optical")
+
+    def send(self, img_msg, info_msg=None):
+        info_msg = info_msg or self.info
+        stamp = time.time_ns()
+        img_msg.header.stamp = info_msg.header.stamp = self.cv.ns_to_stamp(stamp)
+        self.pub_info.publish(info_msg)
+        self.pub_img.publish(img_msg)
+        return wait_until(lambda: next((r for r in self.results if self.cv.stamp_to_ns(r.header.stamp) == stamp),
+                                       None), 30, "the localizer's result")
+
+    def close(self):
+        for s in (self._rsub, self._dsub):
+            self.ros.node.destroy_subscription(s)
+        for p in self.pubs:
+            self.ros.node.destroy_publisher(p)
+
+
+@pytest.fixture(scope="module")
+def client(ros, localizer, ros_world):
+    c = Client(ros, ros_world)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def test_black_image_is_lost_with_a_huge_covariance(ros, client):
     from imp_msgs.msg import LocalizationResult
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
     from std_srvs.srv import Trigger
 
-    from imp_core.world.synthetic import SyntheticWorld
-    from imp_ros import conversions as cv
-
-    w = SyntheticWorld(ros_world)
-    name = w.sequences[sorted(w.sequences)[0]][0]
-    if w.condition(name) != "day":
-        name = next(n for n in w.query_names("day"))
-    results, rsub = ros.collect(LocalizationResult, "/imp/localization/result")
-    diags, dsub = ros.collect(DiagnosticArray, "/diagnostics")
-    wait_until(lambda: ros.node.count_publishers("/imp/localization/result") >= 1
-               and ros.node.count_publishers("/diagnostics") >= 1, 10, "the localizer's publishers")
-    qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-    pub_img = ros.node.create_publisher(Image, "/camera/image_raw", qos)
-    pub_info = ros.node.create_publisher(CameraInfo, "/camera/camera_info", qos)
-    wait_until(lambda: pub_img.get_subscription_count() > 0 and pub_info.get_subscription_count() > 0, 10,
-               "localizer subscriptions")
     assert ros.call(Trigger, "/localizer/relocalize", Trigger.Request()).success
-
-    def send(img_msg, info_msg):
-        stamp = time.time_ns()
-        img_msg.header.stamp = info_msg.header.stamp = cv.ns_to_stamp(stamp)
-        pub_info.publish(info_msg)
-        pub_img.publish(img_msg)
-        return wait_until(lambda: next((r for r in results if cv.stamp_to_ns(r.header.stamp) == stamp), None), 30,
-                          "the localizer's result")
-
-    info = cv.camera_to_info(w.camera(name), "camera_optical")
-    black = cv.rgb_to_image(np.zeros_like(w.image(name)), "rgb8", "camera_optical")
-    r = send(black, info)
+    r = client.send(client.cv.rgb_to_image(np.zeros_like(client.w.image(client.name)), "rgb8", "camera_optical"))
     assert r.status == LocalizationResult.STATUS_LOST, r.status_text
     assert all(v > 1000 for v in np.asarray(r.pose.covariance).reshape(6, 6).diagonal())
 
-    weird = cv.rgb_to_image(w.image(name), "rgb8", "camera_optical")
+
+def test_unknown_encoding_is_an_input_error(client):
+    from imp_msgs.msg import LocalizationResult
+
+    weird = client.image()
     weird.encoding = "yuv_fancy42"
-    r = send(weird, info)
-    assert r.status == LocalizationResult.STATUS_INPUT_ERROR and "yuv_fancy42" in r.status_text
+    r = client.send(weird)
+    assert r.status == LocalizationResult.STATUS_INPUT_ERROR, r.status_text
+    assert "yuv_fancy42" in r.status_text
 
-    bad = cv.camera_to_info(w.camera(name), "camera_optical")
+
+def test_uncalibrated_camera_info_is_an_input_error_and_a_diagnostic(client):
+    from diagnostic_msgs.msg import DiagnosticStatus
+    from imp_msgs.msg import LocalizationResult
+
+    bad = client.cv.camera_to_info(client.w.camera(client.name), "camera_optical")
     bad.k = [0.0] * 9
-    r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), bad)
-    assert r.status == LocalizationResult.STATUS_INPUT_ERROR and "uncalibrated" in r.status_text
-
+    r = client.send(client.image(), bad)
+    assert r.status == LocalizationResult.STATUS_INPUT_ERROR, r.status_text
+    assert "uncalibrated" in r.status_text
     wait_until(lambda: any(s.level == DiagnosticStatus.ERROR and "uncalibrated" in s.message
-                           for d in diags for s in d.status), 5, "an ERROR diagnostic naming the bad CameraInfo")
-    # /initialpose (base pose in map) becomes the tracking prior; extrinsics as the replay publishes them
+                           for d in client.diags for s in d.status), 5, "an ERROR diagnostic naming the bad CameraInfo")
+
+
+def test_initialpose_becomes_the_tracking_prior(ros, localizer, client):
+    """/initialpose (base pose in map) becomes the tracking prior; extrinsics as the replay publishes them."""
     from geometry_msgs.msg import PoseWithCovarianceStamped
+    from imp_msgs.msg import LocalizationResult
 
     from imp_core.types import Pose
     from imp_ros.replay_node import ReplayNode
     from imp_ros.tf_buffer import TfBroadcaster
 
+    cv, w = client.cv, client.w
     e = ReplayNode.PARAMS["camera_extrinsics"].default
     base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
     static = TfBroadcaster(ros.node, static=True)
+    client.pubs.append(static._pub)
     static.send([cv.pose_to_transform(base_from_cam, "base_link", "camera_optical", 0)])
     wait_until(lambda: static._pub.get_subscription_count() > 0, 10, "the localizer's /tf_static subscription")
-    pub_init = ros.node.create_publisher(PoseWithCovarianceStamped, "/initialpose", qos)
+    pub_init = ros.node.create_publisher(PoseWithCovarianceStamped, "/initialpose", client.qos)
+    client.pubs.append(pub_init)
     wait_until(lambda: pub_init.get_subscription_count() > 0, 10, "the localizer's /initialpose subscription")
     init = PoseWithCovarianceStamped()
     init.header.frame_id = "map"
-    init.pose.pose = cv.pose_to_msg(w.pose(name).inverse() * base_from_cam.inverse())
+    init.pose.pose = cv.pose_to_msg(w.pose(client.name).inverse() * base_from_cam.inverse())
     n_log = len(localizer.output["localizer"])
     pub_init.publish(init)
     wait_until(lambda: any("prior set from /initialpose" in ln for ln in localizer.output["localizer"][n_log:]), 10,
                "the localizer to take the prior")
-    r = send(cv.rgb_to_image(w.image(name), "rgb8", "camera_optical"), info)  # still alive and localizing
-    assert r.status == LocalizationResult.STATUS_OK and r.mode == "tracking", r.status_text
+    r = client.send(client.image())  # still alive and localizing
+    assert r.status == LocalizationResult.STATUS_OK, r.status_text
+    assert r.mode == "tracking", r.mode
+
+
+def test_localize_service_answers_while_streaming(ros, client):
+    from imp_msgs.msg import LocalizationResult
     from imp_msgs.srv import LocalizeImage
 
-    req = LocalizeImage.Request(image=cv.rgb_to_image(w.image(name), "bgr8", "camera_optical"), camera_info=info)
+    cv, w = client.cv, client.w
+    client.send(client.image())  # the topic path is busy with a frame too
+    req = LocalizeImage.Request(image=client.image("bgr8"), camera_info=client.info)
     resp = ros.call(LocalizeImage, "/localizer/localize", req, timeout=30.0)
-    assert resp.success and resp.result.status == LocalizationResult.STATUS_OK, resp.message
-    dt = np.linalg.norm(cv.msg_to_pose(resp.result.camera_pose).t - w.pose(name).center)
+    assert resp.success, resp.message
+    assert resp.result.status == LocalizationResult.STATUS_OK, resp.message
+    dt = np.linalg.norm(cv.msg_to_pose(resp.result.camera_pose).t - w.pose(client.name).center)
     assert dt < 0.25, dt
-    keys = {kv.key: kv.value for kv in diags[-1].status[0].values}
-    assert {"input_rate_hz", "latency_p50_ms", "dropped", "state"} <= set(keys)
-    for e in (rsub, dsub):
-        ros.node.destroy_subscription(e)
-    for p in (pub_img, pub_info, pub_init, static._pub):
-        ros.node.destroy_publisher(p)
+
+
+def test_diagnostics_report_rate_latency_and_drops(client):
+    client.send(client.image())
+    wait_until(lambda: client.diags, 10, "a /diagnostics message")
+    keys = {kv.key: kv.value for kv in client.diags[-1].status[0].values}
+    assert {"input_rate_hz", "latency_p50_ms", "dropped", "state"} <= set(keys), keys
 
 
 def test_corrupt_bag_gives_clear_error(run_graph, tmp_path):
@@ -225,4 +280,5 @@ def test_corrupt_bag_gives_clear_error(run_graph, tmp_path):
     codes = g.wait(timeout=60)
     out = "".join(g.output["replay"])
     assert codes["replay"] == 2, out
-    assert "cannot read bag" in out and str(bag) in out
+    assert "cannot read bag" in out
+    assert str(bag) in out

@@ -100,7 +100,8 @@ def test_instances_and_overlay_for_frames_the_recognizer_ran_on(ros, nodes, rec_
         # the instances are the recognizer's on this image, best first, as in the result message
         want = rec.predict(image)
         ids = [i.instance_id for i in msg.instances]
-        assert ids and ids == [i for i, _ in want.instances]
+        assert ids
+        assert ids == [i for i, _ in want.instances]
         assert ids == [i.instance_id for i in res.instances]
         assert np.allclose([i.confidence for i in msg.instances], [c for _, c in want.instances], atol=1e-4)
         assert msg.header.frame_id == "camera_optical"
@@ -130,7 +131,8 @@ def test_instances_and_overlay_for_frames_the_recognizer_ran_on(ros, nodes, rec_
         assert (over == np.array([40, 255, 40], np.uint8)).all(-1).sum() >= res.num_inliers  # the inlier dots
 
     # the plain localizer localized the same frames but never announced instances
-    assert len(plain) >= len(names) and not plain_instances
+    assert len(plain) >= len(names)
+    assert not plain_instances
     assert not any(r.instances for r in plain)
     for s in (s1, s2, s3, s4, s5):
         ros.node.destroy_subscription(s)

@@ -95,7 +95,8 @@ def test_bag_make_replay_localize_three_cameras(ros, robotcar, run_graph, tmp_pa
     test_stamps = {int(n.rsplit("/", 1)[1][:-4]) for n in rig.test if n.startswith("sun/")}
     rear_ok = {s for s, e_base, e_cam in by_cam["rear"] if e_base < 0.5}
     status = [(cv.stamp_to_ns(r.header.stamp) // 1000, r.status_text, r.mode, r.num_inliers) for r in results]
-    assert test_stamps and test_stamps <= rear_ok, (by_cam, status)  # the condition's test images are localized
+    assert test_stamps, (by_cam, status)
+    assert test_stamps <= rear_ok, (by_cam, status)  # the condition's test images are localized
 
 
 @pytest.mark.parametrize("fmt", ["ros1", "mcap"])
@@ -109,10 +110,12 @@ def test_multi_camera_frames_pair_their_own_camera_info(robotcar, tmp_path, fmt)
     assert multicam.is_multi_camera(bag)
     frames = list(multicam.bag_frames(bag, remap={"/rear/image_raw": "/cam_b/image"}))
     n_frames = sum(1 for n in rig.query_poses if n.startswith("sun/"))
-    assert len(frames) == n_frames and len({f.stamp_ns for f in frames}) == n_frames // 3
+    assert len(frames) == n_frames
+    assert len({f.stamp_ns for f in frames}) == n_frames // 3
     for f in frames:
         cam = f.msg.header.frame_id.replace("_optical", "")
-        assert f.info.header.frame_id == f.msg.header.frame_id and f.info_topic == f"/{cam}/camera_info"
+        assert f.info.header.frame_id == f.msg.header.frame_id
+        assert f.info_topic == f"/{cam}/camera_info"
         assert np.allclose(f.info.k, [v for v in np.asarray(rig.cameras[cam].K).reshape(-1)])
         assert f.image_topic == ("/cam_b/image" if cam == "rear" else f"/{cam}/image_raw")
         if cam == "rear" and f"sun/rear/{f.stamp_ns // 1000}.jpg" in rig.train:

@@ -20,7 +20,8 @@ def test_chain_interpolation_and_errors():
     b.set_transform("odom", "base_link", _yaw(90, [2, 0, 0]), 2_000_000_000)
     b.set_transform("base_link", "camera", _yaw(-90, [0.5, 0, 1]), 0, static=True)
     mid = b.lookup("odom", "base_link", 1_500_000_000)
-    assert np.allclose(mid.t, [1, 0, 0]) and np.allclose(mid.matrix, _yaw(45, [1, 0, 0]).matrix)
+    assert np.allclose(mid.t, [1, 0, 0])
+    assert np.allclose(mid.matrix, _yaw(45, [1, 0, 0]).matrix)
     full = b.lookup("map", "camera", 2_000_000_000)
     assert np.allclose(full.matrix, (_yaw(10, [1, 2, 0]) * _yaw(90, [2, 0, 0]) * _yaw(-90, [0.5, 0, 1])).matrix)
     inv = b.lookup("camera", "map", 2_000_000_000)
@@ -30,7 +31,8 @@ def test_chain_interpolation_and_errors():
         b.lookup("odom", "base_link", 3_000_000_000)
     with pytest.raises(TransformLookupError, match="no TF path"):
         b.lookup("map", "elsewhere", 1_000_000_000)
-    assert b.can_transform("camera", "odom", 1_200_000_000) and not b.can_transform("x", "odom")
+    assert b.can_transform("camera", "odom", 1_200_000_000)
+    assert not b.can_transform("x", "odom")
 
 
 def test_interpolate_endpoints():
