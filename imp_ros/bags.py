@@ -13,6 +13,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from imp_core.errors import ImpError
+from imp_core.imageio import read_image
 
 STORAGES = ("mcap", "sqlite3", "ros1")
 _NUMPY = {
@@ -383,7 +384,6 @@ def dataset_to_bag(dataset, path, storage: str = "mcap", condition: Optional[str
                    encoding: str = "rgb8", max_frames: int = 0) -> Path:
     """Write a dataset's queries (time order) as a bag: Image + CameraInfo + ground-truth camera PoseStamped in
     ``map`` per frame, stamped with the query stamps (10 Hz when the dataset has none)."""
-    from imp_core.imageio import read_image
 
     items = sorted(dataset.queries(condition), key=lambda q: (q.stamp or 0.0, q.name))
     if max_frames:

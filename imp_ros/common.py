@@ -15,6 +15,8 @@ from rclpy.qos import (
     qos_profile_system_default,
 )
 
+from imp_ros.share import package_file
+
 # Well-known topic names shared by the nodes (all overridable by parameters).
 IMAGE_TOPIC = "/camera/image_raw"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
@@ -84,7 +86,6 @@ def existing_path(v: Any) -> Optional[str]:
 def package_config(v: Any) -> Optional[str]:
     if not v:
         return None
-    from imp_ros.share import package_file
 
     try:
         package_file(str(v), "config")

@@ -20,6 +20,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from imp_core.types import Pose
 from imp_ros import common
 from imp_ros import conversions as cv
+from imp_ros.report import accuracy_table, write_report
 
 
 @dataclass
@@ -162,13 +163,9 @@ class EvaluatorNode(Node):
         self._changed = False
         recs = self.snapshot()
         if recs:
-            from imp_ros.report import accuracy_table
-
             self.get_logger().info("\n" + accuracy_table(recs, common.param(self, "method")))
 
     def write_outputs(self) -> Optional[dict]:
-        from imp_ros.report import write_report
-
         if self._written:
             return None
         self._written = True

@@ -21,16 +21,17 @@ from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from imp_core.datasets import open_dataset
 from imp_core.imageio import read_image
 from imp_core.types import Pose, quat_xyzw_to_wxyz
 from imp_ros import bags, common, multicam
 from imp_ros import conversions as cv
 from imp_ros.frame import Frame
+from imp_ros.tf_buffer import TfBroadcaster
 
 
 def dataset_frames(path: str, condition: str, pattern: str, rate: float, frame_id: str) -> Iterator[Frame]:
     """Frames of a localization dataset's queries, in time (then name) order."""
-    from imp_core.datasets import open_dataset
 
     ds = open_dataset(path)
     items = [q for q in ds.queries() if (not condition or q.condition == condition)
@@ -172,7 +173,6 @@ class ReplayNode(Node):
         self._clock_ns = 0  # playback time last published on /clock (never goes back)
         self._clock_lock = threading.Lock()
         self._clock_anchor: Optional[tuple] = None  # (monotonic, playback ns) while playing in real time
-        from imp_ros.tf_buffer import TfBroadcaster
 
         self.tf = TfBroadcaster(self)
         self.tf_static = TfBroadcaster(self, static=True)

@@ -29,7 +29,9 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..errors import ImpError
+from ..threads import set_threads
 from .batch import Sink, localize_unit
+from .localizer import Localizer
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +94,6 @@ class LocalizerWorker:
     """The body of a Ray actor: one localizer, its map opened once from the path in ``conf['map']``."""
 
     def __init__(self, conf: dict, threads: int = 1):
-        from ..threads import set_threads
-        from .localizer import Localizer
-
         set_threads(int(threads))  # before the first torch work (the localizer's 'threads' says the same)
 
         self.threads = int(threads)
@@ -281,7 +280,5 @@ def open_localizer(conf: dict, workers: int = 1, ray_address: Optional[str] = No
     if workers is None or workers < 1:
         raise ValueError(f"--workers must be at least 1, got {workers}")
     if workers == 1 and not ray_address:
-        from .localizer import Localizer  # lazy: torch and the models, not needed to start a Ray driver
-
         return Localizer(conf, progress=progress)
     return RayLocalizerPool(conf, workers, ray_address or "local", worker_threads, progress=progress)

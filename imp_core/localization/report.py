@@ -6,6 +6,9 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
+from ..eval.metrics import evaluate_queries, query_errors
+from ..eval.plots import plot_all
+from ..eval.report import format_table
 from ..types import LocalizationResult
 
 
@@ -40,8 +43,6 @@ def format_latency(lat: Mapping[str, Mapping[str, float]]) -> str:
 def summarize_run(results: Mapping[str, LocalizationResult], queries: Sequence, out_dir: Optional[Path] = None,
                   method: str = "imp") -> dict:
     """Accuracy (if every query has GT) + latency; writes plots into ``out_dir`` when given."""
-    from ..eval.metrics import evaluate_queries, query_errors
-    from ..eval.report import format_table
 
     lat = latency_table(results)
     summary: dict = {"latency_ms": lat, "num_queries": len(queries),
@@ -53,8 +54,6 @@ def summarize_run(results: Mapping[str, LocalizationResult], queries: Sequence, 
         summary["accuracy"] = acc
         parts.append(format_table({method: acc}))
         if out_dir is not None:
-            from ..eval.plots import plot_all
-
             gt = {q.name: q.gt_pose for q in queries}
             conds = {q.name: q.condition for q in queries}
             errs = query_errors(poses, gt, conds)

@@ -23,7 +23,10 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..config import merge
+from ..features.base import create_extractor
 from ..imageio import read_image
+from ..matching.base import create_matcher
+from ..retrieval.global_descriptors import create_global_descriptor
 from ..types import Camera, Features, Pose
 from .features_io import FeatureStore, list_features, read_features, write_features
 from .format import INDEX_FILE, MAP_FORMAT, MAP_VERSION, MapError, _compact_ids, index_from_reconstruction, write_index
@@ -215,10 +218,6 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
     the same images can share (leave-one-out experiments reuse one cache).
     """
     import pycolmap
-
-    from ..features.base import create_extractor
-    from ..matching.base import create_matcher
-    from ..retrieval.global_descriptors import create_global_descriptor
 
     conf = merge(DEFAULT_BUILD_CONF, conf, where="map")
     pycolmap.set_random_seed(int(conf["seed"]))  # RANSAC and SfM sampling: same inputs, same map

@@ -1,7 +1,6 @@
 """Training data dump: local features of every image plus ground-truth correspondences of every pair.
 
 One HDF5 file (format ``imp-matcher-dump``)::
-
     attrs: format, version, features (JSON conf), source
     features/<image name>/{keypoints (N,2), descriptors (N,D), scores (N,)}  attrs: image_size (w, h)
     pairs/<k>/{matches (M,2), labels0 (N0,), labels1 (N1,), K0, K1 (3,3), T_0to1 (4,4)}  attrs: name0, name1
@@ -21,7 +20,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..config import merge
+from ..features.base import create_extractor
 from ..types import Features, Pose
+from ..world.synthetic import SyntheticWorld
 from .correspondences import View, correspondences
 
 FORMAT, VERSION = "imp-matcher-dump", 1
@@ -45,8 +46,6 @@ class ImageSource:
 
 
 def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[str, Any]) -> Dict[str, Features]:
-    from ..features.base import create_extractor
-
     extractor = create_extractor(feat_conf)
     return {n: extractor.extract(source.image(n)) for n in tqdm(names, desc="features")}
 
@@ -150,7 +149,6 @@ def dump_synthetic(world_root, out, conf: Optional[Mapping[str, Any]] = None,
                    conditions: Sequence[str] = ("day",)) -> Dict[str, int]:
     """Dump the synthetic world (directory or ``SyntheticWorld``): database images plus queries of
     ``conditions``, all pairs."""
-    from ..world.synthetic import SyntheticWorld
 
     world = world_root if isinstance(world_root, SyntheticWorld) else SyntheticWorld(world_root)
     names: List[str] = list(world.db_names)

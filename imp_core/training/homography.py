@@ -24,6 +24,7 @@ from ..config import merge
 from ..features.base import create_extractor
 from ..imageio import image_size, read_image
 from .correspondences import match_projections
+from .dump import DumpWriter
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -178,7 +179,6 @@ def dump_homography(photo_roots: Sequence[str], out, conf: Optional[Mapping[str,
                     progress: bool = True, resume: bool = True) -> Dict[str, int]:
     """Write an ``imp-matcher-dump`` of homography pairs from the photos under ``photo_roots`` (``resume``: append
     to an interrupted dump of the same conf, skipping the pairs it already processed)."""
-    from .dump import DumpWriter
 
     conf = merge(default_conf, conf, where="homography dump")
     photos = find_photos(photo_roots)[: conf["max_photos"]]

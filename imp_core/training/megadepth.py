@@ -17,11 +17,10 @@ import numpy as np
 from ..imageio import read_image
 from ..types import Pose
 from .dump import ImageSource, write_dump
+from .safe_npz import load_npz
 
 
 def read_scene_info(path: Path) -> Dict[str, Any]:
-    from .safe_npz import load_npz
-
     info = load_npz(path)
     for k in ("image_paths", "depth_paths", "intrinsics", "poses", "overlap_matrix"):
         if k not in info:
