@@ -43,9 +43,9 @@ def run_config(args: dict) -> dict:
 
     from imp_core.datasets import open_dataset
     from imp_core.eval.formats import write_results
+    from imp_core.eval.latency import latency_table
     from imp_core.localization.batch import localize_queries
     from imp_core.localization.distributed import open_localizer
-    from imp_core.localization.report import latency_table
 
     if args["workers"] == 0:
         torch.set_num_threads(args["process_threads"])

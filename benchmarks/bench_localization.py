@@ -60,10 +60,10 @@ def run_pair(args: dict) -> dict:
     import pycolmap
 
     from imp_core.datasets import open_dataset
+    from imp_core.eval.latency import latency_table
     from imp_core.eval.metrics import THRESHOLDS, query_errors, summarize
     from imp_core.localization import Localizer
     from imp_core.localization.batch import localize_queries
-    from imp_core.localization.report import latency_table
     from imp_core.mapping import build_map
 
     pycolmap.logging.minloglevel = 2

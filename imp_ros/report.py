@@ -12,7 +12,7 @@ from typing import Dict, List
 import numpy as np
 
 from imp_core.eval import evaluate, formats, plots, query_errors, report
-from imp_core.localization.report import format_latency, latency_stats
+from imp_core.eval.latency import format_latency, latency_stats
 from imp_core.paths import safe_join
 
 

@@ -1,12 +1,15 @@
-"""Readable accuracy tables and summary JSON files."""
+"""Readable accuracy tables, summary JSON files, and the summary of a localization run (accuracy + latency)."""
 from __future__ import annotations
 
 import json
 import math
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Dict, Mapping, Optional, Sequence
 
-from .metrics import ALL
+from ..types import LocalizationResult
+from .latency import format_latency, latency_table
+from .metrics import ALL, evaluate_queries, query_errors
+from .plots import plot_all
 
 
 def _th(th) -> str:
@@ -55,3 +58,31 @@ def write_summary(path, results: Mapping[str, Mapping[str, dict]], extra: Option
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean({"results": results, **(extra or {})}), indent=1))
     return path
+
+
+def summarize_run(results: Mapping[str, LocalizationResult], queries: Sequence, out_dir: Optional[Path] = None,
+                  method: str = "imp") -> dict:
+    """Accuracy (if every query has GT) + latency; writes plots into ``out_dir`` when given."""
+
+    lat = latency_table(results)
+    summary: dict = {"latency_ms": lat, "num_queries": len(queries),
+                     "num_ok": sum(r.success for r in results.values())}
+    parts = []
+    poses = {n: r.pose for n, r in results.items() if r.pose is not None}
+    if queries and all(q.gt_pose is not None for q in queries):
+        acc = evaluate_queries(poses, queries)
+        summary["accuracy"] = acc
+        parts.append(format_table({method: acc}))
+        if out_dir is not None:
+            gt = {q.name: q.gt_pose for q in queries}
+            conds = {q.name: q.condition for q in queries}
+            errs = query_errors(poses, gt, conds)
+            by_cond: Dict[str, list] = {}
+            for e in errs:
+                by_cond.setdefault(f"{method} {e.condition}", []).append(e)
+            summary["plots"] = {k: str(v) for k, v in plot_all(out_dir, gt, {method: poses}, conds, by_cond).items()}
+    else:
+        parts.append(f"{summary['num_ok']}/{len(queries)} queries localized (no ground truth to score against)")
+    parts.append(format_latency(lat))
+    summary["table"] = "\n\n".join(parts)
+    return summary

@@ -22,12 +22,12 @@ from ..datasets import robotcar
 from ..datasets.base import DatasetError, LocalizationDataset, QueryItem
 from ..datasets.detect import open_dataset
 from ..eval.formats import write_results
+from ..eval.report import summarize_run
 from ..mapping import build_map
 from ..types import LocalizationResult
 from .batch import localize_queries, read_log, record_result
 from .distributed import add_worker_args, open_localizer
 from .localizer import localizer_conf
-from .report import summarize_run
 
 KINDS = {"aachen": "aachen_v1.1", "robotcar": "robotcar", "synthetic": "synthetic"}
 SUBMISSION = {"aachen": "Aachen-v1.1_imp.txt", "robotcar": "RobotCar-Seasons-v2_imp.txt",

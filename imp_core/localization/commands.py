@@ -103,7 +103,7 @@ def _run(args) -> int:
     finally:
         loc.close()
     from ..eval.formats import write_results
-    from .report import summarize_run
+    from ..eval.report import summarize_run
 
     write_results(args.out / "results.txt", {n: r.pose for n, r in results.items() if r.pose is not None})
     summary = summarize_run(results, queries, args.out)
