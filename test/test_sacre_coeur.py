@@ -30,10 +30,23 @@ PAIRS = {
 }
 
 
-def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=False):
+def map_focal_drift(sub, full, q) -> float:
+    """How far the 9-image map's own focal lengths drifted from the 10-image map's for cameras like ``q``'s:
+    the median of f_sub / f_full - 1 over the other photos whose focal in the full map is within 1.5x of q's
+    (NaN without one). SfM fixes a narrow-angle camera's focal length only up to a near-ambiguity with the
+    scene's depth, so removing one long-lens photo moves the others' by a few %; a query localized in the 9-image
+    map inherits that drift (diagnostic printed by benchmarks/bench_sacre_coeur.py)."""
+    fq = full.camera(q).focal[0]
+    r = [sub.camera(n).focal[0] / full.camera(n).focal[0] - 1 for n in sub.names
+         if n != q and full.has(n) and abs(np.log(full.camera(n).focal[0] / fq)) < np.log(1.5)]
+    return float(np.median(r)) if r else float("nan")
+
+
+def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=False, drift=None):
     """{photo: (rotation error deg, estimated focal / map focal - 1, result)} for every photo
     (also run by benchmarks/bench_sacre_coeur.py). ``fixed_guess``: the old behaviour for comparison, COLMAP's
-    guessed focal length (1.2 x the longer side) used as if it were known."""
+    guessed focal length (1.2 x the longer side) used as if it were known. ``drift``: a dict that receives
+    ``map_focal_drift`` per photo."""
     import pycolmap
 
     from imp_core.imageio import read_image
@@ -55,6 +68,8 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
         others = [n for n in src.db_names if n != q]
         sub_dir = build_map(src, tmp_path / f"loo_{q[:8]}", conf, names=others, cache_dir=cache, progress=False)
         sub = LocalizationMap.load(sub_dir)
+        if drift is not None:
+            drift[q] = map_focal_drift(sub, full, q)
         common = [n for n in sub.names if full.has(n)]
         tgt = _anchors(full, common)
         scale = float(np.median(np.linalg.norm(tgt - tgt.mean(0), axis=1)))
