@@ -46,6 +46,8 @@ class QueryContext:
     prior: Optional[Pose] = None  # cam_from_world prior (tracking / initial pose)
     instances: List[Tuple[int, float]] = field(default_factory=list)  # recognized (instance id, confidence)
     label_map: Optional[np.ndarray] = None  # HxW int32 instance label per pixel (0 = none), at image resolution
+    # the stage that recognizes instances (and so owns ``label_map``) gives each query keypoint the label under it
+    label_keypoints: bool = True
     extras: Dict[str, Any] = field(default_factory=dict)  # per-stage scratch (timings go to the result)
     # the running stage's own sub-timings in ms (e.g. "recognition"); the localizer times each stage as a whole
     # and reports these next to it (``Localizer._propose``)

@@ -101,7 +101,7 @@ class Localizer:
             "max_speed_mps": 0.0,
             "max_gap_s": 2.0,  # a larger stamp gap (or a stamp going backwards) drops the prior
         },
-        "label_keypoints": True,  # give query keypoints the recognized instance label under them
+        "label_keypoints": True,  # the instance stage gives query keypoints the recognized label under them
         # LBR: extract `oversample` x the keypoint budget, then keep instance-labelled keypoints first
         "labelled_first": {"enabled": False, "oversample": 2.0},
         # torch / OpenCV CPU threads of the process (imp_core.threads); 0: auto, half the cores (1 on 2 cores): set
@@ -251,7 +251,8 @@ class Localizer:
         feats = self.extractor.extract(image)
         timings: Dict[str, float] = {"extraction": 1000 * (time.perf_counter() - t0), "matching": 0.0, "pnp": 0.0}
         ctx = QueryContext(image=image, camera=camera, features=feats,
-                           prior=prior if prior is not None else self.tracker.prior)
+                           prior=prior if prior is not None else self.tracker.prior,
+                           label_keypoints=bool(self.conf["label_keypoints"]))
         ctx.extras["pnp_conf"] = pnp_conf
         why = _Why()
         best = self._search(ctx, timings, why)
@@ -269,7 +270,7 @@ class Localizer:
         for stage in self.stages:
             cands = self._propose(stage, ctx, timings)
             why.candidates += len(cands)
-            self._label_keypoints(ctx)
+            ctx.features = self._apply_budget(ctx.features)  # labelled keypoints first, once a stage labelled
             for cand in cands[: int(acc["max_candidates"])]:
                 ver = self._verify(ctx, cand, timings, why)
                 if ver is None:
@@ -364,18 +365,9 @@ class Localizer:
             timings[k] = timings.get(k, 0.0) + v
         return cands
 
-    def _label_keypoints(self, ctx: QueryContext) -> None:
-        """Once a stage recognized instances: the query keypoints get the label under them (``label_keypoints``),
-        then the keypoint budget keeps labelled ones first (``labelled_first``)."""
-        feats = ctx.features
-        if ctx.label_map is not None and self.conf["label_keypoints"] and feats.labels is None:
-            from ..recognition.instances import keypoint_labels
-
-            feats.labels = keypoint_labels(feats.keypoints, ctx.label_map)
-        ctx.features = self._apply_budget(feats)
-
     def _apply_budget(self, feats: Features) -> Features:
-        """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget."""
+        """With ``labelled_first``: keep labelled keypoints first (by score), then the rest, up to the budget. The
+        labels come from the stage that recognized instances (``QueryContext.label_keypoints``)."""
         if not self.conf["labelled_first"]["enabled"] or not self._budget or len(feats) <= self._budget:
             return feats
         labelled = (feats.labels > 0) if feats.labels is not None else np.zeros(len(feats), bool)

@@ -11,7 +11,7 @@ import numpy as np
 from ..config import ConfigError
 from ..retrieval.stage import RetrievalStage
 from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
-from .instances import InstanceIndex, layout_histogram, load_db_descriptors
+from .instances import InstanceIndex, keypoint_labels, layout_histogram, load_db_descriptors
 from .recognizer import Recognizer
 
 
@@ -73,6 +73,8 @@ class InstanceCoarseStage(CoarseStage):
         rec = self.recognizer.predict(ctx.image)
         ctx.instances = rec.instances
         ctx.label_map = rec.label_map
+        if ctx.label_keypoints and ctx.features is not None and ctx.features.labels is None:
+            ctx.features.labels = keypoint_labels(ctx.features.keypoints, rec.label_map)
         ctx.extras["instance_descriptor"] = rec.descriptor
         if self.db_layouts is not None:
             ctx.extras["instance_layout"] = layout_histogram(rec.label_map, rec.confidence, self.recognizer.num_classes)
