@@ -101,6 +101,36 @@ def test_no_import_cycles_among_project_modules():
         assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 
+def _package(module: str) -> str:
+    return ".".join(module.split(".")[:2])
+
+
+def _is_command_layer(module: str) -> bool:
+    """The ``imp`` subcommands (``*.commands``, and imp_core.cli that loads them): the application layer above every
+    package, imported by nothing in the library."""
+    return module.endswith(".commands") or module == "imp_core.cli"
+
+
+def test_no_cycles_between_packages():
+    """imp_core's packages form layers (e.g. mapping below recognition below localization): no package imports one
+    that imports it back, lazily or not. The command modules sit above them all and are left out."""
+    graph = import_graph(module_level_only=False)
+    packages: Dict[str, Set[str]] = {}
+    for m, deps in graph.items():
+        if _is_command_layer(m):
+            continue
+        packages.setdefault(_package(m), set())
+        packages[_package(m)] |= {_package(d) for d in deps if _package(d) != _package(m)}
+    for deps in list(packages.values()):
+        for d in deps:
+            packages.setdefault(d, set())
+    cycles = find_cycles(packages)
+    assert not cycles, "package cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+    users = sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                   if _is_command_layer(d) and not _is_command_layer(m))
+    assert not users, users
+
+
 def test_imp_core_never_imports_imp_ros():
     graph = import_graph(module_level_only=False)  # lazy imports count too
     bad = sorted(f"{m} -> {d}" for m, deps in graph.items() if m.startswith("imp_core") for d in deps
