@@ -17,6 +17,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from imp_core.covariance import covariance_of_attached_frame
 from imp_core.errors import ImpError
+from imp_core.localization.visualize import expand_labels, instance_regions
 from imp_core.types import (
     STATUS_LOST,
     STATUS_NOT_INITIALIZED,
@@ -354,8 +355,6 @@ def instances_to_msg(result: LocalizationResult, width: int, height: int, frame_
     each one's share of the image and bounding box, and the mono16 label image at ``width`` x ``height``."""
     from imp_msgs.msg import InstanceRecognition, RecognizedInstances
     from sensor_msgs.msg import RegionOfInterest
-
-    from imp_core.localization.visualize import expand_labels, instance_regions
 
     if result.label_map is None:
         raise ValueError("the result holds no instance label map (no recognizer ran on this frame)")

@@ -21,6 +21,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.task import Future
 
 from imp_core.covariance import covariance_in_frame
+from imp_core.localization.localizer import Localizer, localizer_conf
+from imp_core.localization.visualize import draw_instances, draw_localization
 from imp_core.types import STATUS_OK, STATUS_RELOCALIZING, LocalizationResult, Pose
 from imp_ros import common
 from imp_ros import conversions as cv
@@ -56,7 +58,6 @@ def localizer_overrides(params: Mapping[str, Any]) -> List[Any]:
 def build_localizer_conf(params: Mapping[str, Any]) -> Dict[str, Any]:
     """The localizer conf of a node with these parameter values (the rest at their defaults), by the same
     ``imp_core.localization.localizer_conf`` as ``imp localize``: no ROS needed."""
-    from imp_core.localization.localizer import localizer_conf
 
     config = params.get("config") or ""
     path = package_file(config, "parameter 'config'") if config else None
@@ -239,7 +240,6 @@ class LocalizerNode(LifecycleNode):
             raise ValueError("; ".join(errors.values()))
         if not self.p("map"):
             raise ValueError("parameter 'map' is empty: give a map directory built by `imp map`")
-        from imp_core.localization.localizer import Localizer
 
         conf = build_localizer_conf({name: self.p(name) for name in self.PARAMS})
         t0 = time.perf_counter()
@@ -640,7 +640,6 @@ class LocalizerNode(LifecycleNode):
 
     def _debug_image(self, rgb: np.ndarray, camera, res: LocalizationResult, stamp: int, frame: str):
         """The query with the PnP inlier matches and their reprojection residuals (imp_core's overlay)."""
-        from imp_core.localization.visualize import draw_localization
 
         return cv.rgb_to_image(draw_localization(rgb, camera, res), "rgb8", frame, stamp)
 
@@ -649,8 +648,6 @@ class LocalizerNode(LifecycleNode):
         if self.pub_instances is not None and self.pub_instances.get_subscription_count() > 0:
             self.pub_instances.publish(cv.instances_to_msg(res, rgb.shape[1], rgb.shape[0], frame, stamp))
         if self.pub_overlay is not None and self.pub_overlay.get_subscription_count() > 0:
-            from imp_core.localization.visualize import draw_instances
-
             overlay = draw_instances(rgb, res.label_map, camera, res)
             self.pub_overlay.publish(cv.rgb_to_image(overlay, "rgb8", frame, stamp))
 

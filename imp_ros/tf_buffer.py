@@ -20,6 +20,7 @@ import numpy as np
 
 from imp_core.errors import ImpError
 from imp_core.types import Pose, qvec_to_rotmat, rotmat_to_qvec
+from imp_ros.conversions import stamp_to_ns, transform_to_pose
 
 
 class TransformLookupError(ImpError, LookupError):
@@ -174,8 +175,6 @@ class TfListener:
         ]
 
     def _on(self, msg, static: bool) -> None:
-        from imp_ros.conversions import stamp_to_ns, transform_to_pose
-
         for t in msg.transforms:
             try:
                 self.buffer.set_transform(t.header.frame_id, t.child_frame_id, transform_to_pose(t.transform),

@@ -13,11 +13,17 @@ from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
 import numpy as np
 
 from ..config import ConfigError, ConfLike, Overrides, merge, parse_overrides, read_conf
+from ..features.base import create_extractor
+from ..mapping.format import LocalizationMap, MapError, read_map_meta
+from ..matching.base import MATCHERS, create_matcher, matchers_supporting
+from ..recognition.map_recognizer import map_recognizer_conf
 from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
+from ..threads import set_threads
 from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
 from .confidence import pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
 from .tracking import Tracker
+from .visualize import compact_labels
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +119,6 @@ class Localizer:
     def __init__(self, conf: ConfLike, progress: bool = False, overrides: Overrides = None):
         """``conf``: a YAML file (its ``localizer:`` section) or a dict, completed by ``localizer_conf`` (defaults,
         preset, dotted ``overrides``); the map, models and coarse stages are loaded here, not at the first frame."""
-        from ..features.base import create_extractor
-        from ..mapping.format import LocalizationMap, read_map_meta
-        from ..matching.base import MATCHERS, create_matcher, matchers_supporting
 
         self.conf = localizer_conf(conf, overrides)
         if not self.conf["map"]:
@@ -125,8 +128,6 @@ class Localizer:
         # keeps the map's other settings; another name replaces it and is refused just below)
         fconf = merge(None, meta["features"], self.conf["features"], where="localizer.features")
         if fconf.get("name") != meta["features"].get("name"):
-            from ..mapping.format import MapError
-
             raise MapError(f"map {self.conf['map']} holds {meta['features'].get('name')!r} features but the "
                            f"localizer is configured with {fconf.get('name')!r}")
         fconf["device"] = self.conf["device"] if fconf.get("device") in (None, "auto") else fconf["device"]
@@ -143,7 +144,6 @@ class Localizer:
                               f"{', '.join(matchers_supporting(fconf.get('name')))}")
         if "features" in mcls.default_conf:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
-        from ..threads import set_threads
 
         self.threads = set_threads(self.conf["threads"])
         self.extractor = create_extractor(fconf)
@@ -300,7 +300,6 @@ class Localizer:
                 timings: Dict[str, float]) -> LocalizationResult:
         """The frame's result from the search's pose (refined with covisible frames when configured); the tracker
         learns whether the frame was localized."""
-        from .visualize import compact_labels
 
         result = LocalizationResult(instances=list(ctx.instances), label_map=compact_labels(ctx.label_map),
                                     timings=timings)
@@ -468,8 +467,6 @@ def localizer_conf(conf: ConfLike = None, overrides: Overrides = None, preset: O
     if preset is None:
         chosen = any("recognition" in u or isinstance(u.get("coarse"), list) for u in updates)
         if not chosen and given["map"]:
-            from ..recognition.map_recognizer import map_recognizer_conf
-
             rec = map_recognizer_conf(given["map"])  # the map's own recognizer (`imp map build --recognition`)
         preset = "lbr" if rec else "retrieval"
     if preset not in CONFS:

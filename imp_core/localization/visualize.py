@@ -7,6 +7,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..types import Camera, LocalizationResult
+from .pnp import project_points
 
 
 def _rgb(image: np.ndarray) -> np.ndarray:
@@ -35,7 +36,6 @@ def _draw_inliers(img: np.ndarray, camera: Camera, result: LocalizationResult) -
 
     if not (result.success and result.inlier_keypoints is not None and len(result.inlier_keypoints)):
         return
-    from .pnp import project_points
 
     proj = project_points(result.pose, result.camera or camera, result.inlier_points3D)
     for (u, v), (pu, pv) in zip(result.inlier_keypoints, proj):

@@ -7,6 +7,8 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
+from ..imageio import read_image
+from ..mapping import LocalizationMap
 from .instances import dense_labels_from_depth, load_point_labels
 from .metrics import RecognitionScore
 
@@ -28,8 +30,6 @@ class DepthGroundTruth:
     """Label maps for images with depth and pose, in the label space of an annotated map."""
 
     def __init__(self, map_dir: Union[str, Path], radius_factor: float = 4.0):
-        from ..mapping import LocalizationMap
-
         pids, plabels, _ = load_point_labels(map_dir)
         lmap = LocalizationMap.load(map_dir)
         xyz = lmap.points3D_xyz(pids)
@@ -67,8 +67,6 @@ def query_items(dataset: Any, queries: Sequence[Any], gt: DepthGroundTruth,
 def evaluate_per_condition(recognizer: Any, dataset: Any, map_dir: Union[str, Path],
                            conditions: Sequence[str], limit: Optional[int] = None,
                            progress: bool = True) -> Dict[str, Dict[str, float]]:
-    from ..imageio import read_image
-
     gt = DepthGroundTruth(map_dir)
     out: Dict[str, Dict[str, float]] = {}
     for cond in conditions:

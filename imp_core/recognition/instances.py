@@ -21,6 +21,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ..config import merge
+from ..datasets import open_dataset
+from ..datasets.base import DatasetError
+from ..imageio import read_image
+from ..mapping import LocalizationMap, read_map_meta
+from ..mapping.features_io import h5_key
 from ..paths import safe_join
 from ..types import Camera, Pose, backproject
 
@@ -321,9 +326,6 @@ def annotate_map(map_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = 
     import h5py
     from tqdm import tqdm
 
-    from ..mapping import LocalizationMap
-    from ..mapping.features_io import h5_key
-
     conf = merge(default_conf, conf, where="instances")
     map_dir = Path(map_dir)
     lmap = LocalizationMap.load(map_dir)
@@ -391,8 +393,6 @@ def map_image_loader(map_dir: Union[str, Path], image_dir: Optional[Union[str, P
                      ) -> Callable[[str], np.ndarray]:
     """``load(name) -> RGB`` for the database images of a map: from ``image_dir``, else from the dataset the
     map was built from (``source`` in map.json)."""
-    from ..imageio import read_image
-    from ..mapping import read_map_meta
 
     if image_dir is not None:
         root = Path(image_dir)
@@ -403,8 +403,6 @@ def map_image_loader(map_dir: Union[str, Path], image_dir: Optional[Union[str, P
         if not source:
             raise ValueError(f"{map_dir}/map.json does not name its source dataset; pass the database image "
                              "directory")
-        from ..datasets import open_dataset
-        from ..datasets.base import DatasetError
 
         try:
             ds = open_dataset(source)

@@ -3,7 +3,6 @@ database images (day-to-night augmentation) under a wall-clock budget, stored wi
 
 Layout inside the map directory (next to the files ``annotate_map`` writes: instances.json/npz, instance_masks/,
 labels.h5, recognition_global.npz)::
-
     recognition/model.pt           the trained network (+ the instance definition it was trained on)
     recognition/model_card.json    what it is, how it was trained, how long, on what, how well it fits its data
     recognition/MODEL_CARD.md      the same for people
@@ -22,6 +21,12 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
 
 import numpy as np
+
+from ..mapping import LocalizationMap, read_map_meta
+from ..world.synthetic import is_synthetic_world
+from .augment import night_style
+from .instances import INSTANCES_JSON, RECOGNITION_GLOBAL, annotate_map, load_instance_definition, map_image_loader
+from .recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +50,6 @@ def default_num_instances(num_images: int, num_points: int) -> int:
 
 def default_mode(map_dir: Union[str, Path]) -> str:
     """Cluster on the ground plane where the map is known to be z-up (synthetic worlds), in 3D otherwise."""
-    from ..mapping import read_map_meta
-    from ..world.synthetic import is_synthetic_world
 
     source = read_map_meta(map_dir).get("source") or ""
     return "xy" if source and is_synthetic_world(source) else "xyz"
@@ -60,8 +63,6 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
 
     Returns the model card (a dict). ``resume`` continues an interrupted training of the same conf (its budget
     counts anew); without it an earlier recognizer of the map is replaced."""
-    from ..mapping import LocalizationMap, read_map_meta
-    from .instances import annotate_map, map_image_loader
     from .pipeline import train_on_map
 
     map_dir = Path(map_dir)
@@ -110,10 +111,7 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
     place: the map's 3D points are assigned to the model's instances, the model is copied to ``MAP/recognition``
     with the database descriptors it computes, and the model card records where it came from and how well it fits
     this map (the self-check the localizer reads). No training: seconds to a minute, not a budget. Returns the card."""
-    from ..mapping import LocalizationMap, read_map_meta
-    from .instances import annotate_map, load_instance_definition, map_image_loader
     from .network import load_model
-    from .recognizer import Recognizer
 
     map_dir, model = Path(map_dir), Path(model)
     meta = read_map_meta(map_dir)
@@ -206,9 +204,6 @@ def self_check(model: Path, index, load_image, max_images: int = 150, progress: 
     top recognized instance is one the image shows, as they are and in the night style of the augmentation."""
     from tqdm import tqdm
 
-    from .augment import night_style
-    from .recognizer import Recognizer
-
     names = sorted(n for n, c in index.image_instances.items() if any(int(k) > 0 for k in c))
     if not names:
         return {"top1": 0.0, "top1_night_style": 0.0, "images": 0}
@@ -269,8 +264,6 @@ def map_recognizer_conf(map_dir: Union[str, Path]) -> Optional[Dict[str, Any]]:
     """{"model": path} when the map has a complete recognizer (model + instances + database descriptors of that
     very model), else None. An inconsistent one is skipped with a warning naming the command that fixes it."""
     import hashlib
-
-    from .instances import INSTANCES_JSON, RECOGNITION_GLOBAL
 
     map_dir = Path(map_dir)
     model = map_dir / REC_DIR / MODEL

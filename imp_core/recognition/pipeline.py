@@ -8,6 +8,7 @@ from typing import Any, Dict, Mapping, Optional, Union
 import numpy as np
 import torch
 
+from .augment import default_conf as aug
 from .instances import (
     INSTANCES_JSON,
     MASK_DIR,
@@ -17,6 +18,7 @@ from .instances import (
     read_mask,
     write_db_descriptors,
 )
+from .recognizer import Recognizer
 from .train import load_samples, train_recognition
 
 
@@ -40,14 +42,10 @@ def train_on_map(map_dir: Union[str, Path], out_dir: Union[str, Path], conf: Opt
     res = train_recognition(samples, index.num_instances + 1, out_dir, conf, resume=resume, progress=progress,
                             extra=extra)
     if annotate:
-        from .recognizer import Recognizer
-
         rec = Recognizer({"model": str(res["model"])})
         write_db_descriptors(map_dir, names, rec, load_image)
     return res
 
 
 def default_conf_size():
-    from .augment import default_conf as aug
-
     return aug["size"]
