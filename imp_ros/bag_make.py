@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
+# The handlers import what they run: `imp --help` imports every command module (imp_core/cli.py) and should not
+# pay for torch, Ray or the pipeline behind each command.
+
 FORMATS = ("mcap", "ros1")
 
 

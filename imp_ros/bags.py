@@ -357,7 +357,7 @@ def query_messages(q, rgb: np.ndarray, stamp_ns: int, frame_id: str, image_topic
     PoseStamped in ``map_frame`` when known, and the Image (JPEG CompressedImage on <topic>/compressed)."""
     from geometry_msgs.msg import PoseStamped
 
-    from imp_ros import conversions as cv
+    from imp_ros import conversions as cv  # lazy: ROS message packages; reading bags needs only rosbags
 
     out = [(info_topic, stamp_ns, cv.camera_to_info(q.camera, frame_id, stamp_ns))]
     if q.gt_pose is not None:

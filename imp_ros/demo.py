@@ -18,6 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
+from imp_core.recognition.map_recognizer import build_recognizer, install_recognizer, read_model_card
+from imp_core.world.synthetic import SyntheticWorld, make_world
 from imp_ros.graph import REPO, Graph, load_graph
 from imp_ros.localizer_node import build_localizer_conf
 from imp_ros.share import package_file
@@ -46,8 +49,6 @@ class _Echo:
 
 
 def ensure_world(data: Path, preset: str) -> Path:
-    from imp_core.world.synthetic import make_world
-
     root = data / ("world" if preset == "default" else f"world_{preset}")
     t0 = time.time()
     make_world(root, preset, progress=True)
@@ -56,9 +57,6 @@ def ensure_world(data: Path, preset: str) -> Path:
 
 
 def ensure_map(world: Path, data: Path, preset: str, features: str, matcher: str) -> Path:
-    from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
-    from imp_core.world.synthetic import SyntheticWorld
-
     out = data / "maps" / f"synthetic_{preset}_{features}_{matcher}"
     if (out / "map.json").is_file():
         print(f"[demo] map {out} exists")
@@ -77,7 +75,6 @@ SHIPPED_RECOGNIZERS = {"default": REPO / "models" / "recognition_synthetic.pt"} 
 def ensure_recognizer(map_dir: Path, preset: str, budget_min: float) -> None:
     """The map's own recognizer, so that the localizer runs recognition + instance-guided search: kept when the
     map has one, else the shipped model of this world installed (seconds), else one trained for ``budget_min``."""
-    from imp_core.recognition.map_recognizer import build_recognizer, install_recognizer, read_model_card
 
     card = read_model_card(map_dir)
     t0 = time.time()
@@ -126,8 +123,6 @@ def stage_summary(frames_csv: Path) -> list:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    from imp_core.mapping import DEFAULT_BUILD_CONF
-
     ap.add_argument("--preset", default="default", help="synthetic world preset (tiny, default)")
     ap.add_argument("--features", default="xfeat",
                     help="local features for map and localizer (sift, aliked, disk, superpoint, xfeat); xfeat (real "

@@ -4,6 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+# The handlers import what they run: `imp --help` imports every command module (imp_core/cli.py) and should not
+# pay for torch, Ray or the pipeline behind each command.
+
 HELP = """Evaluate visuallocalization.net result files (name qw qx qy qz tx ty tz, world-to-camera) against the
 ground truth of a dataset directory (synthetic world, or an exported Aachen/RobotCar copy with gt/query_poses.txt).
 Prints recall at (0.25 m, 2 deg), (0.5 m, 5 deg), (5 m, 10 deg) and median errors per condition; queries missing

@@ -5,6 +5,9 @@ import argparse
 import json
 from pathlib import Path
 
+# The handlers import what they run: `imp --help` imports every command module (imp_core/cli.py) and should not
+# pay for torch, Ray or the pipeline behind each command.
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(

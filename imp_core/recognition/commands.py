@@ -12,6 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
+# The handlers import what they run: `imp --help` imports every command module (imp_core/cli.py) and should not
+# pay for torch, Ray or the pipeline behind each command.
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("instances", help="derive global instances of a map (masks, index, keypoint labels)")

@@ -63,7 +63,7 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
 
     Returns the model card (a dict). ``resume`` continues an interrupted training of the same conf (its budget
     counts anew); without it an earlier recognizer of the map is replaced."""
-    from .pipeline import train_on_map
+    from .pipeline import train_on_map  # lazy: torch (training)
 
     map_dir = Path(map_dir)
     meta = read_map_meta(map_dir)
@@ -111,7 +111,7 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
     place: the map's 3D points are assigned to the model's instances, the model is copied to ``MAP/recognition``
     with the database descriptors it computes, and the model card records where it came from and how well it fits
     this map (the self-check the localizer reads). No training: seconds to a minute, not a budget. Returns the card."""
-    from .network import load_model
+    from .network import load_model  # lazy: torch
 
     map_dir, model = Path(map_dir), Path(model)
     meta = read_map_meta(map_dir)

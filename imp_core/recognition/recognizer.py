@@ -46,7 +46,7 @@ class Recognizer:
     }
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None, net: Any = None):
-        from .network import load_model
+        from .network import load_model  # lazy: torch, not loaded before a recognizer is built
 
         self.conf = merge(self.default_conf, conf, where="recognition")
         self.device = resolve_device(self.conf["device"])

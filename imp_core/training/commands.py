@@ -7,6 +7,9 @@ import signal
 
 from .homography import dump_homography
 
+# The handlers import what they run: `imp --help` imports every command module (imp_core/cli.py) and should not
+# pay for torch, Ray or the pipeline behind each command.
+
 DUMP_HELP = """Extract local features and ground-truth correspondences (depth + poses: 5 px, cycle check, one-to-one)
 for image pairs, into one HDF5 file that `imp train-matcher` reads. Sources: the synthetic world (--synthetic) or
 the MegaDepth layout (--megadepth ROOT with Undistorted_SfM/ and scene_info/*.npz)."""

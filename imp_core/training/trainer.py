@@ -18,7 +18,7 @@ import torch
 
 from ..config import merge
 from ..device import resolve_device
-from ..matching.imp.checkpoint import save_checkpoint
+from ..matching.imp.checkpoint import load_model, save_checkpoint
 from ..matching.imp.model import IMPModel
 from ..matching.imp.sinkhorn import mutual_matches
 from .dump import read_dump_info
@@ -170,8 +170,6 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     overrides = {k: v for k, v in conf["model"].items() if v is not None}
     model_conf = {**overrides, "variant": conf["variant"], "descriptor_dim": dim}
     if conf["init_weights"]:
-        from ..matching.imp.checkpoint import load_model
-
         model, _ = load_model(conf["init_weights"], conf["variant"], overrides)
     else:
         model = IMPModel(model_conf)
