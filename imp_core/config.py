@@ -70,13 +70,14 @@ def _combine(old: Any, new: Any, schema: Any, where: str, strict: bool) -> Any:
         if isinstance(old, Mapping):
             if not strict and _named(old) and _named(new) and old["name"] != new["name"]:
                 return copy.deepcopy(dict(new))  # another model: the old model's keys do not apply
-            out = copy.deepcopy(dict(old))
+            merged = copy.deepcopy(dict(old))
             for k, v in new.items():
-                if strict and k not in out:
-                    raise ConfigError(f"unknown key {where}.{k}; known keys: {', '.join(sorted(map(str, out)))}")
+                if strict and k not in merged:
+                    raise ConfigError(f"unknown key {where}.{k}; known keys: {', '.join(sorted(map(str, merged)))}")
                 sub = schema.get(k) if isinstance(schema, Mapping) else None
-                out[k] = _combine(out[k], v, sub, f"{where}.{k}", _is_schema(sub)) if k in out else copy.deepcopy(v)
-            return out
+                merged[k] = (_combine(merged[k], v, sub, f"{where}.{k}", _is_schema(sub)) if k in merged
+                             else copy.deepcopy(v))
+            return merged
         if old is not None:
             raise ConfigError(f"{where} is a value ({old!r}), not a section: it cannot take the keys "
                               f"{', '.join(map(str, new))}")

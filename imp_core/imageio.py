@@ -10,9 +10,12 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import PIL.Image
 
 from .errors import ImpError
 
@@ -35,7 +38,7 @@ def default_max_pixels() -> int:
 
 
 @contextmanager
-def open_header(path: Union[str, Path]) -> Iterator["PIL.Image.Image"]:  # noqa: F821
+def open_header(path: Union[str, Path]) -> Iterator["PIL.Image.Image"]:
     """The PIL image of ``path``, opened lazily (header and EXIF read, pixels not decoded). Pillow's own
     decompression-bomb limit is off meanwhile: it refuses to even open huge images, and imp checks the size
     against its own limit (:func:`read_image_scaled`)."""
@@ -93,6 +96,7 @@ def read_image_scaled(path: Union[str, Path], grayscale: bool = False, max_pixel
                      8: cv2.IMREAD_REDUCED_GRAYSCALE_8 if grayscale else cv2.IMREAD_REDUCED_COLOR_8}[reduce]
             flags |= cv2.IMREAD_IGNORE_ORIENTATION
         else:
+            assert size is not None  # reduce > 1 only comes from a known size
             return _read_pil_reduced(path, grayscale, reduce, size)
     img = cv2.imread(str(path), flags)
     if img is None:

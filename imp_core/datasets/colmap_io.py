@@ -110,7 +110,7 @@ def _reconstruction(entries: Iterable[Tuple[str, Camera, Pose]], share_cameras: 
     import pycolmap
 
     rec = pycolmap.Reconstruction()
-    cam_ids: Dict[tuple, int] = {}
+    cam_ids: Dict[object, int] = {}  # camera key (shared cameras) or image id -> camera id
     for image_id, (name, cam, pose) in enumerate(entries, 1):
         key = _camera_key(cam) if share_cameras else image_id
         if key not in cam_ids:
@@ -179,7 +179,7 @@ def write_database(db_path, entries: Iterable[Tuple[str, Camera]]) -> Path:
     db_path.parent.mkdir(parents=True, exist_ok=True)
     if db_path.exists():
         db_path.unlink()
-    cam_ids: Dict[tuple, int] = {}
+    cam_ids: Dict[object, int] = {}  # camera key (shared cameras) or image id -> camera id
     with pycolmap.Database.open(str(db_path)) as db:
         for image_id, (name, cam) in enumerate(entries, 1):
             key = _camera_key(cam)

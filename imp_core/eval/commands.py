@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     if any(q.gt_pose is None for q in queries):
         raise SystemExit(f"imp eval: {args.dataset} has no ground-truth poses for its queries "
                          "(public benchmarks are evaluated on visuallocalization.net)")
-    gt = {q.name: q.gt_pose for q in queries}
+    gt = {q.name: q.gt_pose for q in queries if q.gt_pose is not None}  # all of them (checked above)
     conds = {q.name: q.condition for q in queries}
     results, ests, errors = {}, {}, {}
     for r in args.results:

@@ -41,7 +41,7 @@ def query_errors(estimates: Mapping[str, Optional[Pose]], gt: Mapping[str, Pose]
 
 def summarize(errors: Sequence[QueryError], thresholds: Iterable[Tuple[float, float]] = THRESHOLDS) -> dict:
     """Recall per threshold (fraction of all queries), medians over the localized queries, counts."""
-    thresholds = [tuple(map(float, th)) for th in thresholds]
+    thresholds = [(float(t), float(r)) for t, r in thresholds]
     t = np.array([e.t_err for e in errors], np.float64)
     r = np.array([e.r_err for e in errors], np.float64)
     ok = np.isfinite(t)

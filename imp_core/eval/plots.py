@@ -45,7 +45,7 @@ def plot_trajectories(path, gt: Mapping[str, Pose], estimates: Mapping[str, Opti
         gx[gap], gy[gap] = np.nan, np.nan
         ax.plot(g[:, 0], g[:, 1], "x", ms=3, color=c, alpha=0.6)
         ax.plot(gx, gy, "-", lw=1, color=c, alpha=0.6, label=f"{cond} ground truth")
-        est = [(gt[n].center, estimates[n].center) for n in names if estimates.get(n) is not None]
+        est = [(gt[n].center, p.center) for n in names if (p := estimates.get(n)) is not None]
         if est:
             e = np.array([b for _, b in est])
             ax.plot(e[:, 0], e[:, 1], "o", ms=3, color=c, label=f"{cond} estimate ({len(est)}/{len(names)})")

@@ -193,8 +193,8 @@ def _run_images(args, loc, camera) -> int:
     write_results(args.out / "results.txt", poses)
     print(f"{len(poses)}/{len(items)} localized; results: {args.out / 'results.txt'} (name qw qx qy qz tx ty tz, "
           f"cam_from_world)  log: {args.out / 'log.jsonl'}  overlays: {overlays}")
-    for e in errors:
-        print(f"imp localize: error: {e}", file=sys.stderr)
+    for err in errors:
+        print(f"imp localize: error: {err}", file=sys.stderr)
     return 2 if errors else (1 if lost else 0)
 
 

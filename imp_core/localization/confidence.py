@@ -18,7 +18,7 @@ than wrong) is the threshold.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Any, Dict
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def confidence_score(num_inliers: float, inlier_ratio: float, coverage: float, r
 #: maps; day and night queries; given and unknown focal; retrieved references plus hard negatives from references
 #: 20 m away, which the repetitive street makes look right). Weights for [log inliers, inlier ratio, coverage,
 #: log rotation std]; never fitted on real photos.
-CONF_MODEL = {"bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
+CONF_MODEL: Dict[str, Any] = {"bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
 
 
 def pose_quality(pnp, num_matches: int, contributions: np.ndarray) -> Dict[str, float]:

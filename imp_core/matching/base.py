@@ -79,6 +79,7 @@ def matchers_supporting(features: Optional[str]) -> List[str]:
             cls = MATCHERS.get(name)
         except Exception:
             continue
-        if cls.supported_features is None or features in cls.supported_features:
+        supported = getattr(cls, "supported_features", None)
+        if supported is None or features in supported:
             out.append(name)
     return out

@@ -124,6 +124,7 @@ class InstanceCoarseStage(CoarseStage):
 
     def _add_fallback_time(self, ctx: QueryContext, since: float) -> None:
         """The fallback stage's time is this stage's sub-timing, under the fallback's name (e.g. "retrieval")."""
+        assert self.fallback is not None
         key = self.fallback.conf["name"]
         ctx.timings[key] = ctx.timings.get(key, 0.0) + 1000 * (time.perf_counter() - since)
 

@@ -74,6 +74,7 @@ def cluster_points(xyz: np.ndarray, num_instances: int, mode: str = "xyz", seed:
         cost = float(((fit[:, cols] - cent[lab_fit]) ** 2).sum())
         if cost < best_cost:
             best, best_cost = cent, cost
+    assert best is not None  # at least one restart ran
     lab = _nearest(xyz[:, cols], best)
     counts = np.bincount(lab, minlength=num_instances)
     order = np.argsort(-counts, kind="stable")

@@ -52,12 +52,16 @@ class LabelNN(Matcher):
             for lab in np.intersect1d(np.unique(l0[l0 > 0]), np.unique(l1[l1 > 0])):
                 a, b = np.nonzero(l0 == lab)[0], np.nonzero(l1 == lab)[0]
                 i0, i1, s = mutual_nn(d0[a], d1[b], self.min_sim)
-                out0.append(a[i0]), out1.append(b[i1]), outs.append(s)
+                out0.append(a[i0])
+                out1.append(b[i1])
+                outs.append(s)
                 free0[a[i0]] = False
                 free1[b[i1]] = False
                 n_label += len(i0)
         a, b = np.nonzero(free0)[0], np.nonzero(free1)[0]
         i0, i1, s = mutual_nn(d0[a], d1[b], self.min_sim)
-        out0.append(a[i0]), out1.append(b[i1]), outs.append(s)
+        out0.append(a[i0])
+        out1.append(b[i1])
+        outs.append(s)
         idx = np.stack([np.concatenate(out0), np.concatenate(out1)], 1)
         return Matches(idx, np.concatenate(outs), {"label_matches": float(n_label)})

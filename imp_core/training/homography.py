@@ -153,7 +153,8 @@ def homography_pairs(photos: Sequence[Path], conf: Mapping[str, Any], skip: Cont
                      ) -> Iterator[Dict[str, Any]]:
     """Yield pairs ``{key, name0, name1, image0, image1, H_0to1, valid0, valid1}`` (deterministic in
     ``conf['seed']``); pairs whose ``key`` is in ``skip`` are not generated."""
-    wh = tuple(int(v) for v in conf["size"])
+    w, h = (int(v) for v in conf["size"])
+    wh = (w, h)
     n = int(conf["pairs_per_photo"])
     for k, path in enumerate(photos):
         todo = [j for j in range(n) if f"{k}/{j}" not in skip]

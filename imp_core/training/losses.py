@@ -37,8 +37,8 @@ def matching_nll(prob: torch.Tensor, gt0: torch.Tensor, gt1: torch.Tensor, eps: 
         if un1.any():
             inc.append(-logp[i, -1, :-1][un1].mean())
         if inc:
-            terms.append(sum(inc) / 2)
-        losses.append(sum(terms) if terms else logp.new_zeros(()))
+            terms.append(torch.stack(inc).sum() / 2)
+        losses.append(torch.stack(terms).sum() if terms else logp.new_zeros(()))
     return torch.stack(losses).mean()
 
 
