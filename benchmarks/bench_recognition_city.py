@@ -198,7 +198,8 @@ def main() -> int:
 def table(rep: dict) -> str:
     hdr = "  ".join(f"{t}m/{a}deg" for t, a in THRESHOLDS)
     lines = [f"{rep['preset']} world {rep['world_counts']}; XFeat map {rep['map_meta'].get('num_images')} images, "
-             f"{rep['map_meta'].get('num_points3D')} points; top-k {rep['top_k']}", "",
+             f"{rep['map_meta'].get('num_points3D')} points; top-k {rep['top_k']}"
+             + (f"; first {rep['limit']} queries per condition" if rep.get("limit") else ""), "",
              f"{'variant':<34} {'cond':<6} {hdr}  right-place  s/query"]
 
     def row(name, cond, r):
