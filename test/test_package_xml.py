@@ -20,8 +20,9 @@ ROSDEP = {
 ROS = {"rclpy", "rcl_interfaces", "builtin_interfaces", "imp_msgs", "std_msgs", "std_srvs", "sensor_msgs",
        "geometry_msgs", "diagnostic_msgs", "rosgraph_msgs", "tf2_msgs", "tf2_ros", "cv_bridge", "ament_index_python",
        "launch", "launch_ros", "lifecycle_msgs", "nav_msgs", "visualization_msgs"}
-# imported inside try/except with a fallback: declaring them is optional
-OPTIONAL = {"zstandard", "lz4"}
+# imported inside try/except with a fallback (zstandard, lz4) or for an optional feature that names the package to
+# install when it is missing (ray: `--workers N`; setup.py extra "ray", no rosdep key): declaring them is optional
+OPTIONAL = {"zstandard", "lz4", "ray"}
 OWN = {"imp_core", "imp_ros", "_graph_launch"}
 
 
