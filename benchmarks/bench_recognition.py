@@ -42,7 +42,8 @@ MAP_CONFS = {
 
 def cluster_purity(world, lmap, map_dir) -> dict:
     """Map points labelled with the world's facade ids (majority over their observations) vs our clusters."""
-    from imp_core.recognition.instances import keypoint_labels, load_point_labels
+    from imp_core.recognition.instances import load_point_labels
+    from imp_core.recognition.masks import keypoint_labels
 
     pids, plab, _ = load_point_labels(map_dir)
     lut = dict(zip(pids.tolist(), plab.tolist()))
@@ -97,13 +98,14 @@ def main() -> int:
     import pycolmap
 
     from imp_core.datasets import open_dataset
+    from imp_core.eval.recognition.evaluate import evaluate_per_condition
     from imp_core.localization import Localizer
     from imp_core.localization.batch import localize_queries
     from imp_core.mapping import LocalizationMap, build_map
-    from imp_core.recognition.evaluate import evaluate_per_condition
-    from imp_core.recognition.instances import annotate_map, map_image_loader, write_db_descriptors
-    from imp_core.recognition.pipeline import train_on_map
+    from imp_core.recognition.database import map_image_loader, write_db_descriptors
+    from imp_core.recognition.instances import annotate_map
     from imp_core.recognition.recognizer import Recognizer
+    from imp_core.training.recognition.pipeline import train_on_map
     from imp_core.world import make_world
 
     pycolmap.logging.minloglevel = 2

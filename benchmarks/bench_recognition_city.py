@@ -79,7 +79,8 @@ def localize(loc, queries) -> dict:
 
 def linked_copy(src: Path, dst: Path) -> Path:
     """A map directory whose files are symlinks to ``src`` (the recognizer then writes its own files)."""
-    from imp_core.recognition.instances import INSTANCES_JSON, INSTANCES_NPZ, LABELS_H5, MASK_DIR, RECOGNITION_GLOBAL
+    from imp_core.recognition.database import RECOGNITION_GLOBAL
+    from imp_core.recognition.instances import INSTANCES_JSON, INSTANCES_NPZ, LABELS_H5, MASK_DIR
 
     own = {INSTANCES_JSON, INSTANCES_NPZ, LABELS_H5, MASK_DIR, RECOGNITION_GLOBAL, "recognition"}
     dst.mkdir(parents=True, exist_ok=True)
@@ -150,9 +151,9 @@ def main() -> int:
         write(rep, args.results / "bench_recognition_city_retrieval")
         return 0
 
-    from imp_core.recognition.evaluate import evaluate_per_condition
-    from imp_core.recognition.map_recognizer import build_recognizer
+    from imp_core.eval.recognition.evaluate import evaluate_per_condition
     from imp_core.recognition.recognizer import Recognizer
+    from imp_core.training.recognition.pipeline import build_recognizer
 
     rep["budgets"] = {}
     full = args.results / "bench_recognition_city.json"

@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
-from imp_core.recognition.map_recognizer import build_recognizer, install_recognizer, read_model_card
+from imp_core.recognition.map_recognizer import install_recognizer, read_model_card
+from imp_core.training.recognition.pipeline import build_recognizer
 from imp_core.world.synthetic import SyntheticWorld, make_world
 from imp_ros.graph import REPO, Graph, load_graph
 from imp_ros.localizer_node import build_localizer_conf

@@ -10,7 +10,8 @@ import pytest
 
 
 def test_layout_prefers_the_place_showing_all_recognized_instances():
-    from imp_core.recognition.instances import InstanceIndex, layout_histogram
+    from imp_core.recognition.instances import InstanceIndex
+    from imp_core.recognition.masks import layout_histogram
 
     # the query shows facade 1 (large) next to facade 2; "lookalike" shows facade 1's twin context: 1 and 3
     lab = np.zeros((60, 80), np.int32)
@@ -37,7 +38,7 @@ def test_layout_prefers_the_place_showing_all_recognized_instances():
 @pytest.fixture(scope="module")
 def trained_map(tiny_map, tmp_path_factory):
     """A copy of the tiny map with a 20 s recognizer (the model to install elsewhere)."""
-    from imp_core.recognition.map_recognizer import build_recognizer
+    from imp_core.training.recognition.pipeline import build_recognizer
 
     d = tmp_path_factory.mktemp("trained") / "map"
     shutil.copytree(tiny_map, d)

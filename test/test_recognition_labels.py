@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from imp_core.recognition.instances import (
-    InstanceIndex,
-    cluster_points,
+from imp_core.eval.recognition.metrics import RecognitionScore
+from imp_core.recognition.instances import InstanceIndex, cluster_points
+from imp_core.recognition.masks import (
     dense_labels_from_depth,
     fill_label_mask,
     keypoint_labels,
@@ -16,7 +16,6 @@ from imp_core.recognition.instances import (
     read_mask,
     save_mask,
 )
-from imp_core.recognition.metrics import RecognitionScore
 from imp_core.types import Camera, Pose
 
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from imp_core.mapping import LocalizationMap
-from imp_core.recognition.instances import InstanceIndex, keypoint_labels, load_point_labels, read_mask
+from imp_core.recognition.instances import InstanceIndex, load_point_labels
+from imp_core.recognition.masks import keypoint_labels, read_mask
 from imp_core.recognition.network import load_model, save_model
 from imp_core.types import pose_error
 

@@ -123,7 +123,7 @@ def test_undertrained_recognizer_is_not_used(rec_map, tmp_path, caplog):
 
 
 def test_bad_budget_is_an_error(rec_map):
-    from imp_core.recognition.map_recognizer import build_recognizer
+    from imp_core.training.recognition.pipeline import build_recognizer
 
     with pytest.raises(ValueError, match="budget"):
         build_recognizer(rec_map, budget_min=0)

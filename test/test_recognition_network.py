@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from imp_core.matching.base import create_matcher
-from imp_core.recognition.augment import Augmenter, night_style
 from imp_core.recognition.network import RecognitionNet, load_model
+from imp_core.recognition.night import night_style
 from imp_core.recognition.recognizer import Recognizer, rank_instances
-from imp_core.recognition.train import LOG_FILE, MODEL_FILE, TRAIN_STATE, train_recognition
+from imp_core.training.recognition.augment import Augmenter
+from imp_core.training.recognition.train import LOG_FILE, MODEL_FILE, TRAIN_STATE, train_recognition
 from imp_core.types import Features
 
 LBR_CONF = {"encoder": "resnext101_32x4d", "classes": 452, "psp_out_channels": 2048, "input_bgr": True,

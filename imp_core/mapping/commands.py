@@ -83,7 +83,8 @@ def _build(args) -> int:
     print(f"map written to {out}: {meta['num_images']} images, {meta['num_points3D']} 3D points, "
           f"mode {meta['mode']}, features {meta['features']['name']}")
     if args.recognition:
-        from ..recognition.map_recognizer import DEFAULT_BUDGET_MIN, build_recognizer
+        from ..recognition.map_recognizer import DEFAULT_BUDGET_MIN
+        from ..training.recognition.pipeline import build_recognizer
 
         card = build_recognizer(out, DEFAULT_BUDGET_MIN if args.budget_min is None else args.budget_min)
         print(f"recognizer written to {out / 'recognition'}: {card['instances']['num_instances']} instances, "

@@ -11,7 +11,9 @@ import numpy as np
 from ..config import ConfigError
 from ..retrieval.stage import RetrievalStage
 from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
-from .instances import InstanceIndex, keypoint_labels, layout_histogram, load_db_descriptors
+from .database import load_db_descriptors
+from .instances import InstanceIndex
+from .masks import keypoint_labels, layout_histogram
 from .recognizer import Recognizer
 
 

@@ -93,7 +93,8 @@ def _register_recognition(subparsers) -> None:
 
 
 def cmd_recognition_train(args: argparse.Namespace) -> int:
-    from .map_recognizer import DEFAULT_BUDGET_MIN, build_recognizer, card_markdown
+    from ..training.recognition.pipeline import build_recognizer
+    from .map_recognizer import DEFAULT_BUDGET_MIN, card_markdown
 
     card = build_recognizer(args.map, DEFAULT_BUDGET_MIN if args.budget_min is None else args.budget_min,
                             num_instances=args.num_instances, mode=args.mode, image_dir=args.image_dir,
@@ -123,7 +124,8 @@ def cmd_recognition_info(args: argparse.Namespace) -> int:
 
 
 def cmd_instances(args: argparse.Namespace) -> int:
-    from .instances import annotate_map, map_image_loader
+    from .database import map_image_loader
+    from .instances import annotate_map
 
     conf = {k: v for k, v in {"num_instances": args.num_instances, "mode": args.mode,
                               "fill_radius": args.fill_radius,
@@ -143,7 +145,7 @@ def cmd_instances(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .pipeline import train_on_map
+    from ..training.recognition.pipeline import train_on_map
 
     conf = {k: v for k, v in {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr}.items()
             if v is not None}
@@ -161,7 +163,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ..datasets import open_dataset
-    from .evaluate import evaluate_per_condition
+    from ..eval.recognition.evaluate import evaluate_per_condition
     from .recognizer import Recognizer
 
     scores = evaluate_per_condition(Recognizer({"model": str(args.model)}), open_dataset(args.dataset), args.map,

@@ -9,7 +9,9 @@ labels.h5, recognition_global.npz)::
     recognition/train_log.jsonl, train_loss.png, checkpoint_last.pt
 
 ``map_recognizer_conf(map_dir)`` is what the localizer asks: the "recognition" conf for a map whose recognizer is
-complete and consistent (model + database descriptors of this very model), else None.
+complete and consistent (model + database descriptors of this very model), else None. ``install_recognizer`` makes a
+trained model the recognizer of a map without training; ``build_recognizer`` (training under a budget) is in
+``imp_core/training/recognition/pipeline.py``.
 """
 from __future__ import annotations
 
@@ -24,8 +26,9 @@ import numpy as np
 
 from ..mapping import LocalizationMap, read_map_meta
 from ..world.synthetic import is_synthetic_world
-from .augment import night_style
-from .instances import INSTANCES_JSON, RECOGNITION_GLOBAL, annotate_map, load_instance_definition, map_image_loader
+from .database import RECOGNITION_GLOBAL, map_image_loader
+from .instances import INSTANCES_JSON, annotate_map, load_instance_definition
+from .night import night_style
 from .recognizer import Recognizer
 
 logger = logging.getLogger(__name__)
@@ -53,55 +56,6 @@ def default_mode(map_dir: Union[str, Path]) -> str:
 
     source = read_map_meta(map_dir).get("source") or ""
     return "xy" if source and is_synthetic_world(source) else "xyz"
-
-
-def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDGET_MIN,
-                     num_instances: Optional[int] = None, mode: Optional[str] = None,
-                     image_dir: Optional[Union[str, Path]] = None, train_conf: Optional[Mapping[str, Any]] = None,
-                     resume: bool = False, progress: bool = True, threads: Optional[int] = None) -> Dict[str, Any]:
-    """Annotate ``map_dir`` with instances, train its recognizer for ``budget_min`` minutes, store model + card.
-
-    Returns the model card (a dict). ``resume`` continues an interrupted training of the same conf (its budget
-    counts anew); without it an earlier recognizer of the map is replaced."""
-    from .pipeline import train_on_map  # lazy: torch (training)
-
-    map_dir = Path(map_dir)
-    meta = read_map_meta(map_dir)
-    if budget_min is None or not np.isfinite(budget_min) or budget_min <= 0:
-        raise ValueError(f"recognition training budget must be a positive number of minutes, got {budget_min}")
-    load_image = map_image_loader(map_dir, image_dir)
-    lmap = LocalizationMap.load(map_dir)
-    if not lmap.names:
-        raise ValueError(f"map {map_dir} has no registered images: nothing to train a recognizer on")
-    try:
-        load_image(lmap.names[0])
-    except (OSError, ValueError) as e:
-        raise FileNotFoundError(f"cannot read the database images of map {map_dir} ({e}); pass --image-dir") from e
-    n_inst = int(num_instances) if num_instances else default_num_instances(len(lmap.names),
-                                                                           int(meta.get("num_points3D", 0)))
-    mode = mode or default_mode(map_dir)
-    t0 = time.time()
-    index = annotate_map(map_dir, {"num_instances": n_inst, "mode": mode})
-    annotate_s = time.time() - t0
-    out = map_dir / REC_DIR
-    if out.exists() and not resume:
-        shutil.rmtree(out)
-    conf: Dict[str, Any] = {"steps": 10**9, "time_budget_s": float(budget_min) * 60.0, "warmup": 50,
-                            "log_every": 10, "checkpoint_every": 100}
-    if threads:
-        conf["threads"] = int(threads)
-    conf.update(dict(train_conf or {}))
-    res = train_on_map(map_dir, out, conf, image_dir=image_dir, resume=resume, annotate=True, progress=progress)
-    card = _model_card(map_dir, meta, index, res, conf, budget_min, annotate_s, mode)
-    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
-    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
-    if not card["used_by_localizer"]:
-        logger.warning("recognizer of %s is undertrained (top-1 %.2f on its own images < %.2f): the localizer will "
-                       "keep global retrieval; train longer with `imp recognition train --map %s --budget-min N`",
-                       map_dir, card["fit"]["top1"], MIN_FIT_TOP1, map_dir)
-    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
-    (out / CARD_MD).write_text(card_markdown(card))
-    return card
 
 
 def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
@@ -164,39 +118,6 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
     (out / CARD_JSON).write_text(json.dumps(card, indent=2))
     (out / CARD_MD).write_text(card_markdown(card))
     return card
-
-
-def _model_card(map_dir: Path, meta: Mapping[str, Any], index, res: Mapping[str, Any], conf: Mapping[str, Any],
-                budget_min: float, annotate_s: float, mode: str) -> Dict[str, Any]:
-    net = res["net"]
-    log = res["log"]
-    sizes = [len(v) for v in index.instance_images.values()]
-    first = log[0]["total"] if log else None
-    last = log[-1]["total"] if log else None
-    return {
-        "format": CARD_FORMAT,
-        "version": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": f"{REC_DIR}/{MODEL}",
-        "map": {"dir": str(map_dir), "map_id": meta.get("map_id"), "features": meta.get("features", {}).get("name"),
-                "num_images": meta.get("num_images"), "num_points3D": meta.get("num_points3D"),
-                "source": meta.get("source")},
-        "instances": {"num_instances": int(index.num_instances), "mode": mode,
-                      "images_per_instance": float(np.mean(sizes)) if sizes else 0.0,
-                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": round(annotate_s, 1)},
-        "network": {k: v for k, v in dict(net.conf).items() if isinstance(v, (int, float, str, list, bool))},
-        "parameters": int(sum(p.numel() for p in net.parameters())),
-        "training": {
-            "data": "the map's own database images and instance masks (from its 3D points); day-to-night "
-                    "photometric augmentation (exposure, gamma, tint, noise) and random affine crops",
-            "budget_min": float(budget_min), "seconds": round(float(res["seconds"]), 1), "steps": int(res["steps"]),
-            "batch_size": conf.get("batch_size", 8), "first_loss": first, "final_loss": last,
-            "device": str(next(net.parameters()).device),
-        },
-        "intended_use": "instance-guided coarse search (LBR) of the imp localizer on this map only",
-        "limitations": "instances are clusters of this map's 3D points: the model knows no other place; night "
-                       "appearance is only simulated by augmentation; accuracy grows with the budget",
-    }
 
 
 def self_check(model: Path, index, load_image, max_images: int = 150, progress: bool = True) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ pytestmark = [pytest.mark.timeout(420), pytest.mark.ros]
 @pytest.fixture(scope="module")
 def rec_map(ros_map, tmp_path_factory):
     """A copy of the ROS tests' map with its own recognizer (`imp map build --recognition` does the same)."""
-    from imp_core.recognition.map_recognizer import build_recognizer
+    from imp_core.training.recognition.pipeline import build_recognizer
 
     map_dir = tmp_path_factory.mktemp("ros_rec") / "map"
     shutil.copytree(ros_map, map_dir)

@@ -10,9 +10,9 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..config import merge
+from ...config import merge
+from ...recognition.network import RecognitionNet, save_model
 from .augment import Augmenter
-from .network import RecognitionNet, save_model
 
 default_conf: Dict[str, Any] = {
     "network": {},  # RecognitionNet conf; "classes" is set from the data

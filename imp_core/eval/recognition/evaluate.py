@@ -7,9 +7,10 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Uni
 
 import numpy as np
 
-from ..imageio import read_image
-from ..mapping import LocalizationMap
-from .instances import dense_labels_from_depth, load_point_labels
+from ...imageio import read_image
+from ...mapping import LocalizationMap
+from ...recognition.instances import load_point_labels
+from ...recognition.masks import dense_labels_from_depth
 from .metrics import RecognitionScore
 
 

@@ -1,13 +1,17 @@
 """Training augmentations for recognition: a random affine crop (image and label map together) and
 photometric changes including a day-to-night style (exposure, gamma, noise, colour cast), since the
-database images are daytime only."""
+database images are daytime only (the night look itself is ``recognition/night.py``, which the recognizer's
+self-check uses too)."""
 from __future__ import annotations
 
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ..config import merge
+from ...config import merge
+from ...recognition.night import night, night_conf, night_style
+
+__all__ = ["Augmenter", "default_conf", "night_style"]
 
 default_conf: Dict[str, Any] = {
     "size": [160, 120],  # (w, h) output
@@ -16,10 +20,7 @@ default_conf: Dict[str, Any] = {
     "shift": 0.1,  # translation, fraction of the size
     "hflip": 0.0,  # probability (0 by default: mirrored facades are not what queries show)
     "night": 0.5,  # probability of the night style
-    "exposure": [0.08, 0.5],  # night: multiplicative exposure
-    "gamma": [1.0, 2.0],  # night: x ** gamma darkens mid-tones
-    "tint": 0.35,  # night: per-channel gain spread (sodium / LED light colour)
-    "noise": [0.005, 0.04],  # night: Gaussian sensor noise sigma (after exposure)
+    **night_conf,  # the night style's exposure, gamma, tint and noise ranges (recognition/night.py)
     "jitter": 0.25,  # day: brightness / contrast / saturation jitter
     "blur": 0.2,  # probability of a slight blur
 }
@@ -54,12 +55,9 @@ class Augmenter:
         import cv2
 
         c = self.conf
-        x = image.astype(np.float32) / 255.0
+        x: np.ndarray = image.astype(np.float32) / 255.0
         if rng.random() < c["night"]:
-            x = x ** rng.uniform(*c["gamma"])
-            gains = 1.0 + rng.uniform(-c["tint"], c["tint"], 3)
-            x = x * rng.uniform(*c["exposure"]) * gains[None, None, :]
-            x = x + rng.normal(0.0, rng.uniform(*c["noise"]), x.shape).astype(np.float32)
+            x = night(x, rng, c)
         else:
             j = c["jitter"]
             x = x * rng.uniform(1 - j, 1 + j)
@@ -76,8 +74,3 @@ class Augmenter:
         img, lab = self.geometric(image, mask, rng)
         return self.photometric(img, rng).transpose(2, 0, 1).copy(), lab
 
-
-def night_style(image: np.ndarray, rng: np.random.Generator, conf: Optional[Mapping[str, Any]] = None) -> np.ndarray:
-    """Only the night style, uint8 in and out (for previews)."""
-    a = Augmenter({**(conf or {}), "night": 1.0, "blur": 0.0})
-    return (a.photometric(image, rng) * 255 + 0.5).astype(np.uint8)
