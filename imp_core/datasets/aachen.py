@@ -69,10 +69,11 @@ class AachenDataset(LocalizationDataset):
 
     def __init__(self, root) -> None:
         super().__init__(Path(root))
-        if not is_aachen(self.root):
+        image_root = image_dir(self.root) if _has_model(self.root) else None  # i.e. is_aachen(self.root)
+        if image_root is None:
             raise DatasetError(diagnose(self.root) or f"{self.root} is not an Aachen v1.1 layout (needs {MODEL}/ "
                                "and images_upright/ or images/images_upright/)")
-        self._image_root = image_dir(self.root)  # looked up once, not per image path
+        self._image_root: Path = image_root  # looked up once, not per image path
         self._gt: Optional[Dict[str, Pose]] = read_poses(self.root / GT) if (self.root / GT).is_file() else None
 
     @property
