@@ -78,8 +78,8 @@ class SuperPointNet(nn.Module):
     def forward(self, image: torch.Tensor):
         """(B, 1, H, W) in [0, 1], H and W multiples of 8 -> (scores (B, H, W), dense descriptors (B, D, H/8, W/8))."""
         x = image
-        for a, b in ((self.conv1a, self.conv1b), (self.conv2a, self.conv2b), (self.conv3a, self.conv3b)):
-            x = self.pool(self.relu(b(self.relu(a(x)))))
+        for conv_a, conv_b in ((self.conv1a, self.conv1b), (self.conv2a, self.conv2b), (self.conv3a, self.conv3b)):
+            x = self.pool(self.relu(conv_b(self.relu(conv_a(x)))))
         x = self.relu(self.conv4b(self.relu(self.conv4a(x))))
 
         scores = F.softmax(self.convPb(self.relu(self.convPa(x))), dim=1)[:, :-1]
