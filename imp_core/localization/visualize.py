@@ -2,7 +2,7 @@
 ``~/overlay``): PnP inliers with their reprojection residuals, and the recognized instances in their colours."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -14,30 +14,33 @@ def _rgb(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(image.copy() if image.ndim == 3 else np.stack([image] * 3, -1))
 
 
-def instance_colors(ids: Sequence[int]) -> np.ndarray:
+def instance_colors(ids: Union[Sequence[int], np.ndarray]) -> np.ndarray:
     """(N, 3) uint8 RGB colour of each instance id: fixed per id (the same instance has the same colour in every
     frame and every node), neighbouring ids far apart in hue (golden-ratio steps), 0 (no instance) black."""
-    ids = np.asarray(ids, np.int64).reshape(-1)
-    h = ((ids * 0.6180339887) % 1.0) * 6.0
-    s = 0.55 + 0.45 * ((ids * 7) % 3) / 2  # three saturation/value levels tell apart ids of close hue
-    v = 1.0 - 0.25 * ((ids * 5) % 2)
+    arr = np.asarray(ids, np.int64).reshape(-1)
+    h = ((arr * 0.6180339887) % 1.0) * 6.0
+    s = 0.55 + 0.45 * ((arr * 7) % 3) / 2  # three saturation/value levels tell apart ids of close hue
+    v = 1.0 - 0.25 * ((arr * 5) % 2)
     f = h - np.floor(h)
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
     sector = np.floor(h).astype(int) % 6
     table = np.stack([np.stack(c, -1) for c in ((v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q))])
-    rgb = np.round(255 * table[sector, np.arange(len(ids))]).astype(np.uint8)  # HSV -> RGB, per id (exact)
-    rgb[ids <= 0] = 0
+    rgb = np.round(255 * table[sector, np.arange(len(arr))]).astype(np.uint8)  # HSV -> RGB, per id (exact)
+    rgb[arr <= 0] = 0
     return rgb
 
 
-def _draw_inliers(img: np.ndarray, camera: Camera, result: LocalizationResult) -> None:
-    """Green dot at each PnP inlier, red line from it to its map point reprojected by the pose (the residual)."""
+def _draw_inliers(img: np.ndarray, camera: Optional[Camera], result: LocalizationResult) -> None:
+    """Green dot at each PnP inlier, red line from it to its map point reprojected by the pose (the residual), with
+    the result's camera (``camera`` when it has none)."""
     import cv2
 
-    if not (result.success and result.inlier_keypoints is not None and len(result.inlier_keypoints)):
+    cam = result.camera or camera
+    if not (result.success and result.pose is not None and cam is not None and result.inlier_keypoints is not None
+            and result.inlier_points3D is not None and len(result.inlier_keypoints)):
         return
 
-    proj = project_points(result.pose, result.camera or camera, result.inlier_points3D)
+    proj = project_points(result.pose, cam, result.inlier_points3D)
     for (u, v), (pu, pv) in zip(result.inlier_keypoints, proj):
         p0 = (int(round(u)), int(round(v)))
         if np.isfinite(pu) and np.isfinite(pv):
@@ -57,9 +60,10 @@ def _status(result: LocalizationResult) -> str:
             f"{result.num_matches} {result.timings.get('total', 0):.0f} ms")
 
 
-def draw_localization(image: np.ndarray, camera: Camera, result: LocalizationResult) -> np.ndarray:
+def draw_localization(image: np.ndarray, camera: Optional[Camera], result: LocalizationResult) -> np.ndarray:
     """RGB copy of ``image`` with the PnP inliers (green dots), a red line from each to its map point
-    reprojected by the estimated pose (the residual), and a status line."""
+    reprojected by the estimated pose (the residual), and a status line. ``camera``: the query's camera, used when
+    the result has none (None when the intrinsics were unknown: a result localized with them has its camera)."""
     img = _rgb(image)
     _draw_inliers(img, camera, result)
     _text(img, _status(result), (8, 24), (40, 255, 40) if result.success else (255, 60, 60))
