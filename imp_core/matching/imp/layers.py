@@ -51,12 +51,14 @@ class MLP(nn.Sequential):
     def __init__(self, channels: Sequence[int], norm: str = "in"):
         layers: List[nn.Module] = []
         for i in range(1, len(channels)):
-            layers.append(Conv1x1(channels[i - 1], channels[i]))
+            last = Conv1x1(channels[i - 1], channels[i])
+            layers.append(last)
             if i < len(channels) - 1:
                 layers.append(nn.BatchNorm1d(channels[i]) if norm == "bn" else MaskedInstanceNorm1d())
                 layers.append(nn.ReLU())
         super().__init__(*layers)
-        nn.init.constant_(self[-1].bias, 0.0)
+        assert last.bias is not None  # built with bias=True
+        nn.init.constant_(last.bias, 0.0)
 
     def forward(self, x: torch.Tensor, mask: Mask = None) -> torch.Tensor:  # type: ignore[override]
         for layer in self:
