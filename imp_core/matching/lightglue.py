@@ -66,7 +66,8 @@ class LightGlueMatcher(Matcher):
             from kornia.feature import LightGlue
 
             model = LightGlue(
-                features=None,
+                # kornia annotates features as str but documents and handles None (no per-feature conf/weights)
+                features=None,  # type: ignore[arg-type]
                 **self._architecture(features),
                 depth_confidence=float(self.conf["depth_confidence"]),
                 width_confidence=float(self.conf["width_confidence"]),
