@@ -96,18 +96,33 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
 def test_leave_one_out_unknown_camera(shared_data, tmp_path, pair):
     """Every photo reported OK within 2 degrees; the estimated focal length within 5 % of the map's own.
 
-    Measured (benchmarks/bench_sacre_coeur.py): ALIKED + LightGlue meets 5 % on all 10 photos (max 2.9 %);
-    XFeat + LighterGlue on 9 of 10 (max 1.4 %), the 3000-pixel long-lens photo 93341989 landing at 3.9-6.7 % over
-    repeated runs, so for XFeat the test requires 5 % on 9 photos and 10 % on all (see the report in issue 9)."""
-    out = leave_one_out(shared_data, tmp_path, pair)
+    "The map's own" is read two ways. Against the 10-image map (the photo's focal in SfM with all photos), the
+    long-lens photo 93341989 (about 3000 px, 19 degrees across) lands anywhere in -2 .. -7.5 % from one build to
+    the next, and the 9-image SfM's own long-lens cameras (17295357, 51091044, 71295362) move by the same amount
+    against the 10-image SfM in each build: SfM fixes a narrow-angle camera's focal length only up to a
+    near-ambiguity with scene depth, and the builds are not repeatable (features and matches are byte-identical,
+    but pycolmap.verify_matches runs with TwoViewGeometryOptions' unseeded RANSAC, random_seed -1). The
+    localizer's estimate follows the map it is localized in: with that map's drift taken out (``map_focal_drift``)
+    every photo is within 1.1 % in every run. So this test requires the focal within 5 % of the map the photo was
+    localized in for all 10, and against the 10-image map 5 % on 9 photos and 10 % on all (XFeat).
+
+    Measured with OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sacre_coeur.py --pairs xfeat+lighterglue
+    --work /tmp/focal/wN, photo 93341989, error against the 10-image map / drift of the 9-image map / error with
+    the drift taken out: run 1 -3.8 % / about -3.9 % / about +0.1 %; run 2 -6.5 / -6.4 / -0.1 %; run 3 -6.0 / -5.5
+    / -0.5 %; run 4 (focal rule of pnp.py 395d0f2) -7.4 / -7.1 / -0.3 %; the other 9 photos within 2.9 % / 1.1 % in
+    every run, rotation within 1.01 degrees. ALIKED + LightGlue (--pairs aliked+lightglue): max 3.4 %, 0.41 deg."""
+    drift: dict = {}
+    out = leave_one_out(shared_data, tmp_path, pair, drift=drift)
     failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
     assert not failed, failed
     errors = {k: e for k, (e, _, _) in out.items()}
     assert max(errors.values()) < 2.0, errors
     focal = {k: abs(f) for k, (_, f, _) in out.items()}
+    # against the map the photo was localized in: the drift of that map's cameras like the photo's taken out
+    in_map = {k: abs((1 + f) / (1 + drift[k]) - 1) for k, (_, f, _) in out.items() if np.isfinite(drift[k])}
+    assert len(in_map) == 10 and max(in_map.values()) < 0.05, in_map
     within = sum(f < 0.05 for f in focal.values())
     if pair.startswith("xfeat"):
-        assert within >= 9, focal
-        assert max(focal.values()) < 0.10, focal
+        assert within >= 9 and max(focal.values()) < 0.10, focal
     else:
         assert within == 10, focal
