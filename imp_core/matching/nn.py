@@ -14,13 +14,16 @@ descriptors). A matcher instance keeps its block buffer: use one instance per th
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
 from ..device import resolve_device
 from ..types import Features, Matches
 from .base import MATCHERS, Matcher
+
+if TYPE_CHECKING:
+    import torch
 
 
 @MATCHERS.register("nn")
@@ -44,7 +47,8 @@ class NearestNeighborMatcher(Matcher):
         for key in ("chunk_size", "block_elements"):
             if int(conf[key]) < 1:
                 raise ValueError(f"nn matcher: conf {key!r} must be >= 1, got {conf[key]!r}")
-        self._buffer = None  # the block buffer, reused between calls (grown when a larger block is needed)
+        # the block buffer, reused between calls (grown when a larger block is needed)
+        self._buffer: Optional[torch.Tensor] = None
 
     def _match(self, f0: Features, f1: Features, context: Dict[str, Any]) -> Matches:
         return self._match_segments(f0, [f1])[0]
@@ -84,8 +88,8 @@ class NearestNeighborMatcher(Matcher):
         if total == 0:
             return [Matches.empty() for _ in refs]
         with torch.inference_mode():
-            R = np.concatenate([np.asarray(r.descriptors, np.float32).reshape(-1, dim) for r in refs])
-            R = torch.from_numpy(R).to(self.device)
+            R = torch.from_numpy(np.concatenate([np.asarray(r.descriptors, np.float32).reshape(-1, dim)
+                                                 for r in refs])).to(self.device)
             q = torch.from_numpy(np.ascontiguousarray(query.descriptors, np.float32)).to(self.device)
             rn = (R * R).sum(-1)
             qn = (q * q).sum(-1)
