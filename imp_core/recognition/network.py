@@ -204,6 +204,8 @@ class RecognitionNet(nn.Module):
         "input_bgr": False,  # True for official LBR checkpoints (trained on cv2 BGR images)
         "input_size": [160, 120],  # (w, h) the network sees at inference
     }
+    mean: torch.Tensor  # (1,3,1,1) ImageNet statistics, non-persistent buffers registered in __init__
+    std: torch.Tensor
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None):
         super().__init__()
