@@ -291,6 +291,7 @@ class IMPModel(nn.Module):
                 prob = self.assign(st, i)
                 if self.pooling_iteration(i):
                     self.pool(st, prob)
+        assert prob is not None  # set at the last iteration (n_layers >= 1)
         m0, s0 = self.matches(st, prob, threshold)
         t0, t1 = st.tokens()
         return {"matches0": m0, "scores0": s0, "tokens0": t0, "tokens1": t1}

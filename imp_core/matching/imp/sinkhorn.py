@@ -2,7 +2,7 @@
 and mutual-threshold match extraction. All take optional token masks ``[B, N]`` (True = real token)."""
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -112,4 +112,5 @@ def mutual_matches(prob: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, 
     return torch.where(valid0, idx0, torch.full_like(idx0, -1)), mscores0
 
 
-ASSIGNMENTS = {"sinkhorn": sinkhorn_probability, "dual_softmax": dual_softmax, "log_ot": log_optimal_transport}
+ASSIGNMENTS: Dict[str, Callable[..., torch.Tensor]] = {
+    "sinkhorn": sinkhorn_probability, "dual_softmax": dual_softmax, "log_ot": log_optimal_transport}
