@@ -131,7 +131,7 @@ def conf_from_state(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         raise ValueError("state dict has no 'final_proj.<i>.weight' entries: not an IMP/GM/SuperGlue checkpoint")
     dim = int(state["final_proj.0.weight"].shape[0])
     shared = any(re.match(r"gnn\.layers\.\d+\.proj\.weight", k) for k in state)
-    conf = {"descriptor_dim": dim, "n_layers": max(heads) + 1, "variant": "imp" if shared else "gm"}
+    conf: Dict[str, Any] = {"descriptor_dim": dim, "n_layers": max(heads) + 1, "variant": "imp" if shared else "gm"}
     kenc = sorted((int(m.group(1)), state[k]) for k in state
                   if (m := re.match(r"kenc\.encoder\.(\d+)\.weight", k)) and state[k].ndim == 3)
     if kenc:
@@ -151,7 +151,7 @@ def convert_superglue(state: Mapping[str, torch.Tensor]) -> Tuple[Dict[str, torc
     return out, missing
 
 
-def check_keys(model: torch.nn.Module, state: Mapping[str, torch.Tensor], source: str,
+def check_keys(model: IMPModel, state: Mapping[str, torch.Tensor], source: str,
                allowed_missing: Tuple[str, ...] = ()) -> None:
     """Strict key/shape check with an error that names every wrong key."""
     own = model.state_dict()
