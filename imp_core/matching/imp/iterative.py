@@ -159,13 +159,14 @@ class IterativeMatcher:
                     if len(idx) >= self.min_matches:
                         pose = estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio[b] = None if pose is None else pose.inlier_ratio
-                    if pose is not None and prev[b] is not None and geo.agree(prev[b], pose):
+                    prev_pose = prev[b]
+                    if pose is not None and prev_pose is not None and geo.agree(prev_pose, pose):
                         finish(row, i, m0, s0, True, pose)
                         done.append(row)
                     prev[b] = pose
             if pool:
                 th = float(model.conf["pool_threshold"])
-                ths = [th if ratio[b] is None else 2 * th * ratio[b] for b in active]
+                ths = [th if (ratio_b := ratio[b]) is None else 2 * th * ratio_b for b in active]
                 _pool_counted(model, st, prob, ths, active, pooled)
             if done:
                 st, active = _drop_done(st, active, done)
@@ -218,7 +219,8 @@ class IterativeMatcher:
                     pose = None if geo is None else estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio = 0.0 if pose is None else float(pose.inliers.sum()) / len(idx)
                     ths[row] = self.released_pool_ratio * (ratio if ratio != 0 else 1.0)
-                    stop = pose is not None and prev[b] is not None and geo is not None and geo.agree(prev[b], pose)
+                    prev_pose = prev[b]
+                    stop = pose is not None and prev_pose is not None and geo is not None and geo.agree(prev_pose, pose)
                     prev[b] = pose
                     if stop:
                         assert pose is not None
