@@ -35,6 +35,14 @@ def _path(p: Any) -> Optional[str]:
     return None if s in ("", "None") else s
 
 
+def _valid_path(p: Any) -> str:
+    """``_path`` of an entry that ``scene_pairs`` let through (image and depth paths set)."""
+    s = _path(p)
+    if s is None:
+        raise ValueError(f"scene info entry without a path: {p!r}")
+    return s
+
+
 def read_depth(path: Path) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"MegaDepth depth map not found: {path}")
@@ -74,12 +82,12 @@ def dump_megadepth(root, out, scenes: Optional[Sequence[str]] = None, conf: Opti
         info = read_scene_info(f)
         for i, j in scene_pairs(info, min_overlap, max_overlap, pairs_per_scene, seed):
             for k in (i, j):
-                name = _path(info["image_paths"][k])
+                name = _valid_path(info["image_paths"][k])
                 if name not in images:
                     T = np.asarray(info["poses"][k], np.float64)
-                    images[name] = (root / name, root / _path(info["depth_paths"][k]),
+                    images[name] = (root / name, root / _valid_path(info["depth_paths"][k]),
                                     np.asarray(info["intrinsics"][k], np.float64).reshape(3, 3), Pose.from_matrix(T))
-            pairs.append((_path(info["image_paths"][i]), _path(info["image_paths"][j])))
+            pairs.append((_valid_path(info["image_paths"][i]), _valid_path(info["image_paths"][j])))
 
     source = ImageSource(lambda n: read_image(images[n][0]), lambda n: read_depth(images[n][1]),
                          lambda n: images[n][2], lambda n: images[n][3])
