@@ -106,7 +106,7 @@ def random_homography(rng: np.random.Generator, photo_wh: Tuple[int, int], out_w
 
 def photometric(img: np.ndarray, rng: np.random.Generator, night: bool) -> np.ndarray:
     """Brightness / contrast / colour jitter, and for ``night``: dark + gamma + tint + lit spots + noise + blur."""
-    x = img.astype(np.float32) / 255.0
+    x: np.ndarray = img.astype(np.float32) / 255.0
     x = x * rng.uniform(0.7, 1.3) + rng.uniform(-0.1, 0.1)
     x = x * rng.uniform(0.85, 1.15, 3)[None, None]
     if night:
