@@ -116,14 +116,18 @@ def plot_log(log: List[Dict[str, Any]], path: Path) -> None:
 class ConcatPairs(torch.utils.data.ConcatDataset):
     """Pairs of several dumps (same features) as one dataset; ``set_epoch`` reaches every part."""
 
+    def __init__(self, parts: List[PairDataset]) -> None:
+        super().__init__(parts)
+        self.parts = parts  # = self.datasets, typed
+
     def set_epoch(self, epoch: int) -> None:
-        for d in self.datasets:
+        for d in self.parts:
             d.set_epoch(epoch)
 
 
-def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, ConcatPairs]:
-    """Train / held-out pair sets over one dump or several (each split on its own); the dumps must hold the same
-    kind of features."""
+def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, Optional[ConcatPairs]]:
+    """Train / held-out pair sets over one dump or several (each split on its own; None: no held-out pair); the dumps
+    must hold the same kind of features."""
     paths = [data_paths] if isinstance(data_paths, (str, Path)) else list(data_paths)
     kw = dict(n_keypoints=conf["n_keypoints"], min_inliers=conf["min_inliers"], max_inliers=conf["max_inliers"],
               seed=conf["seed"])
@@ -143,7 +147,7 @@ def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, Con
             vals.append(PairDataset(p, pairs=val_ids, fixed=True, **kw))
     if not trains:
         raise ValueError(f"no training pairs in {[str(p) for p in paths]}")
-    return ConcatPairs(trains), (ConcatPairs(vals) if vals else [])
+    return ConcatPairs(trains), (ConcatPairs(vals) if vals else None)
 
 
 def sample_weights(ds: ConcatPairs, dump_weights) -> torch.Tensor:
@@ -152,7 +156,7 @@ def sample_weights(ds: ConcatPairs, dump_weights) -> torch.Tensor:
     if len(w) != len(ds.datasets) or min(w) < 0 or sum(w) <= 0:
         raise ValueError(f"dump_weights {list(dump_weights)} must give one non-negative weight per dump "
                          f"({len(ds.datasets)} dumps)")
-    return torch.cat([torch.full((len(d),), wi / len(d)) for d, wi in zip(ds.datasets, w)])
+    return torch.cat([torch.full((len(d),), wi / len(d)) for d, wi in zip(ds.parts, w)])
 
 
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
@@ -227,7 +231,7 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
 
     def validate() -> None:
         nonlocal best
-        if not len(val_set):
+        if val_set is None:
             return
         r = {"step": step, **evaluate(model, loader(val_set, False), device, conf["match_threshold"])}
         write(r)
