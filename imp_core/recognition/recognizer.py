@@ -86,9 +86,9 @@ class Recognizer:
         out = self._forward(image)
         logits = F.interpolate(out["masks"], size=(self.size[1], self.size[0]), mode="bilinear", align_corners=False)
         prob = logits.softmax(1)[0]
-        conf, lab = prob.max(0)
-        lab = lab.cpu().numpy().astype(np.int32)
-        conf = conf.cpu().numpy().astype(np.float32)
+        best_prob, best_label = prob.max(0)
+        lab = best_label.cpu().numpy().astype(np.int32)
+        conf = best_prob.cpu().numpy().astype(np.float32)
         instances = rank_instances(lab, conf, float(self.conf["min_area"]), int(self.conf["max_instances"]))
         h, w = image.shape[:2]
         label_map = cv2.resize(lab, (w, h), interpolation=cv2.INTER_NEAREST)
