@@ -104,9 +104,9 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
     conf = merge(default_conf, conf, where="train_recognition")
     if not samples:
         raise ValueError("train_recognition: no training samples")
-    for k, (img, m) in enumerate(samples):
+    for n, (img, m) in enumerate(samples):
         if int(m.max()) >= num_classes or int(m.min()) < 0:
-            raise ValueError(f"training sample {k}: labels span {m.min()}..{m.max()}, classes is {num_classes}")
+            raise ValueError(f"training sample {n}: labels span {m.min()}..{m.max()}, classes is {num_classes}")
     if conf["threads"]:
         torch.set_num_threads(int(conf["threads"]))
     out_dir = Path(out_dir)
@@ -145,7 +145,7 @@ def train_recognition(samples: Sequence[Tuple[np.ndarray, np.ndarray]], num_clas
         time_frac = (time.time() - t0) / budget if budget else 0.0
         idx = rng.integers(0, len(samples), conf["batch_size"])
         if aug is not None:
-            batch = [aug(*samples[i], rng) for i in idx]
+            batch = [aug(*samples[int(i)], rng) for i in idx]
             x = torch.from_numpy(np.stack([b[0] for b in batch]))
             y = torch.from_numpy(np.stack([b[1] for b in batch]))
         else:
