@@ -28,6 +28,7 @@ from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..datasets.base import QueryItem
 from ..errors import ImpError
 from ..threads import set_threads
 from .batch import Sink, localize_unit
@@ -165,7 +166,7 @@ class RayLocalizerPool:
 
         ray = self._ray
         refs = {a.info.remote(): i for i, a in enumerate(self.actors)}
-        info: List[Optional[dict]] = [None] * len(self.actors)
+        info: Dict[int, dict] = {}  # worker index -> its info
         with tqdm(total=len(refs), desc="ray workers opening the map", unit="worker",
                   disable=not self.progress) as bar:
             while refs:
@@ -178,9 +179,9 @@ class RayLocalizerPool:
                         raise WorkerFailed(f"Ray worker {i} could not start a localizer on map {self.map}: "
                                            f"{_reason(e)}") from None
                     bar.update(1)
-        hosts = sorted({d["host"] for d in info})
+        hosts = sorted({d["host"] for d in info.values()})
         log.info("%d Ray workers ready on %s", len(info), ", ".join(hosts))
-        return info
+        return [info[i] for i in range(len(self.actors))]
 
     def worker_info(self) -> List[dict]:
         """Each worker's host, pid, torch threads and CPU seconds used so far (``cpu_s``)."""
@@ -200,7 +201,7 @@ class RayLocalizerPool:
 
         def submit(w: int) -> None:
             unit = queue.popleft()
-            sent = [dataclasses.replace(q, path=Path(os.path.abspath(q.path))) if dataclasses.is_dataclass(q)
+            sent = [dataclasses.replace(q, path=Path(os.path.abspath(q.path))) if isinstance(q, QueryItem)
                     else q for q in unit]
             inflight[self.actors[w].run.remote(sent, tracking)] = (w, unit)
 
