@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple, Type, cast
 
 import numpy as np
 
 from ..config import ConfigError, ConfLike, Overrides, merge, parse_overrides, read_conf
-from ..features.base import create_extractor
+from ..features.base import FeatureExtractor, create_extractor
 from ..mapping.format import LocalizationMap, MapError, read_map_meta
-from ..matching.base import MATCHERS, create_matcher, matchers_supporting
+from ..matching.base import MATCHERS, Matcher, create_matcher, matchers_supporting
 from ..recognition.map_recognizer import map_recognizer_conf
 from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..threads import set_threads
@@ -135,7 +135,7 @@ class Localizer:
         if self.conf["labelled_first"]["enabled"] and self._budget:
             fconf["max_keypoints"] = int(self._budget * float(self.conf["labelled_first"]["oversample"]))
         mconf = self._matcher_conf(meta)
-        mcls = MATCHERS.get(mconf["name"])
+        mcls = cast(Type[Matcher], MATCHERS.get(mconf["name"]))  # the registry holds Matcher classes
         supported = mcls.supported_features  # a matcher/feature mismatch is a configure error, not per frame
         if supported is not None and fconf.get("name") not in supported:
             raise ConfigError(f"matcher {mconf['name']!r} works with features {list(supported)}, but map "
@@ -146,10 +146,12 @@ class Localizer:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
 
         self.threads = set_threads(self.conf["threads"])
-        self.extractor = create_extractor(fconf)
-        self.matcher = create_matcher(mconf)
-        self.map = LocalizationMap.load(self.conf["map"], progress=progress, cache_mb=self.conf["map_cache_mb"])
-        self.stages = [COARSE_STAGES.create(c, lmap=self.map) for c in self.conf["coarse"]]
+        # None once closed (``close``); the private properties below narrow them for the steps of a frame
+        self.extractor: Optional[FeatureExtractor] = create_extractor(fconf)
+        self.matcher: Optional[Matcher] = create_matcher(mconf)
+        self.map: Optional[LocalizationMap] = LocalizationMap.load(self.conf["map"], progress=progress,
+                                                                   cache_mb=self.conf["map_cache_mb"])
+        self.stages = [COARSE_STAGES.create(c, lmap=self._map) for c in self.conf["coarse"]]
         if not self.stages:
             raise ConfigError("localizer conf 'coarse' must list at least one stage (e.g. retrieval)")
         # the timings the localizer measures itself; a stage's own sub-timing with one of these names is reported
@@ -160,6 +162,24 @@ class Localizer:
         if self.conf["warmup"]:
             self.warmup()
 
+    @property
+    def _map(self) -> LocalizationMap:
+        if self.map is None:
+            raise RuntimeError("localizer is closed")
+        return self.map
+
+    @property
+    def _extractor(self) -> FeatureExtractor:
+        if self.extractor is None:
+            raise RuntimeError("localizer is closed")
+        return self.extractor
+
+    @property
+    def _matcher(self) -> Matcher:
+        if self.matcher is None:
+            raise RuntimeError("localizer is closed")
+        return self.matcher
+
     def warmup(self) -> float:
         """Run a frame's steps once on throw-away data: extraction of a noise image at the map's image size, each
         coarse stage on it, matching against the references the first proposing stage picks (else six database
@@ -167,26 +187,26 @@ class Localizer:
         first forward passes, first-touch allocations and the first RANSAC. No prior is given (the tracking stage
         proposes nothing) and no tracking state changes; returns the seconds it took."""
         t0 = time.perf_counter()
-        names = self.map.names
+        names = self._map.names
         if not names:
             return 0.0
-        cam = self.map.camera(names[len(names) // 2])
+        cam = self._map.camera(names[len(names) // 2])
         noise = np.random.default_rng(0).integers(0, 256, (cam.height, cam.width, 3), dtype=np.uint8)
-        feats = self.extractor.extract(noise)
+        feats = self._extractor.extract(noise)
         ctx = QueryContext(image=noise, camera=cam, features=feats)
         refs: List[str] = []
         for stage in self.stages:
             stage.prepare(ctx)
             cands = stage.propose(ctx)
             if cands and not refs:
-                refs = [r for r in dict.fromkeys(cands[0].references) if self.map.has(r)]
+                refs = [r for r in dict.fromkeys(cands[0].references) if self._map.has(r)]
         refs = refs or list(names[:: max(1, len(names) // 6)][:6])
         if len(feats):
-            self.matcher.match_many(feats, [self.map.features(r) for r in refs],
-                                    [{"points3D": self.map.keypoint_xyz(r), "camera0": cam} for r in refs])
-        has = self.map.point3D_ids(refs[0]) >= 0
+            self._matcher.match_many(feats, [self._map.features(r) for r in refs],
+                                    [{"points3D": self._map.keypoint_xyz(r), "camera0": cam} for r in refs])
+        has = self._map.point3D_ids(refs[0]) >= 0
         if has.sum() >= 6:
-            estimate_pose(self.map.features(refs[0]).keypoints[has], self.map.keypoint_xyz(refs[0])[has], cam,
+            estimate_pose(self._map.features(refs[0]).keypoints[has], self._map.keypoint_xyz(refs[0])[has], cam,
                           self.conf["pnp"])
         return time.perf_counter() - t0
 
@@ -248,7 +268,7 @@ class Localizer:
         if image.shape[0] != camera.height or image.shape[1] != camera.width:
             raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
                              f"{camera.width}x{camera.height}")
-        feats = self.extractor.extract(image)
+        feats = self._extractor.extract(image)
         timings: Dict[str, float] = {"extraction": 1000 * (time.perf_counter() - t0), "matching": 0.0, "pnp": 0.0}
         ctx = QueryContext(image=image, camera=camera, features=feats,
                            prior=prior if prior is not None else self.tracker.prior,
@@ -270,7 +290,7 @@ class Localizer:
         for stage in self.stages:
             cands = self._propose(stage, ctx, timings)
             why.candidates += len(cands)
-            ctx.features = self._apply_budget(ctx.features)  # labelled keypoints first, once a stage labelled
+            ctx.features = self._apply_budget(_query_features(ctx))  # labelled keypoints first, once a stage labelled
             for cand in cands[: int(acc["max_candidates"])]:
                 ver = self._verify(ctx, cand, timings, why)
                 if ver is None:
@@ -315,7 +335,7 @@ class Localizer:
             result.camera = ctx.camera
         if best is None or not self._reports(best):
             result.status = self.tracker.missed()
-            result.message = why.reason(len(ctx.features), best, self.conf["acceptance"])
+            result.message = why.reason(len(_query_features(ctx)), best, self.conf["acceptance"])
             return result
         pnp, n_matches, refs = best.verified.pnp, best.verified.num_matches, best.verified.references
         if self.conf["refinement"]["covisibility"]:
@@ -376,31 +396,33 @@ class Localizer:
     def _correspondences(self, ctx: QueryContext, refs: List[str], timings: Dict[str, float]):
         """Match the query with each reference, lift to (query keypoint, 3D point id) pairs."""
         tm = time.perf_counter()
-        ref_feats = [self.map.features(r) for r in refs]
-        contexts = [{"points3D": self.map.keypoint_xyz(r), "camera0": ctx.camera} for r in refs]
-        all_matches = self.matcher.match_many(ctx.features, ref_feats, contexts)
+        ref_feats = [self._map.features(r) for r in refs]
+        contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera} for r in refs]
+        all_matches = self._matcher.match_many(_query_features(ctx), ref_feats, contexts)
         timings["matching"] += 1000 * (time.perf_counter() - tm)
-        q_idx, p_ids, src = [], [], []
+        q_parts: List[np.ndarray] = []
+        p_parts: List[np.ndarray] = []
+        src_parts: List[np.ndarray] = []
         for k, (r, m) in enumerate(zip(refs, all_matches)):
             if len(m) == 0:
                 continue
-            ids = self.map.point3D_ids(r)[m.indices[:, 1]]
+            ids = self._map.point3D_ids(r)[m.indices[:, 1]]
             ok = ids >= 0
-            q_idx.append(m.indices[ok, 0])
-            p_ids.append(ids[ok])
-            src.append(np.full(int(ok.sum()), k))
-        if not q_idx:
+            q_parts.append(m.indices[ok, 0])
+            p_parts.append(ids[ok])
+            src_parts.append(np.full(int(ok.sum()), k))
+        if not q_parts:
             return None
-        q_idx = np.concatenate(q_idx)
-        p_ids = np.concatenate(p_ids)
-        src = np.concatenate(src)
+        q_idx = np.concatenate(q_parts)
+        p_ids = np.concatenate(p_parts)
+        src = np.concatenate(src_parts)
         pairs = np.unique(np.stack([q_idx, p_ids], 1), axis=0, return_index=True)[1]
         return q_idx[pairs], p_ids[pairs], src[pairs]
 
     def _verify(self, ctx: QueryContext, cand: Candidate, timings: Dict[str, float],
                 why: Optional["_Why"] = None) -> Optional[Verified]:
         why = why if why is not None else _Why()
-        refs = [r for r in dict.fromkeys(cand.references) if self.map.has(r)]
+        refs = [r for r in dict.fromkeys(cand.references) if self._map.has(r)]
         if not refs:
             return None
         why.verified += 1
@@ -410,7 +432,7 @@ class Localizer:
         q_idx, p_ids, src = corr
         why.max_matches = max(why.max_matches, len(q_idx))
         tp = time.perf_counter()
-        pnp = estimate_pose(ctx.features.keypoints[q_idx], self.map.points3D_xyz(p_ids), ctx.camera,
+        pnp = estimate_pose(_query_features(ctx).keypoints[q_idx], self._map.points3D_xyz(p_ids), ctx.camera,
                             ctx.extras.get("pnp_conf", self.conf["pnp"]))
         timings["pnp"] += 1000 * (time.perf_counter() - tp)
         if pnp is None:
@@ -425,10 +447,10 @@ class Localizer:
         """LBR-style: re-match against frames covisible with the best reference whose orientation is close to the
         estimate, keep 2D-3D matches that reproject within ``radius_px``, and re-run PnP."""
         rc = self.conf["refinement"]
-        frames = [refs[0]] + self.map.covisible(refs[0], 4 * int(rc["num_frames"]))
+        frames = [refs[0]] + self._map.covisible(refs[0], 4 * int(rc["num_frames"]))
         keep = []
         for n in frames:
-            if rotation_angle_deg(self.map.pose(n).R, pnp.pose.R) <= rc["max_angle_deg"]:
+            if rotation_angle_deg(self._map.pose(n).R, pnp.pose.R) <= rc["max_angle_deg"]:
                 keep.append(n)
             if len(keep) >= rc["num_frames"]:
                 break
@@ -438,13 +460,13 @@ class Localizer:
         if corr is None:
             return None
         q_idx, p_ids, _ = corr
-        xyz = self.map.points3D_xyz(p_ids)
+        xyz = self._map.points3D_xyz(p_ids)
         camera = pnp.camera  # with its focal length estimated when it was unknown
-        err = reprojection_errors(pnp.pose, camera, ctx.features.keypoints[q_idx], xyz)
+        err = reprojection_errors(pnp.pose, camera, _query_features(ctx).keypoints[q_idx], xyz)
         near = err <= rc["radius_px"]
         if near.sum() < self.conf["acceptance"]["min_inliers"]:
             return None
-        new = estimate_pose(ctx.features.keypoints[q_idx[near]], xyz[near], camera, self.conf["pnp"])
+        new = estimate_pose(_query_features(ctx).keypoints[q_idx[near]], xyz[near], camera, self.conf["pnp"])
         if new is None or new.num_inliers < pnp.num_inliers:
             return None
         return new, int(near.sum()), keep
@@ -479,6 +501,13 @@ def localizer_conf(conf: ConfLike = None, overrides: Overrides = None, preset: O
     return merge(Localizer.default_conf, *layers, *updates, where="localizer")
 
 
+def _query_features(ctx: QueryContext) -> Features:
+    """The query's features (``localize`` sets them before any step reads them)."""
+    if ctx.features is None:
+        raise RuntimeError("query context without features")
+    return ctx.features
+
+
 def _mode(source: str) -> str:
     """The result's mode from the accepted candidate's source."""
     return "tracking" if source == "tracking" else ("instance" if source.startswith("instance") else "global")
@@ -486,7 +515,7 @@ def _mode(source: str) -> str:
 
 def guess_camera(width: int, height: int) -> Camera:
     """COLMAP's camera for an image without intrinsics: focal 1.2 x the longer side, centred principal point."""
-    return Camera("SIMPLE_PINHOLE", width, height, [1.2 * max(width, height), width / 2.0, height / 2.0])
+    return Camera("SIMPLE_PINHOLE", width, height, np.array([1.2 * max(width, height), width / 2.0, height / 2.0]))
 
 
 class _Why:
