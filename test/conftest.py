@@ -1,13 +1,28 @@
 """Shared fixtures: paths to the real photos in ../shared/data and a session-wide small synthetic world."""
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("IMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def _load_benchmark(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """``load_benchmark(name)`` imports the script ``benchmarks/<name>.py`` as a module (benchmarks/ is no package)."""
+    return _load_benchmark
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 Sacre-Coeur map-drift diagnostic (test_sacre_coeur.map_focal_drift) measures what it says."""
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,11 +13,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_focal", ROOT / "benchmarks" / "bench_focal.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("bench_focal")
 
 
 def test_dev_queries_have_the_drawn_focal_and_see_the_street(bench, tiny_world, tmp_path):

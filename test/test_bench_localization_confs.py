@@ -3,22 +3,11 @@ split, CPU time, Hz and the load average (smoke test on the tiny world's SIFT ma
 business, not a test's)."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_localization", ROOT / "benchmarks" / "bench_localization.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_conf_row_and_table(tiny_world, tiny_map, tmp_path):
-    bench = _bench()
+def test_conf_row_and_table(tiny_world, tiny_map, tmp_path, load_benchmark):
+    bench = load_benchmark("bench_localization")
     assert set(bench.CONFS) == {"demo", "stream", "realtime"}
     assert all(p.is_file() for p in bench.CONFS.values())
     conf = tmp_path / "loc.yaml"

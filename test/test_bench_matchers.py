@@ -1,24 +1,19 @@
 """Smoke test of benchmarks/bench_matchers.py: tiny sizes, one pair, random-init small IMP/EIMP models."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["nn", "lighterglue", "gm", "imp", "eimp", "eimp+stop"]
 IMP_KEYS = {"iterations", "tokens_kept", "tokens_kept_pct", "early_stop_share", "pooled_share"}
 ROW_KEYS = {"device", "keypoints", "matcher", "pairs", "ms", "wall_ms", "peak_mib", "matches", "calls"}
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_matchers", ROOT / "benchmarks" / "bench_matchers.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_benchmark):
+    return load_benchmark("bench_matchers")
 
 
 def check_result(out: Path, tag: str, result: dict, sizes) -> dict:
