@@ -86,8 +86,33 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
     rec = Recognizer({"model": str(out / MODEL)})
     index = annotate_map(map_dir, {"centroids_from": str(model)}, recognizer=rec, load_image=load_image)
     rec.close()
+    card = model_card(
+        map_dir, meta, net, index, mode, round(time.time() - t0, 1), {"from": str(model)},
+        training={"data": f"none here: the trained model {model.name} installed with its own instances (their "
+                          "centroids assigned to this map's 3D points)",
+                  "budget_min": 0.0, "seconds": 0.0, "steps": 0, "batch_size": 0, "first_loss": None,
+                  "final_loss": None, "device": "cpu", "installed_from": str(model)},
+        intended_use="instance-guided coarse search (LBR) of the imp localizer on maps of the place the model "
+                     "was trained on",
+        limitations="the model knows only the place it was trained on; installed on a map of another place its "
+                    "self-check fails and the localizer keeps global retrieval")
+    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
+    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
+    if not card["used_by_localizer"]:
+        logger.warning("recognizer %s does not fit map %s (top-1 %.2f on its images < %.2f): the localizer will keep "
+                       "global retrieval", model, map_dir, card["fit"]["top1"], MIN_FIT_TOP1)
+    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
+    (out / CARD_MD).write_text(card_markdown(card))
+    return card
+
+
+def model_card(map_dir: Path, meta: Mapping[str, Any], net, index, mode: str, annotate_s: float,
+               instances_extra: Mapping[str, Any], training: Mapping[str, Any], intended_use: str,
+               limitations: str) -> Dict[str, Any]:
+    """The model card of a map's recognizer (``build_recognizer`` and ``install_recognizer``), before its
+    self-check: map, instances, network and how the model got there."""
     sizes = [len(v) for v in index.instance_images.values()]
-    card: Dict[str, Any] = {
+    return {
         "format": CARD_FORMAT,
         "version": 1,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -97,27 +122,14 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
                 "source": meta.get("source")},
         "instances": {"num_instances": int(index.num_instances), "mode": mode,
                       "images_per_instance": float(np.mean(sizes)) if sizes else 0.0,
-                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": round(time.time() - t0, 1),
-                      "from": str(model)},
+                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": annotate_s,
+                      **instances_extra},
         "network": {k: v for k, v in dict(net.conf).items() if isinstance(v, (int, float, str, list, bool))},
         "parameters": int(sum(p.numel() for p in net.parameters())),
-        "training": {"data": f"none here: the trained model {model.name} installed with its own instances (their "
-                             "centroids assigned to this map's 3D points)",
-                     "budget_min": 0.0, "seconds": 0.0, "steps": 0, "batch_size": 0, "first_loss": None,
-                     "final_loss": None, "device": "cpu", "installed_from": str(model)},
-        "intended_use": "instance-guided coarse search (LBR) of the imp localizer on maps of the place the model "
-                        "was trained on",
-        "limitations": "the model knows only the place it was trained on; installed on a map of another place its "
-                       "self-check fails and the localizer keeps global retrieval",
+        "training": dict(training),
+        "intended_use": intended_use,
+        "limitations": limitations,
     }
-    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
-    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
-    if not card["used_by_localizer"]:
-        logger.warning("recognizer %s does not fit map %s (top-1 %.2f on its images < %.2f): the localizer will keep "
-                       "global retrieval", model, map_dir, card["fit"]["top1"], MIN_FIT_TOP1)
-    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
-    (out / CARD_MD).write_text(card_markdown(card))
-    return card
 
 
 def self_check(model: Path, index, load_image, max_images: int = 150, progress: bool = True) -> Dict[str, Any]:

@@ -18,7 +18,6 @@ from ...mapping import LocalizationMap, read_map_meta
 from ...recognition.database import map_image_loader, write_db_descriptors
 from ...recognition.instances import INSTANCES_JSON, MASK_DIR, InstanceIndex, annotate_map, load_point_labels
 from ...recognition.map_recognizer import (
-    CARD_FORMAT,
     CARD_JSON,
     CARD_MD,
     DEFAULT_BUDGET_MIN,
@@ -28,6 +27,7 @@ from ...recognition.map_recognizer import (
     card_markdown,
     default_mode,
     default_num_instances,
+    model_card,
     self_check,
 )
 from ...recognition.masks import read_mask
@@ -102,7 +102,18 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
         conf["threads"] = int(threads)
     conf.update(dict(train_conf or {}))
     res = train_on_map(map_dir, out, conf, image_dir=image_dir, resume=resume, annotate=True, progress=progress)
-    card = _model_card(map_dir, meta, index, res, conf, budget_min, annotate_s, mode)
+    net, log = res["net"], res["log"]
+    card = model_card(
+        map_dir, meta, net, index, mode, round(annotate_s, 1), {},
+        training={"data": "the map's own database images and instance masks (from its 3D points); day-to-night "
+                          "photometric augmentation (exposure, gamma, tint, noise) and random affine crops",
+                  "budget_min": float(budget_min), "seconds": round(float(res["seconds"]), 1),
+                  "steps": int(res["steps"]), "batch_size": conf.get("batch_size", 8),
+                  "first_loss": log[0]["total"] if log else None, "final_loss": log[-1]["total"] if log else None,
+                  "device": str(next(net.parameters()).device)},
+        intended_use="instance-guided coarse search (LBR) of the imp localizer on this map only",
+        limitations="instances are clusters of this map's 3D points: the model knows no other place; night "
+                    "appearance is only simulated by augmentation; accuracy grows with the budget")
     card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
     card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
     if not card["used_by_localizer"]:
@@ -112,36 +123,3 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
     (out / CARD_JSON).write_text(json.dumps(card, indent=2))
     (out / CARD_MD).write_text(card_markdown(card))
     return card
-
-
-def _model_card(map_dir: Path, meta: Mapping[str, Any], index, res: Mapping[str, Any], conf: Mapping[str, Any],
-                budget_min: float, annotate_s: float, mode: str) -> Dict[str, Any]:
-    net = res["net"]
-    log = res["log"]
-    sizes = [len(v) for v in index.instance_images.values()]
-    first = log[0]["total"] if log else None
-    last = log[-1]["total"] if log else None
-    return {
-        "format": CARD_FORMAT,
-        "version": 1,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "model": f"{REC_DIR}/{MODEL}",
-        "map": {"dir": str(map_dir), "map_id": meta.get("map_id"), "features": meta.get("features", {}).get("name"),
-                "num_images": meta.get("num_images"), "num_points3D": meta.get("num_points3D"),
-                "source": meta.get("source")},
-        "instances": {"num_instances": int(index.num_instances), "mode": mode,
-                      "images_per_instance": float(np.mean(sizes)) if sizes else 0.0,
-                      "instances_seen": int(sum(1 for s in sizes if s > 0)), "seconds": round(annotate_s, 1)},
-        "network": {k: v for k, v in dict(net.conf).items() if isinstance(v, (int, float, str, list, bool))},
-        "parameters": int(sum(p.numel() for p in net.parameters())),
-        "training": {
-            "data": "the map's own database images and instance masks (from its 3D points); day-to-night "
-                    "photometric augmentation (exposure, gamma, tint, noise) and random affine crops",
-            "budget_min": float(budget_min), "seconds": round(float(res["seconds"]), 1), "steps": int(res["steps"]),
-            "batch_size": conf.get("batch_size", 8), "first_loss": first, "final_loss": last,
-            "device": str(next(net.parameters()).device),
-        },
-        "intended_use": "instance-guided coarse search (LBR) of the imp localizer on this map only",
-        "limitations": "instances are clusters of this map's 3D points: the model knows no other place; night "
-                       "appearance is only simulated by augmentation; accuracy grows with the budget",
-    }
