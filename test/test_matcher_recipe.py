@@ -21,6 +21,13 @@ from imp_core.training.trainer import train
 SIFT = {"name": "sift", "max_keypoints": 256, "device": "cpu"}
 
 
+def train_conf(steps: int, every: int, n_layers: int) -> dict:
+    """A tiny training run: ``steps`` steps, validating and checkpointing every ``every``, a ``n_layers`` model."""
+    return {"steps": steps, "batch_size": 2, "n_keypoints": 128, "max_inliers": 64, "val_every": every,
+            "ckpt_every": every, "log_every": 1, "model": {"n_layers": n_layers, "num_heads": 1,
+                                                         "keypoint_encoder": [16, 32], "sinkhorn_grad_iterations": 3}}
+
+
 @pytest.fixture(scope="module")
 def photos(tiny_world, tmp_path_factory):
     """Two 'photographs' (rendered street images upscaled) in a folder, plus files that must be skipped."""
@@ -93,9 +100,7 @@ def test_homography_dump_resumes(photos, tmp_path):
 def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):
     syn = tmp_path / "syn.h5"
     dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 40})
-    conf = {"steps": 6, "batch_size": 2, "n_keypoints": 128, "max_inliers": 64, "val_every": 3, "ckpt_every": 3,
-            "log_every": 1, "model": {"n_layers": 2, "num_heads": 1, "keypoint_encoder": [16, 32],
-                                      "sinkhorn_grad_iterations": 3}}
+    conf = train_conf(steps=6, every=3, n_layers=2)
     run = tmp_path / "run"
     res = train([syn, hom_dump], run, conf, progress=False)
     assert res["step"] == 6
@@ -153,9 +158,7 @@ def test_pool_threshold_calibration_rule():
 def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
     syn = tmp_path / "syn.h5"
     dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 30})
-    conf = {"steps": 2, "batch_size": 2, "n_keypoints": 128, "max_inliers": 64, "val_every": 2, "ckpt_every": 2,
-            "log_every": 1, "model": {"n_layers": 4, "num_heads": 1, "keypoint_encoder": [16, 32],
-                                      "sinkhorn_grad_iterations": 3}}
+    conf = train_conf(steps=2, every=2, n_layers=4)
     run = tmp_path / "run"
     train([syn], run, conf, progress=False)
     out = export_weights(run, tmp_path / "imp_sift.pth", which="last", calibration_dumps=[syn])
