@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import torch
 
-from ..matching.imp.checkpoint import read_checkpoint
+from ..matching.imp.checkpoint import parse_checkpoint
 from ..matching.imp.model import IMPModel
 from ..world.synthetic import make_world
 from .calibrate import calibrate_pool_threshold, pooling_masses
@@ -68,7 +68,7 @@ def export_weights(run_dir: Path, out: Path, which: str = "best",
     slim = {k: ck[k] for k in ("epoch", "iteration", "model", "min_loss", "conf") if k in ck}
     calibration = None
     if calibration_dumps:
-        state, conf = read_checkpoint(src)
+        state, conf = parse_checkpoint(ck, src)  # the file read above, not a second torch.load
         model = IMPModel({**conf, "variant": "eimp"})
         model.load_state_dict(state)
         train_conf = json.loads((run_dir / "conf.json").read_text())["train"]

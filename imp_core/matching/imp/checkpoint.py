@@ -111,7 +111,12 @@ def _state_dict(obj: Any, path: Union[str, Path]) -> Dict[str, torch.Tensor]:
 def read_checkpoint(path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """(state dict, architecture conf) of a checkpoint file, read once: the state dict of the official dict with
     'model' or of a bare one (``module.`` stripped); the conf from the tensors plus what our files store."""
-    obj = _load(path)
+    return parse_checkpoint(_load(path), path)
+
+
+def parse_checkpoint(obj: Any, path: Union[str, Path]) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """``read_checkpoint`` of an object already loaded with ``torch.load(weights_only=True)`` (``path`` names it in
+    errors)."""
     state = _state_dict(obj, path)
     return state, {**conf_from_state(state), **_stored_conf(obj, path)}
 
