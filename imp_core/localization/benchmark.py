@@ -24,6 +24,7 @@ from ..datasets.detect import open_dataset
 from ..eval.formats import write_results
 from ..eval.report import summarize_run
 from ..mapping import build_map
+from ..mapping.build import build_option_overrides
 from ..types import LocalizationResult
 from .batch import localize_queries, read_log, record_result
 from .distributed import add_worker_args, open_localizer
@@ -234,18 +235,11 @@ def _confs(args) -> Tuple[dict, dict, list]:
     partial (the build's defaults fill it in; a reused map is checked against what was asked for only); the
     localizer overrides apply once the map is known (``run_benchmark``)."""
     data = load_yaml(args.config) if args.config else {}
-    map_over: list = []
+    map_over = build_option_overrides(args.features, args.matcher, args.max_keypoints, args.resize_max, args.device)
     loc_over: list = []
-    if args.features:
-        map_over.append(("features.name", args.features))
-    for key, val in (("max_keypoints", args.max_keypoints), ("resize_max", args.resize_max)):
-        if val is not None:
-            map_over.append((f"features.{key}", val))
     if args.matcher:
-        map_over.append(("matcher.name", args.matcher))
         loc_over.append(("matcher.name", args.matcher))
     if args.device:
-        map_over.append(("device", args.device))
         loc_over.append(("device", args.device))
     if args.top_k:
         loc_over.append(("coarse.retrieval.top_k", args.top_k))

@@ -80,6 +80,24 @@ class ImageFolder:
         return None
 
 
+def build_option_overrides(features: Optional[str] = None, matcher: Optional[str] = None,
+                           max_keypoints: Optional[int] = None, resize_max: Optional[int] = None,
+                           device: Optional[str] = None) -> list:
+    """The map-building command-line options (`imp map build`, `imp benchmark`) as dotted conf overrides; --features
+    is features.name=..., so another feature type starts from its own defaults."""
+    over: list = []
+    if features:
+        over.append(("features.name", features))
+    if matcher:
+        over.append(("matcher.name", matcher))
+    for key, val in (("max_keypoints", max_keypoints), ("resize_max", resize_max)):
+        if val is not None:
+            over.append((f"features.{key}", val))
+    if device:
+        over.append(("device", device))
+    return over
+
+
 def _db_pose(source, name: str) -> Optional[Pose]:
     fn = getattr(source, "db_pose", None)
     return fn(name) if fn is not None else None

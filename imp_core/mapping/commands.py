@@ -55,18 +55,9 @@ def build_conf_from_args(args) -> dict:
     """The build conf: defaults <- the --config file's 'map' section (or the file) <- the options as dotted
     overrides (--features is features.name=..., so another feature type starts from its own defaults)."""
     from ..config import load_conf
-    from .build import DEFAULT_BUILD_CONF
+    from .build import DEFAULT_BUILD_CONF, build_option_overrides
 
-    over: list = []
-    if args.features:
-        over.append(("features.name", args.features))
-    if args.matcher:
-        over.append(("matcher.name", args.matcher))
-    for key, val in (("max_keypoints", args.max_keypoints), ("resize_max", args.resize_max)):
-        if val is not None:
-            over.append((f"features.{key}", val))
-    if args.device:
-        over.append(("device", args.device))
+    over = build_option_overrides(args.features, args.matcher, args.max_keypoints, args.resize_max, args.device)
     return load_conf(DEFAULT_BUILD_CONF, args.config, over + list(args.set or []), section="map", where="map")
 
 
