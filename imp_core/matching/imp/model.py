@@ -83,10 +83,9 @@ def compact_tokens(desc: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor
 
 def attention_received(prob: torch.Tensor, query_mask: Optional[torch.Tensor]) -> torch.Tensor:
     """[B, H, Nq, Nk] attention -> [B, Nk]: summed over heads and over the real queries."""
-    p = prob.sum(1)
-    if query_mask is not None:
-        p = p * query_mask[:, :, None].to(p.dtype)
-    return p.sum(1)
+    if query_mask is None:
+        return prob.sum(dim=(1, 2))
+    return torch.einsum("bhqk,bq->bk", prob, query_mask.to(prob.dtype))
 
 
 class IMPModel(nn.Module):
