@@ -315,8 +315,8 @@ class PeakRSS:
 
 
 def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
-                 iterative_mode: str, pool_threshold: Optional[float] = None
-                 ) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
+                 iterative_mode: str, pool_threshold: Optional[float] = None,
+                 checkpoints: Optional[Sequence[int]] = None) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
     """name -> run(pair, size) returning the per-call statistics."""
     runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
@@ -336,6 +336,8 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
             stop = name == "eimp+stop"
             conf: Dict[str, Any] = {"name": variant, "device": device, "early_stop": stop,
                                     "iterative_mode": iterative_mode, "features": features}
+            if stop and checkpoints is not None:
+                conf["checkpoints"] = list(checkpoints)
             w = weights.get(variant)
             if w:
                 conf["weights"] = w
@@ -519,6 +521,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="EIMP rows: assignment mass below which a token may be pruned (default: the weights' conf; "
                          "with a pose, eimp+stop uses 0.2 x its inlier ratio instead)")
     ap.add_argument("--iterative-mode", default="localization", choices=["localization", "released"])
+    ap.add_argument("--checkpoints", type=int, nargs="+", default=None,
+                    help="eimp+stop: iterations with a pose check (default: the matcher's, sharing iterations + last)")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per pair (the fastest is kept)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (use 1)")
@@ -553,7 +557,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not pairs:
         raise SystemExit("no image pairs: check --inputs / --pairs-limit")
     kp_stats = extract_pairs(pairs, args.features, args.sizes, args.image_size, args.device)
-    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, args.pool_threshold)
+    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, args.pool_threshold,
+                           args.checkpoints)
     rows = bench(pairs, args.sizes, names, runners, args.device, args.repeats)
     rat = ratios(rows, lg_name)
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features)
@@ -565,6 +570,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "keypoints": {str(k): v for k, v in kp_stats.items()}, "image_size": args.image_size,
         "weights": {k: (v or "random") for k, v in weights.items()}, "imp_architecture": arch,
         "iterative_mode": args.iterative_mode, "repeats": args.repeats, "pool_threshold": args.pool_threshold,
+        "checkpoints": args.checkpoints,
         "notes": ["gm: the IMP/EIMP architecture without sharing, all iterations; "
                   + ("random weights (GM has no adaptivity: its time does not depend on the weights; ignore its "
                      "match count)" if not weights.get("gm") else f"weights {weights['gm']}"),
