@@ -158,7 +158,7 @@ def test_pool_threshold_calibration_rule():
 def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
     syn = tmp_path / "syn.h5"
     dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 30})
-    conf = train_conf(steps=2, every=2, n_layers=4)
+    conf = train_conf(steps=2, every=2, n_layers=5)  # EIMP pools after iteration 3 (sharing, not the last)
     run = tmp_path / "run"
     train([syn], run, conf, progress=False)
     out = export_weights(run, tmp_path / "imp_sift.pth", which="last", calibration_dumps=[syn])

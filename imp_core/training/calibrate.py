@@ -29,9 +29,10 @@ def pooling_masses(model: IMPModel, dumps: Sequence[Union[str, Path]], pairs_per
 
     The pairs are the trainer's held-out split (same ``val_fraction`` and ``seed``) with every ground-truth match
     kept and the rest filled with keypoints that have none, as at inference; ignored keypoints are left out."""
-    its = [i for i in range(model.n_layers) if model.shared_iteration(i) and i >= model.conf["first_it_to_update"]]
+    its = [i for i in range(model.n_layers) if model.pools_after(i)]
     if not its:
-        raise ValueError("the model has no pooling iterations (variant 'gm' shares no attention)")
+        raise ValueError("the model has no pooling iterations (variant 'gm' shares no attention; EIMP pools after "
+                         "sharing iterations before the last)")
     out: Dict[int, Dict[str, List[np.ndarray]]] = {i: {"matched": [], "unmatched": []} for i in its}
     model.eval()
     for path in dumps:

@@ -133,10 +133,14 @@ class IMPModel(nn.Module):
     def shared_iteration(self, i: int) -> bool:
         return self.sharing[2 * i]
 
+    def pools_after(self, i: int) -> bool:
+        """Whether EIMP pools after iteration ``i``: sharing iterations from ``first_it_to_update`` on, not the last
+        (whatever this model's variant; calibration asks it of the weights)."""
+        return self.shared_iteration(i) and i >= self.conf["first_it_to_update"] and i < self.n_layers - 1
+
     def pooling_iteration(self, i: int) -> bool:
-        """EIMP pools after sharing iterations (not before ``first_it_to_update``)."""
-        return (self.conf["variant"] == "eimp" and self.shared_iteration(i) and i >= self.conf["first_it_to_update"]
-                and i < self.n_layers - 1)
+        """Whether this model pools after iteration ``i`` (EIMP only)."""
+        return self.conf["variant"] == "eimp" and self.pools_after(i)
 
     def _needs_prob(self, i: int) -> bool:
         return i + 1 < self.n_layers and self.shared_iteration(i + 1)
