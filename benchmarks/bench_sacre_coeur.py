@@ -31,6 +31,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_sacre_coeur")
     p.add_argument("--fixed-guess", action="store_true",
                    help="use COLMAP's guessed focal as if known (what imp did before --camera auto)")
+    p.add_argument("--protocol", default="sfm", choices=["sfm", "reference"],
+                   help="sfm: each 9-image map is its own SfM; reference: triangulated with the 10-image map's poses "
+                        "and cameras (test_sacre_coeur.leave_one_out)")
     a = p.parse_args()
     from imp_core.localization.localizer import Localizer
 
@@ -41,9 +44,11 @@ def main() -> int:
         # the gate off, so that 'before' (>= 20 inliers) and 'after' (confidence) come from the same poses
         drift: dict = {}
         out = leave_one_out(a.data, a.work / pair.replace("+", "_"), pair,
-                            {"acceptance": {"min_confidence": 0.0}}, fixed_guess=a.fixed_guess, drift=drift)
-        lines.append(f"{pair}" + (" (focal fixed at the 1.2 x max(w, h) guess: the old behaviour)"
-                                  if a.fixed_guess else " (unknown camera: focal estimated)"))
+                            {"acceptance": {"min_confidence": 0.0}}, fixed_guess=a.fixed_guess, drift=drift,
+                            protocol=a.protocol)
+        how = (" (focal fixed at the 1.2 x max(w, h) guess: the old behaviour)" if a.fixed_guess
+               else " (unknown camera: focal estimated)")
+        lines.append(f"{pair}, {a.protocol} protocol{how}")
         # map drift: the 9-image map's own focal lengths of cameras like the photo's against the 10-image map's
         # (test_sacre_coeur.map_focal_drift); "vs map": the focal error with that drift taken out
         lines.append(f"  {'photo':<26}{'rot err':>9}{'focal err':>11}{'map drift':>11}{'vs map':>8}{'conf':>6}"

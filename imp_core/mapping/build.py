@@ -299,7 +299,9 @@ def build_map(source, out_dir: Union[str, Path], conf: Optional[Mapping[str, Any
         ids = _write_database(db_path, names, cameras, feats, raw, verified=False)
         pairs_txt = work / "pairs.txt"
         pairs_txt.write_text("".join(f"{a} {b}\n" for (a, b), m in raw.items() if len(m)))
-        pycolmap.verify_matches(str(db_path), str(pairs_txt))
+        verify = pycolmap.TwoViewGeometryOptions()
+        verify.ransac.random_seed = int(conf["seed"])  # default -1 draws a new seed: builds would not repeat
+        pycolmap.verify_matches(str(db_path), str(pairs_txt), verify)
         opts = pycolmap.IncrementalPipelineOptions()
         opts.num_threads = int(conf["sfm"]["num_threads"])
         opts.random_seed = int(conf["seed"])
