@@ -32,8 +32,8 @@ def main() -> int:
 
     from imp_core.datasets import open_dataset
     from imp_core.localization import Localizer
-    from imp_core.localization.stages import Candidate, QueryContext
     from imp_core.matching.base import create_matcher
+    from imp_core.stages import Candidate, QueryContext
     from imp_core.types import pose_error
 
     ds = open_dataset(args.world)

@@ -89,7 +89,7 @@ def test_instance_guided_localization(annotated, tiny_world):
 
 
 def test_stage_refuses_a_model_the_map_was_not_annotated_with(annotated, tmp_path):
-    from imp_core.localization.stages import COARSE_STAGES
+    from imp_core.stages import COARSE_STAGES
 
     map_dir, model = annotated
     other = tmp_path / "other.pt"
@@ -101,7 +101,7 @@ def test_stage_refuses_a_model_the_map_was_not_annotated_with(annotated, tmp_pat
 
 def test_model_carries_its_instances_to_another_map(annotated, tiny_world, tmp_path):
     """A second map of the same place, annotated from the model's instance definition, gets the same labels."""
-    from imp_core.localization.stages import COARSE_STAGES
+    from imp_core.stages import COARSE_STAGES
 
     map_dir, model = annotated
     other = tmp_path / "map"
@@ -117,7 +117,7 @@ def test_model_carries_its_instances_to_another_map(annotated, tiny_world, tmp_p
 
 
 def test_instance_candidates_order_threshold_and_fallback(annotated, tiny_world):
-    from imp_core.localization.stages import COARSE_STAGES, QueryContext
+    from imp_core.stages import COARSE_STAGES, QueryContext
 
     map_dir, model = annotated
     lmap = LocalizationMap.load(map_dir)
