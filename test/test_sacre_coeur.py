@@ -143,7 +143,7 @@ def test_leave_one_out_unknown_camera(shared_data, tmp_path, pair):
     Measured with OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sacre_coeur.py --pairs xfeat+lighterglue
     (two runs, identical): photo 93341989, error against the 10-image map / drift of the 9-image map / error with
     the drift taken out: -6.9 / -6.7 / -0.2 %; the other 9 photos within 2.2 % / 2.5 % / 2.1 %, rotation within
-    0.51 degrees. ALIKED + LightGlue (--pairs aliked+lightglue, before the seed): max 3.4 %, 0.41 deg."""
+    0.51 degrees. ALIKED + LightGlue (--pairs aliked+lightglue): max 3.5 %, 0.37 deg."""
     drift: dict = {}
     out = leave_one_out(shared_data, tmp_path, pair, drift=drift)
     failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
