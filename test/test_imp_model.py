@@ -663,3 +663,35 @@ def test_localization_pose_pooling_threshold_scales_with_the_weights_threshold()
         ratio = [float(np.mean(np.arange(len(c)) % 4 != 0)) for c in geo.calls]  # every 4th match an outlier
         assert len(thresholds) == len(ratio) == 6
         assert [t[0][0] for t in thresholds] == pytest.approx([2 * th * r for r in ratio])
+
+
+def _mutual_reference(prob, threshold):
+    """Mutual matches by the textbook rule: row argmax and column argmax point at each other."""
+    p = prob[:, :-1, :-1]
+    max0, idx1 = p.max(2), p.max(1).indices
+    ar = torch.arange(p.shape[1])[None]
+    mutual0 = ar == idx1.gather(1, max0.indices)
+    scores = torch.where(mutual0, max0.values, torch.zeros_like(max0.values))
+    return torch.where(mutual0 & (scores > threshold), max0.indices, torch.full_like(max0.indices, -1)), scores
+
+
+def test_mutual_matches_equal_the_argmax_rule():
+    """The fast mutual check (column maxima by ``amax``) gives the argmax rule's matches and scores, with padded
+    batches and for any threshold."""
+    from imp_core.matching.imp.sinkhorn import mutual_matches, sinkhorn_probability
+
+    g = torch.Generator().manual_seed(0)
+    for trial in range(40):
+        n, m = (int(x) for x in torch.randint(1, 50, (2,), generator=g))
+        scores = torch.randn(2, n, m, generator=g) * 3
+        m0, m1 = torch.rand(2, n, generator=g) > 0.2, torch.rand(2, m, generator=g) > 0.2
+        m0[:, 0] = m1[:, 0] = True
+        for masks in ((None, None), (m0, m1)):
+            P = sinkhorn_probability(scores, torch.tensor(1.0), 20, *masks)
+            for th in (-1.0, 0.0, 0.2):
+                got, ref = mutual_matches(P, th), _mutual_reference(P, th)
+                assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1]), (trial, th)
+    # exact ties in a column: the first row holding the maximum wins, as argmax does
+    P = torch.zeros(1, 4, 3)
+    P[0, 0, 0] = P[0, 1, 0] = 0.5
+    assert mutual_matches(P, 0.1)[0].tolist() == [[0, -1, -1]]

@@ -108,7 +108,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask 
     attn_mask = None if key_mask is None else key_mask[:, None, None, :]
     if not need_prob:
         # contiguous inputs: the fused CPU kernel; the permuted views of ``split_heads`` fall back to the math path
-        # (3x slower at 2048 tokens, measured in benchmarks/bench_matchers.py)
+        # (one layer at 2048 tokens, d 64, one thread: 44 ms permuted, 15 ms contiguous)
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), None
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))
