@@ -20,7 +20,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Union
 
 import numpy as np
 
@@ -96,11 +96,19 @@ def install_recognizer(map_dir: Union[str, Path], model: Union[str, Path],
                      "was trained on",
         limitations="the model knows only the place it was trained on; installed on a map of another place its "
                     "self-check fails and the localizer keeps global retrieval")
+    return finish_card(card, out, index, load_image, progress,
+                       lambda top1: f"recognizer {model} does not fit map {map_dir} (top-1 {top1:.2f} on its images "
+                                    f"< {MIN_FIT_TOP1:.2f}): the localizer will keep global retrieval")
+
+
+def finish_card(card: Dict[str, Any], out: Path, index, load_image, progress: bool,
+                unfit: Callable[[float], str]) -> Dict[str, Any]:
+    """Self-check the model in ``out`` on the map's images, record whether the localizer will use it, write the card
+    (JSON and Markdown) and return it. ``unfit(top1)``: the warning logged when the localizer will not use it."""
     card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
     card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
     if not card["used_by_localizer"]:
-        logger.warning("recognizer %s does not fit map %s (top-1 %.2f on its images < %.2f): the localizer will keep "
-                       "global retrieval", model, map_dir, card["fit"]["top1"], MIN_FIT_TOP1)
+        logger.warning(unfit(card["fit"]["top1"]))
     (out / CARD_JSON).write_text(json.dumps(card, indent=2))
     (out / CARD_MD).write_text(card_markdown(card))
     return card

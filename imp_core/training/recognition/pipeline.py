@@ -4,8 +4,6 @@ and masks, then stores the trained model's database descriptors so the "instance
 (``imp recognition train``, ``imp map build --recognition``)."""
 from __future__ import annotations
 
-import json
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -18,24 +16,18 @@ from ...mapping import LocalizationMap, read_map_meta
 from ...recognition.database import map_image_loader, write_db_descriptors
 from ...recognition.instances import INSTANCES_JSON, MASK_DIR, InstanceIndex, annotate_map, load_point_labels
 from ...recognition.map_recognizer import (
-    CARD_JSON,
-    CARD_MD,
     DEFAULT_BUDGET_MIN,
     MIN_FIT_TOP1,
-    MODEL,
     REC_DIR,
-    card_markdown,
     default_mode,
     default_num_instances,
+    finish_card,
     model_card,
-    self_check,
 )
 from ...recognition.masks import read_mask
 from ...recognition.recognizer import Recognizer
 from .augment import default_conf as aug
 from .train import load_samples, train_recognition
-
-logger = logging.getLogger(__name__)
 
 
 def train_on_map(map_dir: Union[str, Path], out_dir: Union[str, Path], conf: Optional[Mapping[str, Any]] = None,
@@ -114,12 +106,7 @@ def build_recognizer(map_dir: Union[str, Path], budget_min: float = DEFAULT_BUDG
         intended_use="instance-guided coarse search (LBR) of the imp localizer on this map only",
         limitations="instances are clusters of this map's 3D points: the model knows no other place; night "
                     "appearance is only simulated by augmentation; accuracy grows with the budget")
-    card["fit"] = self_check(out / MODEL, index, load_image, progress=progress)
-    card["used_by_localizer"] = card["fit"]["top1"] >= MIN_FIT_TOP1
-    if not card["used_by_localizer"]:
-        logger.warning("recognizer of %s is undertrained (top-1 %.2f on its own images < %.2f): the localizer will "
-                       "keep global retrieval; train longer with `imp recognition train --map %s --budget-min N`",
-                       map_dir, card["fit"]["top1"], MIN_FIT_TOP1, map_dir)
-    (out / CARD_JSON).write_text(json.dumps(card, indent=2))
-    (out / CARD_MD).write_text(card_markdown(card))
-    return card
+    return finish_card(card, out, index, load_image, progress,
+                       lambda top1: f"recognizer of {map_dir} is undertrained (top-1 {top1:.2f} on its own images < "
+                                    f"{MIN_FIT_TOP1:.2f}): the localizer will keep global retrieval; train longer "
+                                    f"with `imp recognition train --map {map_dir} --budget-min N`")
