@@ -40,8 +40,13 @@ def _has_model(root) -> bool:
     return any((d / f).is_file() for f in ("cameras.bin", "cameras.txt"))
 
 
+def aachen_image_root(root) -> Optional[Path]:
+    """The image folder of a complete Aachen v1.1 layout (reference model and images_upright/), else None."""
+    return image_dir(root) if _has_model(root) else None
+
+
 def is_aachen(root) -> bool:
-    return _has_model(root) and image_dir(root) is not None
+    return aachen_image_root(root) is not None
 
 
 def diagnose(root) -> Optional[str]:
@@ -69,7 +74,7 @@ class AachenDataset(LocalizationDataset):
 
     def __init__(self, root) -> None:
         super().__init__(Path(root))
-        image_root = image_dir(self.root) if _has_model(self.root) else None  # i.e. is_aachen(self.root)
+        image_root = aachen_image_root(self.root)
         if image_root is None:
             raise DatasetError(diagnose(self.root) or f"{self.root} is not an Aachen v1.1 layout (needs {MODEL}/ "
                                "and images_upright/ or images/images_upright/)")
