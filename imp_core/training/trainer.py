@@ -11,7 +11,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
 
 import numpy as np
 import torch
@@ -116,9 +116,10 @@ def plot_log(log: List[Dict[str, Any]], path: Path) -> None:
 class ConcatPairs(torch.utils.data.ConcatDataset):
     """Pairs of several dumps (same features) as one dataset; ``set_epoch`` reaches every part."""
 
-    def __init__(self, parts: List[PairDataset]) -> None:
-        super().__init__(parts)
-        self.parts = parts  # = self.datasets, typed
+    @property
+    def parts(self) -> List[PairDataset]:
+        """``datasets``, typed."""
+        return cast(List[PairDataset], self.datasets)
 
     def set_epoch(self, epoch: int) -> None:
         for d in self.parts:
