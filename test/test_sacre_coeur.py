@@ -125,6 +125,14 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
     return out
 
 
+def assert_all_localized(out, max_deg=2.0):
+    """Every photo of a ``leave_one_out`` result reported OK, with its rotation within ``max_deg``."""
+    failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
+    assert not failed, failed
+    errors = {k: e for k, (e, _, _) in out.items()}
+    assert max(errors.values()) < max_deg, errors
+
+
 @pytest.mark.parametrize("pair", ["xfeat+lighterglue", pytest.param("aliked+lightglue", marks=pytest.mark.slow)])
 def test_leave_one_out_unknown_camera(shared_data, tmp_path, pair):
     """Every photo reported OK within 2 degrees; the estimated focal length within 5 % of the map's own.
@@ -146,10 +154,7 @@ def test_leave_one_out_unknown_camera(shared_data, tmp_path, pair):
     0.51 degrees. ALIKED + LightGlue (--pairs aliked+lightglue): max 3.5 %, 0.37 deg."""
     drift: dict = {}
     out = leave_one_out(shared_data, tmp_path, pair, drift=drift)
-    failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
-    assert not failed, failed
-    errors = {k: e for k, (e, _, _) in out.items()}
-    assert max(errors.values()) < 2.0, errors
+    assert_all_localized(out)
     focal = {k: abs(f) for k, (_, f, _) in out.items()}
     # against the map the photo was localized in: the drift of that map's cameras like the photo's taken out
     in_map = {k: abs((1 + f) / (1 + drift[k]) - 1) for k, (_, f, _) in out.items() if np.isfinite(drift[k])}
@@ -170,10 +175,7 @@ def test_leave_one_out_in_reference_geometry(shared_data, tmp_path, pair):
     Measured with OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sacre_coeur.py --protocol reference:
     XFeat + LighterGlue max 0.08 degrees, focal -0.5 .. +1.7 %."""
     out = leave_one_out(shared_data, tmp_path, pair, protocol="reference")
-    failed = {k: f"{r.status}: {r.message}" for k, (_, _, r) in out.items() if not r.success}
-    assert not failed, failed
-    errors = {k: e for k, (e, _, _) in out.items()}
-    assert max(errors.values()) < 2.0, errors
+    assert_all_localized(out)
     focal = {k: abs(f) for k, (_, f, _) in out.items()}
     assert max(focal.values()) < 0.05, focal
 
