@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+from imp_core.localization.localizer import choose_matcher
 from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
+from imp_core.mapping.format import read_map_meta
 from imp_core.recognition.map_recognizer import install_recognizer, read_model_card
 from imp_core.training.recognition.pipeline import build_recognizer
 from imp_core.world.synthetic import SyntheticWorld, make_world
@@ -131,9 +133,11 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
                          "localizes the night queries that sift misses; the library default is "
                          f"{DEFAULT_BUILD_CONF['features']['name']}")
     ap.add_argument("--matcher", default=None,
-                    help="matcher (nn, label_nn, lightglue, imp, eimp); default: the map is built with nn and the "
-                         "localizer runs label_nn (label-aware nn) where the map has a recognizer, else nn; library "
-                         f"default {DEFAULT_BUILD_CONF['matcher']['name']}")
+                    help="localizer matcher (nn, label_nn, lightglue, lighterglue, imp, eimp); default: the map is "
+                         "built with nn and the localizer runs config/localizer_synthetic.yaml's matcher, EIMP with "
+                         "the weights imp ships for the features (XFeat), falling back to the map's nn with a "
+                         "warning for features without them; library default for map building "
+                         f"{DEFAULT_BUILD_CONF['matcher']['name']}")
     ap.add_argument("--no-recognition", action="store_true",
                     help="global retrieval only (no recognizer is installed or trained, the map's one is not used)")
     ap.add_argument("--recognition-budget-min", type=float, default=1.0,
@@ -171,8 +175,9 @@ def run(a: argparse.Namespace) -> int:
     if a.no_recognition:
         localizer["coarse"] = "tracking,retrieval"
     conf = build_localizer_conf(localizer)  # the node's own conf path: a bad conf fails here, not in a process
+    matcher, note = choose_matcher(conf["matcher"], read_map_meta(map_dir))  # what the node will run
     print("[demo] localizer: coarse " + ", ".join(_stage_text(s) for s in conf["coarse"])
-          + f"; matcher {(conf['matcher'] or {}).get('name', 'the map')}")
+          + f"; matcher {matcher['name']}" + (f" ({note})" if note else ""))
     overrides = {"localizer": localizer, "replay": {"source": str(world)}, "evaluator": {"output_dir": str(out)}}
     spec = load_graph(package_file("config/graph_replay.yaml"), overrides, args={"dataset": "synthetic"})
     domain = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(10, 90))
@@ -191,7 +196,7 @@ def run(a: argparse.Namespace) -> int:
     summary = json.loads((out / "summary.json").read_text())
     stages = stage_summary(out / summary["files"]["frames"])
     summary["demo"] = {"world": str(world), "map": str(map_dir), "features": a.features,
-                       "matcher": conf["matcher"]["name"] if conf.get("matcher") else "the map's",
+                       "matcher": matcher["name"], "matcher_note": note,
                        "coarse": [s["name"] for s in conf["coarse"]], "graph_seconds": round(time.time() - t0, 1),
                        "domain_id": domain,
                        "stages": [{"stage": st, "frames": n, "of": total, "p50_ms": round(p50, 1)}

@@ -249,8 +249,10 @@ class LocalizerNode(LifecycleNode):
         self.map_id = str(getattr(self.loc.map, "map_id", ""))
         self.get_logger().info(
             f"configured: map {self.p('map')} (id {self.map_id}, {len(self.loc.map.names)} images) in "
-            f"{time.perf_counter() - t0:.1f} s; device {self.p('device')}"
+            f"{time.perf_counter() - t0:.1f} s; device {self.p('device')}; matcher {self.loc.describe_matcher()}"
         )
+        if self.loc.matcher_note:
+            self.get_logger().warning(self.loc.matcher_note)
         reliable = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         ents = self._entities  # each entity is recorded as soon as it exists: a failure half-way releases it
         self.pub_pose = self.create_publisher(PoseWithCovarianceStamped, self.p("pose_topic"), reliable)

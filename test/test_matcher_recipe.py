@@ -169,3 +169,27 @@ def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
     assert model.conf["pool_threshold"] == cal["pool_threshold"]
     masses = pooling_masses(model, [syn])
     assert np.mean(masses[3]["matched"] < cal["pool_threshold"]) <= 0.02
+
+
+def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkeypatch):
+    """config/localizer_synthetic.yaml's `matcher: {name: eimp, fallback: map}`: EIMP where imp ships weights for the
+    map's features, else the map's own matcher with a note saying why; without `fallback` nothing is replaced."""
+    from imp_core.localization.localizer import choose_matcher
+
+    monkeypatch.setattr(ckpt, "SHIPPED_DIR", tmp_path)
+    meta = {"features": {"name": "sift"}, "matcher": {"name": "nn", "max_distance": 0.9, "device": "cuda"}}
+    mconf, note = choose_matcher({"name": "eimp", "fallback": "map"}, meta, "cpu")
+    assert mconf == {"name": "nn", "max_distance": 0.9, "device": "cpu"}
+    assert "no weights for 'sift' features" in note and "using 'nn' instead" in note
+    mconf, note = choose_matcher({"name": "eimp"}, meta, "cpu")  # no fallback: create_matcher will say why
+    assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
+    mconf, note = choose_matcher({"name": "lighterglue", "fallback": "label_nn"}, meta)  # LighterGlue is XFeat's
+    assert mconf["name"] == "label_nn" and "works with features ['xfeat']" in note
+    from imp_core.matching.imp.model import IMPModel
+
+    model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": 1})
+    ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
+    mconf, note = choose_matcher({"name": "eimp", "fallback": "map"}, meta, "cpu")
+    assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
+    m = create_matcher({**mconf, "features": "sift"})
+    assert m.describe() == f"eimp (weights {tmp_path / 'imp_sift.pth'})"

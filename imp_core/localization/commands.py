@@ -84,6 +84,7 @@ def _run(args) -> int:
     conf = localizer_conf_from_args(args)
     if args.image or args.images:
         loc = Localizer(conf, progress=True)
+        print(f"matcher: {loc.describe_matcher()}")
         args.out.mkdir(parents=True, exist_ok=True)
         return _run_images(args, loc, camera)
     from ..datasets import open_dataset

@@ -78,7 +78,10 @@ class Localizer:
         "map_cache_mb": 256.0,  # memory for database images' features read on demand (LRU; ~0.6 MB per image)
         "warmup": True,  # at start-up, run each per-frame step once so that the first frame is as fast as the rest
         "features": None,  # the map's own feature conf (the only one that matches it), updated by what is given here
-        "matcher": None,  # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map
+        # None: the matcher the map was built with (map.json), e.g. nn for an XFeat map; a conf may add `fallback`
+        # (a matcher name, or "map" for the map's own) for where the named one cannot run, e.g. EIMP on features
+        # imp ships no weights for: {name: eimp, fallback: map}
+        "matcher": None,
         "coarse": [{"name": "tracking"}, {"name": "retrieval"}],
         # LBR: a recognition model ({model: path, k_can, rec_th, ...}: the "instance" stage's conf) makes the
         # instance-guided search the default coarse stage, with label-aware matching and labelled keypoints first
@@ -180,6 +183,10 @@ class Localizer:
             raise RuntimeError("localizer is closed")
         return self.matcher
 
+    def describe_matcher(self) -> str:
+        """The matcher in use, e.g. "eimp (weights .../imp_xfeat.pth)" (see ``matcher_note`` for a fallback)."""
+        return self._matcher.describe()
+
     def warmup(self) -> float:
         """Run a frame's steps once on throw-away data: extraction of a noise image at the map's image size, each
         coarse stage on it, matching against the references the first proposing stage picks (else six database
@@ -211,17 +218,9 @@ class Localizer:
         return time.perf_counter() - t0
 
     def _matcher_conf(self, meta: Mapping[str, Any]) -> Dict[str, Any]:
-        """The configured matcher, or the one the map was built with (its recorded conf, minus the device)."""
-        if self.conf["matcher"]:
-            mconf = dict(self.conf["matcher"])
-        elif meta.get("matcher"):
-            mconf = {k: v for k, v in dict(meta["matcher"]).items() if k != "device"}
-        else:  # maps from before the matcher was recorded
-            fname = meta["features"].get("name")
-            mconf = {"name": "lightglue" if fname in ("aliked", "disk") else "nn"}
-        if not mconf.get("name"):
-            raise ConfigError("localizer conf 'matcher' needs a 'name'")
-        mconf.setdefault("device", self.conf["device"])
+        mconf, self.matcher_note = choose_matcher(self.conf["matcher"], meta, self.conf["device"])
+        if self.matcher_note:
+            logger.warning(self.matcher_note)
         self.conf["matcher"] = mconf
         return mconf
 
@@ -470,6 +469,37 @@ class Localizer:
         if new is None or new.num_inliers < pnp.num_inliers:
             return None
         return new, int(near.sum()), keep
+
+
+def choose_matcher(configured: Optional[Mapping[str, Any]], meta: Mapping[str, Any],
+                   device: str = "auto") -> Tuple[Dict[str, Any], str]:
+    """The matcher conf a localizer runs on a map (``meta``: its map.json) and a note when it is not the configured
+    one. ``configured`` None: the one the map was built with (its recorded conf, minus the device). A configured
+    ``fallback`` (a matcher name, or "map" for the map's own) replaces a matcher that cannot run on the map's features
+    here (``Matcher.unavailable``: e.g. EIMP where imp ships no weights for them); the note then says why."""
+    if configured:
+        mconf = dict(configured)
+    elif meta.get("matcher"):
+        mconf = {k: v for k, v in dict(meta["matcher"]).items() if k != "device"}
+    else:  # maps from before the matcher was recorded
+        fname = meta["features"].get("name")
+        mconf = {"name": "lightglue" if fname in ("aliked", "disk") else "nn"}
+    if not mconf.get("name"):
+        raise ConfigError("localizer conf 'matcher' needs a 'name'")
+    fallback = mconf.pop("fallback", None)
+    note = ""
+    why = cast(Type[Matcher], MATCHERS.get(mconf["name"])).unavailable(mconf, meta["features"].get("name")) \
+        if fallback else None
+    if why:
+        if fallback == "map":
+            recorded = {k: v for k, v in dict(meta.get("matcher") or {}).items() if k not in ("device", "fallback")}
+            fb = recorded or {"name": "nn"}
+        else:
+            fb = {"name": fallback}
+        note = f"matcher {mconf['name']!r}: {why}; using {fb['name']!r} instead (matcher.fallback)"
+        mconf = fb
+    mconf.setdefault("device", device)
+    return mconf, note
 
 
 def localizer_conf(conf: ConfLike = None, overrides: Overrides = None, preset: Optional[str] = None) -> dict:

@@ -41,6 +41,18 @@ class Matcher:
         self.conf = merge({**self.base_conf, **self.default_conf}, conf, where=type(self).__name__)
         self._init(self.conf)
 
+    @classmethod
+    def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:
+        """Why this matcher cannot run with ``conf`` on ``features`` here (e.g. no weights for them), else None.
+        The localizer's ``matcher.fallback`` takes over when this says why."""
+        if cls.supported_features is not None and features not in cls.supported_features:
+            return f"it works with features {list(cls.supported_features)}, not {features!r}"
+        return None
+
+    def describe(self) -> str:
+        """The matcher as a user should see it in logs and summaries (name, and weights where it has some)."""
+        return str(self.conf["name"])
+
     def _init(self, conf: Dict[str, Any]) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -9,7 +9,7 @@ mask}`` the released non-iterative EIMP (``produce_matches``, with ``iterative: 
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -79,6 +79,16 @@ class IMPMatcher(Matcher):
         self.runner = IterativeMatcher(self.model, checkpoints, early, float(conf["checkpoint_threshold"]),
                                        float(conf["match_threshold"]), int(conf["min_matches"]),
                                        bool(conf["return_inliers"]), mode=conf["iterative_mode"])
+
+    @classmethod
+    def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:
+        if conf.get("weights") or conf.get("allow_random_init") or shipped_weights(features) is not None:
+            return None
+        return (f"no weights for {features!r} features (imp ships weights for {shipped_features() or 'no features'}; "
+                "set 'weights' to a checkpoint or train them with `imp train-matcher --preset`)")
+
+    def describe(self) -> str:
+        return f"{self.conf['name']} (weights {self.weights})"
 
     @property
     def descriptor_dim(self) -> int:
