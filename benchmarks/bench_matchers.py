@@ -36,7 +36,10 @@ Per row and size: ms per pair (median over the pairs) as the CPU time of the cal
 robust on a shared machine; ``--threads 1`` keeps all compute in that thread: torch and OpenCV are set to it) and
 wall clock, peak memory (peak growth of the process RSS during the call, sampled every 2 ms; CUDA: max allocated),
 matches; IMP family also iterations run (mean), tokens kept at the last iteration (mean per image and % of the
-input) and the share of pairs that stopped early; LightGlue family the layers run. Ratios EIMP / GM and
+input) and the share of pairs that stopped early; LightGlue family the layers run. Accuracy, same calls (outside
+the timing): on the world pairs the relative pose from each row's matches (essential matrix, 1 px) against the ground
+truth, as the share within 5° and the median error. ``--n-layers N`` runs the first N iterations of the IMP weights
+(GM too): every iteration has a trained head, so this is the shallower model a slow CPU may prefer. Ratios EIMP / GM and
 EIMP(+stop) / LighterGlue (LightGlue) are printed per size. Writes ``bench_matchers_<features>_<device>.json``,
 ``.md`` and ``.png`` in ``--out``.
 """
@@ -75,8 +78,9 @@ class Pair:
     """Two feature sets of one image pair per size; cameras when the pair has intrinsics."""
 
     def __init__(self, name: str, kind: str, cam0: Optional[Camera] = None, cam1: Optional[Camera] = None,
-                 images=None, info: Optional[Dict[str, Any]] = None):
+                 images=None, info: Optional[Dict[str, Any]] = None, gt: Optional[Pose] = None):
         self.name, self.kind, self.cam0, self.cam1 = name, kind, cam0, cam1
+        self.gt = gt  # ground-truth relative pose cam1_from_cam0 (world pairs)
         self.images = images  # (rgb0, rgb1) or None (synthetic)
         self.info = info or {}
         self.features: Dict[int, tuple] = {}
@@ -139,7 +143,7 @@ def world_pairs(root: Path, n: int, min_covis: float = 0.3) -> List[Pair]:
         for k in np.unique(np.linspace(0, len(scored) - 1, min(want, len(scored))).round().astype(int)):
             q, r, c = scored[k]
             pairs.append(Pair(f"{q} ~ {r}", cond, world.camera(q), world.camera(r), (world.image(q), world.image(r)),
-                              {"covisibility": round(c, 3)}))
+                              {"covisibility": round(c, 3)}, gt=world.pose(r) * world.pose(q).inverse()))
     return pairs
 
 
@@ -316,20 +320,24 @@ class PeakRSS:
 
 def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
                  iterative_mode: str, pool_threshold: Optional[float] = None,
-                 checkpoints: Optional[Sequence[int]] = None) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
-    """name -> run(pair, size) returning the per-call statistics."""
+                 checkpoints: Optional[Sequence[int]] = None,
+                 n_layers: Optional[int] = None) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
+    """name -> run(pair, size) returning the per-call statistics. ``n_layers``: IMP rows (GM included) run the first
+    ``n_layers`` iterations of their weights (each has a trained head)."""
     runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
+    depth = {} if n_layers is None else {"n_layers": int(n_layers)}
+    arch.update(depth)
     for name in names:
         if name == "nn":
             m = create_matcher({"name": "nn", "device": device})
-            runners[name] = (lambda mm: lambda p, n: {"matches": len(mm.match(*p.features[n]))})(m)
+            runners[name] = (lambda mm: lambda p, n: _out(mm.match(*p.features[n])))(m)
         elif name in ("lighterglue", "lightglue"):
             m = create_matcher({"name": name, "device": device, "features": features})
 
             def run_lg(p, n, mm=m):
                 res = mm.match(*p.features[n])
-                return {"matches": len(res), "layers": float(res.info.get("layers_run", float("nan")))}
+                return {**_out(res), "layers": float(res.info.get("layers_run", float("nan")))}
             runners[name] = run_lg
         else:
             variant = "eimp" if name == "eimp+stop" else name
@@ -341,6 +349,7 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
             w = weights.get(variant)
             if w:
                 conf["weights"] = w
+                conf["model"] = dict(depth)
             else:
                 conf.update(allow_random_init=True, model=dict(arch))
             if variant == "eimp" and pool_threshold is not None:
@@ -351,12 +360,36 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
                 f0, f1 = p.features[n]
                 res = mm.match(f0, f1, p.context if stop else None)
                 i = res.info
-                return {"matches": len(res), "iterations": int(i["iterations"]), "early_stop": bool(i["early_stop"]),
+                return {**_out(res), "iterations": int(i["iterations"]), "early_stop": bool(i["early_stop"]),
                         "tokens0": int(i["tokens0"]), "tokens1": int(i["tokens1"]),
                         "kept_share": 0.5 * (i["tokens0"] / max(1, len(f0)) + i["tokens1"] / max(1, len(f1))),
                         "pooling_steps": int(i.get("pooling_steps", 0))}
             runners[name] = run_imp
     return runners
+
+
+def _out(res) -> Dict[str, Any]:
+    """A call's match count and matches (``idx``: used for the pose error after the timed call, then dropped)."""
+    return {"matches": len(res), "idx": np.asarray(res.indices).reshape(-1, 2)}
+
+
+def pose_error(p: Pair, idx: np.ndarray, n: int) -> Optional[float]:
+    """Relative pose error of a call's matches (degrees, max of rotation and translation direction; inf when no
+    pose): essential matrix (USAC_MAGSAC, 1 px) and cheirality, as a pair's pose would be computed. None without
+    ground truth."""
+    if p.gt is None or p.cam0 is None or p.cam1 is None:
+        return None
+    from imp_core.matching.imp.geometry import PairGeometry, vector_angle_deg
+    from imp_core.types import rotation_angle_deg
+
+    f0, f1 = p.features[n]
+    idx = np.asarray(idx, np.int64)
+    est = PairGeometry(p.cam0, p.cam1, 1.0).estimate(f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]) \
+        if len(idx) >= 5 else None
+    if est is None:
+        return float("inf")
+    dt = vector_angle_deg(est.t, p.gt.t)
+    return max(rotation_angle_deg(est.R, p.gt.R), min(dt, 180.0 - dt))
 
 
 def timed(run: Callable[[], Dict[str, Any]], device: str) -> Dict[str, Any]:
@@ -394,7 +427,10 @@ def bench(pairs: List[Pair], sizes: Sequence[int], names: Sequence[str], runners
                 for _ in range(max(1, repeats)):
                     r = timed(lambda: runners[name](p, n), device)
                     best = r if best is None or r["ms"] < best["ms"] else best
-                calls[name].append({"pair": p.name, "kind": p.kind, "intrinsics": p.context is not None, **best})
+                assert best is not None
+                err = pose_error(p, best.pop("idx"), n)
+                calls[name].append({"pair": p.name, "kind": p.kind, "intrinsics": p.context is not None, **best,
+                                    "pose_error_deg": err})
         for name in names:
             rows.append(summarize(name, n, calls[name], device))
     return rows
@@ -409,6 +445,10 @@ def summarize(name: str, n: int, calls: List[Dict[str, Any]], device: str) -> Di
                            "ms_mean": float(np.mean([c["ms"] for c in calls])),
                            "peak_mib": float(max(c["peak_mib"] for c in calls)),
                            "matches": float(np.mean([c["matches"] for c in calls]))}
+    errs = [c["pose_error_deg"] for c in calls if c.get("pose_error_deg") is not None]
+    if errs:
+        row.update(pose_pairs=len(errs), pose_ok_5deg=float(np.mean(np.array(errs) < 5.0)),
+                   pose_error_median_deg=float(np.median(errs)))
     if "iterations" in calls[0]:
         tok = [0.5 * (c["tokens0"] + c["tokens1"]) for c in calls]
         row.update(iterations=float(np.mean([c["iterations"] for c in calls])),
@@ -454,8 +494,9 @@ def checks(rat: Dict[str, Dict[str, float]], lg_name: Optional[str]) -> List[str
 
 
 def table(rows: List[Dict[str, Any]]) -> str:
-    lines = ["| keypoints | matcher | ms/pair (CPU) | wall ms | peak MiB | matches | iterations | tokens kept/image "
-             "(last it.) | stopped early | pooled |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| keypoints | matcher | ms/pair (CPU) | wall ms | peak MiB | matches | pose error < 5° (median) | "
+             "iterations | tokens kept/image (last it.) | stopped early | pooled |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "iterations" in r:
             it = f"{r['iterations']:.1f}"
@@ -467,9 +508,11 @@ def table(rows: List[Dict[str, Any]]) -> str:
         else:
             it = f"{r['layers']:.1f} layers" if "layers" in r else "-"
             tok = stop = pooled = "-"
+        pose = (f"{round(r['pose_ok_5deg'] * r['pose_pairs'])}/{r['pose_pairs']} ({r['pose_error_median_deg']:.2f}°)"
+                if "pose_pairs" in r else "-")
         lines.append(f"| {r['keypoints']} | {r['matcher']} | {r['ms']:.0f} | {r['wall_ms']:.0f} | "
                      f"{r['peak_mib']:.0f} | "
-                     f"{r['matches']:.0f} | {it} | {tok} | {stop} | {pooled} |")
+                     f"{r['matches']:.0f} | {pose} | {it} | {tok} | {stop} | {pooled} |")
     return "\n".join(lines)
 
 
@@ -523,6 +566,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iterative-mode", default="localization", choices=["localization", "released"])
     ap.add_argument("--checkpoints", type=int, nargs="+", default=None,
                     help="eimp+stop: iterations with a pose check (default: the matcher's, sharing iterations + last)")
+    ap.add_argument("--n-layers", type=int, default=None,
+                    help="IMP rows (GM too) run only the first N iterations of the weights (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per pair (the fastest is kept)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=None, help="torch and OpenCV threads (use 1)")
@@ -558,10 +603,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         raise SystemExit("no image pairs: check --inputs / --pairs-limit")
     kp_stats = extract_pairs(pairs, args.features, args.sizes, args.image_size, args.device)
     runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, args.pool_threshold,
-                           args.checkpoints)
+                           args.checkpoints, args.n_layers)
     rows = bench(pairs, args.sizes, names, runners, args.device, args.repeats)
     rat = ratios(rows, lg_name)
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features)
+    if args.n_layers is not None:
+        arch["n_layers"] = args.n_layers
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "device": args.device, "platform": platform.platform(),
@@ -570,11 +617,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         "keypoints": {str(k): v for k, v in kp_stats.items()}, "image_size": args.image_size,
         "weights": {k: (v or "random") for k, v in weights.items()}, "imp_architecture": arch,
         "iterative_mode": args.iterative_mode, "repeats": args.repeats, "pool_threshold": args.pool_threshold,
-        "checkpoints": args.checkpoints,
+        "checkpoints": args.checkpoints, "n_layers": args.n_layers,
         "notes": ["gm: the IMP/EIMP architecture without sharing, all iterations; "
                   + ("random weights (GM has no adaptivity: its time does not depend on the weights; ignore its "
                      "match count)" if not weights.get("gm") else f"weights {weights['gm']}"),
                   "ms: median over the pairs of the calling thread's CPU time; wall_ms: median wall clock",
+                  "pose error: relative pose from each row's matches (essential matrix, USAC_MAGSAC 1 px, "
+                  "cheirality) against the ground truth of the world pairs; max of rotation and translation-"
+                  "direction angles; no pose counts as a failure",
                   "eimp+stop: pose checks only on pairs with intrinsics"
                   + ("" if args.photo_focal else " (the photo pair has none)")],
     }

@@ -1,6 +1,8 @@
 """IMP / EIMP / GM: official checkpoint layout, determinism, attention paths, pruning, early stop, batching."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -695,3 +697,27 @@ def test_mutual_matches_equal_the_argmax_rule():
     P = torch.zeros(1, 4, 3)
     P[0, 0, 0] = P[0, 1, 0] = 0.5
     assert mutual_matches(P, 0.1)[0].tolist() == [[0, -1, -1]]
+
+
+def test_fewer_iterations_of_a_checkpoint_are_its_first_iterations(tmp_path):
+    """`model: {n_layers: k}` on a deeper file runs its first k iterations: the shallow model's assignment is the deep
+    model's after iteration k - 1 (each iteration has its own trained head), for IMP (sharing) and GM."""
+    from imp_core.matching.imp.checkpoint import save_checkpoint
+
+    data = small_pair(120, 90, 60, 64, seed=5)
+    for variant in ("imp", "gm"):
+        torch.manual_seed(0)
+        deep = IMPModel({"variant": variant, "descriptor_dim": 64, "n_layers": 9, "num_heads": 1}).eval()
+        path = tmp_path / f"{variant}.pth"
+        save_checkpoint(path, deep, conf=json.dumps(deep.conf))  # the file stores num_heads (tensors cannot tell)
+        with torch.no_grad():
+            full = deep(data)
+        for k in (4, 7):
+            shallow, _ = load_model(path, variant, {"n_layers": k})
+            assert shallow.n_layers == k and len(shallow.final_proj) == k
+            with torch.no_grad():
+                out = shallow(data)
+            assert len(out) == k
+            assert torch.allclose(out[-1], full[k - 1], atol=1e-6)
+        with pytest.raises(ValueError, match="between 1 and the checkpoint's 9"):
+            load_model(path, variant, {"n_layers": 10})

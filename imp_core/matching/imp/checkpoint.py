@@ -177,6 +177,23 @@ def check_keys(model: IMPModel, state: Mapping[str, torch.Tensor], source: str,
                          "iterations): " + " | ".join(parts))
 
 
+def truncate_state(state: Mapping[str, torch.Tensor], depth: int, n_layers: int,
+                   source: str) -> Dict[str, torch.Tensor]:
+    """The first ``depth`` iterations of an IMP/GM state dict of ``n_layers``: every iteration has its own trained
+    matching head and the sharing pattern is a prefix (``sharing_pattern``), so the result is a complete, shallower
+    model (fewer iterations for a slower CPU)."""
+    if not 1 <= depth <= n_layers:
+        raise ValueError(f"{source}: n_layers {depth} must be between 1 and the checkpoint's {n_layers} iterations")
+
+    def keep(k: str) -> bool:
+        m = re.match(r"gnn\.layers\.(\d+)\.", k) or re.match(r"final_proj\.(\d+)\.", k)
+        if m is None:
+            return True
+        return int(m.group(1)) < (2 * depth if k.startswith("gnn.") else depth)
+
+    return {k: v for k, v in state.items() if keep(k)}
+
+
 def load_model(path: Union[str, Path], variant: Optional[str] = None,
                overrides: Optional[Mapping[str, Any]] = None) -> Tuple[IMPModel, Dict[str, Any]]:
     """Build an ``IMPModel`` for the checkpoint at ``path`` and load it strictly.
@@ -184,7 +201,8 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
     ``variant`` ('gm', 'imp', 'eimp') selects the inference behaviour (imp and eimp files are interchangeable;
     None = from the released file name, e.g. ``eimp_sift.pth``, else from the tensors); the architecture (descriptor
     dim, iterations, sharing) comes from the tensors. Returns (model, info) where
-    info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head).
+    info has ``superglue`` (bool) and ``heads`` (iterations with a trained matching head). ``overrides``
+    ``n_layers`` below the checkpoint's runs its first iterations only (``truncate_state``).
     """
     state, arch = read_checkpoint(path)
     sg = is_superglue(state)
@@ -197,7 +215,12 @@ def load_model(path: Union[str, Path], variant: Optional[str] = None,
             raise ValueError(f"{path} holds {'a GM/SuperGlue' if arch['variant'] == 'gm' else 'an IMP/EIMP'} "
                              f"checkpoint, but the matcher is {variant!r}")
         arch["variant"] = variant
-    model = IMPModel({**arch, **dict(overrides or {})})
+    overrides = dict(overrides or {})
+    depth = overrides.get("n_layers")
+    if depth is not None and not sg and int(depth) != arch["n_layers"]:
+        state = truncate_state(state, int(depth), arch["n_layers"], str(path))
+        arch["n_layers"] = int(depth)
+    model = IMPModel({**arch, **overrides})
     allowed: Tuple[str, ...] = ()
     if sg:
         state, missing = convert_superglue(state)
