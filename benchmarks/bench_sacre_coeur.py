@@ -34,6 +34,9 @@ def main() -> int:
     p.add_argument("--protocol", default="sfm", choices=["sfm", "reference"],
                    help="sfm: each 9-image map is its own SfM; reference: triangulated with the 10-image map's poses "
                         "and cameras (test_sacre_coeur.leave_one_out)")
+    p.add_argument("--localize-matcher", default=None,
+                   help="the localizer's matcher (e.g. eimp: the weights imp ships for the features); default: the "
+                        "map's own")
     a = p.parse_args()
     from imp_core.localization.localizer import Localizer
 
@@ -43,12 +46,15 @@ def main() -> int:
     for pair in a.pairs:
         # the gate off, so that 'before' (>= 20 inliers) and 'after' (confidence) come from the same poses
         drift: dict = {}
-        out = leave_one_out(a.data, a.work / pair.replace("+", "_"), pair,
-                            {"acceptance": {"min_confidence": 0.0}}, fixed_guess=a.fixed_guess, drift=drift,
-                            protocol=a.protocol)
+        lconf = {"acceptance": {"min_confidence": 0.0}}
+        if a.localize_matcher:
+            lconf["matcher"] = {"name": a.localize_matcher}
+        out = leave_one_out(a.data, a.work / pair.replace("+", "_"), pair, lconf, fixed_guess=a.fixed_guess,
+                            drift=drift, protocol=a.protocol)
         how = (" (focal fixed at the 1.2 x max(w, h) guess: the old behaviour)" if a.fixed_guess
                else " (unknown camera: focal estimated)")
-        lines.append(f"{pair}, {a.protocol} protocol{how}")
+        lines.append(f"{pair}, {a.protocol} protocol{how}"
+                     + (f", localized with {a.localize_matcher}" if a.localize_matcher else ""))
         # map drift: the 9-image map's own focal lengths of cameras like the photo's against the 10-image map's
         # (test_sacre_coeur.map_focal_drift); "vs map": the focal error with that drift taken out
         lines.append(f"  {'photo':<26}{'rot err':>9}{'focal err':>11}{'map drift':>11}{'vs map':>8}{'conf':>6}"

@@ -72,6 +72,12 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
     similarity); ``"reference"``, each 9-image map is triangulated with the 10-image map's poses and cameras
     (``ReferenceModel``; the photo's own observations are not used), so the photo's pose and focal length in the
     10-image map are its ground truth in the very geometry it is localized in."""
+    return leave_one_out_confs(shared_data, tmp_path, pair, {"": localizer_conf}, fixed_guess, drift, protocol)[""]
+
+
+def leave_one_out_confs(shared_data, tmp_path, pair, localizer_confs, fixed_guess=False, drift=None,
+                        protocol="sfm"):
+    """``leave_one_out`` for several localizer confs on the same maps: {conf name: {photo: (...)}}."""
     import pycolmap
 
     from imp_core.imageio import read_image
@@ -91,7 +97,7 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
     if protocol not in ("sfm", "reference"):
         raise ValueError(f"protocol must be 'sfm' or 'reference', got {protocol!r}")
     ref = ReferenceModel(src, full) if protocol == "reference" else None
-    out = {}
+    outs: dict = {name: {} for name in localizer_confs}
     for q in src.db_names:
         others = [n for n in src.db_names if n != q]
         sub_dir = build_map(ref if ref is not None else src, tmp_path / f"loo_{q[:8]}", conf, names=others,
@@ -109,20 +115,23 @@ def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=
             sim = pycolmap.estimate_sim3d_robust(_anchors(sub, common), tgt,
                                                  pycolmap.RANSACOptions(max_error=0.05 * scale))["tgt_from_src"]
             R_align = np.asarray(sim.rotation.matrix())
-        # defaults only: the map's matcher, retrieval, confidence gate; the camera is unknown
-        loc = Localizer({"map": str(sub_dir), **(localizer_conf or {})})
         image = read_image(src.db_image_path(q))
         camera = guess_camera(image.shape[1], image.shape[0]) if fixed_guess else None
-        res = loc.localize(image, camera, name=q)
-        if res.pose is None:
-            out[q] = (float("inf"), float("inf"), res)
-            continue
-        R_full = res.pose.R @ R_align.T
-        gt = full.pose(q)
-        err = rotation_angle_deg(gt.R, R_full)
-        out[q] = (err, res.camera.focal[0] / full.camera(q).focal[0] - 1.0, res)
-    print(pair, {k[:8]: (round(e, 2), f"{100 * f:+.1f}%", round(r.confidence, 2)) for k, (e, f, r) in out.items()})
-    return out
+        for name, lconf in localizer_confs.items():
+            # defaults only unless the conf says otherwise: the map's matcher, retrieval, confidence gate; the camera
+            # is unknown
+            loc = Localizer({"map": str(sub_dir), **(lconf or {})})
+            res = loc.localize(image, camera, name=q)
+            loc.close()
+            if res.pose is None:
+                outs[name][q] = (float("inf"), float("inf"), res)
+                continue
+            err = rotation_angle_deg(full.pose(q).R, res.pose.R @ R_align.T)
+            outs[name][q] = (err, res.camera.focal[0] / full.camera(q).focal[0] - 1.0, res)
+    for name, out in outs.items():
+        print(pair, name, {k[:8]: (round(e, 2), f"{100 * f:+.1f}%", round(r.confidence, 2))
+                           for k, (e, f, r) in out.items()})
+    return outs
 
 
 def assert_all_localized(out, max_deg=2.0):
@@ -172,12 +181,19 @@ def test_leave_one_out_in_reference_geometry(shared_data, tmp_path, pair):
     photo's pose and focal length there are its ground truth, with no SfM of its own in between. Every photo OK,
     within 2 degrees, and the estimated focal length within 5 % of the map's own for each.
 
+    On the XFeat maps every photo is also localized with EIMP as the localizer's matcher, with the weights imp
+    ships for XFeat (issue 13): the same requirements.
+
     Measured with OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_sacre_coeur.py --protocol reference:
-    XFeat + LighterGlue max 0.08 degrees, focal -0.5 .. +1.7 %."""
-    out = leave_one_out(shared_data, tmp_path, pair, protocol="reference")
-    assert_all_localized(out)
-    focal = {k: abs(f) for k, (_, f, _) in out.items()}
-    assert max(focal.values()) < 0.05, focal
+    XFeat + LighterGlue max 0.08 degrees, focal -0.5 .. +1.7 %; with --localize-matcher eimp see docs/IMP.md."""
+    confs = {"the map's matcher": None}
+    if pair.startswith("xfeat"):
+        confs["eimp"] = {"matcher": {"name": "eimp"}}
+    outs = leave_one_out_confs(shared_data, tmp_path, pair, confs, protocol="reference")
+    for name, out in outs.items():
+        assert_all_localized(out)
+        focal = {k: abs(f) for k, (_, f, _) in out.items()}
+        assert max(focal.values()) < 0.05, (name, focal)
 
 
 def test_map_build_is_repeatable(shared_data, tmp_path):

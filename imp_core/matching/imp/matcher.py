@@ -29,7 +29,8 @@ class IMPMatcher(Matcher):
         "features": None,  # the features' name (the localizer sets it from the map): picks the shipped weights
         "allow_random_init": False,
         "seed": 0,
-        # IMPModel overrides; None = the checkpoint's / IMPModel's value (descriptor_dim matters for random init)
+        # IMPModel overrides; None = the checkpoint's / IMPModel's value (descriptor_dim matters for random init);
+        # n_layers below the checkpoint's runs its first iterations only (each has a trained head): a shallower model
         "model": {k: None for k in IMPModel.default_conf if k != "variant"},
         "iterative": True,  # pose checks at checkpoint iterations (needs camera0/camera1 or points3D context)
         "iterative_mode": "localization",  # localization (ours: PnP / recoverPose checks) | released (imp-release)
