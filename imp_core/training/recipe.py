@@ -101,7 +101,7 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
     conf = json.loads((run_dir / "conf.json").read_text())
     size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
                  f"exported at step {exported['step']}")
-    text = f"""# Matcher weights `{exported['file']}` (preset `{name}`)
+    text = f"""# Matcher weights `{p['output']}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
 
@@ -110,8 +110,9 @@ Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; the
 - Parameters: {size_line}
 - Trainer: `{json.dumps({k: v for k, v in conf['train'].items() if k != 'model'})}`
 - Stages: `{json.dumps(p['stages'])}`
-- Wall time of the last training process: {train_rows[-1]['time_s'] / 3600 if train_rows else 0:.2f} h
-  (2-core CPU shared with other jobs; see `log.jsonl` in the run directory for every step)
+- Training wall time: {training_hours(train_rows):.1f} h over {sum(1 for _ in _processes(train_rows))} training
+  processes (resumed across sessions; one CPU thread on a 2-core machine shared with other jobs; `log.jsonl` in the
+  run directory has every step)
 
 ## Data (no MegaDepth; `../shared/data/sacre_coeur_mapping` never used)
 | source | dump | pairs | images |
@@ -135,6 +136,23 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
     path = card_dir / f"{name}.md"
     path.write_text(text)
     return path
+
+
+def _processes(train_rows: Sequence[Mapping[str, Any]]):
+    """The log's training rows split by process: ``time_s`` counts from each (re)start, so it drops at a resume."""
+    chunk: List[Mapping[str, Any]] = []
+    for r in train_rows:
+        if chunk and r["time_s"] < chunk[-1]["time_s"]:
+            yield chunk
+            chunk = []
+        chunk.append(r)
+    if chunk:
+        yield chunk
+
+
+def training_hours(train_rows: Sequence[Mapping[str, Any]]) -> float:
+    """Wall time of all training processes of a run (the last logged ``time_s`` of each), in hours."""
+    return sum(c[-1]["time_s"] for c in _processes(train_rows)) / 3600
 
 
 def _eval_row(label: str, r: Mapping[str, Any]) -> str:
