@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
@@ -221,9 +222,12 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         save_checkpoint(path, model, epoch=epoch, iteration=step, min_loss=best, optimizer=opt.state_dict(),
                         conf=json.dumps(model.conf))
 
-    logf = open(out / "log.jsonl", "w")
-    for r in log:
-        logf.write(json.dumps(r) + "\n")
+    # the kept history goes to a new file that replaces the old one whole, then every row is flushed as written: a
+    # run killed at any moment (a session ending) keeps its log up to the last step
+    tmp = out / "log.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in log))
+    os.replace(tmp, out / "log.jsonl")
+    logf = open(out / "log.jsonl", "a", buffering=1)
 
     def write(r: Dict[str, Any]) -> None:
         log.append(r)
