@@ -193,3 +193,21 @@ def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkey
     assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
     m = create_matcher({**mconf, "features": "sift"})
     assert m.describe() == f"eimp (weights {tmp_path / 'imp_sift.pth'})"
+
+
+def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
+    """The shipped file is what config/localizer_synthetic.yaml (demo, ROS node) runs on an XFeat map; a SIFT map
+    falls back to its own matcher with a note naming the features that have weights."""
+    from pathlib import Path
+
+    from imp_core.config import read_conf
+    from imp_core.localization.localizer import choose_matcher
+
+    conf = read_conf(Path(__file__).resolve().parents[1] / "config" / "localizer_synthetic.yaml", "localizer")
+    mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "xfeat"}, "matcher": {"name": "nn"}}, "cpu")
+    assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
+    m = create_matcher({**mconf, "features": "xfeat"})
+    assert Path(m.weights).name == "imp_xfeat.pth" and m.descriptor_dim == 64
+    assert m.model.conf["pool_threshold"] == 0.15  # calibrated at export (docs/models/imp_xfeat.md)
+    mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "sift"}, "matcher": {"name": "nn"}}, "cpu")
+    assert mconf["name"] == "nn" and "imp ships weights for ['xfeat']" in note
