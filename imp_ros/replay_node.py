@@ -2,7 +2,8 @@
 as a camera stream (Image or CompressedImage + CameraInfo), with the ground truth when known.
 
 Modes: real time scaled by ``speed`` (frames stamped with the wall clock by default), ``loop``, and ``lockstep``
-(wait for the localizer's result for each frame, so a benchmark loses none). Per frame it publishes, in order:
+(wait for the localizer's result for each frame, so a benchmark loses none; frames are then stamped on the playback
+timeline, the first frame's clock time plus the source's spacing, however long each result takes). Per frame it publishes, in order:
 TF odom->base (simulated odometry from the ground truth, when known), CameraInfo, ``imp_msgs/ReplayFrame``
 (name, condition, ground truth), ground-truth PoseStamped, then the image. At the end it publishes a JSON summary
 on the latched ``done`` topic.
@@ -110,8 +111,12 @@ class ReplayNode(Node):
         "lockstep": P(False, "wait for the localizer's result for each frame (benchmarks lose no frame)"),
         "lockstep_timeout": P(60.0, "seconds to wait for one result in lockstep", range=(0.01, 1e5)),
         "lockstep_retries": P(1, "frames re-sent when no result came", range=(0, 100)),
-        "stamp_mode": P("now", "'now': stamps from the node clock; 'source': the source's stamps",
-                        choices=("now", "source")),
+        "stamp_mode": P("auto", "'now': stamps from the node clock; 'source': the source's stamps; 'playback': the "
+                                "node clock at the first frame plus the source time played since (source spacing, gaps "
+                                "capped at max_gap); 'auto': playback in lockstep (frames keep the camera's spacing "
+                                "however long the localizer takes, so tracking's time-gap checks see camera time, and "
+                                "/clock, held between lockstep frames, stays monotonic), else now",
+                        choices=("auto", "now", "source", "playback")),
         "publish_clock": P(True, "publish rosgraph_msgs/Clock on /clock with the playback time (use_sim_time)"),
         "clock_rate": P(50.0, "/clock messages per second between frames", range=(1.0, 1000.0)),
         "image_topic": P(common.IMAGE_TOPIC, "image output topic (CompressedImage at <topic>/compressed)"),
@@ -173,6 +178,7 @@ class ReplayNode(Node):
         self._clock_ns = 0  # playback time last published on /clock (never goes back)
         self._clock_lock = threading.Lock()
         self._clock_anchor: Optional[tuple] = None  # (monotonic, playback ns) while playing in real time
+        self._playback_ns: Optional[int] = None  # stamp_mode playback: the last frame's stamp
 
         self.tf = TfBroadcaster(self)
         self.tf_static = TfBroadcaster(self, static=True)
@@ -279,15 +285,19 @@ class ReplayNode(Node):
                 self._stop.set()
                 break
             src_ns = fr.stamp_ns + loop_offset_ns
+            step = 0.0
             if prev is not None:
                 gap = (src_ns - prev) * 1e-9
-                virtual += gap if 0 <= gap <= p("max_gap") else 1.0 / p("rate")
+                step = gap if 0 <= gap <= p("max_gap") else 1.0 / p("rate")
+                virtual += step
+            elif self._playback_ns is not None:  # a new pass (loop): one frame period after the last one
+                step = 1.0 / p("rate")
             prev = src_ns
             if not p("lockstep"):
                 delay = t0_wall + virtual / p("speed") - time.monotonic()
                 if delay > 0:
                     self._stop.wait(delay)
-            stamp = self.get_clock().now().nanoseconds if p("stamp_mode") == "now" else src_ns
+            stamp = self._stamp(src_ns, step)
             if self._stop.is_set():
                 break
             self._publish_clock(stamp)
@@ -297,6 +307,21 @@ class ReplayNode(Node):
                 self._wait_result(fr, stamp)
             last = src_ns
         self._next_offset = last + int(1e9 / p("rate"))
+
+    def _stamp(self, src_ns: int, step_s: float) -> int:
+        """A frame's stamp by ``stamp_mode`` (``step_s``: source seconds since the previous frame, gaps capped)."""
+        mode = self.p("stamp_mode")
+        if mode == "auto":
+            mode = "playback" if self.p("lockstep") else "now"
+        if mode == "source":
+            return src_ns
+        if mode == "playback":
+            if self._playback_ns is None:
+                self._playback_ns = self.get_clock().now().nanoseconds
+            else:
+                self._playback_ns += int(round(step_s * 1e9))
+            return self._playback_ns
+        return self.get_clock().now().nanoseconds
 
     def _publish(self, fr: Frame, stamp: int) -> None:
         from geometry_msgs.msg import PoseStamped

@@ -92,6 +92,13 @@ def test_synthetic_sequence_tf_and_outputs(ros, localizer, ros_world, run_graph,
     rows = [ln.split(",") for ln in (out / "frames.csv").read_text().splitlines()[1:]]
     t_row, name = min(((float(r[0]), r[1]) for r in rows), key=lambda tr: abs(tr[0] - stamp * 1e-9))
     assert abs(t_row - stamp * 1e-9) < 1e-4
+    # lockstep: frames are stamped on the playback timeline, the source's spacing (gaps over max_gap, 1 s, become one
+    # frame period), however long each result took, so the localizer's tracking sees camera time
+    world = SyntheticWorld(ros_world)
+    played = sorted((float(r[0]), r[1]) for r in rows)
+    for (t0, n0), (t1, n1) in zip(played, played[1:]):
+        gap = world.stamp(n1) - world.stamp(n0)
+        assert abs((t1 - t0) - (gap if 0 <= gap <= 1.0 else 0.1)) < 2e-6, (n0, n1, t1 - t0, gap)
     e = ReplayNode.PARAMS["camera_extrinsics"].default
     base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
     yaw = np.radians(15.0)
@@ -231,6 +238,13 @@ def test_initialpose_becomes_the_tracking_prior(ros, localizer, client):
     from imp_ros.tf_buffer import TfBroadcaster
 
     cv, w = client.cv, client.w
+    # lockstep: frames are stamped on the playback timeline, the source's spacing (gaps over max_gap, 1 s, become one
+    # frame period), however long each result took, so the localizer's tracking sees camera time
+    world = SyntheticWorld(ros_world)
+    played = sorted((float(r[0]), r[1]) for r in rows)
+    for (t0, n0), (t1, n1) in zip(played, played[1:]):
+        gap = world.stamp(n1) - world.stamp(n0)
+        assert abs((t1 - t0) - (gap if 0 <= gap <= 1.0 else 0.1)) < 2e-6, (n0, n1, t1 - t0, gap)
     e = ReplayNode.PARAMS["camera_extrinsics"].default
     base_from_cam = Pose.from_qvec([e[6], e[3], e[4], e[5]], e[:3])
     static = TfBroadcaster(ros.node, static=True)
