@@ -5,8 +5,8 @@ Modes: real time scaled by ``speed`` (frames stamped with the wall clock by defa
 (wait for the localizer's result for each frame, so a benchmark loses none; frames are then stamped on the playback
 timeline, the first frame's clock time plus the source's spacing, however long each result takes). Per frame it
 publishes, in order: TF odom->base (simulated odometry from the ground truth, when known), CameraInfo,
-``imp_msgs/ReplayFrame`` (name, condition, ground truth), ground-truth PoseStamped, then the image. At the end it publishes a JSON summary
-on the latched ``done`` topic.
+``imp_msgs/ReplayFrame`` (name, condition, ground truth), ground-truth PoseStamped, then the image. At the end it
+publishes a JSON summary on the latched ``done`` topic.
 """
 from __future__ import annotations
 
