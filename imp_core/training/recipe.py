@@ -101,7 +101,8 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
     conf = json.loads((run_dir / "conf.json").read_text())
     size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
                  f"exported at step {exported['step']}")
-    text = f"""# Matcher weights `{p['output']}` (preset `{name}`)
+    where = p.get("output") or Path(exported["file"]).name  # the preset's repository path of the file
+    text = f"""# Matcher weights `{where}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
 
