@@ -477,13 +477,12 @@ def choose_matcher(configured: Optional[Mapping[str, Any]], meta: Mapping[str, A
     one. ``configured`` None: the one the map was built with (its recorded conf, minus the device). A configured
     ``fallback`` (a matcher name, or "map" for the map's own) replaces a matcher that cannot run on the map's features
     here (``Matcher.unavailable``: e.g. EIMP where imp ships no weights for them); the note then says why."""
-    if configured:
-        mconf = dict(configured)
-    elif meta.get("matcher"):
-        mconf = {k: v for k, v in dict(meta["matcher"]).items() if k != "device"}
+    if meta.get("matcher"):
+        own = {k: v for k, v in dict(meta["matcher"]).items() if k not in ("device", "fallback")}
     else:  # maps from before the matcher was recorded
         fname = meta["features"].get("name")
-        mconf = {"name": "lightglue" if fname in ("aliked", "disk") else "nn"}
+        own = {"name": "lightglue" if fname in ("aliked", "disk") else "nn"}
+    mconf = dict(configured) if configured else dict(own)
     if not mconf.get("name"):
         raise ConfigError("localizer conf 'matcher' needs a 'name'")
     fallback = mconf.pop("fallback", None)
@@ -491,11 +490,7 @@ def choose_matcher(configured: Optional[Mapping[str, Any]], meta: Mapping[str, A
     why = cast(Type[Matcher], MATCHERS.get(mconf["name"])).unavailable(mconf, meta["features"].get("name")) \
         if fallback else None
     if why:
-        if fallback == "map":
-            recorded = {k: v for k, v in dict(meta.get("matcher") or {}).items() if k not in ("device", "fallback")}
-            fb = recorded or {"name": "nn"}
-        else:
-            fb = {"name": fallback}
+        fb = dict(own) if fallback == "map" else {"name": fallback}
         note = f"matcher {mconf['name']!r}: {why}; using {fb['name']!r} instead (matcher.fallback)"
         mconf = fb
     mconf.setdefault("device", device)
