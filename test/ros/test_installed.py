@@ -71,6 +71,9 @@ def test_installed_layout_and_share_directory(installed):
     assert out[0].startswith(str(installed["purelib"])), out
     for line in out[1:]:
         assert line.startswith(str(share)), out
+    # the EIMP weights imp ships install with imp_core: the installed synthetic config runs EIMP, not the fallback
+    w = _py(installed, "from imp_core.matching.imp.checkpoint import shipped_weights; print(shipped_weights('xfeat'))")
+    assert w[0].startswith(str(installed["purelib"])) and w[0].endswith("imp_xfeat.pth"), w
     # without ament_index_python's answer (no AMENT_PREFIX_PATH) the installed data files are found next to the module
     env = dict(installed["env"])
     env.pop("AMENT_PREFIX_PATH")
