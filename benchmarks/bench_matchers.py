@@ -318,6 +318,40 @@ class PeakRSS:
         return (self.peak - self.base) / 2 ** 20
 
 
+class StageClock:
+    """Thread CPU time per IMP step inside one call: the model's layers (``iterate``), matching heads (``assign``),
+    mutual matches, pooling, and the pose checks (``iterative.estimate``). The wrappers only add timing."""
+
+    STEPS = {"iterate": "layers", "assign": "heads", "matches": "mutual", "pool": "pooling"}
+
+    def __init__(self) -> None:
+        self.ms: Dict[str, float] = {}
+
+    def _wrap(self, owner, attr: str, key: str) -> None:
+        f = getattr(owner, attr)
+
+        def timed_step(*a, **k):
+            t = time.thread_time()
+            try:
+                return f(*a, **k)
+            finally:
+                self.ms[key] = self.ms.get(key, 0.0) + 1000 * (time.thread_time() - t)
+        setattr(owner, attr, timed_step)
+
+    def attach(self, model) -> None:
+        for attr, key in self.STEPS.items():
+            self._wrap(model, attr, key)
+
+    def attach_pose_checks(self) -> None:
+        from imp_core.matching.imp import iterative
+
+        self._wrap(iterative, "estimate", "pose_checks")
+
+    def take(self) -> Dict[str, float]:
+        out, self.ms = self.ms, {}
+        return out
+
+
 def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
                  iterative_mode: str, pool_threshold: Optional[float] = None,
                  checkpoints: Optional[Sequence[int]] = None,
@@ -325,6 +359,8 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
     """name -> run(pair, size) returning the per-call statistics. ``n_layers``: IMP rows (GM included) run the first
     ``n_layers`` iterations of their weights (each has a trained head)."""
     runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
+    clock = StageClock()
+    clock.attach_pose_checks()
     arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
     depth = {} if n_layers is None else {"n_layers": int(n_layers)}
     arch.update(depth)
@@ -355,15 +391,18 @@ def make_runners(names: Sequence[str], features: str, device: str, weights: Dict
             if variant == "eimp" and pool_threshold is not None:
                 conf["model"] = {**conf.get("model", {}), "pool_threshold": pool_threshold}
             m = create_matcher(conf)
+            clock.attach(m.model)
 
             def run_imp(p, n, mm=m, stop=stop):
                 f0, f1 = p.features[n]
+                clock.take()
                 res = mm.match(f0, f1, p.context if stop else None)
+                split = clock.take()
                 i = res.info
                 return {**_out(res), "iterations": int(i["iterations"]), "early_stop": bool(i["early_stop"]),
                         "tokens0": int(i["tokens0"]), "tokens1": int(i["tokens1"]),
                         "kept_share": 0.5 * (i["tokens0"] / max(1, len(f0)) + i["tokens1"] / max(1, len(f1))),
-                        "pooling_steps": int(i.get("pooling_steps", 0))}
+                        "pooling_steps": int(i.get("pooling_steps", 0)), "split_ms": split}
             runners[name] = run_imp
     return runners
 
@@ -460,6 +499,9 @@ def summarize(name: str, n: int, calls: List[Dict[str, Any]], device: str) -> Di
         row["early_stop_share_with_intrinsics"] = float(np.mean(with_geo)) if with_geo else 0.0
     if "layers" in calls[0]:
         row["layers"] = float(np.mean([c["layers"] for c in calls]))
+    if "split_ms" in calls[0]:  # median over the pairs of each step's CPU ms (steps that did not run count 0)
+        keys = list(dict.fromkeys(k for c in calls for k in c["split_ms"]))
+        row["split_ms"] = {k: float(np.median([c["split_ms"].get(k, 0.0) for c in calls])) for k in keys}
     row["calls"] = calls
     return row
 
@@ -652,6 +694,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not (weights.get("eimp") and weights.get("imp")):
         result["checks"].append("- random IMP/EIMP weights: compute only (pooling and the early stop need trained "
                                 "weights); these rows say nothing about the targets")
+    split_rows = [r for r in rows if r.get("split_ms")]
+    if split_rows:
+        md += ["", "Where the IMP rows' CPU time goes (median ms per pair; layers = attention + MLP iterations, "
+               "heads = Sinkhorn assignments, pose checks = RANSAC at checkpoints):", ""]
+        md += [f"- {r['keypoints']} {r['matcher']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["split_ms"].items())
+               for r in split_rows]
     md += ["", "Targets (issue 13):", ""] + result["checks"] + ["", "Notes:", ""] + [f"- {x}" for x in meta["notes"]]
     md_text = "\n".join(md) + "\n"
     Path(f"{stem}.md").write_text(md_text)

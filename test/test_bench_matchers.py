@@ -34,6 +34,9 @@ def check_result(out: Path, tag: str, result: dict, sizes) -> dict:
             assert 1 <= r["iterations"] <= 9
             assert 0 < r["tokens_kept_pct"] <= 100
             assert 0 <= r["early_stop_share"] <= 1
+            # the CPU split: layers and heads always run; no more time in the steps than in the call
+            assert r["split_ms"]["layers"] > 0 and r["split_ms"]["heads"] > 0, r["split_ms"]
+            assert sum(r["split_ms"].values()) <= 1.05 * max(c["ms"] for c in r["calls"]) + 1.0
         if m == "lighterglue":
             assert 1 <= r["layers"] <= 6
     for n in sizes:
