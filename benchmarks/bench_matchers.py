@@ -240,8 +240,9 @@ def extract_pairs(pairs: List[Pair], features: str, sizes: Sequence[int], image_
 
 
 # ---- matchers ----------------------------------------------------------------------------------------------
-def imp_arch(weights: Optional[str], features: str) -> Dict[str, Any]:
-    """The IMPModel conf of a weights file (tensors + stored conf), or the CPU preset architecture."""
+def imp_arch(weights: Optional[str], features: str, n_layers: Optional[int] = None) -> Dict[str, Any]:
+    """The IMPModel conf of a weights file (tensors + stored conf), or the CPU preset architecture; ``n_layers``: the
+    first iterations only (``--n-layers``)."""
     if weights:
         from imp_core.matching.imp.checkpoint import read_checkpoint
 
@@ -254,6 +255,8 @@ def imp_arch(weights: Optional[str], features: str) -> Dict[str, Any]:
         model.pop("sinkhorn_grad_iterations", None)
         arch = {"descriptor_dim": DESCRIPTOR_DIM.get(features, 64), **model}
     arch.pop("variant", None)
+    if n_layers is not None:
+        arch["n_layers"] = int(n_layers)
     return arch
 
 
@@ -353,17 +356,16 @@ class StageClock:
 
 
 def make_runners(names: Sequence[str], features: str, device: str, weights: Dict[str, Optional[str]],
-                 iterative_mode: str, pool_threshold: Optional[float] = None,
+                 iterative_mode: str, arch: Dict[str, Any], pool_threshold: Optional[float] = None,
                  checkpoints: Optional[Sequence[int]] = None,
                  n_layers: Optional[int] = None) -> Dict[str, Callable[[Pair, int], Dict[str, Any]]]:
-    """name -> run(pair, size) returning the per-call statistics. ``n_layers``: IMP rows (GM included) run the first
-    ``n_layers`` iterations of their weights (each has a trained head)."""
+    """name -> run(pair, size) returning the per-call statistics. ``arch``: ``imp_arch`` of the IMP weights (built as
+    is for random rows); ``n_layers``: IMP rows (GM included) run the first ``n_layers`` iterations of their weights
+    (each has a trained head)."""
     runners: Dict[str, Callable[[Pair, int], Dict[str, Any]]] = {}
     clock = StageClock()
     clock.attach_pose_checks()
-    arch = imp_arch(weights.get("eimp") or weights.get("imp"), features)
     depth = {} if n_layers is None else {"n_layers": int(n_layers)}
-    arch.update(depth)
     for name in names:
         if name == "nn":
             m = create_matcher({"name": "nn", "device": device})
@@ -644,7 +646,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if not pairs:
         raise SystemExit("no image pairs: check --inputs / --pairs-limit")
     kp_stats = extract_pairs(pairs, args.features, args.sizes, args.image_size, args.device)
-    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, args.pool_threshold,
+    arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features, args.n_layers)
+    runners = make_runners(names, args.features, args.device, weights, args.iterative_mode, arch, args.pool_threshold,
                            args.checkpoints, args.n_layers)
     rows = bench(pairs, args.sizes, names, runners, args.device, args.repeats)
     for r in rows:  # a randomly initialised GM times the architecture; its matches mean nothing
@@ -652,9 +655,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             for k in ("pose_pairs", "pose_ok_5deg", "pose_error_median_deg"):
                 r.pop(k, None)
     rat = ratios(rows, lg_name)
-    arch = imp_arch(weights.get("eimp") or weights.get("imp"), args.features)
-    if args.n_layers is not None:
-        arch["n_layers"] = args.n_layers
     meta = {
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "torch": torch.__version__,
         "threads": torch.get_num_threads(), "device": args.device, "platform": platform.platform(),

@@ -127,14 +127,19 @@ def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):
         train([syn, other], tmp_path / "run2", conf, progress=False)
 
 
+def ship_sift_weights(shipped_dir, num_heads: int) -> None:
+    """A small IMP for SIFT saved as imp would ship it (``weights/imp_sift.pth``) in ``shipped_dir``."""
+    from imp_core.matching.imp.model import IMPModel
+
+    model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": num_heads})
+    ckpt.save_checkpoint(shipped_dir / "imp_sift.pth", model, conf=json.dumps(model.conf))
+
+
 def test_imp_matcher_uses_shipped_weights_for_the_features(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="no weights for 'sift' features"):
         create_matcher({"name": "eimp", "features": "sift"})
     monkeypatch.setattr(ckpt, "SHIPPED_DIR", tmp_path)
-    from imp_core.matching.imp.model import IMPModel
-
-    model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": 2})
-    ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
+    ship_sift_weights(tmp_path, num_heads=2)
     m = create_matcher({"name": "eimp", "features": "sift"})
     assert m.weights == str(tmp_path / "imp_sift.pth")
     assert m.model.conf["num_heads"] == 2
@@ -185,10 +190,7 @@ def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkey
     assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
     mconf, note = choose_matcher({"name": "lighterglue", "fallback": "label_nn"}, meta)  # LighterGlue is XFeat's
     assert mconf["name"] == "label_nn" and "works with features ['xfeat']" in note
-    from imp_core.matching.imp.model import IMPModel
-
-    model = IMPModel({"variant": "imp", "descriptor_dim": 128, "n_layers": 2, "num_heads": 1})
-    ckpt.save_checkpoint(tmp_path / "imp_sift.pth", model, conf=json.dumps(model.conf))
+    ship_sift_weights(tmp_path, num_heads=1)
     mconf, note = choose_matcher({"name": "eimp", "fallback": "map"}, meta, "cpu")
     assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
     m = create_matcher({**mconf, "features": "sift"})

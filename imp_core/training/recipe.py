@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
@@ -102,6 +102,7 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
     size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
                  f"exported at step {exported['step']}")
     where = p.get("output") or Path(exported["file"]).name  # the preset's repository path of the file
+    hours, processes = training_time(train_rows)
     text = f"""# Matcher weights `{where}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
@@ -111,7 +112,7 @@ Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; the
 - Parameters: {size_line}
 - Trainer: `{json.dumps({k: v for k, v in conf['train'].items() if k != 'model'})}`
 - Stages: `{json.dumps(p['stages'])}`
-- Training wall time: {training_hours(train_rows):.1f} h over {sum(1 for _ in _processes(train_rows))} training
+- Training wall time: {hours:.1f} h over {processes} training
   processes (resumed across sessions; one CPU thread on a 2-core machine shared with other jobs; `log.jsonl` in the
   run directory has every step)
 
@@ -139,21 +140,12 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
     return path
 
 
-def _processes(train_rows: Sequence[Mapping[str, Any]]):
-    """The log's training rows split by process: ``time_s`` counts from each (re)start, so it drops at a resume."""
-    chunk: List[Mapping[str, Any]] = []
-    for r in train_rows:
-        if chunk and r["time_s"] < chunk[-1]["time_s"]:
-            yield chunk
-            chunk = []
-        chunk.append(r)
-    if chunk:
-        yield chunk
-
-
-def training_hours(train_rows: Sequence[Mapping[str, Any]]) -> float:
-    """Wall time of all training processes of a run (the last logged ``time_s`` of each), in hours."""
-    return sum(c[-1]["time_s"] for c in _processes(train_rows)) / 3600
+def training_time(train_rows: Sequence[Mapping[str, Any]]) -> Tuple[float, int]:
+    """(hours, processes) of a run's training log: ``time_s`` counts from each (re)start, so it drops at a resume;
+    each process adds the last time it logged."""
+    times = [float(r["time_s"]) for r in train_rows]
+    ends = [a for a, b in zip(times, times[1:]) if b < a] + times[-1:]
+    return sum(ends) / 3600, len(ends)
 
 
 def _eval_row(label: str, r: Mapping[str, Any]) -> str:

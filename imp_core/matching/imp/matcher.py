@@ -64,11 +64,8 @@ class IMPMatcher(Matcher):
             model = IMPModel({**overrides, "variant": variant})
             self.weights = "random"
         else:
-            shipped = shipped_features()
-            raise ValueError(f"matcher {variant!r}: no weights for {conf['features'] or 'these'!r} features: imp ships "
-                             f"weights for {shipped or 'no features'} (train more with `imp train-matcher --preset`); "
-                             f"for other features set 'weights'. {WHERE_TO_GET} (or allow_random_init: true for an "
-                             "untrained model)")
+            raise ValueError(f"matcher {variant!r}: {self.unavailable(conf, conf['features'])}. {WHERE_TO_GET} (or "
+                             "allow_random_init: true for an untrained model)")
         self.model = model.eval().to(self.device)
         checkpoints = conf["checkpoints"]
         early = bool(conf["early_stop"] and conf["iterative"])
@@ -85,8 +82,9 @@ class IMPMatcher(Matcher):
     def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:
         if conf.get("weights") or conf.get("allow_random_init") or shipped_weights(features) is not None:
             return None
-        return (f"no weights for {features!r} features (imp ships weights for {shipped_features() or 'no features'}; "
-                "set 'weights' to a checkpoint or train them with `imp train-matcher --preset`)")
+        return (f"no weights for {features or 'these'!r} features (imp ships weights for "
+                f"{shipped_features() or 'no features'}; set 'weights' to a checkpoint or train them with "
+                "`imp train-matcher --preset`)")
 
     def describe(self) -> str:
         return f"{self.conf['name']} (weights {self.weights})"
