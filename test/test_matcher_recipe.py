@@ -127,6 +127,44 @@ def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):
         train([syn, other], tmp_path / "run2", conf, progress=False)
 
 
+def test_warm_start_from_a_narrower_model_through_an_input_projection(tiny_world, tmp_path):
+    """128-d SIFT trained at width 32 from a 32-d model's weights (as imp_aliked starts from imp_xfeat): every tensor
+    but the new input projection is copied, the projection starts as the descriptors' principal directions with unit
+    mean output norm, and the exported file reloads with its input dimension read off the tensors."""
+    base_conf = {"variant": "imp", "descriptor_dim": 32, "n_layers": 2, "num_heads": 1, "keypoint_encoder": [16]}
+    base = ckpt.IMPModel(base_conf)
+    ckpt.save_checkpoint(tmp_path / "base.pth", base)
+    syn = tmp_path / "syn.h5"
+    dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 20})
+    conf = train_conf(steps=2, every=2, n_layers=2)
+    conf["model"].update(descriptor_dim=32, keypoint_encoder=[16])
+    conf.update(warm_start=str(tmp_path / "base.pth"), lr=0.0, warm_start_descriptors=500)
+    run = tmp_path / "run"
+    train([syn], run, conf, progress=False)
+    row = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert row["fresh"] == ["input_proj.bias", "input_proj.weight"] and row["skipped"] == []
+    model, _ = load_model(run / "last.pth", "imp")
+    assert model.input_dim == 128 and model.descriptor_dim == 32
+    for k, v in base.state_dict().items():  # lr 0: the copied tensors are unchanged
+        assert torch.equal(model.state_dict()[k], v), k
+    w = model.input_proj.weight[:, :, 0].detach()
+    rows = w / w.norm(dim=1, keepdim=True)
+    assert torch.allclose(rows @ rows.T, torch.eye(32), atol=1e-4)  # orthogonal directions
+    parts = []
+    with h5py.File(syn, "r") as f:
+        f["features"].visititems(lambda name, obj: parts.append(np.asarray(obj))
+                                 if name.endswith("descriptors") else None)
+    desc = torch.from_numpy(np.concatenate(parts))
+    assert 0.8 < float((desc @ w.T).norm(dim=1).mean()) < 1.2
+    m = create_matcher({"name": "eimp", "weights": str(run / "last.pth"), "device": "cpu"})
+    assert m.descriptor_dim == 128
+    with pytest.raises(ValueError, match="expects 128"):
+        model.encode({"descriptors0": torch.zeros(1, 4, 32), "descriptors1": torch.zeros(1, 4, 32),
+                      "keypoints0": torch.zeros(1, 4, 2), "keypoints1": torch.zeros(1, 4, 2),
+                      "scores0": torch.zeros(1, 4), "scores1": torch.zeros(1, 4),
+                      "image_size0": torch.ones(1, 2), "image_size1": torch.ones(1, 2)})
+
+
 def ship_sift_weights(shipped_dir, num_heads: int) -> None:
     """A small IMP for SIFT saved as imp would ship it (``weights/imp_sift.pth``) in ``shipped_dir``."""
     from imp_core.matching.imp.model import IMPModel

@@ -4,7 +4,8 @@ A preset names the features, the training data (synthetic worlds rendered with s
 homography pairs from photographs in Debian wallpaper packages), the model size and the trainer conf. Running it
 renders / dumps what is missing under ``--workdir``, trains (resumable), and exports the weights and a model card.
 
-The architecture for CPU robots: descriptor dimension = the features' (64 for XFeat, 128 for ALIKED), 9 iterations
+The architecture for CPU robots: width 64 (XFeat's descriptor dimension; ALIKED's 128-d descriptors pass through a
+linear input projection and the model starts from the XFeat weights, ``_warm_preset``), 9 iterations
 (sharing at 3, 5, 7; EIMP pools after them), one attention head (a single 64-d head is what LighterGlue also uses:
 half the softmax work of SuperGlue's 4 heads at this width) and a small keypoint encoder. The released
 architecture (15 iterations, 4 heads, D = 256 / 128) stays available for the official checkpoints.
@@ -62,6 +63,24 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
 PRESETS: Dict[str, Dict[str, Any]] = {
     "imp_xfeat": _preset({"name": "xfeat", "max_keypoints": 1024}, [32, 64], 7000,
                          "imp_core/matching/imp/weights/imp_xfeat.pth"),
-    "imp_aliked": _preset({"name": "aliked", "max_keypoints": 1024}, [32, 64, 128], 7000,
-                          "imp_core/matching/imp/weights/imp_aliked.pth"),
 }
+
+
+def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: int, out: str) -> Dict[str, Any]:
+    """Features with another descriptor size, trained from ``base``'s shipped weights (``warm_start``): the same
+    width and layers, a linear input projection in front (PCA-initialised), one stage on all the data at 512
+    keypoints (the base's last stage), a lower constant rate, then an anneal. About a sixth of the base's steps:
+    what one CPU core does within a working session."""
+    p = _preset(features, PRESETS[base]["train"]["model"]["keypoint_encoder"], steps, out)
+    p["stages"] = [p["stages"][-1]]
+    width = 64  # the base's (XFeat) width: every tensor but the input projection is copied
+    p["train"].update({"warm_start": PRESETS[base]["output"], "lr": 2e-4, "decay_step": anneal_from,
+                       "decay": 0.994})
+    p["train"]["model"]["descriptor_dim"] = width
+    p["base"] = base
+    return p
+
+
+# ALIKED-n16 (128-d) at the XFeat model's width: 1200 steps from imp_xfeat (constant to 950, x0.22 at 1200)
+PRESETS["imp_aliked"] = _warm_preset("imp_xfeat", {"name": "aliked", "max_keypoints": 1024}, 1200, 950,
+                                     "imp_core/matching/imp/weights/imp_aliked.pth")

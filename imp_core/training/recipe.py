@@ -189,6 +189,8 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
         if done >= stage["steps"]:
             continue
         conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"]}
+        if conf.get("warm_start"):  # a path inside the repository (another preset's shipped weights)
+            conf["warm_start"] = str(root / conf["warm_start"])
         if stage.get("weights"):  # share of the draws per data source, spread evenly over its dumps
             conf["dump_weights"] = [stage["weights"][key] / len(dumps[key]) for key in stage["data"]
                                     for _ in dumps[key]]

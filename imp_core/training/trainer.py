@@ -25,11 +25,13 @@ from ..matching.imp.sinkhorn import mutual_matches
 from .dump import read_dump_info
 from .losses import total_loss
 from .sampler import PairDataset, split_pairs
+from .warm_start import warm_start
 
 default_conf: Dict[str, Any] = {
     "variant": "imp",
-    # IMPModel overrides, None = default (descriptor_dim is taken from the dump)
-    "model": {k: None for k in IMPModel.default_conf if k not in ("variant", "descriptor_dim")},
+    # IMPModel overrides, None = default; the descriptors' dimension is taken from the dump, and the width
+    # (descriptor_dim) is that dimension unless given (then an input projection maps the descriptors to it)
+    "model": {k: None for k in IMPModel.default_conf if k not in ("variant", "input_dim")},
     "n_keypoints": 1024,
     "min_inliers": 32,
     "max_inliers": 512,
@@ -55,6 +57,9 @@ default_conf: Dict[str, Any] = {
     "seed": 0,
     "device": "auto",
     "init_weights": None,  # start from a checkpoint (e.g. official weights) instead of random
+    # start from the tensors of another trained model that fit (warm_start.py), e.g. ALIKED from the XFeat weights
+    "warm_start": None,
+    "warm_start_descriptors": 20000,  # descriptors drawn from the training pairs for a new input projection's PCA
 }
 
 
@@ -152,6 +157,15 @@ def make_datasets(data_paths, conf: Mapping[str, Any]) -> Tuple[ConcatPairs, Opt
     return ConcatPairs(trains), (ConcatPairs(vals) if vals else None)
 
 
+def sample_descriptors(ds, n: int, pairs: int = 64) -> torch.Tensor:
+    """At most ``n`` descriptors [n', D] from ``pairs`` pairs spread evenly over ``ds`` (every dump, both images)."""
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(pairs, len(ds))).round().astype(int))
+    items = [ds[int(i)] for i in idx]
+    desc = torch.cat([torch.as_tensor(it[k]) for it in items for k in ("descriptors0", "descriptors1")])
+    pick = torch.randperm(desc.shape[0], generator=torch.Generator().manual_seed(0))[:n]
+    return desc[pick]
+
+
 def sample_weights(ds: ConcatPairs, dump_weights) -> torch.Tensor:
     """Per-pair sampling weights so that dump ``i`` makes up ``dump_weights[i] / sum`` of the draws."""
     w = [float(v) for v in dump_weights]
@@ -174,11 +188,16 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     train_set, val_set = make_datasets(data_path, conf)
     dim = int(train_set[0]["descriptors0"].shape[-1])
     overrides = {k: v for k, v in conf["model"].items() if v is not None}
-    model_conf = {**overrides, "variant": conf["variant"], "descriptor_dim": dim}
+    model_conf = {**overrides, "variant": conf["variant"], "descriptor_dim": overrides.get("descriptor_dim", dim),
+                  "input_dim": dim}
+    started: Optional[Dict[str, Any]] = None
     if conf["init_weights"]:
         model, _ = load_model(conf["init_weights"], conf["variant"], overrides)
     else:
         model = IMPModel(model_conf)
+        if conf["warm_start"] and not resume:
+            started = warm_start(model, conf["warm_start"], sample_descriptors(train_set,
+                                                                               conf["warm_start_descriptors"]))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=conf["lr"])
     use_amp = bool(conf["amp"]) and device.startswith("cuda")
@@ -205,6 +224,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         if before != data_names or changed:  # another held-out set: its losses do not compare with the old best
             best = math.inf
             log.append({"step": step, "data": data_names, "previous_data": before, "changed": changed})
+    if started is not None:
+        log.append({"step": 0, **started})
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 

@@ -143,6 +143,8 @@ def conf_from_state(state: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
         conf["keypoint_encoder"] = [int(w.shape[0]) for _, w in kenc[:-1]]
     if "kenc.encoder.1.running_mean" in state:
         conf["norm"] = "bn"
+    if "input_proj.weight" in state:  # imp's own files for features wider than the model (e.g. ALIKED at D = 64)
+        conf["input_dim"] = int(state["input_proj.weight"].shape[1])
     return conf
 
 
@@ -173,7 +175,8 @@ def check_keys(model: IMPModel, state: Mapping[str, torch.Tensor], source: str,
         if shapes:
             parts.append(f"shape mismatches: {'; '.join(shapes[:20])}")
         c = model.conf
-        raise ValueError(f"{source} does not fit {c['variant']} (D={c['descriptor_dim']}, {c['n_layers']} "
+        raise ValueError(f"{source} does not fit {c['variant']} (D={c['descriptor_dim']}, input "
+                         f"{model.input_dim}-d, {c['n_layers']} "
                          "iterations): " + " | ".join(parts))
 
 

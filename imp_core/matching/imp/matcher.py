@@ -91,7 +91,8 @@ class IMPMatcher(Matcher):
 
     @property
     def descriptor_dim(self) -> int:
-        return self.model.descriptor_dim
+        """Descriptor dimension of the features this matcher reads."""
+        return self.model.input_dim
 
     def _geometry(self, context: Optional[Dict[str, Any]]):
         c = context or {}

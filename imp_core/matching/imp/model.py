@@ -91,7 +91,10 @@ def attention_received(prob: torch.Tensor, query_mask: Optional[torch.Tensor]) -
 class IMPModel(nn.Module):
     default_conf: Dict[str, Any] = {
         "variant": "imp",  # gm | imp | eimp
-        "descriptor_dim": 256,  # 256 SuperPoint, 128 SIFT
+        "descriptor_dim": 256,  # model width (= the features' descriptor dim in the released models)
+        # features' descriptor dim when it differs from the width: a linear ``input_proj`` maps the descriptors to
+        # ``descriptor_dim`` first (None = equal, no projection: the released layout)
+        "input_dim": None,
         "keypoint_encoder": [32, 64, 128, 256],
         "n_layers": 15,  # self+cross iterations
         "num_heads": 4,
@@ -117,6 +120,10 @@ class IMPModel(nn.Module):
             raise ValueError(f"IMPModel pooling must be one of {POOLING}, got {c['pooling']!r}")
         d, n = int(c["descriptor_dim"]), int(c["n_layers"])
         self.sharing = sharing_pattern(n) if c["variant"] != "gm" else [False] * (2 * n)
+        if c["input_dim"] is not None and int(c["input_dim"]) != d:
+            self.input_proj: Optional[Conv1x1] = Conv1x1(int(c["input_dim"]), d)
+        else:
+            self.input_proj = None
         self.kenc = KeypointEncoder(d, c["keypoint_encoder"], c["norm"])
         self.gnn = AttentionalGNN(d, int(c["num_heads"]), n, self.sharing, c["norm"])
         self.final_proj = nn.ModuleList([Conv1x1(d, d) for _ in range(n)])
@@ -128,7 +135,13 @@ class IMPModel(nn.Module):
 
     @property
     def descriptor_dim(self) -> int:
+        """The model width (attention and matching heads)."""
         return int(self.conf["descriptor_dim"])
+
+    @property
+    def input_dim(self) -> int:
+        """The descriptor dimension the model reads (the width unless ``input_proj`` maps it)."""
+        return int(self.conf["input_dim"] or self.conf["descriptor_dim"])
 
     def shared_iteration(self, i: int) -> bool:
         return self.sharing[2 * i]
@@ -151,15 +164,18 @@ class IMPModel(nn.Module):
         [B,2] (w,h), optional mask{0,1} [B,N] bool."""
         d0, d1 = data["descriptors0"], data["descriptors1"]
         for k, d in (("descriptors0", d0), ("descriptors1", d1)):
-            if d.shape[-1] != self.descriptor_dim:
-                raise ValueError(f"{k} have dimension {d.shape[-1]} but the model expects {self.descriptor_dim} "
+            if d.shape[-1] != self.input_dim:
+                raise ValueError(f"{k} have dimension {d.shape[-1]} but the model expects {self.input_dim} "
                                  "(256 for SuperPoint weights, 128 for SIFT weights)")
         m0, m1 = data.get("mask0"), data.get("mask1")
         k0 = normalize_keypoints(data["keypoints0"], data["image_size0"])
         k1 = normalize_keypoints(data["keypoints1"], data["image_size1"])
-        desc0 = d0.transpose(1, 2) + self.kenc(k0, data["scores0"], m0)
-        desc1 = d1.transpose(1, 2) + self.kenc(k1, data["scores1"], m1)
-        b, n0, n1 = d0.shape[0], d0.shape[1], d1.shape[1]
+        d0, d1 = d0.transpose(1, 2), d1.transpose(1, 2)
+        if self.input_proj is not None:
+            d0, d1 = self.input_proj(d0), self.input_proj(d1)
+        desc0 = d0 + self.kenc(k0, data["scores0"], m0)
+        desc1 = d1 + self.kenc(k1, data["scores1"], m1)
+        b, n0, n1 = d0.shape[0], d0.shape[2], d1.shape[2]
         ar0 = torch.arange(n0, device=d0.device)[None].expand(b, -1)
         ar1 = torch.arange(n1, device=d1.device)[None].expand(b, -1)
         return MatchState(desc0, desc1, m0, m1, ar0, ar1, n0, n1)
