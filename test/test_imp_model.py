@@ -652,6 +652,26 @@ def test_sinkhorn_unmasked_fast_path_equals_masked_path():
     assert float(s.grad.abs().sum()) > 0
 
 
+def test_sinkhorn_batch_equals_each_pair_alone():
+    """The scalings run per batch element (CPU bmm of matrix batches with vector batches is slow): a padded batch
+    gives every pair what it gets alone, and the training path (autograd on the last scalings) the same values."""
+    from imp_core.matching.imp.sinkhorn import sinkhorn_probability
+
+    g = torch.Generator().manual_seed(1)
+    scores = torch.randn(3, 41, 29, generator=g) * 3
+    alpha = torch.tensor(0.5)
+    n1 = [29, 17, 23]
+    mask1 = torch.arange(29)[None] < torch.tensor(n1)[:, None]
+    batch = sinkhorn_probability(scores.clone(), alpha, mask1=mask1)
+    for b, n in enumerate(n1):
+        alone = sinkhorn_probability(scores[b:b + 1, :, :n].clone(), alpha)[0]
+        assert torch.allclose(batch[b, :, :n], alone[:, :n], atol=1e-5)
+        assert torch.allclose(batch[b, :, -1], alone[:, -1], atol=1e-4)
+        assert float(batch[b, :, n:-1].abs().sum()) == 0.0  # padding gets nothing
+    trained = sinkhorn_probability(scores.clone().requires_grad_(True), alpha, mask1=mask1, grad_iterations=2)
+    assert torch.allclose(trained.detach(), batch, atol=1e-4)
+
+
 def test_localization_pose_pooling_threshold_scales_with_the_weights_threshold():
     """Localization mode pools at 2 * pool_threshold * inlier ratio once a pose exists (0.2 * ratio with the
     released 0.1); weights with a calibrated threshold (training/calibrate.py) keep pruning with a pose."""
