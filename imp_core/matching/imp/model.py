@@ -85,7 +85,10 @@ def attention_received(prob: torch.Tensor, query_mask: Optional[torch.Tensor]) -
     """[B, H, Nq, Nk] attention -> [B, Nk]: summed over heads and over the real queries."""
     if query_mask is None:
         return prob.sum(dim=(1, 2))
-    return torch.einsum("bhqk,bq->bk", prob, query_mask.to(prob.dtype))
+    # per batch element: CPU einsum / bmm of matrix batches with vector batches is 20x slower (3 x 1024^2: 12 ms)
+    q = query_mask.to(prob.dtype)
+    heads = [prob[b, 0] if prob.shape[1] == 1 else prob[b].sum(0) for b in range(prob.shape[0])]
+    return torch.stack([torch.mv(h.t(), q[b]) for b, h in enumerate(heads)])
 
 
 class IMPModel(nn.Module):
