@@ -253,7 +253,8 @@ def imp_arch(weights: Optional[str], features: str, n_layers: Optional[int] = No
         preset = PRESETS.get(f"imp_{features}")
         model = dict(preset["train"]["model"]) if preset else {"n_layers": 9, "num_heads": 1}
         model.pop("sinkhorn_grad_iterations", None)
-        arch = {"descriptor_dim": DESCRIPTOR_DIM.get(features, 64), **model}
+        dim = DESCRIPTOR_DIM.get(features, 64)
+        arch = {"descriptor_dim": dim, **model, "input_dim": dim}  # the preset's width may be narrower
     arch.pop("variant", None)
     if n_layers is not None:
         arch["n_layers"] = int(n_layers)

@@ -52,6 +52,10 @@ def build_data(p: Mapping[str, Any], workdir: Path, progress: bool = True) -> Di
             dump_synthetic(world, dump, {"features": {**feats, "device": "auto"}}, syn["conditions"])
         out["synthetic"].append(dump)
     hom = p["data"]["homography"]
+    missing = [r for r in hom["roots"] if not Path(r).expanduser().exists()]
+    if missing:
+        raise FileNotFoundError(f"photo folders {missing} not found: the homography pairs come from the Debian "
+                                f"packages {hom['packages']} (sudo apt-get install {' '.join(hom['packages'])})")
     dump = workdir / "dumps" / f"homography{hom['pairs_per_photo']}_{fname}.h5"
     dump_homography(hom["roots"], dump, {"features": {**feats, "device": "cpu"},
                                          "pairs_per_photo": hom["pairs_per_photo"]}, progress=progress)
