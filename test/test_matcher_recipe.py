@@ -158,6 +158,11 @@ def test_warm_start_from_a_narrower_model_through_an_input_projection(tiny_world
     assert 0.8 < float((desc @ w.T).norm(dim=1).mean()) < 1.2
     m = create_matcher({"name": "eimp", "weights": str(run / "last.pth"), "device": "cpu"})
     assert m.descriptor_dim == 128
+    out = export_weights(run, tmp_path / "imp_sift.pth")
+    p = {"features": SIFT, "stages": [], "train": {"warm_start": "weights/base.pth"},
+         "data": {"synthetic": {"preset": "tiny", "seeds": [0]}, "homography": {"roots": ["x"], "packages": ["y"]}}}
+    card = model_card("imp_sift", p, run, out, {"synthetic": [syn], "homography": []}, tmp_path / "docs").read_text()
+    assert "Started from `weights/base.pth` (warm start: " in card and str(tmp_path) not in card
     with pytest.raises(ValueError, match="expects 128"):
         model.encode({"descriptors0": torch.zeros(1, 4, 32), "descriptors1": torch.zeros(1, 4, 32),
                       "keypoints0": torch.zeros(1, 4, 2), "keypoints1": torch.zeros(1, 4, 2),

@@ -107,6 +107,14 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
                  f"exported at step {exported['step']}")
     where = p.get("output") or Path(exported["file"]).name  # the preset's repository path of the file
     hours, processes = training_time(train_rows)
+    trainer = {k: v for k, v in conf["train"].items() if k != "model"}
+    started = ""
+    warm = next((r for r in log if "warm_start" in r), None)
+    if warm is not None:  # the preset's repository path, not the absolute one the run resolved
+        trainer["warm_start"] = p["train"].get("warm_start", trainer.get("warm_start"))
+        started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
+                   f"{', '.join(warm['fresh']) or 'none'}, the input projection from the principal directions of the "
+                   "training descriptors)\n")
     text = f"""# Matcher weights `{where}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
@@ -114,8 +122,8 @@ Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; the
 - Features: `{json.dumps(p['features'])}`
 - Model: `{json.dumps(conf['model'])}`
 - Parameters: {size_line}
-- Trainer: `{json.dumps({k: v for k, v in conf['train'].items() if k != 'model'})}`
-- Stages: `{json.dumps(p['stages'])}`
+- Trainer: `{json.dumps(trainer)}`
+{started}- Stages: `{json.dumps(p['stages'])}`
 - Training wall time: {hours:.1f} h over {processes} training
   processes (resumed across sessions; one CPU thread on a 2-core machine shared with other jobs; `log.jsonl` in the
   run directory has every step)
