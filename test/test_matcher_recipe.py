@@ -255,4 +255,39 @@ def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
     assert Path(m.weights).name == "imp_xfeat.pth" and m.descriptor_dim == 64
     assert m.model.conf["pool_threshold"] == 0.15  # calibrated at export (docs/models/imp_xfeat.md)
     mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "sift"}, "matcher": {"name": "nn"}}, "cpu")
-    assert mconf["name"] == "nn" and "imp ships weights for ['xfeat']" in note
+    assert mconf["name"] == "nn" and f"imp ships weights for {ckpt.shipped_features()}" in note
+    assert "xfeat" in ckpt.shipped_features()
+
+
+def test_shipped_aliked_weights_localize_an_aliked_map(tiny_world, tmp_path):
+    """imp_aliked.pth (ALIKED's 128-d descriptors through an input projection into the 64-wide model, warm-started
+    from imp_xfeat.pth): the localizer picks it for an ALIKED map by the map's feature name, and EIMP localizes the
+    tiny world's day and night queries as well as mutual NN does against the same map."""
+    from pathlib import Path
+
+    import pycolmap
+
+    from imp_core.eval.metrics import query_errors
+    from imp_core.localization import Localizer
+    from imp_core.localization.batch import localize_queries
+    from imp_core.mapping import build_map
+
+    pycolmap.logging.minloglevel = 2
+    m = create_matcher({"name": "eimp", "features": "aliked", "device": "cpu"})
+    assert Path(m.weights).name == "imp_aliked.pth" and m.descriptor_dim == 128
+    assert m.model.descriptor_dim == 64 and m.model.input_proj is not None
+    conf = {"features": {"name": "aliked", "max_keypoints": 1024}, "matcher": {"name": "nn"},
+            "global": {"name": "vlad", "num_clusters": 16}}
+    map_dir = build_map(tiny_world, tmp_path / "map", conf, progress=False)
+    queries = tiny_world.queries()
+    ok = {}
+    for name in ("eimp", "nn"):
+        loc = Localizer({"map": str(map_dir), "matcher": {"name": name},
+                         "coarse": [{"name": "retrieval", "top_k": 2}]})
+        if name == "eimp":
+            assert Path(loc.matcher.weights).name == "imp_aliked.pth"
+        res = localize_queries(loc, queries, tracking=False, progress=False)
+        errs = query_errors({n: r.pose for n, r in res.items()}, {q.name: q.gt_pose for q in queries},
+                            {q.name: q.condition for q in queries})
+        ok[name] = sum(e.t_err <= 0.25 and e.r_err <= 2.0 for e in errs)
+    assert ok["eimp"] >= ok["nn"] and ok["eimp"] >= len(queries) - 2, ok

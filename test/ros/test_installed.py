@@ -72,8 +72,13 @@ def test_installed_layout_and_share_directory(installed):
     for line in out[1:]:
         assert line.startswith(str(share)), out
     # the EIMP weights imp ships install with imp_core: the installed synthetic config runs EIMP, not the fallback
-    w = _py(installed, "from imp_core.matching.imp.checkpoint import shipped_weights; print(shipped_weights('xfeat'))")
-    assert w[0].startswith(str(installed["purelib"])) and w[0].endswith("imp_xfeat.pth"), w
+    from imp_core.matching.imp.checkpoint import shipped_features
+
+    w = _py(installed, "from imp_core.matching.imp.checkpoint import shipped_features, shipped_weights\n"
+                       "for f in shipped_features(): print(shipped_weights(f))")
+    assert "xfeat" in shipped_features() and len(w) == len(shipped_features()), w
+    for f, path in zip(shipped_features(), w):
+        assert path.startswith(str(installed["purelib"])) and path.endswith(f"imp_{f}.pth"), w
     # without ament_index_python's answer (no AMENT_PREFIX_PATH) the installed data files are found next to the module
     env = dict(installed["env"])
     env.pop("AMENT_PREFIX_PATH")
