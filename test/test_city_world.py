@@ -13,10 +13,13 @@ TINY_HASHES = {
     "images/db/0000.png": "d1874585eb68922239f6f7763b715be1",
     "images/db/0011.png": "f231c8357312d3f95433e2bac4e7be85",
     "images/query/day/seq0_0003.png": "bc1474fbe096d7fd039794f542fbb398",
-    "images/query/night/seq1_0005.png": "a8b04f2697f0645929173c3effa95621",
     "masks/db/0004.png": "f504cda686038fdf68298b783c724d6f",
     "depth/query/night/seq1_0002.png": "30b6bae81f7d1440fe6406ef55211f73",
 }
+# The night query's street-lamp light goes through numpy's float32 transcendental functions, whose SIMD code differs
+# in the last bit between CPUs (AVX-512 vs AVX2): its md5 (a8b04f2697f0645929173c3effa95621 where the hashes were
+# taken) changes on other machines, so it is pinned by per-channel mean and standard deviation (BGR, 0-255) instead.
+TINY_NIGHT_STATS = {"images/query/night/seq1_0005.png": ([42.683, 70.536, 81.778], [35.869, 48.582, 59.622])}
 # default world (seed 0), database images 0 and 37 as make_world renders them (daylight, supersample 2)
 DEFAULT_HASHES = {0: "b35344bca96d81aa507aef6051c5bb7e", 37: "b08e3c4d13d71cf57f8038196f1b011b"}
 
@@ -29,6 +32,10 @@ def test_tiny_world_unchanged(tiny_world):
     for rel, h in TINY_HASHES.items():
         img = cv2.imread(str(tiny_world.root / rel), cv2.IMREAD_UNCHANGED)
         assert _md5(img) == h, f"tiny world {rel} changed"
+    for rel, (mean, std) in TINY_NIGHT_STATS.items():
+        img = cv2.imread(str(tiny_world.root / rel), cv2.IMREAD_UNCHANGED).astype(np.float64).reshape(-1, 3)
+        np.testing.assert_allclose(img.mean(0), mean, atol=0.02, err_msg=f"tiny world {rel} changed")
+        np.testing.assert_allclose(img.std(0), std, atol=0.02, err_msg=f"tiny world {rel} changed")
 
 
 def test_default_world_unchanged():
