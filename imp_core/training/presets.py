@@ -77,7 +77,6 @@ def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: i
     p["train"].update({"warm_start": PRESETS[base]["output"], "lr": 2e-4, "decay_step": anneal_from,
                        "decay": 0.994})
     p["train"]["model"]["descriptor_dim"] = width
-    p["base"] = base
     return p
 
 

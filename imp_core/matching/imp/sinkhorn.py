@@ -59,7 +59,7 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
         u, v = _scalings(p, r, c, v, iterations)
         return p.mul_(u[:, :, None]).mul_(v[:, None, :])
     n_free = 0 if grad_iterations is None else max(0, iterations - int(grad_iterations))
-    with torch.no_grad():  # the scalings gradients do not flow through (same values as with autograd)
+    with torch.no_grad():  # the first scalings: no gradient flows through them (same values as with autograd)
         u, v = _scalings(p.detach(), r, c, v, n_free)
     for _ in range(iterations - n_free):
         u = r / (torch.bmm(p, v[:, :, None])[..., 0] + 1e-8)
