@@ -112,9 +112,10 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
     warm = next((r for r in log if "warm_start" in r), None)
     if warm is not None:  # the preset's repository path, not the absolute one the run resolved
         trainer["warm_start"] = p["train"].get("warm_start", trainer.get("warm_start"))
+        pca = (", the input projection from the principal directions of the training descriptors"
+               if "input_proj.weight" in warm["fresh"] else "")
         started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
-                   f"{', '.join(warm['fresh']) or 'none'}, the input projection from the principal directions of the "
-                   "training descriptors)\n")
+                   f"{', '.join(warm['fresh']) or 'none'}{pca})\n")
     text = f"""# Matcher weights `{where}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
