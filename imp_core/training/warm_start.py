@@ -43,6 +43,7 @@ def warm_start(model: IMPModel, path: Union[str, Path], descriptors: torch.Tenso
     if model.input_proj is not None and "input_proj.weight" not in copied:
         with torch.no_grad():
             model.input_proj.weight[:, :, 0] = pca_projection(descriptors, model.descriptor_dim)
-            model.input_proj.bias.zero_()  # Conv1x1 is built with a bias
+            if model.input_proj.bias is not None:
+                model.input_proj.bias.zero_()
     return {"warm_start": str(path), "copied": len(copied), "fresh": fresh,
             "skipped": sorted(k for k in state if k not in copied)}
