@@ -223,6 +223,48 @@ def test_early_stop_on_easy_pair():
     assert np.allclose(d0, d1)
 
 
+def test_confident_pose_stops_without_a_second_pose():
+    """Localization mode: a pose with stop_inliers RANSAC inliers and stop_inlier_ratio stops at the first checkpoint;
+    without the rule the first stop needs two agreeing checkpoints; released mode ignores the rule."""
+    f0, f1, geo = easy_pair(400)
+    ctx = {"camera0": geo["camera"], "camera1": geo["camera"]}
+    base = {"name": "imp", "allow_random_init": True, "device": "cpu"}
+    first = create_matcher({**base, "stop_inliers": 50, "stop_inlier_ratio": 0.3}).match(f0, f1, ctx)
+    assert first.info["early_stop"] and first.info["iterations"] == 3, first.info  # checkpoint 2 = 3rd iteration
+    assert first.info["pose_inliers"] >= 50
+    agree = create_matcher({**base, "stop_inliers": None}).match(f0, f1, ctx)
+    assert agree.info["early_stop"] and agree.info["iterations"] >= 4, agree.info
+    strict = create_matcher({**base, "stop_inliers": 100000}).match(f0, f1, ctx)
+    assert strict.info["iterations"] == agree.info["iterations"]
+    released = create_matcher({**base, "stop_inliers": 50, "stop_inlier_ratio": 0.3,
+                               "iterative_mode": "released"}).match(f0, f1, ctx)
+    assert released.info["iterations"] >= 6, released.info  # checkpoints 3, 5, ...: two agreeing poses
+
+
+def test_checkpoint_heads_run_fewer_sinkhorn_scalings():
+    """Localization mode: checkpoint heads run checkpoint_sinkhorn_iterations scalings, the last head the model's
+    own; released mode always the model's."""
+    f0, f1, geo = easy_pair(400)
+    ctx = {"camera0": geo["camera"], "camera1": geo["camera"]}
+    for mode, expect in (("localization", 3), ("released", None)):
+        m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu", "stop_inliers": None,
+                            "stop_deg": -1.0, "checkpoint_sinkhorn_iterations": 3, "iterative_mode": mode})
+        calls = []
+        assign = m.model.assign
+
+        def recording(st, i, iterations=None, assign=assign, calls=calls):
+            calls.append((i, iterations))
+            return assign(st, i, iterations)
+
+        m.model.assign = recording
+        res = m.match(f0, f1, ctx)
+        assert not res.info["early_stop"] and res.info["iterations"] == 15
+        last = m.model.n_layers - 1
+        assert calls[-1] == (last, None)
+        checks = [c for c in calls if c[0] in m.runner.checkpoints and c[0] != last]
+        assert checks and all(it == expect for _, it in checks), calls
+
+
 def test_early_stop_localization_pnp():
     f0, f1, geo = easy_pair(400, seed=2)
     # 3D points of the reference keypoints (image 1), NaN for a third of them
@@ -552,7 +594,7 @@ def test_released_iterative_checks_the_last_iteration_and_returns_its_mask():
     ratio = [float(np.mean(np.arange(len(c)) % 4 != 0)) for c in geo.calls[:6]]
     assert [t[0][0] for t in thresholds] == pytest.approx([0.2 * r for r in ratio])
     assert all(t[1] == {"count_dustbin": True, "n_min_tokens": 256} for t in thresholds)
-    local, _ = released_runner("localization", min_matches=5)
+    local, _ = released_runner("localization", min_matches=5, checkpoints=[3, 5, 7, 9, 11, 13, 14])
     geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 6])
     res = local.run(data, [geo], [k0], [k1])[0]
     assert len(geo.calls) == 6
@@ -678,7 +720,7 @@ def test_localization_pose_pooling_threshold_scales_with_the_weights_threshold()
     data = small_pair(90, 70, 60, 32, seed=1, scale=10.0)
     k0, k1 = data["keypoints0"][0].numpy(), data["keypoints1"][0].numpy()
     for th in (0.1, 0.3):
-        local, thresholds = released_runner("localization", min_matches=5)
+        local, thresholds = released_runner("localization", min_matches=5, checkpoints=[3, 5, 7, 9, 11, 13])
         local.model.conf["pool_threshold"] = th
         geo = ScriptedGeometry([1, 2, 3, 4, 5, 6, 7])  # never agrees: every checkpoint has a pose, no stop
         local.run(data, [geo], [k0], [k1])

@@ -3,16 +3,21 @@
 Two modes (``IterativeMatcher(mode=...)``, matcher conf ``iterative_mode``):
 
 ``"localization"`` (default, ours). For each batch element (one query against one reference):
-1. after a checkpoint iteration (default 3, 5, ..., 13) take mutual matches with ``checkpoint_threshold`` (0.1);
+1. after a checkpoint iteration (default every iteration from the third on, 2, 3, ..., n - 2, counting from 0;
+   ``default_checkpoints``) take mutual matches with ``checkpoint_threshold`` (0.1);
    with >= ``min_matches`` estimate a pose (essential matrix for pairs, PnP for localization);
-2. if the pose agrees with the previous checkpoint's pose the element stops: its output is the RANSAC inliers of
-   that pose and its tokens leave the batch (later layers run on the remaining references only);
+2. if the pose agrees with the previous checkpoint's pose, or is confident on its own (at least ``stop_inliers``
+   RANSAC inliers and an inlier ratio of at least ``stop_inlier_ratio``), the element stops: its output is the
+   RANSAC inliers of that pose and its tokens leave the batch (later layers run on the remaining references only);
 3. EIMP pools after sharing iterations with threshold ``2 * pool_threshold * inlier_ratio`` of the last pose
    (``0.2 * inlier_ratio`` with the released ``pool_threshold`` 0.1; weights trained here carry a calibrated one,
    see ``training/calibrate.py``), or ``pool_threshold`` without a pose; each element keeps its own tokens, the
    batch is re-padded to the longest;
 4. elements that never stop take the matches of the last iteration with ``match_threshold`` (0.2).
-Elements without geometry never stop early.
+Elements without geometry never stop early. Checkpoint heads may run fewer Sinkhorn scalings
+(``checkpoint_iterations``; the matcher's default 5): their matches only feed RANSAC, and the scalings are most of
+a head's cost (EIMP pools on the same assignment at a checkpoint that is also a pooling iteration); the last
+iteration's head runs the model's ``sinkhorn_iterations``.
 
 ``"released"``: ``imp-release`` ``eval/matching.py: matching_iterative_uncertainty`` (EIMP; IMP and GM as
 ``matching_iterative``, which is the same without pooling), per element:
@@ -53,9 +58,12 @@ class PairResult:
     pose: Optional[PoseEstimate] = None
 
 
-def default_checkpoints(model: IMPModel) -> List[int]:
-    """Iterations after which IMP checks the pose: the sharing iterations and the last one."""
+def default_checkpoints(model: IMPModel, mode: str = "released") -> List[int]:
+    """Iterations after which IMP checks the pose. ``released``: the sharing iterations and the last one;
+    ``localization``: every iteration from the third (index 2) on, and the last one (never checked: it matches)."""
     n = model.n_layers
+    if mode == "localization":
+        return list(range(min(2, n - 1), n))
     its = [i for i in range(n) if model.shared_iteration(i)] if model.conf["variant"] != "gm" else \
         list(range(3, n - 1, 2))
     return sorted(set(its + [n - 1]))
@@ -95,14 +103,18 @@ class IterativeMatcher:
     def __init__(self, model: IMPModel, checkpoints: Optional[Sequence[int]] = None, early_stop: bool = True,
                  checkpoint_threshold: float = 0.1, match_threshold: float = 0.2, min_matches: int = 25,
                  return_inliers: bool = True, mode: str = "localization", released_pool_ratio: float = 0.2,
-                 released_n_min_tokens: int = 256):
+                 released_n_min_tokens: int = 256, stop_inliers: Optional[int] = None,
+                 stop_inlier_ratio: float = 1.0, checkpoint_iterations: Optional[int] = None):
         if mode not in MODES:
             raise ValueError(f"IterativeMatcher mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
         self.released_pool_ratio = released_pool_ratio
         self.released_n_min_tokens = released_n_min_tokens
         self.model = model
-        self.checkpoints = set(default_checkpoints(model) if checkpoints is None else checkpoints)
+        self.checkpoints = set(default_checkpoints(model, mode) if checkpoints is None else checkpoints)
+        self.stop_inliers = stop_inliers  # localization mode: a pose this well supported stops on its own
+        self.stop_inlier_ratio = stop_inlier_ratio
+        self.checkpoint_iterations = checkpoint_iterations  # localization mode: Sinkhorn scalings of checkpoint heads
         self.early_stop = early_stop
         self.checkpoint_threshold = checkpoint_threshold
         self.match_threshold = match_threshold
@@ -141,7 +153,7 @@ class IterativeMatcher:
             pool = model.pooling_iteration(i)
             if not (last or check or pool):
                 continue
-            prob = model.assign(st, i)
+            prob = model.assign(st, i, None if last or not check else self.checkpoint_iterations)
             if last:
                 m0, s0 = model.matches(st, prob, self.match_threshold)
                 for row in range(len(active)):
@@ -160,7 +172,8 @@ class IterativeMatcher:
                         pose = estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio[b] = None if pose is None else pose.inlier_ratio
                     prev_pose = prev[b]
-                    if pose is not None and prev_pose is not None and geo.agree(prev_pose, pose):
+                    if pose is not None and (self.confident(pose) or (prev_pose is not None and
+                                                                      geo.agree(prev_pose, pose))):
                         finish(row, i, m0, s0, True, pose)
                         done.append(row)
                     prev[b] = pose
@@ -173,6 +186,11 @@ class IterativeMatcher:
                 if not active:
                     break
         return [r for r in results]  # type: ignore[misc]
+
+    def confident(self, pose: PoseEstimate) -> bool:
+        """Whether a pose stops its element without a second, agreeing pose (localization mode)."""
+        return (self.stop_inliers is not None and int(pose.inliers.sum()) >= self.stop_inliers
+                and pose.inlier_ratio >= self.stop_inlier_ratio)
 
     def _run_released(self, data: Dict[str, torch.Tensor], geometries: Sequence[Optional[Geometry]],
                       kpts0: Sequence[np.ndarray], kpts1: Sequence[np.ndarray]) -> List[PairResult]:

@@ -35,7 +35,15 @@ class IMPMatcher(Matcher):
         "iterative": True,  # pose checks at checkpoint iterations (needs camera0/camera1 or points3D context)
         "iterative_mode": "localization",  # localization (ours: PnP / recoverPose checks) | released (imp-release)
         "early_stop": True,
-        "checkpoints": None,  # iterations with a pose check; None = sharing iterations + last
+        "checkpoints": None,  # iterations with a pose check; None = localization: 2, 3, ..., last; released: the
+        # sharing iterations + last
+        # localization mode: a pose with this many RANSAC inliers and this inlier ratio stops at once (None: only
+        # two agreeing poses stop); tuned on a training world's pairs (docs/IMP.md, "Early stop")
+        "stop_inliers": 100,
+        "stop_inlier_ratio": 0.45,
+        # localization mode: Sinkhorn scalings of the checkpoint heads (None: the model's, 20); the last head keeps
+        # the model's
+        "checkpoint_sinkhorn_iterations": 5,
         "checkpoint_threshold": 0.1,
         "match_threshold": 0.2,
         "min_matches": 25,
@@ -76,7 +84,11 @@ class IMPMatcher(Matcher):
                              f"got {conf['iterative_mode']!r}")
         self.runner = IterativeMatcher(self.model, checkpoints, early, float(conf["checkpoint_threshold"]),
                                        float(conf["match_threshold"]), int(conf["min_matches"]),
-                                       bool(conf["return_inliers"]), mode=conf["iterative_mode"])
+                                       bool(conf["return_inliers"]), mode=conf["iterative_mode"],
+                                       stop_inliers=None if conf["stop_inliers"] is None else int(conf["stop_inliers"]),
+                                       stop_inlier_ratio=float(conf["stop_inlier_ratio"]),
+                                       checkpoint_iterations=(None if conf["checkpoint_sinkhorn_iterations"] is None
+                                                              else int(conf["checkpoint_sinkhorn_iterations"])))
 
     @classmethod
     def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:

@@ -203,15 +203,16 @@ class IMPModel(nn.Module):
         st.probs = {"00": p00, "11": p11, "01": p01, "10": p10} if keep else {}
         return st
 
-    def assign(self, st: MatchState, i: int) -> torch.Tensor:
-        """Assignment probabilities [B, N0'+1, N1'+1] from the head of iteration ``i``."""
+    def assign(self, st: MatchState, i: int, iterations: Optional[int] = None) -> torch.Tensor:
+        """Assignment probabilities [B, N0'+1, N1'+1] from the head of iteration ``i`` (``iterations``: Sinkhorn
+        scalings, default the conf's ``sinkhorn_iterations``)."""
         md0, md1 = self.final_proj[i](st.desc0), self.final_proj[i](st.desc1)
         # the assignment runs in float32 (also under autocast): fp16 Sinkhorn marginals overflow easily
         scores = torch.einsum("bdn,bdm->bnm", md0, md1).float() / self.descriptor_dim ** 0.5
         name = self.conf["assignment"]
         kwargs: Dict[str, Any] = {}
         if name != "dual_softmax":
-            kwargs["iterations"] = int(self.conf["sinkhorn_iterations"])
+            kwargs["iterations"] = int(self.conf["sinkhorn_iterations"] if iterations is None else iterations)
         if name == "sinkhorn" and self.training and self.conf["sinkhorn_grad_iterations"] is not None:
             kwargs["grad_iterations"] = int(self.conf["sinkhorn_grad_iterations"])
         return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.keys0, mask1=st.keys1, **kwargs)
