@@ -19,6 +19,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -106,17 +107,16 @@ def _verify_refs(loc, image, camera, refs):
     v = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
     if v is None:
         return None
-    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions)
+    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions, v.matches_per_reference)
 
 
-def fit(records: list, l2: float = 1e-2) -> dict:
-    """L2-regularised logistic regression (Newton) of 'right pose' on the confidence features, over the poses
+def fit(records: list, features: Sequence[str], l2: float = 1e-2) -> dict:
+    """L2-regularised logistic regression (Newton) of 'right pose' on the confidence ``features``, over the poses
     with >= 20 inliers (the ones the gate decides on)."""
     from imp_core.localization.confidence import confidence_features
 
     rs = [r for r in records if "r_err" in r and r["num_inliers"] >= 20]
-    X = np.array([confidence_features(r["num_inliers"], r["inlier_ratio"], r["coverage"], r["rotation_std_deg"])
-                  for r in rs])
+    X = np.array([confidence_features(r, features) for r in rs])
     y = np.array([0.0 if wrong(r) else 1.0 for r in rs])
     A = np.concatenate([np.ones((len(X), 1)), X], 1)
     w = np.zeros(A.shape[1])
@@ -124,10 +124,10 @@ def fit(records: list, l2: float = 1e-2) -> dict:
     for _ in range(100):
         p = 1 / (1 + np.exp(-A @ w))
         w -= np.linalg.solve((A * (p * (1 - p))[:, None]).T @ A / len(y) + reg, A.T @ (p - y) / len(y) + reg @ w)
-    return {"bias": round(float(w[0]), 3), "weights": [round(float(v), 3) for v in w[1:]]}
+    return {"features": list(features), "bias": round(float(w[0]), 3), "weights": [round(float(v), 3) for v in w[1:]]}
 
 
-def table(records: list, threshold: float) -> str:
+def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
     """Per pair, condition and kind of run: wrong poses passing as OK and recall at (0.5 m, 5 deg), with the old
     gate (>= 20 inliers) and with the confidence gate as well."""
     from imp_core.localization.confidence import confidence_score
@@ -142,8 +142,7 @@ def table(records: list, threshold: float) -> str:
             if "r_err" not in r:
                 continue
             before = r["num_inliers"] >= 20
-            after = before and confidence_score(r["num_inliers"], r["inlier_ratio"], r["coverage"],
-                                                r["rotation_std_deg"]) >= threshold
+            after = before and confidence_score(r, model) >= threshold
             bad = wrong(r)
             good = r["t_err"] <= 0.5 and r["r_err"] <= 5.0
             wb += before and bad
@@ -169,7 +168,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
     p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
     p.add_argument("--threshold", type=float, help="confidence threshold (default: the localizer's)")
-    p.add_argument("--fit", action="store_true", help="fit the confidence model on the records and print it")
+    p.add_argument("--fit", action="store_true", help="fit the confidence model on the records, print it and use it "
+                   "for the table (instead of the localizer's)")
+    p.add_argument("--features", nargs="+", default=None, help="inputs of the fitted model (default: the localizer "
+                   "model's): any of imp_core.localization.confidence.FEATURES")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rec_path = a.out / "records.json"
@@ -183,12 +185,15 @@ def main() -> int:
         for pair in a.pairs:
             records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k)
         rec_path.write_text(json.dumps(records, indent=0))
-    if a.fit:
-        print("fitted confidence model:", json.dumps(fit(records)))
+    from imp_core.localization.confidence import CONF_MODEL
     from imp_core.localization.localizer import Localizer
 
+    model = None
+    if a.fit:
+        model = fit(records, a.features or CONF_MODEL["features"])
+        print("fitted confidence model:", json.dumps(model))
     t = table(records, a.threshold if a.threshold is not None else
-              Localizer.default_conf["acceptance"]["min_confidence"])
+              Localizer.default_conf["acceptance"]["min_confidence"], model)
     print(t)
     (a.out / "table.txt").write_text(t + "\n")
     return 0

@@ -114,11 +114,31 @@ def test_confidence_rejects_poorly_constrained_poses():
     """The gate's direction: fewer, bunched, uncertain inliers mean less confidence."""
     from imp_core.localization.confidence import confidence_score, inlier_coverage
 
-    good = confidence_score(500, 0.7, 0.8, 0.05)
+    def q(n, ratio, cov, rot):
+        return {"num_inliers": n, "inlier_ratio": ratio, "coverage": cov, "rotation_std_deg": rot}
+
+    good = confidence_score(q(500, 0.7, 0.8, 0.05))
     assert good > 0.9
-    assert confidence_score(30, 0.05, 0.1, 2.0) < 0.5  # 30 inliers of 600 matches in one corner, rotation +-2 deg
-    assert confidence_score(500, 0.7, 0.8, 1.0) < good
+    assert confidence_score(q(30, 0.05, 0.1, 2.0)) < 0.5  # 30 inliers of 600 matches in one corner, rotation +-2 deg
+    assert confidence_score(q(500, 0.7, 0.8, 1.0)) < good
     assert inlier_coverage(np.array([[1.0, 1.0], [2.0, 2.0]]), 600, 600) == pytest.approx(1 / 36)
+
+
+def test_pose_quality_best_reference_ratio_ignores_other_references():
+    """A wrong retrieval candidate among the references adds outlier matches: the overall inlier ratio drops, the
+    inlier ratio of the reference with most inliers does not."""
+    from types import SimpleNamespace
+
+    from imp_core.localization.confidence import pose_quality
+
+    pnp = SimpleNamespace(num_inliers=120, inlier_points2D=np.random.default_rng(0).uniform(0, 600, (120, 2)),
+                          camera=SimpleNamespace(width=600, height=600), covariance=None, residual_sigma_px=1.0)
+    one = pose_quality(pnp, 200, np.array([120]), np.array([200]))
+    three = pose_quality(pnp, 600, np.array([110, 10, 0]), np.array([180, 220, 200]))
+    assert one["inlier_ratio"] == one["best_reference_ratio"] == pytest.approx(0.6)
+    assert three["inlier_ratio"] == pytest.approx(0.2)
+    assert three["best_reference_ratio"] == pytest.approx(110 / 180)
+    assert pose_quality(pnp, 600, np.array([110, 10, 0]))["best_reference_ratio"] == pytest.approx(0.2)
 
 
 def test_localize_images_folder_writes_results(tiny_map, tiny_world, tmp_path, capsys):

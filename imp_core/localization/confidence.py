@@ -11,14 +11,19 @@ back OK 51.7 degrees off. What separates true poses from wrong ones is how the i
   reprojection noise). Inliers that are few, far, noisy or bunched up leave the rotation poorly determined; on
   the synthetic world this separates wrong poses best.
 - ``num_inliers``.
+- ``best_reference_ratio``: the inlier ratio of the reference with most inliers alone (a wrong retrieval candidate
+  among the top-k does not dilute it). Reported; not in the shipped model: a refit with it on the synthetic world
+  (``bench_confidence.py --reuse --fit --features log_inliers inlier_ratio coverage log_rotation_std
+  best_reference_ratio``) kept one more SIFT night query with an unknown focal but let four more hard negatives
+  (day, far references, unknown focal) pass.
 
-The score (see :func:`confidence_score`) is a logistic model of these, fitted on the synthetic world (not on
-the real photos, which only evaluate it). The localizer's ``acceptance.min_confidence`` (0.5: more likely right
-than wrong) is the threshold.
+The score (see :func:`confidence_score`) is a logistic model of some of these (by name, :data:`FEATURES`), fitted
+on the synthetic world (not on the real photos, which only evaluate it). The localizer's
+``acceptance.min_confidence`` (0.5: more likely right than wrong) is the threshold.
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -35,30 +40,47 @@ def inlier_coverage(points2D: np.ndarray, width: int, height: int, grid: int = G
     return float(len(np.unique(cy * grid + cx))) / (grid * grid)
 
 
-def confidence_features(num_inliers: float, inlier_ratio: float, coverage: float,
-                        rotation_std_deg: float) -> np.ndarray:
-    """The inputs of the confidence model: [log inliers, inlier ratio, coverage, log rotation std (deg)]."""
-    rot = rotation_std_deg if np.isfinite(rotation_std_deg) and rotation_std_deg > 0 else 10.0
-    return np.array([np.log(max(num_inliers, 1.0)), inlier_ratio, coverage, np.log(max(rot, 1e-3))])
+def _log_rotation_std(q: Mapping[str, float]) -> float:
+    rot = q["rotation_std_deg"]
+    return float(np.log(max(rot if np.isfinite(rot) and rot > 0 else 10.0, 1e-3)))
 
 
-def confidence_score(num_inliers: float, inlier_ratio: float, coverage: float, rotation_std_deg: float) -> float:
-    """Confidence in [0, 1] that the pose is right (within 5 deg and 10 % of the scene depth); see the module doc."""
-    x = confidence_features(num_inliers, inlier_ratio, coverage, rotation_std_deg)
-    z = CONF_MODEL["bias"] + float(np.dot(CONF_MODEL["weights"], x))
+#: The inputs a confidence model may use, by name, each computed from ``pose_quality``'s measures.
+FEATURES: Dict[str, Callable[[Mapping[str, float]], float]] = {
+    "log_inliers": lambda q: float(np.log(max(q["num_inliers"], 1.0))),
+    "inlier_ratio": lambda q: float(q["inlier_ratio"]),
+    "coverage": lambda q: float(q["coverage"]),
+    "log_rotation_std": _log_rotation_std,
+    "best_reference_ratio": lambda q: float(q.get("best_reference_ratio", q["inlier_ratio"])),
+}
+
+
+def confidence_features(quality: Mapping[str, float], names: Sequence[str]) -> np.ndarray:
+    """The inputs ``names`` (keys of :data:`FEATURES`) of a confidence model for one pose's quality measures."""
+    return np.array([FEATURES[n](quality) for n in names])
+
+
+def confidence_score(quality: Mapping[str, float], model: Optional[Mapping[str, Any]] = None) -> float:
+    """Confidence in [0, 1] that the pose is right (within 5 deg and 10 % of the scene depth); see the module doc.
+    ``quality``: ``pose_quality``'s measures; ``model``: default :data:`CONF_MODEL`."""
+    model = CONF_MODEL if model is None else model
+    x = confidence_features(quality, model["features"])
+    z = model["bias"] + float(np.dot(model["weights"], x))
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
 #: logistic model fitted on the synthetic world by ``benchmarks/bench_confidence.py --fit`` (sift+nn and xfeat+nn
 #: maps; day and night queries; given and unknown focal; retrieved references plus hard negatives from references
-#: 20 m away, which the repetitive street makes look right). Weights for [log inliers, inlier ratio, coverage,
-#: log rotation std]; never fitted on real photos.
-CONF_MODEL: Dict[str, Any] = {"bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
+#: 20 m away, which the repetitive street makes look right); never fitted on real photos.
+CONF_MODEL: Dict[str, Any] = {"features": ["log_inliers", "inlier_ratio", "coverage", "log_rotation_std"],
+                              "bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
 
 
-def pose_quality(pnp, num_matches: int, contributions: np.ndarray) -> Dict[str, float]:
+def pose_quality(pnp, num_matches: int, contributions: np.ndarray,
+                 matches_per_reference: Optional[np.ndarray] = None) -> Dict[str, float]:
     """Quality measures of one PnP result (``pnp``: PnPResult on ``num_matches`` 2D-3D matches, ``contributions``:
-    its inliers per reference image) and its ``confidence``."""
+    its inliers per reference image, most first; ``matches_per_reference``: the 2D-3D matches of each, same order)
+    and its ``confidence``."""
     k = int(pnp.num_inliers)
     ratio = k / max(int(num_matches), 1)
     cov = inlier_coverage(pnp.inlier_points2D, pnp.camera.width, pnp.camera.height)
@@ -68,5 +90,10 @@ def pose_quality(pnp, num_matches: int, contributions: np.ndarray) -> Dict[str, 
         rot_std = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(pnp.covariance[3:, 3:]).max(), 0.0))))
     out = {"num_inliers": float(k), "inlier_ratio": float(ratio), "coverage": cov, "references_agreeing": float(refs),
            "residual_px": float(pnp.residual_sigma_px), "rotation_std_deg": rot_std}
-    out["confidence"] = confidence_score(k, ratio, cov, rot_std)
+    contrib = np.asarray(contributions)
+    if matches_per_reference is not None and len(contrib):  # the inlier ratio of the reference with most inliers:
+        out["best_reference_ratio"] = float(contrib[0]) / max(float(matches_per_reference[0]), 1.0)
+    else:  # a wrong retrieval candidate among the references does not dilute it
+        out["best_reference_ratio"] = out["inlier_ratio"]
+    out["confidence"] = confidence_score(out)
     return out

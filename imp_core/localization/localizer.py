@@ -36,6 +36,7 @@ class Verified(NamedTuple):
     references: List[str]  # the candidate's references in the map, most inliers first
     candidate: Candidate
     contributions: np.ndarray  # PnP inliers per reference, in ``references`` order
+    matches_per_reference: Optional[np.ndarray] = None  # 2D-3D matches per reference, in ``references`` order
 
     @property
     def best_reference_inliers(self) -> int:
@@ -298,7 +299,7 @@ class Localizer:
                                                                                                  ctx.prior):
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
-                quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions)
+                quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions, ver.matches_per_reference)
                 scored = Scored(ver, quality, quality["confidence"] >= acc["min_confidence"])
                 if self._accepts(scored):
                     return scored
@@ -440,7 +441,8 @@ class Localizer:
         # order references by their inlier contribution (the best one drives covisibility refinement)
         contrib = np.bincount(src[pnp.inliers], minlength=len(refs))
         order = np.argsort(-contrib, kind="stable")
-        return Verified(pnp, len(q_idx), [refs[i] for i in order], cand, contrib[order])
+        per_ref = np.bincount(src, minlength=len(refs))
+        return Verified(pnp, len(q_idx), [refs[i] for i in order], cand, contrib[order], per_ref[order])
 
     def _refine_covisible(self, ctx: QueryContext, pnp: PnPResult, refs: List[str]):
         """LBR-style: re-match against frames covisible with the best reference whose orientation is close to the
