@@ -51,10 +51,9 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
     from tqdm import tqdm
 
     from imp_core.matching.base import create_matcher
-    from imp_core.matching.imp.geometry import PairGeometry, vector_angle_deg
+    from imp_core.matching.imp.geometry import PairGeometry
     from imp_core.matching.imp.iterative import _row_pairs
     from imp_core.matching.imp.matcher import batch_features
-    from imp_core.types import rotation_angle_deg
 
     model = create_matcher({"name": "imp", "features": features, "early_stop": False}).model
     recs = []
@@ -72,9 +71,8 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
                     pose = geo.estimate(f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]) if len(idx) >= 25 else None
                     r: Dict[str, Any] = {"size": n, "pair": p.name, "kind": p.kind, "it": i, "matches": len(idx)}
                     if pose is not None:
-                        dt = vector_angle_deg(pose.t, p.gt.t)
-                        r.update(inliers=int(pose.inliers.sum()), ratio=pose.inlier_ratio, R=pose.R.tolist(),
-                                 t=pose.t.tolist(), err=max(rotation_angle_deg(pose.R, p.gt.R), min(dt, 180 - dt)))
+                        r.update(inliers=int(pose.inliers.sum()), ratio=pose.inlier_ratio, pose=pose,
+                                 err=bm.relative_pose_error_deg(pose, p.gt))
                     recs.append(r)
     return recs
 
@@ -82,8 +80,7 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
 def replay(recs: List[Dict], size: int, n_layers: int, checkpoints: Optional[Sequence[int]],
            stop_inliers: Optional[int], ratio: float, stop_deg: float = 1.5) -> Dict[str, float]:
     """One stop rule on the records of one size: mean iterations, mean pose checks, poses < 5 deg."""
-    from imp_core.matching.imp.geometry import vector_angle_deg
-    from imp_core.types import rotation_angle_deg
+    from imp_core.matching.imp.geometry import relative_poses_agree
 
     cks = set(range(2, n_layers - 1) if checkpoints is None else checkpoints) - {n_layers - 1}
     by: Dict[str, Dict[int, Dict]] = {}
@@ -92,9 +89,7 @@ def replay(recs: List[Dict], size: int, n_layers: int, checkpoints: Optional[Seq
             by.setdefault(r["pair"], {})[r["it"]] = r
 
     def agree(a, b) -> bool:
-        return (a is not None and "R" in a and "R" in b and max(
-            rotation_angle_deg(np.array(a["R"]), np.array(b["R"])),
-            vector_angle_deg(np.array(a["t"]), np.array(b["t"]))) <= stop_deg)
+        return a is not None and relative_poses_agree(a["pose"], b["pose"], stop_deg)
 
     its, checks, errs = [], [], []
     for d in by.values():
@@ -104,11 +99,11 @@ def replay(recs: List[Dict], size: int, n_layers: int, checkpoints: Optional[Seq
                 continue
             r = d[i]
             n_checks += 1
-            if "R" in r and (agree(prev, r) or (stop_inliers is not None and r["inliers"] >= stop_inliers
+            if "pose" in r and (agree(prev, r) or (stop_inliers is not None and r["inliers"] >= stop_inliers
                                                 and r["ratio"] >= ratio)):
                 stop = (i + 1, r["err"])
                 break
-            prev = r if "R" in r else None
+            prev = r if "pose" in r else None
         if stop is None:
             stop = (n_layers, d[n_layers - 1].get("err", 180.0))
         its.append(stop[0])
@@ -162,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stem = a.out / f"bench_early_stop_{a.features}"
     stem.with_suffix(".txt").write_text(text + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"summary": summary, "records": [
-        {k: v for k, v in r.items() if k not in ("R", "t")} for r in recs]}))
+        {k: v for k, v in r.items() if k != "pose"} for r in recs]}))
     print(f"wrote {stem}.txt, .json")
     return 0
 

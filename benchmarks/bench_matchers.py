@@ -423,17 +423,22 @@ def pose_error(p: Pair, idx: np.ndarray, n: int) -> Optional[float]:
     ground truth."""
     if p.gt is None or p.cam0 is None or p.cam1 is None:
         return None
-    from imp_core.matching.imp.geometry import PairGeometry, vector_angle_deg
-    from imp_core.types import rotation_angle_deg
+    from imp_core.matching.imp.geometry import PairGeometry
 
     f0, f1 = p.features[n]
     idx = np.asarray(idx, np.int64)
     est = PairGeometry(p.cam0, p.cam1, 1.0).estimate(f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]) \
         if len(idx) >= 5 else None
-    if est is None:
-        return float("inf")
-    dt = vector_angle_deg(est.t, p.gt.t)
-    return max(rotation_angle_deg(est.R, p.gt.R), min(dt, 180.0 - dt))
+    return float("inf") if est is None else relative_pose_error_deg(est, p.gt)
+
+
+def relative_pose_error_deg(est, gt: Pose) -> float:
+    """Max of the rotation angle and the translation-direction angle (sign-free) of ``est`` against ``gt``."""
+    from imp_core.matching.imp.geometry import vector_angle_deg
+    from imp_core.types import rotation_angle_deg
+
+    dt = vector_angle_deg(est.t, gt.t)
+    return max(rotation_angle_deg(est.R, gt.R), min(dt, 180.0 - dt))
 
 
 def timed(run: Callable[[], Dict[str, Any]], device: str) -> Dict[str, Any]:

@@ -51,7 +51,7 @@ FEATURES: Dict[str, Callable[[Mapping[str, float]], float]] = {
     "inlier_ratio": lambda q: float(q["inlier_ratio"]),
     "coverage": lambda q: float(q["coverage"]),
     "log_rotation_std": _log_rotation_std,
-    "best_reference_ratio": lambda q: float(q.get("best_reference_ratio", q["inlier_ratio"])),
+    "best_reference_ratio": lambda q: float(q["best_reference_ratio"]),
 }
 
 
@@ -90,10 +90,9 @@ def pose_quality(pnp, num_matches: int, contributions: np.ndarray,
         rot_std = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(pnp.covariance[3:, 3:]).max(), 0.0))))
     out = {"num_inliers": float(k), "inlier_ratio": float(ratio), "coverage": cov, "references_agreeing": float(refs),
            "residual_px": float(pnp.residual_sigma_px), "rotation_std_deg": rot_std}
+    # the inlier ratio of the reference with most inliers (the overall ratio when per-reference counts are unknown)
     contrib = np.asarray(contributions)
-    if matches_per_reference is not None and len(contrib):  # the inlier ratio of the reference with most inliers:
-        out["best_reference_ratio"] = float(contrib[0]) / max(float(matches_per_reference[0]), 1.0)
-    else:  # a wrong retrieval candidate among the references does not dilute it
-        out["best_reference_ratio"] = out["inlier_ratio"]
+    out["best_reference_ratio"] = (float(contrib[0]) / max(float(matches_per_reference[0]), 1.0)
+                                   if matches_per_reference is not None and len(contrib) else out["inlier_ratio"])
     out["confidence"] = confidence_score(out)
     return out

@@ -36,6 +36,11 @@ def normalized_points(kpts: np.ndarray, camera: Camera) -> np.ndarray:
     return cv2.undistortPoints(pts, camera.K, camera.distortion).reshape(-1, 2)
 
 
+def relative_poses_agree(a: PoseEstimate, b: PoseEstimate, stop_deg: float) -> bool:
+    """IMP's stop test for relative poses: max(rotation angle, translation-direction angle) <= stop_deg."""
+    return max(rotation_angle_deg(a.R, b.R), vector_angle_deg(a.t, b.t)) <= stop_deg
+
+
 class PairGeometry:
     """Relative pose from the essential matrix (USAC_MAGSAC, then cheirality via recoverPose)."""
 
@@ -66,8 +71,7 @@ class PairGeometry:
         return PoseEstimate(best[1], best[2], best[3], used)
 
     def agree(self, a: PoseEstimate, b: PoseEstimate) -> bool:
-        """IMP's stop test: max(rotation angle, translation-direction angle) <= stop_deg."""
-        return max(rotation_angle_deg(a.R, b.R), vector_angle_deg(a.t, b.t)) <= self.stop_deg
+        return relative_poses_agree(a, b, self.stop_deg)
 
 
 class ReleasedPairGeometry(PairGeometry):

@@ -85,10 +85,9 @@ class IMPMatcher(Matcher):
         self.runner = IterativeMatcher(self.model, checkpoints, early, float(conf["checkpoint_threshold"]),
                                        float(conf["match_threshold"]), int(conf["min_matches"]),
                                        bool(conf["return_inliers"]), mode=conf["iterative_mode"],
-                                       stop_inliers=None if conf["stop_inliers"] is None else int(conf["stop_inliers"]),
+                                       stop_inliers=_optional_int(conf["stop_inliers"]),
                                        stop_inlier_ratio=float(conf["stop_inlier_ratio"]),
-                                       checkpoint_iterations=(None if conf["checkpoint_sinkhorn_iterations"] is None
-                                                              else int(conf["checkpoint_sinkhorn_iterations"])))
+                                       checkpoint_iterations=_optional_int(conf["checkpoint_sinkhorn_iterations"]))
 
     @classmethod
     def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:
@@ -161,6 +160,10 @@ class IMPMatcher(Matcher):
                 info["pose_inliers"] = int(r.pose.inliers.sum())
             out.append(Matches(r.matches, r.scores, info))
         return out
+
+
+def _optional_int(value: Any) -> Optional[int]:
+    return None if value is None else int(value)
 
 
 def batch_features(query: Features, refs: Sequence[Features], device: str) -> Dict[str, torch.Tensor]:
