@@ -267,17 +267,53 @@ def test_checkpoint_heads_run_fewer_sinkhorn_scalings():
 
 def test_early_stop_localization_pnp():
     f0, f1, geo = easy_pair(400, seed=2)
-    # 3D points of the reference keypoints (image 1), NaN for a third of them
+    xyz = reference_points(f1, geo)
+    m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu"})
+    res = m.match(f0, f1, {"camera0": geo["camera"], "points3D": xyz})
+    assert res.info["early_stop"], res.info
+    assert np.isfinite(xyz[res.indices[:, 1]]).all()
+
+
+def reference_points(f1, geo):
+    """3D points of the reference keypoints (image 1) of an ``easy_pair``, NaN for a third of them."""
     cam, pts, (_, p1) = geo["camera"], geo["points"], geo["poses"]
     x = p1.transform(pts) @ cam.K.T
     uv = x[:, :2] / x[:, 2:]
-    nearest = np.linalg.norm(f1.keypoints[:, None] - uv[None], axis=2).argmin(1)
-    xyz = pts[nearest].copy()
+    xyz = pts[np.linalg.norm(f1.keypoints[:, None] - uv[None], axis=2).argmin(1)].copy()
     xyz[::3] = np.nan
-    m = create_matcher({"name": "eimp", "allow_random_init": True, "device": "cpu"})
-    res = m.match(f0, f1, {"camera0": cam, "points3D": xyz})
-    assert res.info["early_stop"], res.info
-    assert np.isfinite(xyz[res.indices[:, 1]]).all()
+    return xyz
+
+
+def test_unknown_focal_pose_checks_estimate_it_and_stop_on_agreement():
+    """A query of unknown focal length (the localizer's guessed camera, here 1.6x too long): the pose checks estimate
+    the focal length too (P4Pf), which keeps the true matches that a check with the guessed focal drops (on real
+    photos it returned a biased subset and the localizer's pose lost its coverage), and such a check stops only on
+    two agreeing poses: with the focal length free, one pose fits many matches on its own."""
+    from imp_core.matching.imp.geometry import PnPGeometry
+
+    f0, f1, geo = easy_pair(400, seed=2)
+    xyz = reference_points(f1, geo)
+    cam = geo["camera"]
+    guess = Camera("PINHOLE", 640, 480, [800.0, 800.0, 320.0, 240.0])
+    # the true correspondences (easy_pair's image 1 keypoints are a permutation of image 0's points)
+    p0 = geo["poses"][0].transform(geo["points"]) @ cam.K.T
+    uv0 = p0[:, :2] / p0[:, 2:]
+    q = np.linalg.norm(f0.keypoints[:, None] - uv0[None], axis=2).argmin(0)
+    p1 = geo["poses"][1].transform(geo["points"]) @ cam.K.T
+    r = np.linalg.norm(f1.keypoints[:, None] - (p1[:, :2] / p1[:, 2:])[None], axis=2).argmin(0)
+    fixed = PnPGeometry(guess, xyz, threshold_px=2.0).estimate(f0.keypoints[q], r)
+    free = PnPGeometry(guess, xyz, threshold_px=2.0, estimate_focal=True)
+    est = free.estimate(f0.keypoints[q], r)
+    assert fixed is None or fixed.inliers.sum() < 0.8 * fixed.used.sum()
+    assert est is not None and est.inliers.sum() >= 0.95 * est.used.sum()
+    assert not free.single_pose_stop and PnPGeometry(guess, xyz).single_pose_stop
+
+    base = {"name": "eimp", "allow_random_init": True, "device": "cpu", "stop_inliers": 50, "stop_inlier_ratio": 0.3}
+    known = create_matcher(base).match(f0, f1, {"camera0": cam, "points3D": xyz})
+    assert known.info["early_stop"] and known.info["iterations"] == 3, known.info
+    unknown = create_matcher(base).match(f0, f1, {"camera0": guess, "points3D": xyz, "estimate_focal": True})
+    assert unknown.info["early_stop"] and unknown.info["iterations"] >= 4, unknown.info
+    assert len(unknown.indices) >= 0.9 * len(known.indices)
 
 
 def assert_same_matches(a, b, threshold: float, tol: float = 1e-4) -> None:

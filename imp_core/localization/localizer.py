@@ -397,7 +397,9 @@ class Localizer:
         """Match the query with each reference, lift to (query keypoint, 3D point id) pairs."""
         tm = time.perf_counter()
         ref_feats = [self._map.features(r) for r in refs]
-        contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera} for r in refs]
+        focal = ctx.extras.get("pnp_conf", self.conf["pnp"]).get("refine_focal_length") in (True, "auto")
+        contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera, "estimate_focal": focal}
+                    for r in refs]
         all_matches = self._matcher.match_many(_query_features(ctx), ref_feats, contexts)
         timings["matching"] += 1000 * (time.perf_counter() - tm)
         q_parts: List[np.ndarray] = []

@@ -7,8 +7,10 @@ Two modes (``IterativeMatcher(mode=...)``, matcher conf ``iterative_mode``):
    ``default_checkpoints``) take mutual matches with ``checkpoint_threshold`` (0.1);
    with >= ``min_matches`` estimate a pose (essential matrix for pairs, PnP for localization);
 2. if the pose agrees with the previous checkpoint's pose, or is confident on its own (at least ``stop_inliers``
-   RANSAC inliers and an inlier ratio of at least ``stop_inlier_ratio``), the element stops: its output is the
-   RANSAC inliers of that pose and its tokens leave the batch (later layers run on the remaining references only);
+   RANSAC inliers and an inlier ratio of at least ``stop_inlier_ratio``; not where the geometry says
+   ``single_pose_stop`` is False: a query of unknown focal length, whose PnP checks estimate the focal length too),
+   the element stops: its output is the RANSAC inliers of that pose and its tokens leave the batch (later layers
+   run on the remaining references only);
 3. EIMP pools after sharing iterations with threshold ``2 * pool_threshold * inlier_ratio`` of the last pose
    (``0.2 * inlier_ratio`` with the released ``pool_threshold`` 0.1; weights trained here carry a calibrated one,
    see ``training/calibrate.py``), or ``pool_threshold`` without a pose; each element keeps its own tokens, the
@@ -172,8 +174,9 @@ class IterativeMatcher:
                         pose = estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio[b] = None if pose is None else pose.inlier_ratio
                     prev_pose = prev[b]
-                    if pose is not None and (self.confident(pose) or (prev_pose is not None and
-                                                                      geo.agree(prev_pose, pose))):
+                    single = getattr(geo, "single_pose_stop", True)  # a geometry that does not say allows it
+                    if pose is not None and ((single and self.confident(pose)) or
+                                             (prev_pose is not None and geo.agree(prev_pose, pose))):
                         finish(row, i, m0, s0, True, pose)
                         done.append(row)
                     prev[b] = pose
