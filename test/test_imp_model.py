@@ -154,6 +154,12 @@ def test_sdpa_equals_explicit_attention():
         explicit, prob = attention(q, k, v, km, need_prob=True)
         assert torch.allclose(fused, explicit, atol=1e-5)
         assert torch.allclose(prob.sum(-1), torch.ones(()), atol=1e-5)
+        # training (autograd): torch.softmax instead of the in-place one, same values, gradients flow
+        qg = q.clone().requires_grad_()
+        trained, prob_g = attention(qg, k, v, km, need_prob=True)
+        assert torch.allclose(trained, explicit, atol=1e-6) and torch.allclose(prob_g, prob, atol=1e-6)
+        trained.sum().backward()
+        assert qg.grad is not None and bool(torch.isfinite(qg.grad).all()) and float(qg.grad.abs().max()) > 0
     assert float(prob[1, :, :, 55:].abs().max()) == 0.0
 
 
