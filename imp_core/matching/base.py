@@ -29,7 +29,8 @@ class Matcher:
     ``match_many(query, refs)`` matches one query against k references; matchers that can batch
     (IMP/EIMP) override it. ``context`` optionally carries geometry for matchers that check poses
     while they match: ``{"camera0": Camera, "camera1": Camera}`` for pairs, or per reference
-    ``{"points3D": (N1, 3) array with NaN where unknown, "camera0": Camera}`` for localization.
+    ``{"points3D": (N1, 3) array with NaN where unknown, "camera0": Camera}`` for localization, plus
+    ``"estimate_focal": True`` when ``camera0``'s focal length is only a guess (its pose checks estimate it).
     """
 
     default_conf: Dict[str, Any] = {}

@@ -123,7 +123,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask 
         scores = scores.masked_fill_(~attn_mask, torch.finfo(scores.dtype).min)
     if scores.requires_grad:
         prob = torch.softmax(scores, dim=-1)
-    else:  # inference: the softmax in place, 2.5x faster than torch.softmax on a CPU (2048^2: 6.5 against 17 ms)
+    else:  # inference: the softmax in place (CPU, 2048^2 scores, one thread: about 5 ms against torch.softmax's 17)
         prob = scores.sub_(scores.amax(-1, keepdim=True)).exp_()
         prob.div_(prob.sum(-1, keepdim=True))
     return torch.matmul(prob, v), prob
