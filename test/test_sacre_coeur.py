@@ -20,8 +20,8 @@ def rotation_alignment(sub, full, names) -> np.ndarray:
     (``full.R(n) ~ sub.R(n) @ R.T``): the chordal mean of the per-camera estimates within 1 degree of their
     medoid (a camera the smaller SfM placed differently does not tilt it). Only rotations are compared, so the
     cameras' own orientations are the direct anchor: an earlier similarity fitted to camera centres plus points
-    ahead of them came out 2.4 degrees off on a 9-image map whose cameras all agreed with the 10-image map's to
-    0.03 degrees relative to each other (photo 51091044, with MKL_CBWR=COMPATIBLE numerics)."""
+    ahead of them left all 9 cameras of one 9-image map 2.38-2.43 degrees off, i.e. the alignment itself was off
+    (photo 51091044, with MKL_CBWR=COMPATIBLE numerics; this alignment leaves 0.04-0.14 degrees per camera)."""
     from imp_core.types import rotation_angle_deg
 
     est = [full.pose(n).R.T @ sub.pose(n).R for n in names]  # each camera's estimate of the alignment
