@@ -280,12 +280,16 @@ def test_early_stop_localization_pnp():
     assert np.isfinite(xyz[res.indices[:, 1]]).all()
 
 
+def keypoint_distances(f, geo, k: int) -> np.ndarray:
+    """(keypoints, points) pixel distances between image ``k``'s keypoints of an ``easy_pair`` and the projections
+    of its 3D points."""
+    x = geo["poses"][k].transform(geo["points"]) @ geo["camera"].K.T
+    return np.linalg.norm(f.keypoints[:, None] - (x[:, :2] / x[:, 2:])[None], axis=2)
+
+
 def reference_points(f1, geo):
     """3D points of the reference keypoints (image 1) of an ``easy_pair``, NaN for a third of them."""
-    cam, pts, (_, p1) = geo["camera"], geo["points"], geo["poses"]
-    x = p1.transform(pts) @ cam.K.T
-    uv = x[:, :2] / x[:, 2:]
-    xyz = pts[np.linalg.norm(f1.keypoints[:, None] - uv[None], axis=2).argmin(1)].copy()
+    xyz = geo["points"][keypoint_distances(f1, geo, 1).argmin(1)].copy()
     xyz[::3] = np.nan
     return xyz
 
@@ -301,12 +305,8 @@ def test_unknown_focal_pose_checks_estimate_it_and_stop_on_agreement():
     xyz = reference_points(f1, geo)
     cam = geo["camera"]
     guess = Camera("PINHOLE", 640, 480, [800.0, 800.0, 320.0, 240.0])
-    # the true correspondences (easy_pair's image 1 keypoints are a permutation of image 0's points)
-    p0 = geo["poses"][0].transform(geo["points"]) @ cam.K.T
-    uv0 = p0[:, :2] / p0[:, 2:]
-    q = np.linalg.norm(f0.keypoints[:, None] - uv0[None], axis=2).argmin(0)
-    p1 = geo["poses"][1].transform(geo["points"]) @ cam.K.T
-    r = np.linalg.norm(f1.keypoints[:, None] - (p1[:, :2] / p1[:, 2:])[None], axis=2).argmin(0)
+    # the true correspondences: each 3D point's keypoint in either image
+    q, r = keypoint_distances(f0, geo, 0).argmin(0), keypoint_distances(f1, geo, 1).argmin(0)
     fixed = PnPGeometry(guess, xyz, threshold_px=2.0).estimate(f0.keypoints[q], r)
     free = PnPGeometry(guess, xyz, threshold_px=2.0, estimate_focal=True)
     est = free.estimate(f0.keypoints[q], r)
@@ -580,6 +580,8 @@ def rotation_deg(R1, R2) -> float:
 class ScriptedGeometry:
     """Pair geometry for the tests: the k-th estimate returns pose label ``labels[k]`` (None = failure) with every
     4th match an outlier; two poses agree when their labels are equal."""
+
+    single_pose_stop = True
 
     def __init__(self, labels):
         from imp_core.matching.imp.geometry import PoseEstimate

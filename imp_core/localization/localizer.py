@@ -21,7 +21,7 @@ from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..threads import set_threads
 from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
 from .confidence import pose_quality
-from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, reprojection_errors
+from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, estimates_focal, reprojection_errors
 from .tracking import Tracker
 from .visualize import compact_labels
 
@@ -274,6 +274,7 @@ class Localizer:
                            prior=prior if prior is not None else self.tracker.prior,
                            label_keypoints=bool(self.conf["label_keypoints"]))
         ctx.extras["pnp_conf"] = pnp_conf
+        ctx.extras["estimate_focal"] = estimates_focal(pnp_conf)  # the matcher's pose checks treat it alike
         why = _Why()
         best = self._search(ctx, timings, why)
         result = self._result(ctx, best, why, timings)
@@ -397,7 +398,7 @@ class Localizer:
         """Match the query with each reference, lift to (query keypoint, 3D point id) pairs."""
         tm = time.perf_counter()
         ref_feats = [self._map.features(r) for r in refs]
-        focal = ctx.extras.get("pnp_conf", self.conf["pnp"]).get("refine_focal_length") in (True, "auto")
+        focal = bool(ctx.extras.get("estimate_focal", False))
         contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera, "estimate_focal": focal}
                     for r in refs]
         all_matches = self._matcher.match_many(_query_features(ctx), ref_feats, contexts)

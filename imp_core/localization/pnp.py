@@ -78,6 +78,12 @@ def estimate_pose(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
     return _estimate(points2D, points3D, camera, conf, bool(mode))
 
 
+def estimates_focal(conf: Optional[Mapping[str, Any]]) -> bool:
+    """Whether ``estimate_pose`` with this conf estimates the focal length (``refine_focal_length`` true or
+    'auto'), i.e. whether the camera's focal length is treated as unknown."""
+    return merge(DEFAULT_PNP_CONF, conf, where="pnp")["refine_focal_length"] in (True, "auto")
+
+
 def _check_conf(conf: Mapping[str, Any]) -> None:
     for key, lo in (("max_iterations", 1), ("min_iterations", 0), ("refine_iterations", 0)):
         v = conf[key]

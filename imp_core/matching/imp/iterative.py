@@ -174,8 +174,7 @@ class IterativeMatcher:
                         pose = estimate(geo, kpts0[b], kpts1[b], idx)
                     ratio[b] = None if pose is None else pose.inlier_ratio
                     prev_pose = prev[b]
-                    single = getattr(geo, "single_pose_stop", True)  # a geometry that does not say allows it
-                    if pose is not None and ((single and self.confident(pose)) or
+                    if pose is not None and ((geo.single_pose_stop and self.confident(pose)) or
                                              (prev_pose is not None and geo.agree(prev_pose, pose))):
                         finish(row, i, m0, s0, True, pose)
                         done.append(row)

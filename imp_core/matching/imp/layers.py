@@ -33,6 +33,13 @@ class MaskedInstanceNorm1d(nn.Module):
         return (x - mean) / torch.sqrt(var + self.eps)
 
 
+def softmax_(x: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dimension, in place (inference only: no autograd through in-place ops). On a CPU
+    ``torch.softmax`` of a 2048 x 2048 matrix took 17 ms on one thread, this about 5 (and no second N x M buffer)."""
+    x.sub_(x.amax(-1, keepdim=True)).exp_()
+    return x.div_(x.sum(-1, keepdim=True))
+
+
 def bmv(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
     """[B, N, M] x [B, M] -> [B, N], one ``mv`` per batch element: CPU ``bmm`` / ``einsum`` of a batch of matrices
     with a batch of vectors takes a generic path, 10-30x slower (two 1025 x 1025 matrices, one thread: 2.5 ms
@@ -121,11 +128,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask 
     scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))
     if attn_mask is not None:
         scores = scores.masked_fill_(~attn_mask, torch.finfo(scores.dtype).min)
-    if scores.requires_grad:
-        prob = torch.softmax(scores, dim=-1)
-    else:  # inference: the softmax in place (CPU, 2048^2 scores, one thread: about 5 ms against torch.softmax's 17)
-        prob = scores.sub_(scores.amax(-1, keepdim=True)).exp_()
-        prob.div_(prob.sum(-1, keepdim=True))
+    prob = torch.softmax(scores, dim=-1) if scores.requires_grad else softmax_(scores)  # training: autograd
     return torch.matmul(prob, v), prob
 
 

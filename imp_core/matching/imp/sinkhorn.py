@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .layers import bmv
+from .layers import bmv, softmax_
 
 Mask = Optional[torch.Tensor]
 
@@ -45,8 +45,7 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
     v0, v1 = _valid_aug(mask0, b, n, s.device), _valid_aug(mask1, b, m, s.device)
     if mask0 is None and mask1 is None and not (torch.is_grad_enabled() and s.requires_grad):
         # one unpadded pair (inference): softmax in place, no N x M mask passes and no second N x M buffer
-        p = s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-        p = p.div_(p.sum(dim=-1, keepdim=True))
+        p = softmax_(s)
     elif mask0 is None and mask1 is None:
         p = s.softmax(dim=-1)
     else:
