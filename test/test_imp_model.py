@@ -144,9 +144,10 @@ def test_forward_is_deterministic(tmp_path):
         assert np.array_equal(o.scores, out[0].scores)
 
 
-def test_sdpa_equals_explicit_attention():
+@pytest.mark.parametrize("nq", [50, 600])  # 600: several row blocks of the blocked explicit attention, the last partial
+def test_sdpa_equals_explicit_attention(nq):
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 4, n, 64, generator=g) for n in (50, 70, 70))
+    q, k, v = (torch.randn(2, 4, n, 64, generator=g) for n in (nq, 70, 70))
     mask = torch.ones(2, 70, dtype=torch.bool)
     mask[1, 55:] = False
     for km in (None, mask):
@@ -161,6 +162,43 @@ def test_sdpa_equals_explicit_attention():
         trained.sum().backward()
         assert qg.grad is not None and bool(torch.isfinite(qg.grad).all()) and float(qg.grad.abs().max()) > 0
     assert float(prob[1, :, :, 55:].abs().max()) == 0.0
+
+
+def test_blocked_in_place_softmax_equals_torch_softmax():
+    """``softmax_`` (row blocks through a small buffer, in place) gives torch.softmax's values across block
+    boundaries, on a strided view too, and writes into the tensor it was given."""
+    from imp_core.matching.imp.layers import ROW_BLOCK, softmax_
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, ROW_BLOCK * 2 + 7, 33, generator=g) * 5
+    want = torch.softmax(x, dim=-1)
+    y = x.clone()
+    assert softmax_(y) is y and torch.allclose(y, want, atol=1e-6)
+    z = x.clone().transpose(1, 2)  # not contiguous
+    assert torch.allclose(softmax_(z), torch.softmax(x.transpose(1, 2), dim=-1), atol=1e-6)
+
+
+def test_head_scores_written_with_room_for_the_dustbin():
+    """At inference the head's scores go straight into the [N+1, M+1] assignment tensor (no copy): same assignment
+    as the einsum + copy path; a view that only looks like one is copied, never written."""
+    from imp_core.matching.imp.sinkhorn import scores_with_room_for_dustbin, sinkhorn_probability
+
+    g = torch.Generator().manual_seed(4)
+    md0, md1 = torch.randn(2, 16, 300, generator=g), torch.randn(2, 16, 270, generator=g)
+    alpha = torch.tensor(0.3)
+    mask1 = torch.arange(270)[None] < torch.tensor([270, 200])[:, None]
+    for m1 in (None, mask1):
+        want = sinkhorn_probability(torch.einsum("bdn,bdm->bnm", md0, md1) / 4.0, alpha, 7, mask1=m1)
+        with torch.no_grad():
+            room = scores_with_room_for_dustbin(md0, md1, 0.25)
+            got = sinkhorn_probability(room, alpha, 7, mask1=m1, in_room=True)
+        assert got.data_ptr() == room.data_ptr()  # the scores' own tensor became the assignment
+        assert torch.allclose(got, want, atol=1e-5)
+    mine = torch.randn(2, 301, 271, generator=g)
+    before = mine.clone()
+    with torch.no_grad():
+        sinkhorn_probability(mine[:, :300, :270], alpha, 7)  # no in_room: the caller's tensor is left alone
+    assert torch.equal(mine, before)
 
 
 def model_inputs(f0: Features, f1: Features) -> dict:

@@ -179,7 +179,7 @@ class IterativeMatcher:
                         finish(row, i, m0, s0, True, pose)
                         done.append(row)
                     prev[b] = pose
-            if pool:
+            if pool and len(done) < len(active):  # (pooling for pairs that all stopped here would be wasted)
                 th = float(model.conf["pool_threshold"])
                 ths = [th if (ratio_b := ratio[b]) is None else 2 * th * ratio_b for b in active]
                 _pool_counted(model, st, prob, ths, active, pooled)

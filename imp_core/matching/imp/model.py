@@ -24,7 +24,7 @@ from torch import nn
 
 from ...config import merge
 from .layers import AttentionalGNN, Conv1x1, KeypointEncoder, bmv, normalize_keypoints
-from .sinkhorn import ASSIGNMENTS, mutual_matches
+from .sinkhorn import ASSIGNMENTS, mutual_matches, scores_with_room_for_dustbin
 
 VARIANTS = ("gm", "imp", "eimp")
 POOLING = ("remove", "mask")
@@ -207,10 +207,13 @@ class IMPModel(nn.Module):
         """Assignment probabilities [B, N0'+1, N1'+1] from the head of iteration ``i`` (``iterations``: Sinkhorn
         scalings, default the conf's ``sinkhorn_iterations``)."""
         md0, md1 = self.final_proj[i](st.desc0), self.final_proj[i](st.desc1)
-        # the assignment runs in float32 (also under autocast): fp16 Sinkhorn marginals overflow easily
-        scores = torch.einsum("bdn,bdm->bnm", md0, md1).float() / self.descriptor_dim ** 0.5
         name = self.conf["assignment"]
         kwargs: Dict[str, Any] = {}
+        if name == "sinkhorn" and md0.dtype == torch.float32 and not torch.is_grad_enabled():
+            scores = scores_with_room_for_dustbin(md0, md1, self.descriptor_dim ** -0.5)  # inference: no N x M copy
+            kwargs["in_room"] = True
+        else:  # the assignment runs in float32 (also under autocast): fp16 Sinkhorn marginals overflow easily
+            scores = torch.einsum("bdn,bdm->bnm", md0, md1).float() / self.descriptor_dim ** 0.5
         if name != "dual_softmax":
             kwargs["iterations"] = int(self.conf["sinkhorn_iterations"] if iterations is None else iterations)
         if name == "sinkhorn" and self.training and self.conf["sinkhorn_grad_iterations"] is not None:
