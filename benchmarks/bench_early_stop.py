@@ -47,7 +47,12 @@ RULES = [
 ]
 
 
-def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn: Optional[int]) -> List[Dict]:
+def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn: Optional[int],
+            checks: Sequence[str] = ("USAC_MAGSAC:1000",)) -> List[Dict]:
+    """Per size, pair, iteration and pose check (``checks``: "METHOD:ITERATIONS", the OpenCV estimator and its
+    iteration cap): the checkpoint's matches and pose."""
+    import time
+
     from tqdm import tqdm
 
     from imp_core.matching.base import create_matcher
@@ -60,7 +65,8 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
     for n in sizes:
         for p in tqdm(pairs, desc=f"{n} keypoints", unit="pair"):
             f0, f1 = p.features[n]
-            geo = PairGeometry(p.cam0, p.cam1, 1.0)
+            geos = {c: PairGeometry(p.cam0, p.cam1, 1.0, method=c.split(":")[0], max_iterations=int(c.split(":")[1]))
+                    for c in checks}
             with torch.no_grad():
                 st = model.encode(batch_features(f0, [f1], "cpu"))
                 for i in range(model.n_layers):
@@ -68,12 +74,16 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
                     last = i == model.n_layers - 1
                     prob = model.assign(st, i, None if last else sinkhorn)
                     idx, _ = _row_pairs(*model.matches(st, prob, 0.2 if last else 0.1), 0)
-                    pose = geo.estimate(f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]) if len(idx) >= 25 else None
-                    r: Dict[str, Any] = {"size": n, "pair": p.name, "kind": p.kind, "it": i, "matches": len(idx)}
-                    if pose is not None:
-                        r.update(inliers=int(pose.inliers.sum()), ratio=pose.inlier_ratio, pose=pose,
-                                 err=bm.relative_pose_error_deg(pose, p.gt))
-                    recs.append(r)
+                    for chk, geo in geos.items():
+                        t0 = time.thread_time()
+                        pose = geo.estimate(f0.keypoints[idx[:, 0]], f1.keypoints[idx[:, 1]]) if len(idx) >= 25 \
+                            else None
+                        r: Dict[str, Any] = {"size": n, "pair": p.name, "kind": p.kind, "it": i, "matches": len(idx),
+                                             "check": chk, "check_ms": 1000 * (time.thread_time() - t0)}
+                        if pose is not None:
+                            r.update(inliers=int(pose.inliers.sum()), ratio=pose.inlier_ratio, pose=pose,
+                                     err=bm.relative_pose_error_deg(pose, p.gt))
+                        recs.append(r)
     return recs
 
 
@@ -122,6 +132,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024, 2048])
     ap.add_argument("--pairs-limit", type=int, default=40)
     ap.add_argument("--checkpoint-sinkhorn", type=int, default=5, help="Sinkhorn scalings of checkpoint heads")
+    ap.add_argument("--checks", nargs="+", default=["USAC_DEFAULT:1000"],
+                    help="pose checks to compare, METHOD:ITERATIONS (OpenCV estimator, geometry.PAIR_RANSAC_METHODS, "
+                    "and its iteration cap; the matcher's is USAC_DEFAULT:1000); the first is the per-iteration "
+                    "table's, every one gets the stop rules")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -131,10 +145,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         make_world(a.world, preset="default", seed=a.seed)
     pairs = bm.world_pairs(a.world, a.pairs_limit)
     bm.extract_pairs(pairs, a.features, a.sizes, 1024, "cpu")
-    recs = collect(pairs, a.features, a.sizes, a.checkpoint_sinkhorn)
-    n_layers = 1 + max(r["it"] for r in recs)
+    checks = a.checks
+    all_recs = collect(pairs, a.features, a.sizes, a.checkpoint_sinkhorn, checks)
+    n_layers = 1 + max(r["it"] for r in all_recs)
+    recs = [r for r in all_recs if r["check"] == checks[0]]
     lines = [f"world {a.world} ({len(pairs)} pairs), {a.features}, checkpoint heads with {a.checkpoint_sinkhorn} "
-             "Sinkhorn scalings", "", "per iteration: poses < 5 deg, median inliers, median inlier ratio"]
+             f"Sinkhorn scalings, pose checks {checks[0]} (OpenCV estimator:iteration cap)", "",
+             "per iteration: poses < 5 deg, median inliers, median inlier ratio"]
     for n in a.sizes:
         row = []
         for i in range(n_layers):
@@ -143,21 +160,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             row.append(f"{i}: {ok}/{len(rs)} {np.median([r.get('inliers', 0) for r in rs]):.0f} "
                        f"{np.median([r.get('ratio', 0) for r in rs]):.2f}")
         lines.append(f"  {n}: " + " | ".join(row))
-    lines += ["", f"{'rule':<32} {'keypoints':>9} {'iterations':>10} {'checks':>7} {'pose < 5 deg':>13} {'median':>7}"]
+    lines += ["", f"{'rule':<32} {'keypoints':>9} {'pose check':>18} {'iterations':>10} {'checks':>7} "
+              f"{'pose < 5 deg':>13} {'median':>7} {'ms/check':>9}"]
     summary = []
     for name, cks, inl, ratio in RULES:
         for n in a.sizes:
-            s = replay(recs, n, n_layers, cks, inl, ratio)
-            summary.append({"rule": name, "keypoints": n, **s})
-            lines.append(f"{name:<32} {n:>9} {s['iterations']:>10.2f} {s['checks']:>7.2f} "
-                         f"{s['pose_ok_5deg']:>6}/{s['pairs']:<6} {s['median_err_deg']:>6.2f}°")
+            for chk in checks:
+                rc = [r for r in all_recs if r["check"] == chk]
+                s = replay(rc, n, n_layers, cks, inl, ratio)
+                s["ms_per_check"] = float(np.median([r["check_ms"] for r in rc
+                                                     if r["size"] == n and r["matches"] >= 25]))
+                summary.append({"rule": name, "keypoints": n, "pose_check": chk, **s})
+                lines.append(f"{name:<32} {n:>9} {chk:>18} {s['iterations']:>10.2f} {s['checks']:>7.2f} "
+                             f"{s['pose_ok_5deg']:>6}/{s['pairs']:<6} {s['median_err_deg']:>6.2f}° "
+                             f"{s['ms_per_check']:>9.1f}")
     text = "\n".join(lines)
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"bench_early_stop_{a.features}"
     stem.with_suffix(".txt").write_text(text + "\n")
     stem.with_suffix(".json").write_text(json.dumps({"summary": summary, "records": [
-        {k: v for k, v in r.items() if k != "pose"} for r in recs]}))
+        {k: v for k, v in r.items() if k != "pose"} for r in all_recs]}))
     print(f"wrote {stem}.txt, .json")
     return 0
 

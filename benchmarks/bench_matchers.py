@@ -629,6 +629,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--checkpoint-sinkhorn", type=int, default=None,
                     help="eimp+stop: Sinkhorn scalings of the checkpoint heads (default: the matcher's; 0: the "
                          "model's)")
+    ap.add_argument("--ransac-method", default=None,
+                    help="eimp+stop: OpenCV estimator of the pose checks (default: the matcher's, USAC_DEFAULT; the "
+                         "evaluation of every row keeps USAC_MAGSAC)")
     ap.add_argument("--n-layers", type=int, default=None,
                     help="IMP rows (GM too) run only the first N iterations of the weights (default: all)")
     ap.add_argument("--repeats", type=int, default=1, help="timed calls per pair (the fastest is kept)")
@@ -640,7 +643,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def stop_conf(args) -> Dict[str, Any]:
-    """The eimp+stop row's stop rule from ``--stop-inliers`` / ``--stop-inlier-ratio`` (empty: the matcher's)."""
+    """The eimp+stop row's stop rule from ``--stop-inliers`` / ``--stop-inlier-ratio`` / ``--checkpoint-sinkhorn`` /
+    ``--ransac-method`` (empty: the matcher's)."""
     out: Dict[str, Any] = {}
     if args.stop_inliers is not None:
         out["stop_inliers"] = args.stop_inliers or None
@@ -648,6 +652,8 @@ def stop_conf(args) -> Dict[str, Any]:
         out["stop_inlier_ratio"] = args.stop_inlier_ratio
     if args.checkpoint_sinkhorn is not None:
         out["checkpoint_sinkhorn_iterations"] = args.checkpoint_sinkhorn or None
+    if args.ransac_method is not None:
+        out["ransac_method"] = args.ransac_method
     return out
 
 

@@ -41,27 +41,36 @@ def relative_poses_agree(a: PoseEstimate, b: PoseEstimate, stop_deg: float) -> b
     return max(rotation_angle_deg(a.R, b.R), vector_angle_deg(a.t, b.t)) <= stop_deg
 
 
+#: OpenCV robust estimators a pair check may use (``PairGeometry(method=...)``)
+PAIR_RANSAC_METHODS = ("USAC_MAGSAC", "USAC_DEFAULT", "USAC_ACCURATE", "USAC_FAST", "RANSAC")
+
+
 class PairGeometry:
-    """Relative pose from the essential matrix (USAC_MAGSAC, then cheirality via recoverPose)."""
+    """Relative pose from the essential matrix (OpenCV ``method``, default USAC_MAGSAC; then cheirality via
+    recoverPose). ``max_iterations``: the RANSAC cap (OpenCV's default 1000)."""
 
     #: whether one well-supported pose may stop EIMP without a second, agreeing one (IterativeMatcher.confident)
     single_pose_stop = True
 
     def __init__(self, camera0: Camera, camera1: Camera, threshold_px: float = 1.0, confidence: float = 0.99999,
-                 stop_deg: float = 1.5):
+                 stop_deg: float = 1.5, max_iterations: int = 1000, method: str = "USAC_MAGSAC"):
         self.camera0, self.camera1 = camera0, camera1
         focals = list(camera0.focal) + list(camera1.focal)
         self.threshold = threshold_px / float(np.mean(focals))
         self.confidence = confidence
         self.stop_deg = stop_deg
+        self.max_iterations = int(max_iterations)
+        if method not in PAIR_RANSAC_METHODS:
+            raise ValueError(f"pair pose check method must be one of {PAIR_RANSAC_METHODS}, got {method!r}")
+        self.ransac_method = method
 
     def estimate(self, kpts0: np.ndarray, kpts1: np.ndarray) -> Optional[PoseEstimate]:
         used = np.ones(len(kpts0), bool)
         if len(kpts0) < 5:
             return None
         n0, n1 = normalized_points(kpts0, self.camera0), normalized_points(kpts1, self.camera1)
-        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=cv2.USAC_MAGSAC, prob=self.confidence,
-                                       threshold=self.threshold)
+        E, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method=getattr(cv2, self.ransac_method),
+                                       prob=self.confidence, threshold=self.threshold, maxIters=self.max_iterations)
         if E is None or mask is None:
             return None
         best = None
@@ -156,7 +165,10 @@ class PnPGeometry:
     so): RANSAC estimates it with the pose (P4Pf), as the localizer's own PnP does. With the guess held fixed, the
     check kept only the matches the wrong focal length could explain, a region of the photo, and an early stop
     returned just those (Sacre-Coeur photo 32809961 with EIMP: 211 inliers over 44 % of the image, confidence
-    0.35; estimated: 354 over 64 %, 0.92, 0.02 degrees off)."""
+    0.35; estimated: 354 over 64 %, 0.92, 0.02 degrees off). Such a check also refines pose and focal length on
+    its inliers: RANSAC's best P4Pf sample alone moved by metres and degrees between checkpoints, so two checks
+    never agreed and the query never stopped early (``test_unknown_focal_checks_refine_so_that_consecutive_checks_
+    agree``)."""
 
     def __init__(self, camera0: Camera, points3D: np.ndarray, threshold_px: float = 12.0, stop_deg: float = 1.5,
                  stop_position: float = 0.25, estimate_focal: bool = False):
@@ -171,6 +183,10 @@ class PnPGeometry:
         # with the focal length free (P4Pf), a wrong pose fits many matches within the threshold on its own:
         # stop only on two agreeing poses
         self.single_pose_stop = not estimate_focal
+        self.refinement = pycolmap.AbsolutePoseRefinementOptions()
+        self.refinement.refine_focal_length = True
+        self.refinement.refine_extra_params = False
+        self.refinement.print_summary = False
         self.stop_deg, self.stop_position = stop_deg, stop_position
 
     def estimate(self, kpts0: np.ndarray, ref_idx: np.ndarray) -> Optional[PoseEstimate]:
@@ -180,9 +196,12 @@ class PnPGeometry:
         used = np.isfinite(xyz).all(1)
         if used.sum() < 4:
             return None
-        camera = self.camera0.to_pycolmap() if self.options.estimate_focal_length else self.camera
-        ret = pycolmap.estimate_absolute_pose(np.asarray(kpts0, np.float64)[used] + 0.5, xyz[used], camera,
-                                              self.options)
+        p2d = np.asarray(kpts0, np.float64)[used] + 0.5
+        if self.options.estimate_focal_length:
+            ret = pycolmap.estimate_and_refine_absolute_pose(p2d, xyz[used], self.camera0.to_pycolmap(), self.options,
+                                                             self.refinement)
+        else:
+            ret = pycolmap.estimate_absolute_pose(p2d, xyz[used], self.camera, self.options)
         if ret is None:
             return None
         rig = ret["cam_from_world"]
