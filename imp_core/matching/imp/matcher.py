@@ -39,8 +39,8 @@ class IMPMatcher(Matcher):
         # sharing iterations + last
         # localization mode: a pose with this many RANSAC inliers and this inlier ratio stops at once (None: only
         # two agreeing poses stop); tuned on a training world's pairs (docs/IMP.md, "Early stop")
-        "stop_inliers": 150,
-        "stop_inlier_ratio": 0.5,
+        "stop_inliers": 100,
+        "stop_inlier_ratio": 0.4,
         # localization mode: Sinkhorn scalings of the checkpoint heads (None: the model's, 20); the last head keeps
         # the model's
         "checkpoint_sinkhorn_iterations": 5,
