@@ -42,8 +42,8 @@ def softmax_(x: torch.Tensor) -> torch.Tensor:
     ``ROW_BLOCK`` rows at a time: the block is copied to a small buffer and ``torch.softmax`` writes it back, so the
     matrix is read and written once and no second N x M buffer is allocated (input and output never alias). On one
     CPU thread, the 2049 x 2049 assignment matrix of a head: 8 ms with four whole-matrix passes (max, exp, sum,
-    divide), 3-4 ms this way (``benchmarks/bench_matchers.py`` ``split_ms``)."""
-    if not x.is_contiguous():
+    divide), 3-4 ms this way. Off the CPU (where the blocks only add kernel launches) one ``torch.softmax``."""
+    if not x.is_contiguous() or x.device.type != "cpu":
         return x.copy_(torch.softmax(x, dim=-1))
     rows = x.view(-1, x.shape[-1])
     tmp = x.new_empty(min(ROW_BLOCK, rows.shape[0]), rows.shape[1])
@@ -169,9 +169,9 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: Mask 
         # (one layer at 2048 tokens, d 64, one thread: 44 ms permuted, 15 ms contiguous)
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask), None
-    if not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
-        return explicit_attention(q, k, v, key_mask)
-    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))  # training: autograd
+    if q.device.type == "cpu" and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))):
+        return explicit_attention(q, k, v, key_mask)  # CPU inference: blocked, cache-sized
+    scores = torch.matmul(q * (1.0 / math.sqrt(q.shape[-1])), k.transpose(-1, -2))  # training (autograd), GPUs
     if attn_mask is not None:
         scores = scores.masked_fill(~attn_mask, torch.finfo(scores.dtype).min)
     prob = torch.softmax(scores, dim=-1)
