@@ -65,8 +65,8 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
     for n in sizes:
         for p in tqdm(pairs, desc=f"{n} keypoints", unit="pair"):
             f0, f1 = p.features[n]
-            geos = {c: PairGeometry(p.cam0, p.cam1, 1.0, method=c.split(":")[0], max_iterations=int(c.split(":")[1]))
-                    for c in checks}
+            geos = {c: PairGeometry(p.cam0, p.cam1, 1.0, method=method, max_iterations=int(cap))
+                    for c, (method, cap) in ((c, c.split(":")) for c in checks)}
             with torch.no_grad():
                 st = model.encode(batch_features(f0, [f1], "cpu"))
                 for i in range(model.n_layers):

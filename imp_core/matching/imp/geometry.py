@@ -183,10 +183,12 @@ class PnPGeometry:
         # with the focal length free (P4Pf), a wrong pose fits many matches within the threshold on its own:
         # stop only on two agreeing poses
         self.single_pose_stop = not estimate_focal
-        self.refinement = pycolmap.AbsolutePoseRefinementOptions()
-        self.refinement.refine_focal_length = True
-        self.refinement.refine_extra_params = False
-        self.refinement.print_summary = False
+        self.refinement = None  # pose + focal refinement on the inliers, with the focal length free only
+        if estimate_focal:
+            self.refinement = pycolmap.AbsolutePoseRefinementOptions()
+            self.refinement.refine_focal_length = True
+            self.refinement.refine_extra_params = False
+            self.refinement.print_summary = False
         self.stop_deg, self.stop_position = stop_deg, stop_position
 
     def estimate(self, kpts0: np.ndarray, ref_idx: np.ndarray) -> Optional[PoseEstimate]:
@@ -197,7 +199,7 @@ class PnPGeometry:
         if used.sum() < 4:
             return None
         p2d = np.asarray(kpts0, np.float64)[used] + 0.5
-        if self.options.estimate_focal_length:
+        if self.refinement is not None:
             ret = pycolmap.estimate_and_refine_absolute_pose(p2d, xyz[used], self.camera0.to_pycolmap(), self.options,
                                                              self.refinement)
         else:

@@ -19,39 +19,29 @@ def _valid_aug(mask: Mask, b: int, n: int, device) -> torch.Tensor:
 
 def augment_with_dustbin(scores: torch.Tensor, bin_score: torch.Tensor, in_room: bool = False) -> torch.Tensor:
     """[B, N, M] -> [B, N+1, M+1] with the scalar ``bin_score`` on the last row, column and corner (one write into
-    a preallocated tensor; differentiable in both inputs). ``in_room``: ``scores`` come from
-    :func:`scores_with_room_for_dustbin` and already sit in such a tensor, which gets the dustbin (no N x M copy)."""
-    b, n, m = scores.shape
-    out = _room(scores) if in_room else None
-    if out is None:
+    a preallocated tensor; differentiable in both inputs). ``in_room``: ``scores`` is already the [B, N+1, M+1]
+    tensor of :func:`scores_with_room_for_dustbin` (scores in its top-left), which gets the dustbin in place."""
+    if in_room:
+        out = scores
+        n, m = out.shape[1] - 1, out.shape[2] - 1
+    else:
+        b, n, m = scores.shape
         out = scores.new_empty(b, n + 1, m + 1)
         out[:, :n, :m] = scores
-    out[:, n, :] = bin_score.to(scores.dtype)
-    out[:, :n, m] = bin_score.to(scores.dtype)
+    out[:, n, :] = bin_score.to(out.dtype)
+    out[:, :n, m] = bin_score.to(out.dtype)
     return out
 
 
 def scores_with_room_for_dustbin(md0: torch.Tensor, md1: torch.Tensor, scale: float) -> torch.Tensor:
-    """Inference: the [B, N, M] scores ``scale * md0^T md1`` (``md*`` [B, D, N]) written into the top-left of a
-    [B, N+1, M+1] tensor, so that :func:`augment_with_dustbin` adds the dustbin in place. On one CPU thread at 2048
+    """Inference: a [B, N+1, M+1] tensor holding the scores ``scale * md0^T md1`` (``md*`` [B, D, N]) in its
+    top-left, for ``sinkhorn_probability(..., in_room=True)`` to add the dustbin in place. On one CPU thread at 2048
     keypoints the copy this saves, with the page faults of a fresh 16 MB tensor, was about 10 ms per head."""
     b, _, n = md0.shape
     m = md1.shape[2]
     buf = md0.new_empty(b, n + 1, m + 1)
-    scores = buf[:, :n, :m]
-    torch.bmm((md0 * scale).transpose(1, 2), md1, out=scores)
-    return scores
-
-
-def _room(scores: torch.Tensor) -> Optional[torch.Tensor]:
-    """The [B, N+1, M+1] tensor whose top-left view ``scores`` is (see :func:`scores_with_room_for_dustbin`);
-    None (a copy is made) for anything else."""
-    base = scores._base
-    b, n, m = scores.shape
-    if (base is None or scores.requires_grad or tuple(base.shape) != (b, n + 1, m + 1)
-            or scores.data_ptr() != base.data_ptr() or scores.stride() != base.stride()):
-        return None
-    return base
+    torch.bmm((md0 * scale).transpose(1, 2), md1, out=buf[:, :n, :m])
+    return buf
 
 
 def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iterations: int = 20,
@@ -65,10 +55,11 @@ def sinkhorn_probability(scores: torch.Tensor, bin_score: torch.Tensor, iteratio
     ``grad_iterations`` (training speed-up, None = all): the scalings before the last ``grad_iterations`` run
     without autograd (their result is the same; gradients flow through the softmax, the last scalings and the
     final product). Backpropagating through all 20 scalings was 3/4 of a CPU training step.
-    ``in_room``: see :func:`augment_with_dustbin` (``IMPModel.assign`` at inference).
+    ``in_room``: ``scores`` is the [B, N+1, M+1] tensor of :func:`scores_with_room_for_dustbin` (``IMPModel.assign``
+    at inference), made the assignment in place.
     """
-    b, n, m = scores.shape
     s = augment_with_dustbin(scores, bin_score, in_room)
+    b, n, m = s.shape[0], s.shape[1] - 1, s.shape[2] - 1
     v0, v1 = _valid_aug(mask0, b, n, s.device), _valid_aug(mask1, b, m, s.device)
     inference = not (torch.is_grad_enabled() and s.requires_grad)  # then ``s`` is ours to overwrite
     if mask0 is None and mask1 is None:
