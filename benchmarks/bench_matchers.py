@@ -22,9 +22,10 @@ Rows (``--matchers``):
 - ``nn``: mutual nearest neighbour (``nn`` matcher);
 - ``lighterglue`` (XFeat) / ``lightglue`` (ALIKED, DISK): the real pretrained weights with their default
   adaptivity (LighterGlue: width pruning 0.95, no depth stop; LightGlue: depth 0.95, width 0.99);
-- ``gm``: the architecture of the IMP/EIMP weights (read from the file) as GM: every layer computes its own
-  attention, all iterations, no pooling, no stop. Random weights unless ``--weights gm=PATH``: GM has no
-  adaptivity, so its time does not depend on the weights (its match count does: ignore it);
+- ``gm``: the GM ablation (every layer computes its own attention, all iterations, no pooling, no stop) with the
+  weights imp ships for the features (``gm_<features>.pth``) or ``--weights gm=PATH``; where there are none, the
+  architecture of the IMP/EIMP weights with random weights: GM has no adaptivity, so its time does not depend on
+  the weights (its match count and accuracy do: ignore them then);
 - ``imp``: attention sharing (no pooling, no stop); ``eimp``: + adaptive pooling (no stop);
 - ``eimp+stop``: + pose checks at the checkpoint iterations and early stop (pairs with intrinsics: essential
   matrix via the matcher's ``camera0`` / ``camera1`` context; pairs without intrinsics run as ``eimp``).
@@ -286,7 +287,8 @@ def resolve_weights(spec: Sequence[str], features: str, random_init: bool) -> Di
                 raise SystemExit(f"no IMP/EIMP weights ship for {features!r}: pass --weights PATH (e.g. a training "
                                  "checkpoint) or --random-init (compute only)")
             out[k] = str(shipped)
-    out.setdefault("gm", None)
+    gm = shipped_weights(features, "gm")  # the GM ablation weights, where imp ships them
+    out.setdefault("gm", str(gm) if gm else None)
     return out
 
 

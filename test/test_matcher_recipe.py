@@ -179,13 +179,70 @@ def ship_sift_weights(shipped_dir, num_heads: int) -> None:
 
 
 def test_imp_matcher_uses_shipped_weights_for_the_features(tmp_path, monkeypatch):
-    with pytest.raises(ValueError, match="no weights for 'sift' features"):
+    with pytest.raises(ValueError, match="no eimp weights for 'sift' features"):
         create_matcher({"name": "eimp", "features": "sift"})
     monkeypatch.setattr(ckpt, "SHIPPED_DIR", tmp_path)
     ship_sift_weights(tmp_path, num_heads=2)
     m = create_matcher({"name": "eimp", "features": "sift"})
     assert m.weights == str(tmp_path / "imp_sift.pth")
     assert m.model.conf["num_heads"] == 2
+    # GM has its own file (gm_<features>.pth): IMP weights are not GM weights
+    with pytest.raises(ValueError, match=r"no gm weights for 'sift' features \(imp ships gm weights for no features"):
+        create_matcher({"name": "gm", "features": "sift"})
+    gm = ckpt.IMPModel({"variant": "gm", "descriptor_dim": 128, "n_layers": 4, "num_heads": 1})
+    ckpt.save_checkpoint(tmp_path / "gm_sift.pth", gm, conf=json.dumps(gm.conf))
+    m = create_matcher({"name": "gm", "features": "sift"})
+    assert m.weights == str(tmp_path / "gm_sift.pth") and not any(m.model.sharing)
+    assert ckpt.shipped_features("gm") == ckpt.shipped_features("imp") == ["sift"]
+
+
+def test_gm_warm_starts_from_imp_weights_by_unsharing_attention(tiny_world, tmp_path):
+    """The GM ablation from IMP weights (preset gm_xfeat): a GM layer where IMP reuses attention gets the query/key
+    projections of the layer whose probabilities IMP reused (same kind, one iteration earlier) and IMP's own value
+    projection and merge; every other tensor is copied by name. With equal inputs to the two layers, GM's layer
+    then computes exactly the attention IMP reused."""
+    from imp_core.training.warm_start import unshare
+
+    conf = {"descriptor_dim": 32, "n_layers": 4, "num_heads": 1, "keypoint_encoder": [16]}
+    imp = ckpt.IMPModel({**conf, "variant": "imp"})  # iteration 3 (layers 6 self, 7 cross) shares attention
+    assert imp.sharing == [False] * 6 + [True, True]
+    ckpt.save_checkpoint(tmp_path / "imp.pth", imp)
+    syn = tmp_path / "syn.h5"
+    dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 20})
+    tconf = train_conf(steps=2, every=2, n_layers=4)
+    tconf["model"].update(descriptor_dim=32, keypoint_encoder=[16])
+    tconf.update(variant="gm", warm_start=str(tmp_path / "imp.pth"), lr=0.0, warm_start_descriptors=500)
+    run = tmp_path / "run"
+    train([syn], run, tconf, progress=False)
+    row = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    assert row["unshared"] and row["fresh"] == ["input_proj.bias", "input_proj.weight"] and row["skipped"] == []
+    gm, _ = load_model(run / "last.pth", "gm")
+    g, i = gm.state_dict(), imp.state_dict()
+    for layer in (6, 7):
+        for p in ("weight", "bias"):
+            for j in (0, 1):
+                reused = i[f"gnn.layers.{layer - 2}.attn.proj.{j}.{p}"]
+                assert torch.equal(g[f"gnn.layers.{layer}.attn.proj.{j}.{p}"], reused)
+            assert torch.equal(g[f"gnn.layers.{layer}.attn.proj.2.{p}"], i[f"gnn.layers.{layer}.proj.{p}"])
+            assert torch.equal(g[f"gnn.layers.{layer}.attn.merge.{p}"], i[f"gnn.layers.{layer}.merge.{p}"])
+    for k, v in i.items():
+        if k in g:
+            assert torch.equal(g[k], v), k
+    # equal inputs: GM's self layer of iteration 3 attends exactly as IMP's of iteration 2 (whose probabilities
+    # IMP's iteration 3 reuses)
+    x = torch.randn(1, 32, 10)
+    _, p_imp = imp.gnn.layers[4](x, x, None, None, None, True)
+    out_gm, p_gm = gm.gnn.layers[6](x, x, None, None, None, True)
+    assert torch.allclose(p_imp, p_gm)
+    out_imp, _ = imp.gnn.layers[6](x, x, None, None, p_imp, False)  # and its message and update are IMP's
+    assert torch.allclose(out_gm, out_imp, atol=1e-6)
+    with pytest.raises(ValueError, match="cannot unshare layer 6"):
+        unshare({k: v for k, v in i.items() if not k.startswith("gnn.layers.4.attn.proj.0")})
+    out = export_weights(run, tmp_path / "gm_sift.pth")
+    p = {"features": SIFT, "stages": [], "train": {"warm_start": "weights/imp.pth"},
+         "data": {"synthetic": {"preset": "tiny", "seeds": [0]}, "homography": {"roots": ["x"], "packages": ["y"]}}}
+    card = model_card("gm_sift", p, run, out, {"synthetic": [syn], "homography": []}, tmp_path / "docs").read_text()
+    assert "`warm_start.unshare`" in card and "| start (warm) | 0 |" in card
 
 
 def test_pool_threshold_calibration_rule():

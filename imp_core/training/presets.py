@@ -66,7 +66,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: int, out: str) -> Dict[str, Any]:
+def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: int, out: str,
+                 variant: str = "imp") -> Dict[str, Any]:
     """Features with another descriptor size, trained from ``base``'s shipped weights (``warm_start``): the same
     width and layers, a linear input projection in front (PCA-initialised), one stage on all the data at 512
     keypoints (the base's last stage), a lower constant rate, then an anneal. About a sixth of the base's steps:
@@ -77,6 +78,7 @@ def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: i
     p["train"].update({"warm_start": PRESETS[base]["output"], "lr": 2e-4, "decay_step": anneal_from,
                        "decay": 0.994})
     p["train"]["model"]["descriptor_dim"] = width
+    p["train"]["variant"] = variant
     return p
 
 
@@ -88,3 +90,10 @@ PRESETS["imp_aliked"] = _warm_preset("imp_xfeat", {"name": "aliked", "max_keypoi
 # (2026-12-02) was stopped at step 345 of 1200 (held-out loss 3.75 at step 250, ALIKED's was 2.83)
 PRESETS["imp_sift"] = _warm_preset("imp_xfeat", {"name": "sift", "max_keypoints": 1024}, 1200, 950,
                                    "imp_core/matching/imp/weights/imp_sift.pth")
+
+# The GM ablation (IMP without attention sharing: every layer computes its own attention) for XFeat, by the same
+# recipe from the IMP weights (``warm_start.unshare``: GM starts as IMP that recomputes the attention it reused).
+# Not GM trained from scratch as in the paper (10200 steps, about 14 h on one core): the same data, model size and
+# held-out pairs as ``imp_xfeat``, so the two compare; what it buys is measured in ``benchmarks/bench_matchers.py``
+PRESETS["gm_xfeat"] = _warm_preset("imp_xfeat", {"name": "xfeat", "max_keypoints": 1024}, 1200, 950,
+                                   "imp_core/matching/imp/weights/gm_xfeat.pth", variant="gm")

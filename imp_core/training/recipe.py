@@ -114,8 +114,14 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
         trainer["warm_start"] = p["train"].get("warm_start", trainer.get("warm_start"))
         pca = (", the input projection from the principal directions of the training descriptors"
                if "input_proj.weight" in warm["fresh"] else "")
+        unshared = (": GM's layers where IMP shares attention take the query / key projections of the layer whose "
+                    "attention IMP reused there and IMP's value projection and merge (`warm_start.unshare`)"
+                    if warm.get("unshared") else "")
         started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
-                   f"{', '.join(warm['fresh']) or 'none'}{pca})\n")
+                   f"{', '.join(warm['fresh']) or 'none'}{pca}{unshared})\n")
+    eval_rows = [_eval_row("lowest loss", best), _eval_row("last (exported)", last)]
+    if warm is not None and evals and evals[0]["step"] == 0:  # the warm-started model before any step
+        eval_rows.insert(0, _eval_row("start (warm)", evals[0]))
     text = f"""# Matcher weights `{where}` (preset `{name}`)
 
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
@@ -142,8 +148,7 @@ random crops, rotations up to 35 deg, scale 0.6-1.5, perspective, and a night re
 ## Held-out pairs (last iteration, mutual matches with p > 0.2)
 | checkpoint | step | precision | recall | loss |
 |---|---|---|---|---|
-{_eval_row('lowest loss', best)}
-{_eval_row('last (exported)', last)}
+{chr(10).join(eval_rows)}
 
 {_calibration_text(exported.get("calibration"))}
 ![curves]({name}_curves.png)
@@ -213,8 +218,9 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
     if export:
         # the last step, not the lowest held-out loss: each stage changes the held-out sampling (keypoints,
         # matches), so losses of different stages do not compare
+        pooled = p["train"]["variant"] != "gm"  # GM never pools: no threshold to calibrate
         exported = export_weights(run_dir, root / p["output"], which="last",
-                                  calibration_dumps=[d for paths in dumps.values() for d in paths])
+                                  calibration_dumps=[d for paths in dumps.values() for d in paths] if pooled else [])
         card = model_card(name, p, run_dir, exported, dumps, root / "docs" / "models")
         out.update({"exported": exported, "card": str(card)})
     return out

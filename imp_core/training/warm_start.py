@@ -6,11 +6,17 @@ descriptors) at the XFeat model's width (64) with an ``input_proj`` in front. Th
 principal directions of the new descriptors (uncentred, like the descriptors the old model read), scaled so that
 projected descriptors have unit norm on average as XFeat's do, so the attention layers start from inputs of the
 size they were trained on.
+
+The GM ablation starts from IMP weights the same way (``unshare``): a GM layer where IMP shares attention gets the
+query and key projections of the layer whose attention probabilities IMP reuses there (the same kind of layer,
+self or cross, one iteration earlier) and IMP's own value projection and merge, so GM starts as the IMP model
+that recomputes the attention it used to reuse.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Mapping, Union
 
 import torch
 
@@ -29,11 +35,38 @@ def pca_projection(desc: torch.Tensor, dim: int) -> torch.Tensor:
     return (w / scale).float()
 
 
+def unshare(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """IMP tensors under GM names: every sharing layer ``L`` (``gnn.layers.L.proj`` / ``.merge``) becomes a full
+    attention layer whose query / key projections are layer ``L - 2``'s (the one whose probabilities it reused)
+    and whose value projection and merge are its own. Other tensors are unchanged."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        m = re.match(r"gnn\.layers\.(\d+)\.(proj|merge)\.(weight|bias)$", k)
+        if m is None:
+            out[k] = v
+            continue
+        layer, what, p = int(m.group(1)), m.group(2), m.group(3)
+        if what == "merge":
+            out[f"gnn.layers.{layer}.attn.merge.{p}"] = v
+            continue
+        out[f"gnn.layers.{layer}.attn.proj.2.{p}"] = v
+        for j in (0, 1):
+            src = f"gnn.layers.{layer - 2}.attn.proj.{j}.{p}"
+            if src not in state:
+                raise ValueError(f"cannot unshare layer {layer}: the checkpoint has no {src} (layer {layer - 2} "
+                                 "must compute the attention that layer reuses)")
+            out[f"gnn.layers.{layer}.attn.proj.{j}.{p}"] = state[src]
+    return out
+
+
 def warm_start(model: IMPModel, path: Union[str, Path], descriptors: torch.Tensor) -> Dict[str, Any]:
     """Copy the fitting tensors of the checkpoint at ``path`` into ``model``; PCA-initialise a new ``input_proj``
     from ``descriptors`` [N, input_dim]. Returns what was copied and what was not."""
     state, _ = read_checkpoint(path)
     own = model.state_dict()
+    unshared = model.conf["variant"] == "gm" and any(re.match(r"gnn\.layers\.\d+\.proj\.", k) for k in state)
+    if unshared:  # GM from IMP weights
+        state = unshare(state)
     copied = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not copied:
         raise ValueError(f"warm_start {path}: no tensor fits the model (D={model.descriptor_dim}, "
@@ -45,5 +78,5 @@ def warm_start(model: IMPModel, path: Union[str, Path], descriptors: torch.Tenso
             model.input_proj.weight[:, :, 0] = pca_projection(descriptors, model.descriptor_dim)
             if model.input_proj.bias is not None:
                 model.input_proj.bias.zero_()
-    return {"warm_start": str(path), "copied": len(copied), "fresh": fresh,
+    return {"warm_start": str(path), "copied": len(copied), "fresh": fresh, "unshared": unshared,
             "skipped": sorted(k for k in state if k not in copied)}

@@ -61,16 +61,25 @@ def variant_from_name(path: Union[str, Path]) -> Optional[Tuple[str, int]]:
 SHIPPED_DIR = Path(__file__).resolve().parent / "weights"  # weights trained by imp (`imp train-matcher --preset`)
 
 
-def shipped_weights(features: Optional[str]) -> Optional[Path]:
-    """The IMP/EIMP weights imp ships for ``features`` (``weights/imp_<features>.pth``), or None."""
+def _shipped_prefix(variant: Optional[str]) -> str:
+    """File prefix of the shipped weights for a variant: GM has its own (``gm_``), IMP and EIMP share ``imp_``."""
+    if variant not in (None, "gm", "imp", "eimp"):
+        raise ValueError(f"variant must be gm, imp or eimp, got {variant!r}")
+    return "gm_" if variant == "gm" else "imp_"
+
+
+def shipped_weights(features: Optional[str], variant: Optional[str] = "imp") -> Optional[Path]:
+    """The weights imp ships for ``features`` and ``variant`` (``weights/imp_<features>.pth`` for IMP and EIMP,
+    ``weights/gm_<features>.pth`` for the GM ablation), or None."""
     if not features:
         return None
-    path = SHIPPED_DIR / f"imp_{features}.pth"
+    path = SHIPPED_DIR / f"{_shipped_prefix(variant)}{features}.pth"
     return path if path.is_file() else None
 
 
-def shipped_features() -> List[str]:
-    return sorted(p.stem[len("imp_"):] for p in SHIPPED_DIR.glob("imp_*.pth"))
+def shipped_features(variant: Optional[str] = "imp") -> List[str]:
+    prefix = _shipped_prefix(variant)
+    return sorted(p.stem[len(prefix):] for p in SHIPPED_DIR.glob(f"{prefix}*.pth"))
 
 
 # conf keys a checkpoint written by imp may carry (``conf`` entry, JSON) that the tensors cannot tell

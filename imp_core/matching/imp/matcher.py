@@ -65,7 +65,7 @@ class IMPMatcher(Matcher):
         self.device = resolve_device(conf["device"])
         heads: Optional[List[int]] = None
         overrides = {k: v for k, v in conf["model"].items() if v is not None}
-        weights = conf["weights"] or (None if conf["allow_random_init"] else shipped_weights(conf["features"]))
+        weights = conf["weights"] or (None if conf["allow_random_init"] else shipped_weights(conf["features"], variant))
         if weights:
             model, info = load_model(weights, variant, overrides)
             heads = info["heads"]
@@ -94,10 +94,11 @@ class IMPMatcher(Matcher):
 
     @classmethod
     def unavailable(cls, conf: Mapping[str, Any], features: Optional[str]) -> Optional[str]:
-        if conf.get("weights") or conf.get("allow_random_init") or shipped_weights(features) is not None:
+        variant = conf.get("name", "imp")
+        if conf.get("weights") or conf.get("allow_random_init") or shipped_weights(features, variant) is not None:
             return None
-        return (f"no weights for {features or 'these'!r} features (imp ships weights for "
-                f"{shipped_features() or 'no features'}; set 'weights' to a checkpoint or train them with "
+        return (f"no {variant} weights for {features or 'these'!r} features (imp ships {variant} weights for "
+                f"{shipped_features(variant) or 'no features'}; set 'weights' to a checkpoint or train them with "
                 "`imp train-matcher --preset`)")
 
     def describe(self) -> str:
