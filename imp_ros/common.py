@@ -208,7 +208,8 @@ def _hard_exit(name: str) -> None:
 
 def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name: str = "node") -> int:
     """rclpy.init, build the node, spin until SIGINT/SIGTERM or the node says it is ``finished`` (e.g. after the
-    lifecycle shutdown transition); then close the node (stop and join its threads, timers) before the node and
+    lifecycle shutdown transition; a signal while the node is built and started, e.g. an autostart configure
+    loading models, interrupts that); then close the node (stop and join its threads, timers) before the node and
     the context go away, so no thread is inside rclpy at interpreter exit. Exit code: the node's ``exit_code``."""
     import signal
     import threading
@@ -218,9 +219,13 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
+    starting = threading.Event()  # set while make_node runs (on this, the main thread)
 
     def on_signal(*_):
         stop.set()
+        if starting.is_set():  # start-up (map load, models, warm-up) may take long: interrupt it now, like Ctrl-C
+            starting.clear()
+            raise KeyboardInterrupt
 
     def install_handlers():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -243,7 +248,14 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     spinner = None
     code = 0
     try:
-        node = make_node()
+        starting.set()
+        try:
+            node = make_node()
+            start = getattr(node, "start", None)  # e.g. the localizer's autostart: configure, then activate
+            if start is not None:
+                start()
+        finally:
+            starting.clear()
         # rclpy's MultiThreadedExecutor busy-polls while a mutually exclusive group is busy and then starves the
         # node's own worker thread of the GIL (measured with py-spy: half the samples); nodes whose heavy work
         # runs on their own thread use the single-threaded executor.
@@ -257,7 +269,8 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
             stop.wait(0.1)
             install_handlers()  # again: a library imported later (at configure) may have replaced them
     except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        if ex is None:
+            print(f"[{name}] interrupted during start-up", file=sys.stderr, flush=True)
     except Exception as e:  # a bad parameter or file: one clear line, non-zero exit
         print(f"[{name}] error: {type(e).__name__}: {e}", file=sys.stderr)
         code = 2

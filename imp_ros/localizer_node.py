@@ -162,6 +162,10 @@ class LocalizerNode(LifecycleNode):
         rate = self.p("diagnostics_rate")
         self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics,
                                              callback_group=MutuallyExclusiveCallbackGroup())
+
+    def start(self) -> None:
+        """After construction (``common.run`` calls it where a signal can interrupt it, with the node held so that
+        ``close`` releases whatever was built): ``autostart`` configures (map, models) and activates."""
         if self.p("autostart"):
             if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
                 self.trigger_activate()

@@ -241,6 +241,7 @@ def test_diagnostics_timer_survives_a_failed_configure(ros):
 
     n = LocalizerNode(f"diagloc_{os.getpid()}", parameter_overrides=[Parameter("autostart", value=True),
                                                                        Parameter("map", value="/nonexistent")])
+    n.start()  # what common.run does after construction
     try:
         assert "configure failed" in n.config_error, n.config_error
         assert "/nonexistent" in n.config_error, n.config_error

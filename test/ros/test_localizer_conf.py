@@ -43,6 +43,7 @@ def test_cli_and_node_parameters_make_the_same_localizer(ros, ros_map, tmp_path)
 
     node = LocalizerNode(f"confloc_{os.getpid()}", parameter_overrides=[
         Parameter("autostart", value=True), *(Parameter(k, value=v) for k, v in params.items())])
+    node.start()  # what common.run does after construction
     loc = Localizer(cli)
     try:
         assert node.loc is not None, node.config_error

@@ -8,11 +8,12 @@ import itertools
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
-from rosutil import NullLog, graph_of, start_graph, wait_log, wait_until
+from rosutil import ROOT, NullLog, graph_of, start_graph, wait_log, wait_until
 
 pytestmark = [pytest.mark.timeout(900), pytest.mark.ros]
 
@@ -136,3 +137,46 @@ def test_every_node_exits_cleanly_20_times(ros, ros_map, ros_world, tmp_path):
         for how in EVALUATOR_CASES:
             evaluator_case(tmp_path, how)
         print(f"round {i + 1}/20 clean ({time.monotonic() - t0:.0f} s)")
+
+
+SLOW_START = """
+import sys, time
+from rclpy.node import Node
+from imp_ros import common
+
+class SlowStart(Node):
+    def __init__(self):
+        super().__init__("slow_start_%d" % __import__("os").getpid())
+
+    def start(self):  # stands for an autostart configure that loads a big map and models
+        print("starting", flush=True)
+        time.sleep(300)
+        print("started", flush=True)
+
+    def close(self):
+        print("closed", flush=True)
+
+sys.exit(common.run(SlowStart, executor_threads=1, name="slow"))
+"""
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "SIGTERM"])
+def test_a_signal_interrupts_start_up(how):
+    """Ctrl-C / SIGTERM while a node starts (the localizer's autostart loads the map and the models, tens of seconds
+    on a robot) ends the process at once, closing the half-started node, instead of after the start-up."""
+    p = subprocess.Popen([sys.executable, "-c", SLOW_START], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True, cwd=str(ROOT), start_new_session=True)
+    try:
+        assert p.stdout.readline().strip() == "starting"
+        t0 = time.monotonic()
+        os.killpg(p.pid, getattr(signal, how))
+        out, _ = p.communicate(timeout=30)
+        took = time.monotonic() - t0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    assert p.returncode == 0, out
+    assert "interrupted during start-up" in out and "closed" in out and "started" not in out, out
+    assert not [b for b in BAD if b in out], out
+    assert took < 20, f"exited {took:.1f} s after {how}"
