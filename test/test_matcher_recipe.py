@@ -285,7 +285,7 @@ def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkey
     meta = {"features": {"name": "sift"}, "matcher": {"name": "nn", "max_distance": 0.9, "device": "cuda"}}
     mconf, note = choose_matcher({"name": "eimp", "fallback": "map"}, meta, "cpu")
     assert mconf == {"name": "nn", "max_distance": 0.9, "device": "cpu"}
-    assert "no weights for 'sift' features" in note and "using 'nn' instead" in note
+    assert "no eimp weights for 'sift' features" in note and "using 'nn' instead" in note
     mconf, note = choose_matcher({"name": "eimp"}, meta, "cpu")  # no fallback: create_matcher will say why
     assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
     mconf, note = choose_matcher({"name": "lighterglue", "fallback": "label_nn"}, meta)  # LighterGlue is XFeat's
@@ -312,7 +312,7 @@ def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
     assert Path(m.weights).name == "imp_xfeat.pth" and m.descriptor_dim == 64
     assert m.model.conf["pool_threshold"] == 0.15  # calibrated at export (docs/models/imp_xfeat.md)
     mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "sift"}, "matcher": {"name": "nn"}}, "cpu")
-    assert mconf["name"] == "nn" and f"imp ships weights for {ckpt.shipped_features()}" in note
+    assert mconf["name"] == "nn" and f"imp ships eimp weights for {ckpt.shipped_features('eimp')}" in note
     assert "xfeat" in ckpt.shipped_features()
 
 

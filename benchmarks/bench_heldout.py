@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""Matcher weights side by side on one training run's held-out pairs (e.g. the GM ablation against IMP).
+
+The trainer's own evaluation (``imp_core.training.trainer.evaluate``): the run's dumps, held-out split, keypoint
+and match sampling (``RUN/conf.json``), last iteration's mutual matches with p > ``match_threshold``: precision
+(ignored keypoints excluded), recall and the match loss. Model cards quote each run's held-out numbers at training
+time; their held-out sets differ between runs (other dumps, other sampling), so weights compare only here, on one::
+
+    python benchmarks/bench_heldout.py --run WORKDIR/runs/gm_xfeat \\
+        imp=imp_core/matching/imp/weights/imp_xfeat.pth gm=imp_core/matching/imp/weights/gm_xfeat.pth
+
+Each argument is VARIANT=PATH (gm, imp or eimp; eimp evaluates as imp: pooling is an inference-time decision).
+Writes ``<out>/bench_heldout_<run name>.{json,md}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", type=Path, required=True, help="training run directory (with conf.json)")
+    p.add_argument("weights", nargs="+", help="VARIANT=PATH, e.g. imp=imp_core/matching/imp/weights/imp_xfeat.pth")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_heldout")
+    a = p.parse_args()
+
+    import torch
+
+    from imp_core.config import merge
+    from imp_core.matching.imp.checkpoint import load_model
+    from imp_core.training.trainer import default_conf, evaluate, make_datasets
+
+    torch.set_num_threads(a.threads)
+    conf_path = a.run / "conf.json"
+    if not conf_path.is_file():
+        raise SystemExit(f"--run {a.run}: no conf.json (not a training run directory)")
+    stored = json.loads(conf_path.read_text())
+    conf = merge(default_conf, stored["train"], where="train")
+    specs = []
+    for s in a.weights:
+        variant, sep, path = s.partition("=")
+        if not sep or variant not in ("gm", "imp", "eimp"):
+            raise SystemExit(f"weights must be VARIANT=PATH with VARIANT gm, imp or eimp, got {s!r}")
+        if not Path(path).is_file():
+            raise SystemExit(f"{path} does not exist")
+        specs.append(("imp" if variant == "eimp" else variant, path))
+    _, val = make_datasets(stored["data"], conf)
+    if val is None:
+        raise SystemExit(f"{a.run}: the run has no held-out pairs")
+    loader = torch.utils.data.DataLoader(val, batch_size=int(conf["batch_size"]), shuffle=False)
+    rows = []
+    for variant, path in specs:
+        model, _ = load_model(path, variant)
+        t0 = time.perf_counter()
+        r = evaluate(model.eval(), loader, "cpu", float(conf["match_threshold"]))
+        rows.append({"variant": variant, "weights": path, **r, "seconds": time.perf_counter() - t0})
+        print(json.dumps(rows[-1]), flush=True)
+    lines = [f"Held-out pairs of `{a.run.name}` ({len(val)} pairs, {conf['n_keypoints']} keypoints, at most "
+             f"{conf['max_inliers']} matched; p > {conf['match_threshold']})", "",
+             "| variant | weights | precision | recall | loss | matches |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r['variant']} | `{r['weights']}` | {r['precision']:.3f} | {r['recall']:.3f} | {r['val_loss']:.3f} | "
+              f"{r['matches']} |" for r in rows]
+    text = "\n".join(lines)
+    print(text)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"bench_heldout_{a.run.name}"
+    stem.with_suffix(".json").write_text(json.dumps({"run": str(a.run), "pairs": len(val), "rows": rows}, indent=1))
+    stem.with_suffix(".md").write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
