@@ -180,7 +180,14 @@ def test_localize_images_folder_writes_results(tiny_map, tiny_world, tmp_path, c
     assert "LOST (" in cap.out
 
 
-def test_repeated_image_option(tiny_map, tiny_world, tmp_path, capsys):
+def test_repeated_image_option(tiny_map, tiny_world, tmp_path, capsys, monkeypatch):
+    """Several --image options localize each; the localizer warms up (first-frame latency) for several images but
+    not for one, whose steps the warm-up would only run twice."""
+    from imp_core.localization.localizer import Localizer
+
+    warmups = []
+    real = Localizer.warmup
+    monkeypatch.setattr(Localizer, "warmup", lambda self: warmups.append(1) or real(self))
     n0, n1 = tiny_world.query_names("day")[:2]
     out = tmp_path / "out"
     rc = main(["localize", "--map", str(tiny_map), "--image", str(tiny_world.root / "images" / n0),
@@ -188,6 +195,12 @@ def test_repeated_image_option(tiny_map, tiny_world, tmp_path, capsys):
                "--out", str(out)])
     assert rc == 0, capsys.readouterr()
     assert len((out / "results.txt").read_text().splitlines()) == 2
+    assert warmups == [1]
+    rc = main(["localize", "--map", str(tiny_map), "--image", str(tiny_world.root / "images" / n0),
+               "--camera", tiny_world.camera(n0).to_line(), "--out", str(tmp_path / "one")])
+    assert rc == 0, capsys.readouterr()
+    assert len((tmp_path / "one" / "results.txt").read_text().splitlines()) == 1
+    assert warmups == [1]
 
 
 def test_resize_max_default_keeps_full_resolution_keypoints():

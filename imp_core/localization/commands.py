@@ -83,6 +83,8 @@ def _run(args) -> int:
         raise ValueError("--workers, --ray-address and --resume apply to --dataset (images are localized here)")
     conf = localizer_conf_from_args(args)
     if args.image or args.images:
+        if len(_image_list(args)) == 1:  # the warm-up would run the one image's steps twice (once on noise)
+            conf["warmup"] = False
         loc = Localizer(conf, progress=True)
         print(f"matcher: {loc.describe_matcher()}")
         args.out.mkdir(parents=True, exist_ok=True)
