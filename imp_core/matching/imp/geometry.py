@@ -171,7 +171,7 @@ class PnPGeometry:
     agree``)."""
 
     def __init__(self, camera0: Camera, points3D: np.ndarray, threshold_px: float = 12.0, stop_deg: float = 1.5,
-                 stop_position: float = 0.25, estimate_focal: bool = False):
+                 stop_position: float = 0.25, estimate_focal: bool = False, random_seed: int = 0):
         import pycolmap
 
         self.camera0 = camera0
@@ -180,6 +180,9 @@ class PnPGeometry:
         self.options = pycolmap.AbsolutePoseEstimationOptions()
         self.options.ransac.max_error = float(threshold_px)
         self.options.estimate_focal_length = bool(estimate_focal)
+        # seeded as the localizer's PnP (pnp.random_seed): the same matches give the same check, whatever ran
+        # before (pycolmap's default -1 draws a new seed, so a warm-up or a rerun changed the stop and the poses)
+        self.options.ransac.random_seed = int(random_seed)
         # with the focal length free (P4Pf), a wrong pose fits many matches within the threshold on its own:
         # stop only on two agreeing poses
         self.single_pose_stop = not estimate_focal
