@@ -242,7 +242,7 @@ def test_gm_warm_starts_from_imp_weights_by_unsharing_attention(tiny_world, tmp_
     p = {"features": SIFT, "stages": [], "train": {"warm_start": "weights/imp.pth"},
          "data": {"synthetic": {"preset": "tiny", "seeds": [0]}, "homography": {"roots": ["x"], "packages": ["y"]}}}
     card = model_card("gm_sift", p, run, out, {"synthetic": [syn], "homography": []}, tmp_path / "docs").read_text()
-    assert "`warm_start.unshare`" in card and "| start (warm) | 0 |" in card
+    assert "and merge, `warm_start.unshare`)" in card and "| start (warm) | 0 |" in card
 
 
 def test_pool_threshold_calibration_rule():
@@ -314,6 +314,9 @@ def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
     mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "sift"}, "matcher": {"name": "nn"}}, "cpu")
     assert mconf["name"] == "nn" and f"imp ships eimp weights for {ckpt.shipped_features('eimp')}" in note
     assert "xfeat" in ckpt.shipped_features()
+    # the GM ablation ships for XFeat too (docs/models/gm_xfeat.md): GM finds its own file, every layer unshared
+    gm = create_matcher({"name": "gm", "features": "xfeat", "device": "cpu"})
+    assert Path(gm.weights).name == "gm_xfeat.pth" and not any(gm.model.sharing) and gm.model.n_layers == 9
 
 
 def test_shipped_aliked_weights_localize_an_aliked_map(tiny_world, tmp_path):

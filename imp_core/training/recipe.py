@@ -114,8 +114,8 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
         trainer["warm_start"] = p["train"].get("warm_start", trainer.get("warm_start"))
         pca = (", the input projection from the principal directions of the training descriptors"
                if "input_proj.weight" in warm["fresh"] else "")
-        unshared = (": GM's layers where IMP shares attention take the query / key projections of the layer whose "
-                    "attention IMP reused there and IMP's value projection and merge (`warm_start.unshare`)"
+        unshared = ("; GM's layers where IMP shares attention take the query / key projections of the layer whose "
+                    "attention IMP reused there and IMP's value projection and merge, `warm_start.unshare`"
                     if warm.get("unshared") else "")
         started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
                    f"{', '.join(warm['fresh']) or 'none'}{pca}{unshared})\n")
