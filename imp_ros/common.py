@@ -219,7 +219,7 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     from rclpy.signals import SignalHandlerOptions
 
     stop = threading.Event()
-    starting = threading.Event()  # set while make_node runs (on this, the main thread)
+    starting = threading.Event()  # set while the node is built and started (on this, the main thread)
 
     def on_signal(*_):
         stop.set()

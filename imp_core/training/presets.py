@@ -71,7 +71,8 @@ def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: i
     """Features with another descriptor size, trained from ``base``'s shipped weights (``warm_start``): the same
     width and layers, a linear input projection in front (PCA-initialised), one stage on all the data at 512
     keypoints (the base's last stage), a lower constant rate, then an anneal. About a sixth of the base's steps:
-    what one CPU core does within a working session."""
+    what one CPU core does within a working session. ``variant`` "gm": the GM ablation of the base (its
+    attention unshared, ``warm_start.unshare``)."""
     p = _preset(features, PRESETS[base]["train"]["model"]["keypoint_encoder"], steps, out)
     p["stages"] = [p["stages"][-1]]
     width = 64  # the base's (XFeat) width: every tensor but the input projection is copied
