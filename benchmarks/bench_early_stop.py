@@ -61,12 +61,13 @@ def collect(pairs: List[bm.Pair], features: str, sizes: Sequence[int], sinkhorn:
     from imp_core.matching.imp.matcher import batch_features
 
     model = create_matcher({"name": "imp", "features": features, "early_stop": False}).model
+    parsed = [(c, *c.split(":")) for c in checks]  # (name, OpenCV estimator, iteration cap)
     recs = []
     for n in sizes:
         for p in tqdm(pairs, desc=f"{n} keypoints", unit="pair"):
             f0, f1 = p.features[n]
             geos = {c: PairGeometry(p.cam0, p.cam1, 1.0, method=method, max_iterations=int(cap))
-                    for c, (method, cap) in ((c, c.split(":")) for c in checks)}
+                    for c, method, cap in parsed}
             with torch.no_grad():
                 st = model.encode(batch_features(f0, [f1], "cpu"))
                 for i in range(model.n_layers):

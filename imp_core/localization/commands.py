@@ -83,12 +83,13 @@ def _run(args) -> int:
         raise ValueError("--workers, --ray-address and --resume apply to --dataset (images are localized here)")
     conf = localizer_conf_from_args(args)
     if args.image or args.images:
-        if len(_image_list(args)) == 1:  # the warm-up would run the one image's steps twice (once on noise)
+        items = _image_list(args)
+        if len(items) == 1:  # the warm-up would run the one image's steps twice (once on noise)
             conf["warmup"] = False
         loc = Localizer(conf, progress=True)
         print(f"matcher: {loc.describe_matcher()}")
         args.out.mkdir(parents=True, exist_ok=True)
-        return _run_images(args, loc, camera)
+        return _run_images(args, loc, camera, items)
     from ..datasets import open_dataset
 
     ds = open_dataset(args.dataset)
@@ -144,7 +145,7 @@ def _image_list(args) -> list:
     return [(p.name, p) for p in args.image]
 
 
-def _run_images(args, loc, camera) -> int:
+def _run_images(args, loc, camera, items: list) -> int:
     """Localize images one by one with the loaded models and map; write results.txt (visuallocalization.net:
     ``name qw qx qy qz tx ty tz``), log.jsonl (one JSON object per image) and a match overlay per image.
     An image that cannot be read is recorded with its reason and the run goes on."""
@@ -160,7 +161,6 @@ def _run_images(args, loc, camera) -> int:
     from .cameras import camera_for_image
     from .visualize import draw_localization
 
-    items = _image_list(args)
     poses, errors, lost = {}, [], 0
     overlays = args.out / "overlays"
     overlays.mkdir(exist_ok=True)

@@ -399,8 +399,9 @@ class Localizer:
         tm = time.perf_counter()
         ref_feats = [self._map.features(r) for r in refs]
         focal = bool(ctx.extras.get("estimate_focal", False))
-        contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera, "estimate_focal": focal}
-                    for r in refs]
+        seed = int(self.conf["pnp"]["random_seed"])  # the matcher's PnP checks are seeded like the localizer's PnP
+        contexts = [{"points3D": self._map.keypoint_xyz(r), "camera0": ctx.camera, "estimate_focal": focal,
+                     "random_seed": seed} for r in refs]
         all_matches = self._matcher.match_many(_query_features(ctx), ref_feats, contexts)
         timings["matching"] += 1000 * (time.perf_counter() - tm)
         q_parts: List[np.ndarray] = []

@@ -62,10 +62,10 @@ def unshare(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
 def warm_start(model: IMPModel, path: Union[str, Path], descriptors: torch.Tensor) -> Dict[str, Any]:
     """Copy the fitting tensors of the checkpoint at ``path`` into ``model``; PCA-initialise a new ``input_proj``
     from ``descriptors`` [N, input_dim]. Returns what was copied and what was not."""
-    state, _ = read_checkpoint(path)
+    state, arch = read_checkpoint(path)
     own = model.state_dict()
-    unshared = model.conf["variant"] == "gm" and any(re.match(r"gnn\.layers\.\d+\.proj\.", k) for k in state)
-    if unshared:  # GM from IMP weights
+    unshared = model.conf["variant"] == "gm" and arch["variant"] != "gm"
+    if unshared:  # GM from IMP weights (their sharing layers, as read_checkpoint tells)
         state = unshare(state)
     copied = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not copied:

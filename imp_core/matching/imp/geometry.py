@@ -180,8 +180,8 @@ class PnPGeometry:
         self.options = pycolmap.AbsolutePoseEstimationOptions()
         self.options.ransac.max_error = float(threshold_px)
         self.options.estimate_focal_length = bool(estimate_focal)
-        # seeded as the localizer's PnP (pnp.random_seed): the same matches give the same check, whatever ran
-        # before (pycolmap's default -1 draws a new seed, so a warm-up or a rerun changed the stop and the poses)
+        # seeded (the localizer passes its pnp.random_seed in the matcher context): the same matches give the same
+        # check, whatever ran before (pycolmap's -1 draws a new seed: a warm-up or a rerun changed stop and poses)
         self.options.ransac.random_seed = int(random_seed)
         # with the focal length free (P4Pf), a wrong pose fits many matches within the threshold on its own:
         # stop only on two agreeing poses

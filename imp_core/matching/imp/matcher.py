@@ -113,7 +113,8 @@ class IMPMatcher(Matcher):
         c = context or {}
         if "points3D" in c and c.get("camera0") is not None:
             return PnPGeometry(c["camera0"], c["points3D"], self.conf["pnp_px"], self.conf["stop_deg"],
-                               self.conf["stop_position"], estimate_focal=bool(c.get("estimate_focal", False)))
+                               self.conf["stop_position"], estimate_focal=bool(c.get("estimate_focal", False)),
+                               random_seed=int(c.get("random_seed", 0)))
         if c.get("camera0") is not None and c.get("camera1") is not None:
             if self.conf["iterative_mode"] == "released":
                 return ReleasedPairGeometry(c["camera0"], c["camera1"], self.conf["ransac_px"],
