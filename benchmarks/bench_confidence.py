@@ -178,9 +178,9 @@ def main() -> int:
     if a.reuse and rec_path.is_file():
         records = json.loads(rec_path.read_text())
     else:
-        from imp_core.world.synthetic import make_world
+        from imp_core.world.synthetic import use_or_make_world
 
-        make_world(a.world)
+        use_or_make_world(a.world)
         records = []
         for pair in a.pairs:
             records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k)

@@ -148,10 +148,10 @@ def main() -> int:
 
     from imp_core.localization import Localizer
     from imp_core.mapping import build_map
-    from imp_core.world import SyntheticWorld, make_world
+    from imp_core.world import SyntheticWorld, use_or_make_world
 
     pycolmap.logging.minloglevel = 2
-    world = SyntheticWorld(make_world(a.world or a.work / "world", "default", 0))
+    world = SyntheticWorld(use_or_make_world(a.world or a.work / "world", "default", 0))
     map_dir = a.work / "map_xfeat_lighterglue"
     if not (map_dir / "map.json").is_file():
         build_map(world, map_dir, MAP_CONF)

@@ -205,9 +205,9 @@ def main_confs(a) -> int:
 
     from imp_core.datasets import open_dataset
     from imp_core.mapping import build_map
-    from imp_core.world.synthetic import make_world
+    from imp_core.world.synthetic import use_or_make_world
 
-    make_world(a.world, preset=a.preset)
+    use_or_make_world(a.world, preset=a.preset)
     map_dir = a.map or (a.out / "maps" / "xfeat_2048")
     if not (Path(map_dir) / "map.json").is_file():
         fconf, mconf = PAIRS["xfeat+nn"]
@@ -280,7 +280,8 @@ def plot_cdf(rows: list, path: Path) -> None:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--world", type=Path, default=ROOT / "data" / "world", help="synthetic world (made if absent)")
-    p.add_argument("--preset", default="default")
+    p.add_argument("--preset", default="default", help="preset of a world made here (an existing --world is used as "
+                   "it is)")
     p.add_argument("--pairs", nargs="+", default=["sift+nn", "aliked+lightglue"], choices=sorted(PAIRS))
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--limit", type=int, default=0, help="queries per condition (0 = all)")
@@ -294,9 +295,9 @@ def main() -> int:
     a = p.parse_args()
     if a.confs:
         return main_confs(a)
-    from imp_core.world.synthetic import make_world
+    from imp_core.world.synthetic import use_or_make_world
 
-    make_world(a.world, preset=a.preset)
+    use_or_make_world(a.world, preset=a.preset)
     a.out.mkdir(parents=True, exist_ok=True)
     rows = []
     from concurrent.futures import ProcessPoolExecutor

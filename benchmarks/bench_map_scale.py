@@ -337,9 +337,9 @@ def main() -> int:
         print(json.dumps(measure(**json.loads(a.worker))))
         return 0
     from imp_core.mapping import build_map, read_map_meta
-    from imp_core.world.synthetic import make_world
+    from imp_core.world.synthetic import use_or_make_world
 
-    make_world(a.world, preset="default")
+    use_or_make_world(a.world, preset="default")
     if not (a.base_map / "map.json").is_file():
         from imp_core.datasets import open_dataset
 

@@ -75,6 +75,27 @@ def test_world_layout_and_reload(tiny_world):
     assert (w.root / "images/db/0000.png").stat().st_mtime_ns == before
 
 
+def test_a_world_given_to_a_benchmark_is_used_as_it_is(tiny_world, tmp_path, monkeypatch):
+    """``use_or_make_world`` (the benchmarks' ``--world``) never re-renders a complete world of other settings (a
+    training world of seed 11 was once re-rendered as seed 0 by a benchmark's default); it renders where none is."""
+    from imp_core.world import synthetic
+
+    w = tiny_world
+    meta = (w.root / "world.json").read_text()
+    before = (w.root / "images/db/0000.png").stat().st_mtime_ns
+    assert synthetic.use_or_make_world(w.root, preset="default", seed=11, progress=False) == w.root
+    assert (w.root / "world.json").read_text() == meta
+    assert (w.root / "images/db/0000.png").stat().st_mtime_ns == before
+    made = []
+    monkeypatch.setattr(synthetic, "make_world", lambda root, preset, seed, progress: made.append((preset, seed)))
+    synthetic.use_or_make_world(tmp_path / "new", preset="tiny", seed=3, progress=False)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(w.root, unfinished)
+    (unfinished / synthetic.PENDING).write_text("{}")
+    synthetic.use_or_make_world(unfinished, preset="tiny", seed=0, progress=False)
+    assert made == [("tiny", 3), ("tiny", 0)]
+
+
 def test_queries_deviate_from_the_mapping_drive(tiny_world):
     w = tiny_world
     db = np.array([w.pose(n).center for n in w.db_names])

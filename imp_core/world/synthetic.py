@@ -247,6 +247,20 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
     return root
 
 
+def use_or_make_world(root, preset: str = "default", seed: int = 0, progress: bool = True) -> Path:
+    """A world given to a benchmark (``--world``): a complete synthetic world in ``root`` is used as it is, whatever
+    its preset and seed (``make_world`` would re-render it with these, losing e.g. a training world of another
+    seed); an empty, missing or unfinished one is rendered with ``preset`` and ``seed``."""
+    root = Path(root)
+    if is_synthetic_world(root) and not (root / PENDING).is_file():
+        try:
+            SyntheticWorld(root).check_files()
+            return root
+        except DatasetError:
+            pass  # incomplete: make_world redoes it
+    return make_world(root, preset, seed, progress=progress)
+
+
 def _with_seed(light, seed: int):
     from dataclasses import replace
 
