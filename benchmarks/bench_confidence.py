@@ -107,7 +107,8 @@ def _verify_refs(loc, image, camera, refs):
     v = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
     if v is None:
         return None
-    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions, v.matches_per_reference)
+    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions, v.matches_per_reference,
+                                loc.confidence_model)
 
 
 def fit(records: list, features: Sequence[str], l2: float = 1e-2) -> dict:
@@ -167,15 +168,21 @@ def main() -> int:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
     p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
+    p.add_argument("--records", type=Path, nargs="+", help="read these records.json files (e.g. of several worlds) "
+                   "instead of localizing")
     p.add_argument("--threshold", type=float, help="confidence threshold (default: the localizer's)")
     p.add_argument("--fit", action="store_true", help="fit the confidence model on the records, print it and use it "
                    "for the table (instead of the localizer's)")
     p.add_argument("--features", nargs="+", default=None, help="inputs of the fitted model (default: the localizer "
                    "model's): any of imp_core.localization.confidence.FEATURES")
+    p.add_argument("--save", type=Path, help="with --fit: write the model as JSON (the localizer's "
+                   "acceptance.confidence_model takes the file)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rec_path = a.out / "records.json"
-    if a.reuse and rec_path.is_file():
+    if a.records:
+        records = [r for f in a.records for r in json.loads(f.read_text())]
+    elif a.reuse and rec_path.is_file():
         records = json.loads(rec_path.read_text())
     else:
         from imp_core.world.synthetic import use_or_make_world
@@ -192,6 +199,8 @@ def main() -> int:
     if a.fit:
         model = fit(records, a.features or CONF_MODEL["features"])
         print("fitted confidence model:", json.dumps(model))
+        if a.save:
+            a.save.write_text(json.dumps(model, indent=1) + "\n")
     t = table(records, a.threshold if a.threshold is not None else
               Localizer.default_conf["acceptance"]["min_confidence"], model)
     print(t)

@@ -124,6 +124,33 @@ def test_confidence_rejects_poorly_constrained_poses():
     assert inlier_coverage(np.array([[1.0, 1.0], [2.0, 2.0]]), 600, 600) == pytest.approx(1 / 36)
 
 
+def test_confidence_model_from_a_file(tiny_map, tiny_world, tmp_path):
+    """``acceptance.confidence_model``: a model fitted on one's own data (``bench_confidence.py --fit --save``) is
+    given as a JSON file and used for every pose; a bad one is refused by name before anything loads."""
+    import json
+
+    from imp_core.config import ConfigError
+    from imp_core.localization.confidence import CONF_MODELS
+
+    n = tiny_world.query_names("day")[0]
+    conf = {"map": str(tiny_map), "coarse": [{"name": "retrieval", "top_k": 3}], "warmup": False}
+    ok = Localizer(conf).localize(tiny_world.image(n), tiny_world.camera(n))
+    assert ok.status == "OK" and ok.confidence > 0.5
+    doubtful = {**CONF_MODELS["default"], "bias": CONF_MODELS["default"]["bias"] - 50.0}
+    (tmp_path / "model.json").write_text(json.dumps(doubtful))
+    loc = Localizer({**conf, "acceptance": {"confidence_model": str(tmp_path / "model.json")}})
+    assert loc.confidence_model["bias"] == pytest.approx(doubtful["bias"])
+    r = loc.localize(tiny_world.image(n), tiny_world.camera(n))
+    assert r.status == "LOST" and r.confidence < 1e-6 and "rejected by confidence" in r.message
+    (tmp_path / "bad.json").write_text(json.dumps({**doubtful, "features": ["log_inliers", "sharpness"],
+                                                   "weights": [1.0, 1.0]}))
+    (tmp_path / "short.json").write_text(json.dumps({"features": ["coverage"], "bias": 0.0}))
+    for spec, why in ((str(tmp_path / "missing.json"), "neither a model name"), (str(tmp_path / "bad.json"),
+                      "unknown features \\['sharpness'\\]"), (str(tmp_path / "short.json"), "needs")):
+        with pytest.raises(ConfigError, match="acceptance.confidence_model: .*" + why):
+            Localizer({**conf, "acceptance": {"confidence_model": spec}})
+
+
 def test_pose_quality_best_reference_ratio_ignores_other_references():
     """A wrong retrieval candidate among the references adds outlier matches: the overall inlier ratio drops, the
     inlier ratio of the reference with most inliers does not."""

@@ -19,10 +19,13 @@ back OK 51.7 degrees off. What separates true poses from wrong ones is how the i
 
 The score (see :func:`confidence_score`) is a logistic model of some of these (by name, :data:`FEATURES`), fitted
 on the synthetic world (not on the real photos, which only evaluate it). The localizer's
-``acceptance.min_confidence`` (0.5: more likely right than wrong) is the threshold.
+``acceptance.min_confidence`` (0.5: more likely right than wrong) is the threshold; ``acceptance.confidence_model``
+names the model (:data:`CONF_MODELS`) or gives one fitted on other data as a JSON file (:func:`confidence_model`).
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
@@ -69,18 +72,52 @@ def confidence_score(quality: Mapping[str, float], model: Optional[Mapping[str, 
     return float(1.0 / (1.0 + np.exp(-z)))
 
 
-#: logistic model fitted on the synthetic world by ``benchmarks/bench_confidence.py --fit`` (sift+nn and xfeat+nn
-#: maps; day and night queries; given and unknown focal; retrieved references plus hard negatives from references
-#: 20 m away, which the repetitive street makes look right); never fitted on real photos.
-CONF_MODEL: Dict[str, Any] = {"features": ["log_inliers", "inlier_ratio", "coverage", "log_rotation_std"],
-                              "bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]}
+#: Logistic models by name (``acceptance.confidence_model``), fitted by ``benchmarks/bench_confidence.py --fit``
+#: on synthetic worlds, never on real photos. A model fitted on one's own data (``--fit --save model.json``) is
+#: given to the localizer as a file instead.
+CONF_MODELS: Dict[str, Dict[str, Any]] = {
+    # sift+nn and xfeat+nn maps of the demo world; day and night queries; given and unknown focal; retrieved
+    # references plus hard negatives from references 20 m away, which the repetitive street makes look right
+    "default": {"features": ["log_inliers", "inlier_ratio", "coverage", "log_rotation_std"],
+                "bias": -2.023, "weights": [0.092, 0.788, 0.011, -2.023]},
+}
+CONF_MODEL = CONF_MODELS["default"]
+
+
+def confidence_model(spec: Any = "default") -> Dict[str, Any]:
+    """The confidence model ``spec`` names: a key of :data:`CONF_MODELS`, or a JSON file ({features, bias,
+    weights}) written by ``bench_confidence.py --fit --save``; checked here, so a bad one fails at start-up."""
+    from ..config import ConfigError
+
+    where = "acceptance.confidence_model"
+    if isinstance(spec, str) and spec in CONF_MODELS:
+        return CONF_MODELS[spec]
+    if isinstance(spec, (str, Path)):
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"{where}: {str(spec)!r} is neither a model name ({', '.join(sorted(CONF_MODELS))}) "
+                              "nor a JSON file")
+        try:
+            spec = json.loads(path.read_text())
+        except ValueError as e:
+            raise ConfigError(f"{where}: {path} is not valid JSON ({e})") from None
+    if not isinstance(spec, Mapping) or not {"features", "bias", "weights"} <= set(spec):
+        raise ConfigError(f"{where}: a model needs 'features', 'bias' and 'weights', got {spec!r}")
+    unknown = [f for f in spec["features"] if f not in FEATURES]
+    if unknown:
+        raise ConfigError(f"{where}: unknown features {unknown} (known: {', '.join(sorted(FEATURES))})")
+    if len(spec["features"]) != len(spec["weights"]):
+        raise ConfigError(f"{where}: {len(spec['features'])} features but {len(spec['weights'])} weights")
+    return {"features": list(spec["features"]), "bias": float(spec["bias"]),
+            "weights": [float(w) for w in spec["weights"]]}
 
 
 def pose_quality(pnp, num_matches: int, contributions: np.ndarray,
-                 matches_per_reference: Optional[np.ndarray] = None) -> Dict[str, float]:
+                 matches_per_reference: Optional[np.ndarray] = None,
+                 model: Optional[Mapping[str, Any]] = None) -> Dict[str, float]:
     """Quality measures of one PnP result (``pnp``: PnPResult on ``num_matches`` 2D-3D matches, ``contributions``:
     its inliers per reference image, most first; ``matches_per_reference``: the 2D-3D matches of each, same order)
-    and its ``confidence``."""
+    and its ``confidence`` (by ``model``, default :data:`CONF_MODEL`)."""
     k = int(pnp.num_inliers)
     ratio = k / max(int(num_matches), 1)
     cov = inlier_coverage(pnp.inlier_points2D, pnp.camera.width, pnp.camera.height)
@@ -94,5 +131,5 @@ def pose_quality(pnp, num_matches: int, contributions: np.ndarray,
     contrib = np.asarray(contributions)
     out["best_reference_ratio"] = (float(contrib[0]) / max(float(matches_per_reference[0]), 1.0)
                                    if matches_per_reference is not None and len(contrib) else out["inlier_ratio"])
-    out["confidence"] = confidence_score(out)
+    out["confidence"] = confidence_score(out, model)
     return out

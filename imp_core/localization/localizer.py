@@ -20,7 +20,7 @@ from ..recognition.map_recognizer import map_recognizer_conf
 from ..stages import COARSE_STAGES, Candidate, CoarseStage, QueryContext
 from ..threads import set_threads
 from ..types import STATUS_OK, Camera, Features, LocalizationResult, Pose, rotation_angle_deg
-from .confidence import pose_quality
+from .confidence import confidence_model, pose_quality
 from .pnp import DEFAULT_PNP_CONF, PnPResult, estimate_pose, estimates_focal, reprojection_errors
 from .tracking import Tracker
 from .visualize import compact_labels
@@ -92,6 +92,9 @@ class Localizer:
             "min_inliers": 20,  # below this no pose is reported (LOST)
             # below this confidence (imp_core.localization.confidence) the pose is not trusted: not OK
             "min_confidence": 0.5,
+            # the logistic model behind the confidence: a name in confidence.CONF_MODELS, or a JSON file of one
+            # fitted on one's own data (`benchmarks/bench_confidence.py --fit --save`)
+            "confidence_model": "default",
             "max_candidates": 8,  # clusters tried per frame at most
             "min_best_reference_inliers": 0,  # LBR: the best single reference must contribute this many (10)
         },
@@ -149,6 +152,7 @@ class Localizer:
         if "features" in mcls.default_conf:
             mconf.setdefault("features", fconf.get("name"))  # e.g. the IMP family picks its weights by features
 
+        self.confidence_model = confidence_model(self.conf["acceptance"]["confidence_model"])
         self.threads = set_threads(self.conf["threads"])
         # None once closed (``close``); the private properties below narrow them for the steps of a frame
         self.extractor: Optional[FeatureExtractor] = create_extractor(fconf)
@@ -300,7 +304,8 @@ class Localizer:
                                                                                                  ctx.prior):
                     why.jumps += 1
                     continue  # a jump away from the prior: wrong references, let global search decide
-                quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions, ver.matches_per_reference)
+                quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions, ver.matches_per_reference,
+                                       self.confidence_model)
                 scored = Scored(ver, quality, quality["confidence"] >= acc["min_confidence"])
                 if self._accepts(scored):
                     return scored
