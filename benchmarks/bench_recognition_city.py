@@ -110,13 +110,13 @@ def main() -> int:
     from imp_core.datasets import open_dataset
     from imp_core.localization import Localizer
     from imp_core.mapping import build_map
-    from imp_core.world import make_world
+    from imp_core.world import use_or_make_world
 
     pycolmap.logging.minloglevel = 2
     args.results.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     t = time.time()
-    make_world(args.world, preset=args.preset, seed=0)
+    use_or_make_world(args.world, preset=args.preset, seed=0)
     ds = open_dataset(args.world)
     rep: dict = {"world": str(args.world), "preset": args.preset, "map": str(args.map), "top_k": args.top_k,
                  "limit": args.limit,
