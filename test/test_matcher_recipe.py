@@ -317,6 +317,11 @@ def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
     # the GM ablation ships for XFeat too (docs/models/gm_xfeat.md): GM finds its own file, every layer unshared
     gm = create_matcher({"name": "gm", "features": "xfeat", "device": "cpu"})
     assert Path(gm.weights).name == "gm_xfeat.pth" and not any(gm.model.sharing) and gm.model.n_layers == 9
+    # ... and for ALIKED (docs/models/gm_aliked.md), with IMP-ALIKED's 128 -> 64 input projection
+    gm = create_matcher({"name": "gm", "features": "aliked", "device": "cpu"})
+    assert Path(gm.weights).name == "gm_aliked.pth" and not any(gm.model.sharing)
+    assert gm.model.conf["input_dim"] == 128 and gm.model.conf["descriptor_dim"] == 64
+    assert ckpt.shipped_features("gm") == ["aliked", "xfeat"]
 
 
 def test_shipped_aliked_weights_localize_an_aliked_map(tiny_world, tmp_path):
