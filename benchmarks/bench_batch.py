@@ -165,10 +165,9 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_batch")
     args = p.parse_args()
 
-    if not (args.world / "world.json").is_file():
-        from imp_core.world.synthetic import use_or_make_world
+    from imp_core.world.synthetic import use_or_make_world
 
-        use_or_make_world(args.world)
+    use_or_make_world(args.world)
     map_dir = args.map or ensure_map(args.world, args.work / "maps", args.features)
     runs = [("process", 0)] + [(f"ray {n}", n) for n in args.workers]
     ctx = mp.get_context("spawn")
