@@ -180,10 +180,9 @@ def main() -> int:
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     rec_path = a.out / "records.json"
-    if a.records:
-        records = [r for f in a.records for r in json.loads(f.read_text())]
-    elif a.reuse and rec_path.is_file():
-        records = json.loads(rec_path.read_text())
+    files = a.records or ([rec_path] if a.reuse and rec_path.is_file() else [])
+    if files:
+        records = [r for f in files for r in json.loads(f.read_text())]
     else:
         from imp_core.world.synthetic import use_or_make_world
 

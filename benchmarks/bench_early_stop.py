@@ -140,10 +140,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
-    if not (a.world / "world.json").is_file():
-        from imp_core.world.synthetic import make_world
+    from imp_core.world.synthetic import use_or_make_world
 
-        make_world(a.world, preset="default", seed=a.seed)
+    use_or_make_world(a.world, preset="default", seed=a.seed)
     pairs = bm.world_pairs(a.world, a.pairs_limit)
     bm.extract_pairs(pairs, a.features, a.sizes, 1024, "cpu")
     checks = a.checks

@@ -120,12 +120,9 @@ def covisibility(world, q: str, db_names: Sequence[str], db_depth: Dict[str, np.
 
 def world_pairs(root: Path, n: int, min_covis: float = 0.3) -> List[Pair]:
     """``n`` pairs: day and night queries spread evenly, each with its most covisible database image."""
-    from imp_core.world.synthetic import SyntheticWorld, make_world
+    from imp_core.world.synthetic import SyntheticWorld, use_or_make_world
 
-    if not (root / "world.json").is_file():
-        print(f"rendering the synthetic world (default preset, seed 0) into {root} ...")
-        make_world(root, preset="default", seed=0)
-    world = SyntheticWorld(root)
+    world = SyntheticWorld(use_or_make_world(root, preset="default", seed=0))
     db = world.db_names
     db_depth = {name: world.depth(name) for name in db}
     pairs: List[Pair] = []

@@ -106,15 +106,14 @@ def main() -> int:
     from imp_core.recognition.instances import annotate_map
     from imp_core.recognition.recognizer import Recognizer
     from imp_core.training.recognition.pipeline import train_on_map
-    from imp_core.world import make_world
+    from imp_core.world import use_or_make_world
 
     pycolmap.logging.minloglevel = 2
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     world_dir = args.world or out / "world"
-    if not (world_dir / "world.json").is_file():
-        make_world(world_dir, preset=args.preset, seed=0)
+    use_or_make_world(world_dir, preset=args.preset, seed=0)
     ds = open_dataset(world_dir)
     map_dir = args.map or out / "map"
     if not (map_dir / "map.json").is_file():

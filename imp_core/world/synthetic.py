@@ -178,14 +178,9 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
     conf = world_conf(preset, overrides)
     fp = _fingerprint(preset, seed, overrides)
     meta_path = root / "world.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-            if {k: meta.get(k) for k in fp} == fp:
-                SyntheticWorld(root).check_files()
-                return root
-        except (ValueError, DatasetError):
-            pass  # incomplete or corrupt: regenerate below
+    meta = _complete_world(root)  # None: missing, incomplete or corrupt: regenerate below
+    if meta is not None and {k: meta.get(k) for k in fp} == fp:
+        return root
     if root.is_dir() and any(root.iterdir()) and not (is_synthetic_world(root) or (root / PENDING).is_file()):
         raise DatasetError(f"{root} is not empty and holds no synthetic world: refusing to overwrite it "
                            "(choose an empty or new directory)")
@@ -252,13 +247,22 @@ def use_or_make_world(root, preset: str = "default", seed: int = 0, progress: bo
     its preset and seed (``make_world`` would re-render it with these, losing e.g. a training world of another
     seed); an empty, missing or unfinished one is rendered with ``preset`` and ``seed``."""
     root = Path(root)
-    if is_synthetic_world(root) and not (root / PENDING).is_file():
-        try:
-            SyntheticWorld(root).check_files()
-            return root
-        except DatasetError:
-            pass  # incomplete: make_world redoes it
+    if _complete_world(root) is not None:
+        return root
     return make_world(root, preset, seed, progress=progress)
+
+
+def _complete_world(root: Path) -> Optional[dict]:
+    """The world.json of the complete synthetic world in ``root``; None when there is none, it is unfinished
+    (still being written, or interrupted) or a file is missing or corrupt."""
+    if not is_synthetic_world(root) or (root / PENDING).is_file():
+        return None
+    try:
+        meta = json.loads((root / "world.json").read_text())
+        SyntheticWorld(root).check_files()
+    except (ValueError, DatasetError):
+        return None
+    return meta
 
 
 def _with_seed(light, seed: int):
