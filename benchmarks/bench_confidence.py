@@ -8,7 +8,9 @@ error, and then counts the wrong poses (> 5 deg or > 10 % of the scene depth) th
 - before: the old gate (>= 20 inliers);
 - after: the confidence gate (``acceptance.min_confidence``) with the model in imp_core/localization/confidence.py.
 
-``--fit`` fits the logistic confidence model on these records (synthetic world only) and prints its coefficients.
+``--fit`` fits the logistic confidence model on these records (synthetic world only) and prints its coefficients;
+``--save`` writes it, and ``--model FILE`` tabulates that model on other records (``--records``: other worlds,
+without localizing again), e.g. fitted on training worlds and judged on held-out ones.
 
     .venv/bin/python benchmarks/bench_confidence.py --world data/world --pairs sift+nn xfeat+nn
 Writes outputs/bench_confidence/{records.json, table.txt}.
@@ -171,6 +173,8 @@ def main() -> int:
     p.add_argument("--records", type=Path, nargs="+", help="read these records.json files (e.g. of several worlds) "
                    "instead of localizing")
     p.add_argument("--threshold", type=float, help="confidence threshold (default: the localizer's)")
+    p.add_argument("--model", default="default", help="confidence model to tabulate: a name in confidence.CONF_MODELS "
+                   "or a JSON file written by --save (e.g. fitted on other worlds' records)")
     p.add_argument("--fit", action="store_true", help="fit the confidence model on the records, print it and use it "
                    "for the table (instead of the localizer's)")
     p.add_argument("--features", nargs="+", default=None, help="inputs of the fitted model (default: the localizer "
@@ -191,12 +195,12 @@ def main() -> int:
         for pair in a.pairs:
             records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k)
         rec_path.write_text(json.dumps(records, indent=0))
-    from imp_core.localization.confidence import CONF_MODEL
+    from imp_core.localization.confidence import confidence_model
     from imp_core.localization.localizer import Localizer
 
-    model = None
+    model = confidence_model(a.model)
     if a.fit:
-        model = fit(records, a.features or CONF_MODEL["features"])
+        model = fit(records, a.features or model["features"])
         print("fitted confidence model:", json.dumps(model))
         if a.save:
             a.save.write_text(json.dumps(model, indent=1) + "\n")

@@ -1,0 +1,55 @@
+"""benchmarks/bench_confidence.py without localizing: a model fitted on some worlds' records (--fit --save) is
+tabulated on other records (--model FILE), as the shipped model's evaluation on held-out worlds does."""
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import pytest
+
+
+def records(rng, n, pair="xfeat+nn"):
+    """Right poses with many inliers, a high inlier ratio and a small rotation std; wrong ones the opposite; the
+    two overlap (no model separates every record)."""
+    out = []
+    for i in range(n):
+        right = i % 2 == 0
+        out.append({"pair": pair, "name": f"query/night/q{i:03d}.png", "condition": "night",
+                    "kind": "retrieval" if right else "far references",
+                    "t_err": 0.05 if right else 20.0, "r_err": 0.2 if right else 12.0, "depth": 15.0,
+                    "num_inliers": float(rng.integers(60, 400) if right else rng.integers(20, 120)),
+                    "inlier_ratio": float(np.clip(rng.normal(0.5 if right else 0.2, 0.12), 0.01, 1)),
+                    "coverage": float(rng.uniform(0.3, 0.7)),
+                    "rotation_std_deg": float(np.exp(rng.normal(-1.5 if right else -0.3, 0.5)))})
+    return out
+
+
+def run(bench, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["bench_confidence.py", *map(str, args)])
+    assert bench.main() == 0
+
+
+def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, tmp_path, monkeypatch, capsys):
+    from imp_core.config import ConfigError
+    from imp_core.localization.confidence import confidence_model
+
+    bench = load_benchmark("bench_confidence")
+    rng = np.random.default_rng(0)
+    train, held = tmp_path / "train.json", tmp_path / "held.json"
+    train.write_text(json.dumps(records(rng, 200)))
+    held.write_text(json.dumps(records(rng, 100)))
+    run(bench, monkeypatch, "--records", train, "--fit", "--save", tmp_path / "model.json", "--out", tmp_path / "a")
+    model = confidence_model(str(tmp_path / "model.json"))  # loads as the localizer's acceptance.confidence_model
+    assert model["weights"][1] > 0 > model["weights"][3]  # a higher inlier ratio, a lower rotation std: right
+    assert model == bench.fit(json.loads(train.read_text()), model["features"])
+    capsys.readouterr()
+    run(bench, monkeypatch, "--records", held, "--model", tmp_path / "model.json", "--out", tmp_path / "b")
+    printed = capsys.readouterr().out
+    expected = bench.table(json.loads(held.read_text()), 0.5, model)
+    assert printed.strip() == expected and (tmp_path / "b" / "table.txt").read_text().strip() == expected
+    run(bench, monkeypatch, "--records", held, "--out", tmp_path / "c")  # the shipped model by default
+    assert capsys.readouterr().out.strip() == bench.table(json.loads(held.read_text()), 0.5,
+                                                          confidence_model("default"))
+    with pytest.raises(ConfigError, match="acceptance.confidence_model: .*nope.json"):
+        run(bench, monkeypatch, "--records", held, "--model", tmp_path / "nope.json", "--out", tmp_path / "d")
