@@ -176,9 +176,9 @@ def main() -> int:
     p.add_argument("--model", default="default", help="confidence model to tabulate: a name in confidence.CONF_MODELS "
                    "or a JSON file written by --save (e.g. fitted on other worlds' records)")
     p.add_argument("--fit", action="store_true", help="fit the confidence model on the records, print it and use it "
-                   "for the table (instead of the localizer's)")
-    p.add_argument("--features", nargs="+", default=None, help="inputs of the fitted model (default: the localizer "
-                   "model's): any of imp_core.localization.confidence.FEATURES")
+                   "for the table (instead of --model)")
+    p.add_argument("--features", nargs="+", default=None, help="inputs of the fitted model (default: --model's): "
+                   "any of imp_core.localization.confidence.FEATURES")
     p.add_argument("--save", type=Path, help="with --fit: write the model as JSON (the localizer's "
                    "acceptance.confidence_model takes the file)")
     a = p.parse_args()

@@ -37,8 +37,9 @@ def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, t
     bench = load_benchmark("bench_confidence")
     rng = np.random.default_rng(0)
     train, held = tmp_path / "train.json", tmp_path / "held.json"
+    held_records = records(rng, 100)
     train.write_text(json.dumps(records(rng, 200)))
-    held.write_text(json.dumps(records(rng, 100)))
+    held.write_text(json.dumps(held_records))
     run(bench, monkeypatch, "--records", train, "--fit", "--save", tmp_path / "model.json", "--out", tmp_path / "a")
     model = confidence_model(str(tmp_path / "model.json"))  # loads as the localizer's acceptance.confidence_model
     assert model["weights"][1] > 0 > model["weights"][3]  # a higher inlier ratio, a lower rotation std: right
@@ -46,10 +47,9 @@ def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, t
     capsys.readouterr()
     run(bench, monkeypatch, "--records", held, "--model", tmp_path / "model.json", "--out", tmp_path / "b")
     printed = capsys.readouterr().out
-    expected = bench.table(json.loads(held.read_text()), 0.5, model)
+    expected = bench.table(held_records, 0.5, model)
     assert printed.strip() == expected and (tmp_path / "b" / "table.txt").read_text().strip() == expected
     run(bench, monkeypatch, "--records", held, "--out", tmp_path / "c")  # the shipped model by default
-    assert capsys.readouterr().out.strip() == bench.table(json.loads(held.read_text()), 0.5,
-                                                          confidence_model("default"))
+    assert capsys.readouterr().out.strip() == bench.table(held_records, 0.5, confidence_model("default"))
     with pytest.raises(ConfigError, match="acceptance.confidence_model: .*nope.json"):
         run(bench, monkeypatch, "--records", held, "--model", tmp_path / "nope.json", "--out", tmp_path / "d")
