@@ -4,11 +4,13 @@
 
 Pairs: for every pair build a map of the synthetic world (or reuse it), localize every query globally (no tracking
 prior), and report recall at (0.25 m, 2 deg) / (0.5 m, 5 deg) / (5 m, 10 deg) per condition, median errors,
-per-stage latency per frame (extraction, retrieval, matching, PnP: p50 / p95 ms) and the peak resident memory
-of the process that ran the pair (each pair runs in its own process so peaks do not mix).
+per-stage latency per frame (extraction, retrieval, matching, PnP: p50 / p95 ms), the peak resident memory
+of the process that ran the pair (each pair runs in its own process so peaks do not mix) and whether the reported
+covariance is honest (``imp_core.eval.covariance``: NEES of the localized poses' position and rotation errors
+against chi-square, 3 dof).
 
     .venv/bin/python benchmarks/bench_localization.py --world data/world --pairs sift+nn aliked+lightglue
-Writes outputs/bench_localization/{results.json, table.txt, error_cdf.png}.
+Writes outputs/bench_localization/{results.json, table.txt, error_cdf.png} (error CDFs and the NEES CDF).
 
 Confs (XFeat + mutual NN map of the synthetic world, 640x480 queries in sequence order, each fix seeding the next
 frame: tracking, with retrieval when tracking fails): per conf recall per condition, ms per frame p50 / p90 (total
@@ -60,6 +62,7 @@ def run_pair(args: dict) -> dict:
     import pycolmap
 
     from imp_core.datasets import open_dataset
+    from imp_core.eval.covariance import consistency, nees, pose_error_vector
     from imp_core.eval.latency import latency_table
     from imp_core.eval.metrics import THRESHOLDS, query_errors, summarize
     from imp_core.localization import Localizer
@@ -87,9 +90,13 @@ def run_pair(args: dict) -> dict:
     for cond in sorted({e.condition for e in errors}):
         errs = [e for e in errors if e.condition == cond]
         sm = summarize(errs, THRESHOLDS)
+        located = [(results[q.name], q.gt_pose) for q in queries if q.condition == cond
+                   and results[q.name].pose is not None and results[q.name].covariance is not None]
+        nv = [nees(pose_error_vector(r.pose, gt), r.covariance) for r, gt in located]
         acc[cond] = {"n": sm["count"], "recall": sm["recall"], "localized": sm["localized"],
                      "median_t_m": sm["median_t"], "median_R_deg": sm["median_R"],
-                     "errors": [[e.t_err, e.r_err] for e in errs]}
+                     "errors": [[e.t_err, e.r_err] for e in errs],
+                     "covariance": consistency(nv), "nees_position": [v["position"] for v in nv]}
     return {
         "pair": args["pair"],
         "matcher": {k: v for k, v in loc.conf["matcher"].items() if k in ("name", "weights", "features")},
@@ -249,6 +256,18 @@ def format_table(rows: list) -> str:
                          f"{a['median_t_m']:6.3f}m {a['median_R_deg']:6.2f}°"
                          f" | {lt} {r['peak_rss_mb']:7.0f}")
     lines.append("latency: median ms per frame; peak RSS of the process that built the map and localized")
+    lines.append("")
+    lines.append(f"{'covariance':<18} {'cond':<6} {'n':>3} {'NEES pos':>9} {'in 95%':>7} {'NEES rot':>9} {'in 95%':>7}")
+    for r in rows:
+        for cond, a in sorted(r["accuracy"].items()):
+            c = a.get("covariance")
+            if c:
+                lines.append(f"{r['pair']:<18} {cond:<6} {int(c['count']):>3} {c['position_median']:9.2f} "
+                             f"{100 * c['position_within_95']:6.1f}% {c['rotation_median']:9.2f} "
+                             f"{100 * c['rotation_within_95']:6.1f}%")
+    lines.append("NEES: median over the localized poses of e^T C^-1 e (position / rotation block of the reported "
+                 "covariance); honest: 2.37 and 95 % within the chi-square bound (7.81); smaller: conservative, "
+                 "larger: over-confident")
     return "\n".join(lines)
 
 
@@ -257,15 +276,24 @@ def plot_cdf(rows: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.stats import chi2
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
     for r in rows:
         for cond, a in sorted(r["accuracy"].items()):
             e = np.array(a["errors"])
+            style = {"label": f"{r['pair']} {cond}", "ls": "-" if cond == "day" else "--"}
             for ax, col in zip(axes, (0, 1)):
                 v = np.sort(e[:, col])
-                ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=f"{r['pair']} {cond}",
-                        ls="-" if cond == "day" else "--")
+                ax.plot(v, np.arange(1, len(v) + 1) / len(v), **style)
+            v = np.sort(a.get("nees_position", []))
+            if len(v):
+                axes[2].plot(v, np.arange(1, len(v) + 1) / len(v), **style)
+    x = np.logspace(-3, 3, 200)
+    axes[2].plot(x, chi2.cdf(x, 3), color="black", lw=2, label="honest (chi-square, 3 dof)")
+    axes[2].set(xscale="log", xlabel="position NEES (error vs reported covariance)", xlim=(1e-3, 1e3))
+    axes[2].grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
     axes[0].set(xscale="log", xlabel="position error [m]", ylabel="fraction of queries", xlim=(1e-3, 10))
     axes[1].set(xscale="log", xlabel="rotation error [deg]", xlim=(1e-2, 20))
     for ax, th in zip(axes, ((0.25, 0.5, 5.0), (2, 5, 10))):

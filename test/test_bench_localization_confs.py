@@ -31,3 +31,26 @@ def test_conf_row_and_table(tiny_world, tiny_map, tmp_path, load_benchmark):
     assert "night" in table
     assert "load" in table
     json.dumps(row)  # the JSON the benchmark writes
+
+
+def test_pair_row_reports_covariance_consistency(tiny_world, tiny_map, tmp_path, load_benchmark):
+    """Pairs mode: each condition's row says whether the reported covariance is honest (NEES of every localized
+    pose); the table prints it and the figure gets the NEES CDF next to the error CDFs."""
+    bench = load_benchmark("bench_localization")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "sift_2048").symlink_to(tiny_map)  # run_pair's map of this pair: the tiny world's SIFT map
+    row = bench.run_pair({"pair": "sift+nn", "world": str(tiny_world.root), "maps": str(maps), "top_k": 2,
+                          "limit": 3})
+    day = row["accuracy"]["day"]
+    assert day["localized"] > 0
+    cov = day["covariance"]
+    assert cov["count"] == day["localized"] == len(day["nees_position"])
+    assert all(v >= 0 for v in day["nees_position"])
+    assert 0 <= cov["position_within_95"] <= 1 and cov["position_median"] >= 0
+    table = bench.format_table([row])
+    assert "NEES pos" in table and any(line.startswith("sift+nn") and "%" in line
+                                       for line in table.splitlines()[-4:])
+    bench.plot_cdf([row], tmp_path / "cdf.png")
+    assert (tmp_path / "cdf.png").stat().st_size > 0
+    json.dumps(row)
