@@ -1,6 +1,6 @@
-"""benchmarks/bench_localization.py --confs: one conf in tracking mode gives recall per condition, the per-stage
-split, CPU time, Hz and the load average (smoke test on the tiny world's SIFT map; the numbers are the benchmark's
-business, not a test's)."""
+"""benchmarks/bench_localization.py: with --confs one conf in tracking mode gives recall per condition, the
+per-stage split, CPU time, Hz and the load average; with pairs each condition also gets the covariance honesty
+(NEES). Smoke tests on the tiny world's SIFT map; the numbers are the benchmark's business, not a test's."""
 from __future__ import annotations
 
 import json
