@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Leave-one-out on the 10 Sacre-Coeur photos with unknown cameras (issue 9): per photo the rotation error, the
-estimated focal length against the one SfM found for the photo in the map of all 10, the confidence and the
-status; and how many poses > 5 deg off pass as OK with the old gate (>= 20 inliers) and with the confidence gate.
+estimated focal length against the one SfM found for the photo in the map of all 10, the confidence, the status and
+whether the reported covariance holds the rotation error (its NEES, ``test_sacre_coeur.rotation_nees``); and how
+many poses > 5 deg off pass as OK with the old gate (>= 20 inliers) and with the confidence gate.
 
 These photos are for evaluation only: nothing here tunes a threshold (the confidence model comes from the
 synthetic world, benchmarks/bench_confidence.py).
@@ -22,7 +23,10 @@ sys.path.insert(0, str(ROOT / "test"))
 
 
 def main() -> int:
+    import numpy as np
     from test_sacre_coeur import PAIRS, leave_one_out
+
+    from imp_core.eval.covariance import CHI2_3DOF_95
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -46,11 +50,12 @@ def main() -> int:
     for pair in a.pairs:
         # the gate off, so that 'before' (>= 20 inliers) and 'after' (confidence) come from the same poses
         drift: dict = {}
+        nees: dict = {}
         lconf = {"acceptance": {"min_confidence": 0.0}}
         if a.localize_matcher:
             lconf["matcher"] = {"name": a.localize_matcher}
         out = leave_one_out(a.data, a.work / pair.replace("+", "_"), pair, lconf, fixed_guess=a.fixed_guess,
-                            drift=drift, protocol=a.protocol)
+                            drift=drift, protocol=a.protocol, nees=nees)
         how = (" (focal fixed at the 1.2 x max(w, h) guess: the old behaviour)" if a.fixed_guess
                else " (unknown camera: focal estimated)")
         lines.append(f"{pair}, {a.protocol} protocol{how}"
@@ -58,7 +63,7 @@ def main() -> int:
         # map drift: the 9-image map's own focal lengths of cameras like the photo's against the 10-image map's
         # (test_sacre_coeur.map_focal_drift); "vs map": the focal error with that drift taken out
         lines.append(f"  {'photo':<26}{'rot err':>9}{'focal err':>11}{'map drift':>11}{'vs map':>8}{'conf':>6}"
-                     f"{'inliers':>9}  status")
+                     f"{'inliers':>9}{'rot NEES':>10}  status")
         wrong_before = wrong_after = ok_before = ok_after = 0
         for q, (err, ferr, res) in out.items():
             before = res.pose is not None and res.num_inliers >= 20
@@ -69,17 +74,23 @@ def main() -> int:
             ok_after += after and err <= 5
             dq = drift.get(q, float("nan"))
             lines.append(f"  {q:<26}{err:>8.2f}°{100 * ferr:>+10.1f}%{100 * dq:>+10.1f}%"
-                         f"{100 * ((1 + ferr) / (1 + dq) - 1):>+7.1f}%{res.confidence:>6.2f}{res.num_inliers:>9}  "
+                         f"{100 * ((1 + ferr) / (1 + dq) - 1):>+7.1f}%{res.confidence:>6.2f}{res.num_inliers:>9}"
+                         f"{nees.get(q, float('nan')):>10.2f}  "
                          f"{'OK' if after else 'LOST (' + (res.message or f'confidence < {th}') + ')'}")
             rows.append({"pair": pair, "photo": q, "rot_err_deg": err, "focal_err": ferr, "map_focal_drift": dq,
                          "confidence": res.confidence, "num_inliers": res.num_inliers,
                          "focal_estimated": res.focal_estimated, "ok_after": bool(after),
+                         "rotation_nees": nees.get(q),
                          "total_ms": res.timings.get("total")})
         errs = [e for e, _, _ in out.values()]
         ferrs = [abs(f) for _, f, _ in out.values()]
         lines.append(f"  max rotation error {max(errs):.2f}°, max |focal error| {100 * max(ferrs):.1f}%; "
                      f">5° poses OK: before {wrong_before}, after {wrong_after}; poses <=5° OK: before {ok_before}, "
                      f"after {ok_after} (of {len(out)})")
+        nv = np.array(list(nees.values()))
+        if len(nv):
+            lines.append(f"  rotation NEES median {np.median(nv):.2f} (honest: 2.37), within the 95 % bound (7.81): "
+                         f"{int((nv <= CHI2_3DOF_95).sum())} of {len(nv)}")
     table = "\n".join(lines)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")

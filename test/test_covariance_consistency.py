@@ -66,3 +66,24 @@ def test_pnp_covariance_is_never_over_confident_under_gaussian_pixel_noise():
         for k in ("position", "rotation"):
             assert 0.3 < s[f"{k}_scale"] < 1.05, (noise_px, s)
             assert s[f"{k}_within_95"] >= 0.95, (noise_px, s)
+
+
+def test_rotation_nees_of_a_leave_one_out_photo_is_taken_in_one_frame():
+    """test_sacre_coeur.rotation_nees: the pose and covariance of a photo localized in a 9-image map (its own frame)
+    are carried into the 10-image map's frame by the rotation alignment before the NEES is taken."""
+    from types import SimpleNamespace
+
+    from test_sacre_coeur import rotation_nees
+
+    rng = np.random.default_rng(3)
+    R_align = Rotation.from_rotvec(rng.normal(size=3)).as_matrix()  # full.R ~ sub.R @ R_align.T
+    gt = _gt()  # the photo in the 10-image map
+    psi = np.array([0.002, -0.001, 0.003])  # its rotation error there, about that map's axes
+    R_wc_est_full = Rotation.from_rotvec(psi).as_matrix() @ gt.R.T
+    est_sub = Pose(R_wc_est_full.T @ R_align, np.zeros(3))  # the same orientation in the 9-image map's frame
+    A = rng.normal(size=(3, 3))
+    C_full = 1e-6 * (A @ A.T + np.eye(3))
+    cov_sub = np.eye(6)
+    cov_sub[3:, 3:] = R_align.T @ C_full @ R_align  # the covariance the localizer reports, about the 9-map's axes
+    res = SimpleNamespace(pose=est_sub, covariance=cov_sub)
+    assert rotation_nees(res, gt, R_align) == pytest.approx(psi @ np.linalg.solve(C_full, psi), rel=1e-6)

@@ -39,6 +39,20 @@ PAIRS = {
 }
 
 
+def rotation_nees(res, gt, R_align) -> float:
+    """NEES of a leave-one-out photo's rotation error under the rotation block of its reported covariance, both in
+    the 10-image map's frame (``gt``: the photo's pose there; ``R_align``: ``rotation_alignment`` of the map it was
+    localized in, whose frame the covariance is in). Honest covariances give chi-square values (3 dof): median
+    2.37, 95 % within 7.81. Only rotations: the two maps' scales differ."""
+    from imp_core.covariance import covariance_in_frame
+    from imp_core.eval.covariance import nees, pose_error_vector
+    from imp_core.types import Pose
+
+    e = pose_error_vector(Pose(res.pose.R @ R_align.T, np.zeros(3)), Pose(gt.R, np.zeros(3)))
+    cov = covariance_in_frame(res.covariance, Pose(R_align, np.zeros(3)))  # world axes of the 10-image map
+    return nees(e, cov)["rotation"]
+
+
 def map_focal_drift(sub, full, q) -> float:
     """How far the 9-image map's own focal lengths drifted from the 10-image map's for cameras like ``q``'s:
     the median of f_sub / f_full - 1 over the other photos whose focal in the full map is within 1.5x of q's
@@ -71,22 +85,24 @@ class ReferenceModel:
 
 
 def leave_one_out(shared_data, tmp_path, pair, localizer_conf=None, fixed_guess=False, drift=None,
-                  protocol="sfm"):
+                  protocol="sfm", nees=None):
     """{photo: (rotation error deg, estimated focal / map focal - 1, result)} for every photo
     (also run by benchmarks/bench_sacre_coeur.py). ``fixed_guess``: the old behaviour for comparison, COLMAP's
     guessed focal length (1.2 x the longer side) used as if it were known. ``drift``: a dict that receives
-    ``map_focal_drift`` per photo.
+    ``map_focal_drift`` per photo; ``nees``: one that receives ``rotation_nees`` per localized photo.
 
     ``protocol``: ``"sfm"``, each 9-image map is its own SfM (a new geometry, rotated into the 10-image map's frame by
     ``rotation_alignment``); ``"reference"``, each 9-image map is triangulated with the 10-image map's poses and cameras
     (``ReferenceModel``; the photo's own observations are not used), so the photo's pose and focal length in the
     10-image map are its ground truth in the very geometry it is localized in."""
-    return leave_one_out_confs(shared_data, tmp_path, pair, {"": localizer_conf}, fixed_guess, drift, protocol)[""]
+    return leave_one_out_confs(shared_data, tmp_path, pair, {"": localizer_conf}, fixed_guess, drift, protocol,
+                               {"": nees} if nees is not None else None)[""]
 
 
 def leave_one_out_confs(shared_data, tmp_path, pair, localizer_confs, fixed_guess=False, drift=None,
-                        protocol="sfm"):
-    """``leave_one_out`` for several localizer confs on the same maps: {conf name: {photo: (...)}}."""
+                        protocol="sfm", nees=None):
+    """``leave_one_out`` for several localizer confs on the same maps: {conf name: {photo: (...)}}; ``nees``:
+    {conf name: dict} receiving ``rotation_nees`` per localized photo."""
     import pycolmap
 
     from imp_core.imageio import read_image
@@ -131,6 +147,8 @@ def leave_one_out_confs(shared_data, tmp_path, pair, localizer_confs, fixed_gues
                 continue
             err = rotation_angle_deg(full.pose(q).R, res.pose.R @ R_align.T)
             outs[name][q] = (err, res.camera.focal[0] / full.camera(q).focal[0] - 1.0, res)
+            if nees is not None and name in nees and res.covariance is not None:
+                nees[name][q] = rotation_nees(res, full.pose(q), R_align)
     for name, out in outs.items():
         print(pair, name, {k[:8]: (round(e, 2), f"{100 * f:+.1f}%", round(r.confidence, 2))
                            for k, (e, f, r) in out.items()})
