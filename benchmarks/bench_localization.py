@@ -244,6 +244,8 @@ def main_confs(a) -> int:
 
 
 def format_table(rows: list) -> str:
+    from imp_core.eval.covariance import CHI2_3DOF_95, CHI2_3DOF_MEDIAN
+
     lines = [f"{'pair':<18} {'cond':<6} {'n':>3} {'.25m,2°':>8} {'.5m,5°':>8} {'5m,10°':>8} {'med t':>7} {'med R':>7}"
              f" | {'extract':>8} {'retr':>6} {'match':>7} {'pnp':>6} {'total':>7} {'peakMB':>7}"]
     for r in rows:
@@ -266,8 +268,8 @@ def format_table(rows: list) -> str:
                              f"{100 * c['position_within_95']:6.1f}% {c['rotation_median']:9.2f} "
                              f"{100 * c['rotation_within_95']:6.1f}%")
     lines.append("NEES: median over the localized poses of e^T C^-1 e (position / rotation block of the reported "
-                 "covariance); honest: 2.37 and 95 % within the chi-square bound (7.81); smaller: conservative, "
-                 "larger: over-confident")
+                 f"covariance); honest: {CHI2_3DOF_MEDIAN:.2f} and 95 % within the chi-square bound "
+                 f"({CHI2_3DOF_95:.2f}); smaller: conservative, larger: over-confident")
     return "\n".join(lines)
 
 

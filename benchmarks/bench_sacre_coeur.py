@@ -23,10 +23,9 @@ sys.path.insert(0, str(ROOT / "test"))
 
 
 def main() -> int:
-    import numpy as np
     from test_sacre_coeur import PAIRS, leave_one_out
 
-    from imp_core.eval.covariance import CHI2_3DOF_95
+    from imp_core.eval.covariance import CHI2_3DOF_95, CHI2_3DOF_MEDIAN, block_consistency
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -87,10 +86,10 @@ def main() -> int:
         lines.append(f"  max rotation error {max(errs):.2f}°, max |focal error| {100 * max(ferrs):.1f}%; "
                      f">5° poses OK: before {wrong_before}, after {wrong_after}; poses <=5° OK: before {ok_before}, "
                      f"after {ok_after} (of {len(out)})")
-        nv = np.array(list(nees.values()))
-        if len(nv):
-            lines.append(f"  rotation NEES median {np.median(nv):.2f} (honest: 2.37), within the 95 % bound (7.81): "
-                         f"{int((nv <= CHI2_3DOF_95).sum())} of {len(nv)}")
+        if nees:
+            c = block_consistency(list(nees.values()))
+            lines.append(f"  rotation NEES median {c['median']:.2f} (honest: {CHI2_3DOF_MEDIAN:.2f}), within the 95 % "
+                         f"bound ({CHI2_3DOF_95:.2f}): {round(c['within_95'] * len(nees))} of {len(nees)}")
     table = "\n".join(lines)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")

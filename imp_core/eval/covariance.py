@@ -15,8 +15,8 @@ import numpy as np
 
 from ..types import Pose
 
-CHI2_3DOF_MEDIAN = 2.366
-CHI2_3DOF_95 = 7.815
+CHI2_3DOF_MEDIAN = 2.3660  # scipy.stats.chi2.ppf(0.5, 3)
+CHI2_3DOF_95 = 7.8147  # scipy.stats.chi2.ppf(0.95, 3)
 
 
 def pose_error_vector(est: Pose, gt: Pose) -> np.ndarray:
@@ -42,14 +42,21 @@ def nees(error: np.ndarray, covariance: np.ndarray) -> Dict[str, float]:
     return out
 
 
+def block_consistency(values: Sequence[float]) -> Dict[str, float]:
+    """Summary of one block's NEES values (3 dof): the median (honest: 2.37), the share within the chi-square 95 %
+    bound (honest: 0.95) and the variance scale that would make the median honest; NaN without values."""
+    v = np.asarray(values, np.float64)
+    if not len(v):
+        return {"median": float("nan"), "within_95": float("nan"), "scale": float("nan")}
+    med = float(np.median(v))
+    return {"median": med, "within_95": float(np.mean(v <= CHI2_3DOF_95)), "scale": med / CHI2_3DOF_MEDIAN}
+
+
 def consistency(values: Sequence[Dict[str, float]]) -> Dict[str, float]:
-    """Summary of per-pose ``nees`` values: count, and per block the median NEES (honest: 2.37), the share within
-    the chi-square 95 % bound (honest: 0.95) and the variance scale that would make the median honest."""
+    """Summary of per-pose ``nees`` values: count, and per block (``position_*``, ``rotation_*``) its
+    ``block_consistency``."""
     out: Dict[str, float] = {"count": float(len(values))}
     for key in ("position", "rotation"):
-        v = np.array([x[key] for x in values], np.float64)
-        med = float(np.median(v)) if len(v) else float("nan")
-        out[f"{key}_median"] = med
-        out[f"{key}_within_95"] = float(np.mean(v <= CHI2_3DOF_95)) if len(v) else float("nan")
-        out[f"{key}_scale"] = med / CHI2_3DOF_MEDIAN if len(v) else float("nan")
+        for k, v in block_consistency([x[key] for x in values]).items():
+            out[f"{key}_{k}"] = v
     return out
