@@ -61,6 +61,8 @@ def _preset(features: Dict[str, Any], kenc, steps: int, out: str) -> Dict[str, A
 
 
 PRESETS: Dict[str, Dict[str, Any]] = {
+    # 7000 steps: annealing on to 8000 (tried 2026-12-04) raised held-out precision but not recall and cost a night
+    # pose on a validation world (docs/IMP.md, "Tried and not shipped")
     "imp_xfeat": _preset({"name": "xfeat", "max_keypoints": 1024}, [32, 64], 7000,
                          "imp_core/matching/imp/weights/imp_xfeat.pth"),
 }
