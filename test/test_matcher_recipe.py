@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import cv2
 import h5py
@@ -95,6 +96,42 @@ def test_homography_dump_resumes(photos, tmp_path):
     assert again["pairs"] == full["pairs"]
     with pytest.raises(ValueError, match="cannot resume"):
         dump_homography([str(photos)], path, {**conf, "features": {**SIFT, "max_keypoints": 128}}, progress=False)
+
+
+def test_homography_dump_refuses_to_resume_over_changed_photos(photos, tmp_path):
+    """Pairs are keyed by photo position: a photo that sorts in front of the others (a package update adding a
+    wallpaper) would shift every key, so resuming then is refused, naming the photo; photos added at the end resume
+    (only their pairs are new)."""
+    folder = tmp_path / "photos"
+    shutil.copytree(photos, folder)
+    conf = {"features": SIFT, "pairs_per_photo": 2, "size": (320, 240)}
+    path = tmp_path / "h.h5"
+    first = dump_homography([str(folder)], path, conf, progress=False)
+    assert first["photos"] == 2
+    with h5py.File(path) as h5:
+        assert json.loads(h5.attrs["inputs"]) == ["p0.jpg", "p1.jpg"]
+    shutil.copy(folder / "p0.jpg", folder / "a0.jpg")
+    with pytest.raises(ValueError, match="input 0 was 'p0.jpg' but is now 'a0.jpg'"):
+        dump_homography([str(folder)], path, conf, progress=False)
+    with h5py.File(path) as h5:  # refused before writing anything
+        assert len(h5["pairs"]) == first["pairs"] and json.loads(h5.attrs["inputs"]) == ["p0.jpg", "p1.jpg"]
+    (folder / "a0.jpg").rename(folder / "z0.jpg")
+    more = dump_homography([str(folder)], path, conf, progress=False)
+    assert more["pairs_tried"] == 2 and more["photos"] == 3
+    (folder / "z0.jpg").unlink()
+    with pytest.raises(ValueError, match="input 2 was 'z0.jpg' but is now 'nothing'"):
+        dump_homography([str(folder)], path, conf, progress=False)
+    # a dump written before the inputs were recorded resumes only while its source line (photo count) holds
+    old = tmp_path / "old.h5"
+    dump_homography([str(folder)], old, conf, progress=False)
+    with h5py.File(old, "a") as h5:
+        del h5.attrs["inputs"]
+    assert dump_homography([str(folder)], old, conf, progress=False)["pairs_tried"] == 0
+    with h5py.File(old, "a") as h5:
+        del h5.attrs["inputs"]
+    shutil.copy(folder / "p0.jpg", folder / "z1.jpg")
+    with pytest.raises(ValueError, match="written from 'homography:2 photos', now the inputs give 'homography:3"):
+        dump_homography([str(folder)], old, conf, progress=False)
 
 
 def test_train_on_several_dumps_export_and_card(tiny_world, hom_dump, tmp_path):

@@ -50,6 +50,29 @@ def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[st
     return {n: extractor.extract(source.image(n)) for n in tqdm(names, desc="features")}
 
 
+def check_inputs(path: Path, attrs: Mapping[str, Any], inputs: List[str], source_name: str) -> None:
+    """Refuse to resume a dump whose pair keys would point at other inputs: keys hold each input's position
+    (``"photo/pair"``), so the inputs it was written from (attribute ``inputs``) must be the first ones of the new
+    list (more may follow). A dump from before ``inputs`` was recorded is only resumed if its source line (which
+    counts the inputs) is unchanged."""
+    old = attrs.get("inputs")
+    if old is None:
+        if attrs.get("source") != source_name:
+            raise ValueError(f"cannot resume {path}: it was written from {attrs.get('source')!r}, now the inputs "
+                             f"give {source_name!r}, and it does not record which inputs it used; delete it (or "
+                             "write to another file) to start anew")
+        return
+    before = json.loads(old)
+    changed = next((k for k, (a, b) in enumerate(zip(before, inputs)) if a != b), None)
+    if changed is None and len(inputs) < len(before):
+        changed = len(inputs)
+    if changed is not None:
+        now = inputs[changed] if changed < len(inputs) else "nothing"
+        raise ValueError(f"cannot resume {path}: its pairs are keyed by input position and input {changed} was "
+                         f"{before[changed]!r} but is now {now!r} (the inputs changed, e.g. a package added or "
+                         "removed a photo); delete it (or write to another file) to start anew")
+
+
 class DumpWriter:
     """Writes an ``imp-matcher-dump`` HDF5 file: ``add_features`` per image, ``add_pair`` per kept pair.
 
@@ -58,7 +81,7 @@ class DumpWriter:
     dump keeps what it wrote."""
 
     def __init__(self, out, features_conf: Mapping[str, Any], source_name: str, resume: bool = False,
-                 flush_every: int = 25):
+                 flush_every: int = 25, inputs: Optional[Sequence[str]] = None):
         self.path = Path(out)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.flush_every = int(flush_every)
@@ -68,12 +91,21 @@ class DumpWriter:
                 raise ValueError(f"cannot resume {self.path}: it holds features {info['features']}, "
                                  f"not {dict(features_conf)}")
             self.h5 = h5py.File(self.path, "a")
+            if inputs is not None:
+                try:
+                    check_inputs(self.path, self.h5.attrs, list(inputs), source_name)
+                except ValueError:
+                    self.h5.close()
+                    raise
+                self.h5.attrs["source"] = source_name
         else:
             self.h5 = h5py.File(self.path, "w")
             self.h5.attrs.update({"format": FORMAT, "version": VERSION,
                                   "features": json.dumps(dict(features_conf)), "source": source_name})
             self.h5.create_group("features")
             self.h5.create_group("pairs")
+        if inputs is not None:
+            self.h5.attrs["inputs"] = json.dumps(list(inputs))
         self.gf, self.gp = self.h5["features"], self.h5["pairs"]
         self.n_pairs = len(self.gp)
         self.tried: set = set(json.loads(self.h5.attrs.get("tried", "[]")))

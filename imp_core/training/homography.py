@@ -176,6 +176,17 @@ def homography_pairs(photos: Sequence[Path], conf: Mapping[str, Any], skip: Cont
                    "H_0to1": np.linalg.inv(H1) @ H0, "valid0": valid0, "valid1": valid1}
 
 
+def photo_ids(photos: Sequence[Path], roots: Sequence[str]) -> List[str]:
+    """Each photo's path relative to the root it was found under (the root's own name for a file root): what a
+    dump records of its inputs, the same wherever the folders are mounted."""
+    bases = [Path(r).expanduser() for r in roots]
+    out = []
+    for p in photos:
+        rel = next((str(p.relative_to(b)) for b in bases if b.is_dir() and p.is_relative_to(b)), None)
+        out.append(rel if rel is not None else p.name)
+    return out
+
+
 def dump_homography(photo_roots: Sequence[str], out, conf: Optional[Mapping[str, Any]] = None,
                     progress: bool = True, resume: bool = True) -> Dict[str, int]:
     """Write an ``imp-matcher-dump`` of homography pairs from the photos under ``photo_roots`` (``resume``: append
@@ -189,7 +200,8 @@ def dump_homography(photo_roots: Sequence[str], out, conf: Optional[Mapping[str,
     total = len(photos) * int(conf["pairs_per_photo"])
     tried = kept = 0
     eye = np.eye(3)
-    with DumpWriter(out, conf["features"], f"homography:{len(photos)} photos", resume=resume) as dw:
+    with DumpWriter(out, conf["features"], f"homography:{len(photos)} photos", resume=resume,
+                    inputs=photo_ids(photos, photo_roots)) as dw:
         for pair in tqdm(homography_pairs(photos, conf, skip=dw.tried), total=total, desc="homography pairs",
                          disable=not progress, initial=len(dw.tried)):
             tried += 1
