@@ -50,19 +50,18 @@ def extract_all(names: Sequence[str], source: ImageSource, feat_conf: Mapping[st
     return {n: extractor.extract(source.image(n)) for n in tqdm(names, desc="features")}
 
 
-def check_inputs(path: Path, attrs: Mapping[str, Any], inputs: List[str], source_name: str) -> None:
-    """Refuse to resume a dump whose pair keys would point at other inputs: keys hold each input's position
-    (``"photo/pair"``), so the inputs it was written from (attribute ``inputs``) must be the first ones of the new
-    list (more may follow). A dump from before ``inputs`` was recorded is only resumed if its source line (which
+def check_inputs(path: Path, info: Mapping[str, Any], inputs: List[str], source_name: str) -> None:
+    """Refuse to resume a dump (``info``: its ``read_dump_info``) whose pair keys would point at other inputs: keys
+    hold each input's position (``"photo/pair"``), so the inputs it was written from must be the first ones of the
+    new list (more may follow). A dump from before ``inputs`` was recorded is only resumed if its source line (which
     counts the inputs) is unchanged."""
-    old = attrs.get("inputs")
-    if old is None:
-        if attrs.get("source") != source_name:
-            raise ValueError(f"cannot resume {path}: it was written from {attrs.get('source')!r}, now the inputs "
+    before = info["inputs"]
+    if before is None:
+        if info["source"] != source_name:
+            raise ValueError(f"cannot resume {path}: it was written from {info['source']!r}, now the inputs "
                              f"give {source_name!r}, and it does not record which inputs it used; delete it (or "
                              "write to another file) to start anew")
         return
-    before = json.loads(old)
     changed = next((k for k, (a, b) in enumerate(zip(before, inputs)) if a != b), None)
     if changed is None and len(inputs) < len(before):
         changed = len(inputs)
@@ -90,22 +89,17 @@ class DumpWriter:
             if info["features"] != json.loads(json.dumps(dict(features_conf))):
                 raise ValueError(f"cannot resume {self.path}: it holds features {info['features']}, "
                                  f"not {dict(features_conf)}")
-            self.h5 = h5py.File(self.path, "a")
             if inputs is not None:
-                try:
-                    check_inputs(self.path, self.h5.attrs, list(inputs), source_name)
-                except ValueError:
-                    self.h5.close()
-                    raise
-                self.h5.attrs["source"] = source_name
+                check_inputs(self.path, info, list(inputs), source_name)
+            self.h5 = h5py.File(self.path, "a")
         else:
             self.h5 = h5py.File(self.path, "w")
             self.h5.attrs.update({"format": FORMAT, "version": VERSION,
                                   "features": json.dumps(dict(features_conf)), "source": source_name})
             self.h5.create_group("features")
             self.h5.create_group("pairs")
-        if inputs is not None:
-            self.h5.attrs["inputs"] = json.dumps(list(inputs))
+        if inputs is not None:  # what it is written from now (a resumed dump may have gained inputs at the end)
+            self.h5.attrs.update({"inputs": json.dumps(list(inputs)), "source": source_name})
         self.gf, self.gp = self.h5["features"], self.h5["pairs"]
         self.n_pairs = len(self.gp)
         self.tried: set = set(json.loads(self.h5.attrs.get("tried", "[]")))
@@ -199,7 +193,8 @@ def read_dump_info(path) -> Dict[str, Any]:
         if h5.attrs.get("format") != FORMAT:
             raise ValueError(f"{path} is not an {FORMAT} file (attrs.format = {h5.attrs.get('format')!r})")
         return {"version": int(h5.attrs["version"]), "features": json.loads(h5.attrs["features"]),
-                "source": str(h5.attrs["source"]), "pairs": len(h5["pairs"]), "images": _count_images(h5["features"])}
+                "source": str(h5.attrs["source"]), "pairs": len(h5["pairs"]), "images": _count_images(h5["features"]),
+                "inputs": json.loads(h5.attrs["inputs"]) if "inputs" in h5.attrs else None}
 
 
 def _count_images(group) -> int:
