@@ -942,3 +942,32 @@ def test_pose_checks_are_repeatable(estimate_focal):
     k1[::3] = np.random.default_rng(2).uniform(0, 480, (len(k1[::3]), 2))  # a third wrong
     pair = [PairGeometry(cam, cam, 1.0).estimate(f0.keypoints, k1) for _ in range(3)]
     assert all(np.array_equal(p.inliers, pair[0].inliers) and np.array_equal(p.R, pair[0].R) for p in pair)
+
+
+def test_assignment_runs_in_float32_under_autocast(monkeypatch):
+    """The assignment head (Sinkhorn) is computed in float32 also inside an autocast region: on CUDA its batched
+    products (``bmv_batched``, the GPU path) would otherwise run in half precision, which gave NaN under fp16
+    autocast on an H200. Checked on the CPU with the GPU path forced and bfloat16 autocast."""
+    from imp_core.matching.imp import layers, sinkhorn
+    from imp_core.matching.imp.model import IMPModel
+
+    torch.manual_seed(0)
+    model = IMPModel({"descriptor_dim": 32, "n_layers": 2, "num_heads": 1, "keypoint_encoder": [16, 32]}).eval()
+    n0, n1 = 90, 70
+    data = {"keypoints0": torch.rand(2, n0, 2) * 500, "keypoints1": torch.rand(2, n1, 2) * 500,
+            "descriptors0": torch.nn.functional.normalize(torch.randn(2, n0, 32), dim=-1),
+            "descriptors1": torch.nn.functional.normalize(torch.randn(2, n1, 32), dim=-1),
+            "scores0": torch.rand(2, n0), "scores1": torch.rand(2, n1),
+            "image_size0": torch.tensor([[640.0, 480.0]] * 2), "image_size1": torch.tensor([[640.0, 480.0]] * 2)}
+    with torch.no_grad():
+        st = model.encode(data)
+        st.desc0 = st.desc0 * 5  # peaked scores: the regime where low precision breaks the scalings
+        ref = model.assign(st, 0)
+        monkeypatch.setattr(sinkhorn, "bmv", layers.bmv_batched)
+        assert layers.bmv_batched(torch.ones(2, 3, 4), torch.ones(2, 4)).shape == (2, 3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            st.desc0, st.desc1 = st.desc0.to(torch.bfloat16), st.desc1.to(torch.bfloat16)
+            out = model.assign(st, 0)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out, ref, atol=2e-2), (out - ref).abs().max()
+    assert torch.isfinite(out).all()

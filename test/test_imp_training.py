@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 
@@ -117,6 +118,20 @@ def test_sampler(dump):
     assert len(set(counts)) > 1
 
 
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_sampler_in_worker_processes(dump, context):
+    """A DataLoader with workers (what a GPU run uses) gets the same pairs as the main process, also after the main
+    process read from the file: each process opens its own HDF5 handle, and a spawned worker receives the dataset
+    without one (an h5py handle cannot be pickled)."""
+    ds = PairDataset(dump, n_keypoints=128, min_inliers=16, max_inliers=32, seed=2, fixed=True)
+    ref = [ds[i] for i in range(4)]  # opens the file in this process first
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context=context)
+    got = list(itertools.islice(loader, 2))
+    for j, b in enumerate(got):
+        for k in ("keypoints0", "descriptors1", "gt0", "gt1"):
+            assert torch.equal(b[k], torch.stack([ref[2 * j][k], ref[2 * j + 1][k]])), k
+
+
 def test_pose_loss_prefers_true_assignment(dump):
     s = PairDataset(dump, n_keypoints=128, min_inliers=60, max_inliers=60, seed=0)[0]
     batch = {k: v[None] for k, v in s.items()}
@@ -179,3 +194,36 @@ def test_cli_help():
     args = p.parse_args(["train-matcher", "--data", "x.h5", "--out", "o", "--layers", "3", "--pose-weight", "1"])
     assert args.layers == 3
     assert args.pose_weight == 1.0
+
+
+def test_non_finite_steps_are_skipped_but_counted(dump, tmp_path, monkeypatch):
+    """A step whose loss is not finite (fp16 overflow, say) makes no update but still counts: the run stops at
+    ``steps`` and the log says how many were skipped. Before, a skipped step bypassed the step limit, so a run of
+    NaN losses went on to the end of its epoch (found on a GPU, where fp16 autocast gave NaN at every step)."""
+    from imp_core.training import trainer
+
+    def nan_loss(probs, batch, *args):
+        nan = probs[-1].sum() * float("nan")
+        return {"loss": nan, "match": nan}
+
+    monkeypatch.setattr(trainer, "total_loss", nan_loss)
+    conf = {"steps": 3, "batch_size": 2, "n_keypoints": 64, "model": {"n_layers": 2}, "val_every": 100,
+            "ckpt_every": 100, "log_every": 1, "device": "cpu"}
+    res = train(dump, tmp_path / "run", conf, progress=False)
+    assert res["step"] == 3
+    rows = [r for r in res["log"] if "skipped" in r]
+    assert [r["skipped"] for r in rows] == [1, 2, 3]
+    assert not any("loss" in r for r in rows)
+    assert (tmp_path / "run" / "last.pth").is_file()
+
+
+def test_amp_settings():
+    from imp_core.training.trainer import autocast_dtype
+
+    assert autocast_dtype(True, "cpu") is None  # only CUDA autocasts
+    assert autocast_dtype("fp16", "cpu") is None
+    assert autocast_dtype(False, "cuda") is None
+    assert autocast_dtype("fp16", "cuda:0") == torch.float16
+    assert autocast_dtype("bf16", "cuda") == torch.bfloat16
+    with pytest.raises(ValueError, match="'amp'"):
+        autocast_dtype("fp8", "cuda")

@@ -7,6 +7,7 @@ padded with random keypoints (random position, random unit descriptor, score 0) 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -30,14 +31,22 @@ class PairDataset(torch.utils.data.Dataset):
         self.fixed = fixed  # same draw every time (validation)
         self.epoch = 0
         self._h5: Optional[h5py.File] = None
+        self._pid = os.getpid()
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     def _file(self) -> h5py.File:
-        if self._h5 is None:
-            self._h5 = h5py.File(self.path, "r")
+        # one handle per process: a DataLoader worker forked after the parent read a pair must not share the parent's
+        # HDF5 handle (HDF5 is not fork-safe), and a spawned worker gets the dataset without one (__getstate__)
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5, self._pid = h5py.File(self.path, "r"), os.getpid()
         return self._h5
+
+    def __getstate__(self) -> Dict[str, object]:
+        state = dict(self.__dict__)
+        state["_h5"] = None
+        return state
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -51,7 +51,9 @@ default_conf: Dict[str, Any] = {
     "ckpt_every": 1000,
     "log_every": 50,
     "match_threshold": 0.2,
-    "amp": True,  # CUDA only
+    # CUDA only: True = bfloat16 where the GPU has it, else float16 (with loss scaling); "bf16" / "fp16"; False = fp32.
+    # The assignment heads always run in float32 (IMPModel.assign)
+    "amp": True,
     "grad_clip": 10.0,
     "num_workers": 0,
     "seed": 0,
@@ -88,6 +90,18 @@ def evaluate(model: IMPModel, loader, device: str, threshold: float = 0.2) -> Di
     model.train()
     return {"precision": tp / max(tp + fp, 1), "recall": tp / max(n_gt, 1), "val_loss": float(np.mean(losses)),
             "matches": tp + fp}
+
+
+def autocast_dtype(amp, device: str) -> Optional[torch.dtype]:
+    """The trainer's ``amp`` setting on ``device`` -> the autocast dtype (None = float32). Only CUDA autocasts."""
+    if amp is False or amp is None or not device.startswith("cuda"):
+        return None
+    if amp is True:
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in choices:
+        raise ValueError(f"train conf 'amp' must be true, false, 'bf16' or 'fp16', not {amp!r}")
+    return choices[amp]
 
 
 def lr_at(step: int, conf: Mapping[str, Any]) -> float:
@@ -200,8 +214,10 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                                                                                conf["warm_start_descriptors"]))
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=conf["lr"])
-    use_amp = bool(conf["amp"]) and device.startswith("cuda")
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    amp_dtype = autocast_dtype(conf["amp"], device)
+    use_amp = amp_dtype is not None
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    skipped = 0  # steps whose loss was not finite (no update)
     step, epoch, best = 0, 0, math.inf
     log: List[Dict[str, Any]] = []
     last = out / "last.pth"
@@ -277,26 +293,28 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, conf)
                 pose_w = conf["pose_weight"] if step >= conf["pose_warmup"] else 0.0
-                with torch.autocast("cuda", enabled=use_amp):
+                with torch.autocast("cuda", dtype=amp_dtype or torch.float32, enabled=use_amp):
                     probs = model(batch)
                 losses = total_loss(probs, batch, pose_w, conf["pose_margin"])
-                if not torch.isfinite(losses["loss"]):
-                    opt.zero_grad(set_to_none=True)
-                    step += 1
-                    continue
+                finite = bool(torch.isfinite(losses["loss"]))
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(losses["loss"]).backward()
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), conf["grad_clip"])
-                scaler.step(opt)
-                scaler.update()
+                if finite:
+                    scaler.scale(losses["loss"]).backward()
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), conf["grad_clip"])
+                    scaler.step(opt)
+                    scaler.update()
+                else:  # skipped, but it counts as a step: the limits, checkpoints and evaluations below still apply
+                    skipped += 1
                 step += 1
                 bar.update(1)
                 if step % conf["log_every"] == 0 or step == 1:
                     r = {"step": step, "epoch": epoch, "lr": lr_at(step, conf), "time_s": time.time() - t0,
-                         **{k: float(v.detach()) for k, v in losses.items()}}
+                         "skipped": skipped}
+                    if finite:
+                        r.update({k: float(v.detach()) for k, v in losses.items()})
+                        bar.set_postfix(loss=f"{r['loss']:.3f}", skipped=skipped)
                     write(r)
-                    bar.set_postfix(loss=f"{r['loss']:.3f}")
                 if step % conf["val_every"] == 0 or step == conf["steps"]:
                     validate()
                 if step % conf["ckpt_every"] == 0 or step == conf["steps"]:

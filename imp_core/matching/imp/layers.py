@@ -85,10 +85,19 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_ma
 
 
 def bmv(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
-    """[B, N, M] x [B, M] -> [B, N], one ``mv`` per batch element: CPU ``bmm`` / ``einsum`` of a batch of matrices
-    with a batch of vectors takes a generic path, 10-30x slower (two 1025 x 1025 matrices, one thread: 2.5 ms
-    against 0.25 ms). Differentiable."""
+    """[B, N, M] x [B, M] -> [B, N]. On the CPU one ``mv`` per batch element: CPU ``bmm`` / ``einsum`` of a batch of
+    matrices with a batch of vectors takes a generic path, 10-30x slower (two 1025 x 1025 matrices, one thread:
+    2.5 ms against 0.25 ms). On a GPU one batched product (:func:`bmv_batched`): a kernel launch per batch element
+    made a CUDA training step launch-bound (H200, batch 16, 1024 keypoints: 12240 ``mv`` calls per step, 147 ms
+    of GPU work in a 0.7 s step). Differentiable."""
+    if mats.device.type != "cpu":
+        return bmv_batched(mats, vecs)
     return torch.stack([torch.mv(m, x) for m, x in zip(mats, vecs)])
+
+
+def bmv_batched(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
+    """:func:`bmv` as one batched matrix product (the GPU path)."""
+    return torch.matmul(mats, vecs.unsqueeze(-1)).squeeze(-1)
 
 
 class Conv1x1(nn.Conv1d):

@@ -218,7 +218,10 @@ class IMPModel(nn.Module):
             kwargs["iterations"] = int(self.conf["sinkhorn_iterations"] if iterations is None else iterations)
         if name == "sinkhorn" and self.training and self.conf["sinkhorn_grad_iterations"] is not None:
             kwargs["grad_iterations"] = int(self.conf["sinkhorn_grad_iterations"])
-        return ASSIGNMENTS[name](scores, self.bin_score, mask0=st.keys0, mask1=st.keys1, **kwargs)
+        # and without autocast: under CUDA fp16 autocast the Sinkhorn products ran in half precision, the 1e-8 guard
+        # of its divisions vanished and every iteration's probabilities were NaN (H200, 2026-12-04)
+        with torch.autocast(device_type=scores.device.type, enabled=False):
+            return ASSIGNMENTS[name](scores, self.bin_score.float(), mask0=st.keys0, mask1=st.keys1, **kwargs)
 
     def matches(self, st: MatchState, prob: torch.Tensor, threshold: Optional[float] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
