@@ -227,3 +227,25 @@ def test_amp_settings():
     assert autocast_dtype("bf16", "cuda") == torch.bfloat16
     with pytest.raises(ValueError, match="'amp'"):
         autocast_dtype("fp8", "cuda")
+
+
+def test_preset_takes_machine_flags_and_refuses_recipe_flags(monkeypatch):
+    """``--preset`` is a recipe: --device / --num-workers / --amp reach its trainer (a GPU run needs workers), flags
+    that would change what it trains stop with a message instead of being silently dropped."""
+    from imp_core.training import commands, recipe
+
+    p = argparse.ArgumentParser(prog="imp")
+    commands.register(p.add_subparsers(dest="command"))
+    seen = {}
+    monkeypatch.setattr(recipe, "run_preset", lambda name, workdir, **kw: seen.update(name=name, **kw) or {})
+    args = p.parse_args(["train-matcher", "--preset", "imp_xfeat", "--device", "cuda", "--num-workers", "8",
+                         "--amp", "bf16", "--no-export"])
+    assert commands.run_train(args) == 0
+    assert seen["name"] == "imp_xfeat" and seen["export"] is False
+    assert seen["runtime"] == {"device": "cuda", "num_workers": 8, "amp": "bf16"}
+    args = p.parse_args(["train-matcher", "--preset", "imp_xfeat", "--batch-size", "4", "--lr", "0.1"])
+    with pytest.raises(SystemExit, match="--batch-size, --lr would change the recipe"):
+        commands.run_train(args)
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="recipe settings"):
+        recipe.run_preset("imp_xfeat", "/nonexistent", runtime={"batch_size": 64})

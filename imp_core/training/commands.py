@@ -78,6 +78,10 @@ def register(subparsers) -> None:
     t.add_argument("--pose-warmup", type=int, default=None, help="steps before the pose loss starts")
     t.add_argument("--init-weights", default=None, help="start from a checkpoint (e.g. official weights)")
     t.add_argument("--device", default=None, help="auto, cpu, cuda")
+    t.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader worker processes (default 0: pairs are sampled in the training process)")
+    t.add_argument("--amp", default=None, choices=["true", "false", "bf16", "fp16"],
+                   help="CUDA autocast (default true: bfloat16 where the GPU has it, else float16)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
     t.set_defaults(func=run_train)
 
@@ -112,10 +116,24 @@ def run_train(args: argparse.Namespace) -> int:
     from ..config import load_yaml
     from .trainer import train
 
+    amp = {"true": True, "false": False}.get(args.amp, args.amp)
+    runtime = {k: v for k, v in (("device", args.device), ("num_workers", args.num_workers), ("amp", amp))
+               if v is not None}
     if args.preset:
         from .recipe import run_preset
 
-        res = run_preset(args.preset, args.workdir, steps=args.steps, export=not args.no_export)
+        # a preset is a recipe: flags that would change what it trains are refused, not silently dropped; the
+        # machine's flags (device, workers, autocast) are taken
+        recipe_flags = {"--data": args.data, "--out": args.out, "--conf": args.conf, "--batch-size": args.batch_size,
+                        "--lr": args.lr, "--keypoints": args.keypoints, "--layers": args.layers,
+                        "--pose-weight": args.pose_weight, "--pose-warmup": args.pose_warmup,
+                        "--init-weights": args.init_weights, "--resume": args.resume or None,
+                        "--variant": None if args.variant == "imp" else args.variant}
+        given = [k for k, v in recipe_flags.items() if v is not None]
+        if given:
+            raise SystemExit(f"imp train-matcher --preset {args.preset}: {', '.join(given)} would change the recipe "
+                             "(a preset resumes by itself); drop them, or train on dumps with --data/--out")
+        res = run_preset(args.preset, args.workdir, steps=args.steps, export=not args.no_export, runtime=runtime)
         print(json.dumps({k: v for k, v in res.items() if k != "log"}, default=str))
         return 0
     if not args.data or not args.out:
@@ -124,10 +142,10 @@ def run_train(args: argparse.Namespace) -> int:
     conf = load_yaml(args.conf) if args.conf else {}
     for key, val in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                      ("n_keypoints", args.keypoints), ("pose_weight", args.pose_weight),
-                     ("pose_warmup", args.pose_warmup), ("init_weights", args.init_weights),
-                     ("device", args.device)):
+                     ("pose_warmup", args.pose_warmup), ("init_weights", args.init_weights)):
         if val is not None:
             conf[key] = val
+    conf.update(runtime)
     conf["variant"] = args.variant
     if args.layers is not None:
         conf.setdefault("model", {})["n_layers"] = args.layers

@@ -187,9 +187,17 @@ ground-truth matched tokens at every pooling iteration (1024 keypoints per image
 """
 
 
+RUNTIME_KEYS = ("device", "num_workers", "amp")  # trainer settings of the machine, not of the recipe
+
+
 def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = True, progress: bool = True,
-               repo_root: Optional[Path] = None) -> Dict[str, Any]:
-    """Run every stage of preset ``name`` (resuming), then export weights + model card into the repository."""
+               repo_root: Optional[Path] = None, runtime: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Run every stage of preset ``name`` (resuming), then export weights + model card into the repository.
+    ``runtime``: trainer settings of the machine (``RUNTIME_KEYS``: device, DataLoader workers, autocast)."""
+    runtime = dict(runtime or {})
+    unknown = sorted(set(runtime) - set(RUNTIME_KEYS))
+    if unknown:
+        raise ValueError(f"run_preset: {unknown} are recipe settings, not runtime ones (allowed: {RUNTIME_KEYS})")
     p = preset(name)
     workdir = Path(workdir).expanduser()
     root = Path(repo_root) if repo_root else Path(__file__).resolve().parents[2]
@@ -206,7 +214,7 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
         data = [d for key in stage["data"] for d in dumps[key]]
         if done >= stage["steps"]:
             continue
-        conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"]}
+        conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"], **runtime}
         if conf.get("warm_start"):  # a path inside the repository (another preset's shipped weights)
             conf["warm_start"] = str(root / conf["warm_start"])
         if stage.get("weights"):  # share of the draws per data source, spread evenly over its dumps
