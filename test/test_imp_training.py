@@ -225,8 +225,9 @@ def test_amp_settings():
     assert autocast_dtype(False, "cuda") is None
     assert autocast_dtype("fp16", "cuda:0") == torch.float16
     assert autocast_dtype("bf16", "cuda") == torch.bfloat16
-    with pytest.raises(ValueError, match="'amp'"):
-        autocast_dtype("fp8", "cuda")
+    for device in ("cuda", "cpu"):  # a wrong value is named wherever the run is
+        with pytest.raises(ValueError, match="'amp'"):
+            autocast_dtype("fp8", device)
 
 
 def test_preset_takes_machine_flags_and_refuses_recipe_flags(monkeypatch):

@@ -94,13 +94,13 @@ def evaluate(model: IMPModel, loader, device: str, threshold: float = 0.2) -> Di
 
 def autocast_dtype(amp, device: str) -> Optional[torch.dtype]:
     """The trainer's ``amp`` setting on ``device`` -> the autocast dtype (None = float32). Only CUDA autocasts."""
-    if amp is False or amp is None or not device.startswith("cuda"):
+    choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
+    if not (amp is None or isinstance(amp, bool) or amp in choices):
+        raise ValueError(f"train conf 'amp' must be true, false, 'bf16' or 'fp16', not {amp!r}")
+    if not amp or not device.startswith("cuda"):
         return None
     if amp is True:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    choices = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if amp not in choices:
-        raise ValueError(f"train conf 'amp' must be true, false, 'bf16' or 'fp16', not {amp!r}")
     return choices[amp]
 
 
