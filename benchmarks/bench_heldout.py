@@ -10,6 +10,8 @@ time; their held-out sets differ between runs (other dumps, other sampling), so 
         imp=imp_core/matching/imp/weights/imp_xfeat.pth gm=imp_core/matching/imp/weights/gm_xfeat.pth
 
 Each argument is VARIANT=PATH (gm, imp or eimp; eimp evaluates as imp: pooling is an inference-time decision).
+``--keypoints N --max-inliers M`` samples the same held-out pairs with another keypoint / match count (the shipped
+XFeat weights trained at 512 keypoints; inference gives them 1024 or 2048).
 Writes ``<out>/bench_heldout_<run name>.{json,md}``.
 """
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", type=Path, required=True, help="training run directory (with conf.json)")
     p.add_argument("weights", nargs="+", help="VARIANT=PATH, e.g. imp=imp_core/matching/imp/weights/imp_xfeat.pth")
+    p.add_argument("--keypoints", type=int, default=None,
+                   help="keypoints per image instead of the run's (e.g. 1024, what inference sees)")
+    p.add_argument("--max-inliers", type=int, default=None, help="at most this many matched (default the run's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_heldout")
     a = p.parse_args()
@@ -44,6 +49,9 @@ def main() -> int:
         raise SystemExit(f"--run {a.run}: no conf.json (not a training run directory)")
     stored = json.loads(conf_path.read_text())
     conf = merge(default_conf, stored["train"], where="train")
+    for key, val in (("n_keypoints", a.keypoints), ("max_inliers", a.max_inliers)):
+        if val is not None:
+            conf[key] = int(val)
     specs = []
     for s in a.weights:
         variant, sep, path = s.partition("=")
@@ -71,7 +79,9 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     a.out.mkdir(parents=True, exist_ok=True)
-    stem = a.out / f"bench_heldout_{a.run.name}"
+    sampled = "" if a.keypoints is None and a.max_inliers is None else \
+        f"_{conf['n_keypoints']}kp_{conf['max_inliers']}"
+    stem = a.out / f"bench_heldout_{a.run.name}{sampled}"
     stem.with_suffix(".json").write_text(json.dumps({"run": str(a.run), "pairs": len(val), "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(text + "\n")
     return 0
