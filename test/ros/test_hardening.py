@@ -360,9 +360,14 @@ def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path)
         assert all(b >= a for a, b in zip(c, c[1:])), c
         assert 999.0 < c[0], c
         assert c[-1] < 1002.0, c
-        sim = [cv.stamp_to_ns(tr.header.stamp) * 1e-9 for m in tfs for tr in m.transforms
-               if tr.header.frame_id == "sim_map"]
-        assert sim, sim[:5]
+        def sim_tf():
+            return [cv.stamp_to_ns(tr.header.stamp) * 1e-9 for m in list(tfs) for tr in m.transforms
+                    if tr.header.frame_id == "sim_map"]
+
+        # the localizer goes on publishing TF at 20 Hz; under load this subscription may see its first one only
+        # after the replay has ended (seen once in a full run with a training job on the other core)
+        wait_until(sim_tf, 30, "TF in sim_map from the localizer")
+        sim = sim_tf()
         assert all(999.0 < t < 1003.0 for t in sim), sim[:5]
         d = [cv.stamp_to_ns(a.header.stamp) * 1e-9 for a in diags if any("simloc" in st.name for st in a.status)]
         assert any(999.0 < t < 1003.0 for t in d), d[:5]
