@@ -27,6 +27,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--export", nargs=2, metavar=("LAYOUT", "DIR"), action="append", default=[],
                    help="also write the world as LAYOUT (aachen or robotcar) into DIR; repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--workers", type=int, default=1,
+                   help="render in this many processes (default 1; the same files either way)")
     p.set_defaults(func=run)
     return p
 
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     for kind, _ in args.export:
         if kind not in EXPORTERS:
             raise SystemExit(f"imp world: unknown --export layout {kind!r}; choose from {', '.join(EXPORTERS)}")
-    root = make_world(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet)
+    root = make_world(args.out, preset=args.preset, seed=args.seed, progress=not args.quiet, workers=args.workers)
     world = SyntheticWorld(root)
     print(f"world: {root} ({len(world.db_names)} db, "
           + ", ".join(f"{len(world.query_names(c))} {c}" for c in world.conditions) + " queries)")

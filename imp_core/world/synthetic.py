@@ -168,11 +168,39 @@ PENDING = ".generating"  # present while a world is being written: lets an inter
 GENERATED = ("world.json", "instances.json", "images", "depth", "masks", "sfm_gt", "queries", "gt")
 
 
-def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional[dict] = None,
-               progress: bool = True) -> Path:
-    """Render the synthetic world into ``root`` (reused when a complete one with the same settings is there)."""
-    from tqdm import tqdm
+_FORKED: Dict[str, Any] = {}  # the world being rendered, for forked render workers (set just before they start)
 
+
+def _render_job(renderer: Renderer, root: Path, cam: Camera, supersample: int, job) -> None:
+    """Render one image of the world and write its image, depth and instance-mask PNGs."""
+    name, pose, light, _ = job
+    rgb = renderer.render(cam.K, cam.width, cam.height, pose, light, supersample=supersample)
+    depth, mask = renderer.depth_and_mask(cam.K, cam.width, cam.height, pose)
+    _write_png(root / "images" / name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    mm = np.round(depth * 1000.0)
+    _write_png(root / "depth" / name, np.where(mm > 65535, 0, mm).astype(np.uint16))
+    _write_png(root / "masks" / name, mask.astype(np.uint16))
+
+
+def _render_forked(i: int) -> int:
+    f = _FORKED
+    _render_job(f["renderer"], f["root"], f["cam"], f["supersample"], f["jobs"][i])
+    return i
+
+
+def _render_worker_init() -> None:
+    cv2.setNumThreads(1)  # each worker renders one image at a time; no OpenCV pool inherited across the fork
+
+
+def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional[dict] = None,
+               progress: bool = True, workers: int = 1) -> Path:
+    """Render the synthetic world into ``root`` (reused when a complete one with the same settings is there).
+
+    ``workers`` > 1 renders the images in that many forked processes (Linux; the same files as one process: each
+    image has its own random streams)."""
+    import multiprocessing as mp
+
+    from tqdm import tqdm
 
     root = Path(root)
     conf = world_conf(preset, overrides)
@@ -197,7 +225,6 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
     scene = build_scene(conf, seed)
     renderer = Renderer(scene)
     cam = world_camera(conf)
-    K = cam.K
     jobs = []  # (name, pose, lighting, condition)
     db_stamps = []
     for i, pose in enumerate(db_poses(conf)):
@@ -218,13 +245,26 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
         if light.extra.get("weather"):
             seqs[seq]["weather"] = light.extra["weather"]
 
-    for name, pose, light, cond in tqdm(jobs, desc="rendering synthetic world", disable=not progress):
-        rgb = renderer.render(K, cam.width, cam.height, pose, light, supersample=int(conf["supersample"]))
-        depth, mask = renderer.depth_and_mask(K, cam.width, cam.height, pose)
-        _write_png(root / "images" / name, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        mm = np.round(depth * 1000.0)
-        _write_png(root / "depth" / name, np.where(mm > 65535, 0, mm).astype(np.uint16))
-        _write_png(root / "masks" / name, mask.astype(np.uint16))
+    bar = tqdm(total=len(jobs), desc="rendering synthetic world", disable=not progress)
+    supersample = int(conf["supersample"])
+    if int(workers) > 1 and mp.current_process().daemon:  # e.g. inside a multiprocessing.Pool task
+        import warnings
+
+        warnings.warn("make_world: rendering in one process (a daemonic process cannot start render workers)")
+        workers = 1
+    if int(workers) > 1 and "fork" in mp.get_all_start_methods():
+        _FORKED.update(renderer=renderer, root=root, cam=cam, supersample=supersample, jobs=jobs)
+        try:
+            with mp.get_context("fork").Pool(int(workers), initializer=_render_worker_init) as pool:
+                for _ in pool.imap_unordered(_render_forked, range(len(jobs)), chunksize=2):
+                    bar.update(1)
+        finally:
+            _FORKED.clear()
+    else:
+        for job in jobs:
+            _render_job(renderer, root, cam, supersample, job)
+            bar.update(1)
+    bar.close()
 
     db_jobs = [j for j in jobs if j[3] == "db"]
     write_model(root / "sfm_gt", [(name, cam, pose) for name, pose, _, _ in db_jobs])

@@ -13,8 +13,8 @@ Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.p
 
 Env: OUT, DEADLINE_S (seconds from the start), GPU_DIR (default .gpu), WORK (default /tmp/w), DEV (cuda|cpu),
 PRESET (world preset), SEEDS ("11 12 13 14"), PPP (homography pairs per photo, 64), HPROC (homography processes, 8),
-MAXPHOTOS, BS (16), WORKERS (10), PROBE (40 steps), MINSTEPS (100), LOGEVERY (10), WORLD0 (1: also render the
-seed-0 world for ``bench.sh``).
+MAXPHOTOS, BS (16), WORKERS (10 DataLoader workers), RENDER_WORKERS (3 per world), PROBE (40 steps), MINSTEPS
+(100), LOGEVERY (10), WORLD0 (1: also render the seed-0 world for ``bench.sh``).
 """
 import json
 import multiprocessing as mp
@@ -22,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 T0 = time.time()
@@ -60,7 +61,7 @@ def job_world(seed):
     from imp_core.training.dump import dump_synthetic
     from imp_core.world.synthetic import make_world
     t = time.time()
-    make_world(W / f"world_s{seed}", PRESET, seed, progress=False)
+    make_world(W / f"world_s{seed}", PRESET, seed, progress=False, workers=int(os.environ.get("RENDER_WORKERS", 3)))
     t1 = time.time()
     res = dump_synthetic(W / f"world_s{seed}", W / "raw" / f"syn_s{seed}.h5", {"features": FEATS},
                          ["day", "night"])
@@ -74,7 +75,7 @@ def job_world0():
     nocolmap.apply()
     from imp_core.world.synthetic import make_world
     t = time.time()
-    make_world(W / "world_s0", "default", 0, progress=False)
+    make_world(W / "world_s0", "default", 0, progress=False, workers=int(os.environ.get("RENDER_WORKERS", 3)))
     return time.time() - t
 
 
@@ -114,16 +115,14 @@ def main():
     from imp_core.training.homography import find_photos
     photos = find_photos([str(GPU_DIR / "photos")])[:MAXPHOTOS]
     say("photos", len(photos), "device", DEV)
-    ctx = mp.get_context("spawn")
     chunks = [photos[i::HPROC] for i in range(HPROC)]
-    with ctx.Pool(len(SEEDS) + HPROC + 1) as pool:
-        rw = [pool.apply_async(job_world, (s,)) for s in SEEDS]
-        r0 = pool.apply_async(job_world0) if os.environ.get("WORLD0", "1") == "1" else None
-        rh = [pool.apply_async(job_hom, (i, c)) for i, c in enumerate(chunks) if c]
-        info = {"worlds": [r.get() for r in rw], "homography": [r.get() for r in rh],
-                "world0_s": r0.get() if r0 is not None else None}
-        pool.close()
-        pool.join()
+    # not a multiprocessing.Pool: its workers are daemonic and could not start make_world's render workers
+    with ProcessPoolExecutor(len(SEEDS) + HPROC + 1, mp_context=mp.get_context("spawn")) as ex:
+        rw = [ex.submit(job_world, s) for s in SEEDS]
+        r0 = ex.submit(job_world0) if os.environ.get("WORLD0", "1") == "1" else None
+        rh = [ex.submit(job_hom, i, c) for i, c in enumerate(chunks) if c]
+        info = {"worlds": [r.result() for r in rw], "homography": [r.result() for r in rh],
+                "world0_s": r0.result() if r0 is not None else None}
     say("data", json.dumps(info))
     heldout = json.loads((GPU_DIR / "heldout.json").read_text())
     for s in SEEDS:
