@@ -8,6 +8,10 @@ error, and then counts the wrong poses (> 5 deg or > 10 % of the scene depth) th
 - before: the old gate (>= 20 inliers);
 - after: the confidence gate (``acceptance.min_confidence``) with the model in imp_core/localization/confidence.py.
 
+``--weights FILE`` localizes IMP-family pairs with another checkpoint and ``--conditions night`` keeps one
+condition; the table gives the confidence of the right poses (min / p10 / median), what a candidate matcher must
+not lower.
+
 ``--fit`` fits the logistic confidence model on these records (synthetic world only) and prints its coefficients;
 ``--save`` writes it, and ``--model FILE`` tabulates that model on other records (``--records``: other worlds,
 without localizing again), e.g. fitted on training worlds and judged on held-out ones.
@@ -36,7 +40,8 @@ def wrong(rec: dict) -> bool:
     return rec["r_err"] > 5.0 or rec["t_err"] > 0.1 * rec["depth"]
 
 
-def collect(world: Path, maps: Path, pair: str, top_k: int) -> list:
+def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[str] = None,
+            conditions: Optional[Sequence[str]] = None) -> list:
     import pycolmap
     from tqdm import tqdm
 
@@ -47,15 +52,18 @@ def collect(world: Path, maps: Path, pair: str, top_k: int) -> list:
 
     pycolmap.logging.minloglevel = 2
     fconf, mconf = PAIRS[pair]
+    if weights and mconf["name"] in ("gm", "imp", "eimp"):  # the map is built with the pair's own matcher conf
+        mconf = {**mconf, "weights": str(weights)}
     ds = open_dataset(world)
     map_dir = maps / pair.replace("+", "_")
     if not (map_dir / "map.json").is_file():
-        build_map(ds, map_dir, {"features": fconf, "matcher": mconf}, progress=True)
+        build_map(ds, map_dir, {"features": fconf, "matcher": PAIRS[pair][1]}, progress=True)
     loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}],
                      "acceptance": {"min_inliers": 4, "min_confidence": 0.0}})
     out = []
     centers = {n: loc.map.pose(n).center for n in loc.map.names}
-    for q in tqdm(ds.queries(), desc=pair, unit="img"):
+    queries = [q for q in ds.queries() if not conditions or q.condition in conditions]
+    for q in tqdm(queries, desc=pair, unit="img"):
         image = read_image(q.path)
         for camera in (q.camera, None):  # given intrinsics, and unknown (focal estimated)
             loc.reset()
@@ -136,7 +144,8 @@ def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
     from imp_core.localization.confidence import confidence_score
 
     lines = [f"{'pair':<18} {'cond':<6} {'run':<32} {'n':>4} {'wrongOK before':>15} {'>5deg OK before':>16} "
-             f"{'wrongOK after':>14} {'>5deg OK after':>15} {'recall .5m,5deg before':>23} {'after':>6}"]
+             f"{'wrongOK after':>14} {'>5deg OK after':>15} {'recall .5m,5deg before':>23} {'after':>6} "
+             f"{'conf right min/p10/med':>24}"]
     keys = sorted({(r["pair"], r["condition"], r.get("kind", "")) for r in records})
     for pair, cond, kind in keys:
         rs = [r for r in records if r["pair"] == pair and r["condition"] == cond and r.get("kind", "") == kind]
@@ -155,10 +164,15 @@ def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
             rb += before and good
             ra += after and good
         n = len(rs)
+        right = sorted(confidence_score(r, model) for r in rs if "r_err" in r and r["t_err"] <= 0.25
+                       and r["r_err"] <= 2.0 and r["num_inliers"] >= 20)
+        conf = (f"{right[0]:.3f} / {float(np.percentile(right, 10)):.3f} / {float(np.median(right)):.3f}"
+                if right else "-")
         lines.append(f"{pair:<18} {cond:<6} {kind:<32} {n:>4} {wb:>15} {r5b:>16} {wa:>14} {r5a:>15} "
-                     f"{100 * rb / n:>22.1f}% {100 * ra / n:>5.1f}%")
+                     f"{100 * rb / n:>22.1f}% {100 * ra / n:>5.1f}% {conf:>24}")
     lines.append(f"wrong = > 5 deg or > 10 % of the scene depth off; confidence threshold {threshold}; "
-                 "'far references' runs are hard negatives (references >= 20 m away): every OK there is a failure")
+                 "'far references' runs are hard negatives (references >= 20 m away): every OK there is a failure; "
+                 "conf right: the confidence of the poses within (0.25 m, 2 deg) with >= 20 inliers")
     return "\n".join(lines)
 
 
@@ -168,6 +182,9 @@ def main() -> int:
     p.add_argument("--maps", type=Path, default=None, help="map folder (default: <out>/maps)")
     p.add_argument("--pairs", nargs="+", default=["sift+nn", "xfeat+nn"], choices=sorted(PAIRS))
     p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--weights", default=None, help="IMP-family pairs: localize with this checkpoint (the map is "
+                   "built with the shipped one; e.g. a candidate's confidence on right night poses)")
+    p.add_argument("--conditions", nargs="+", default=None, help="only these query conditions (e.g. night)")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
     p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
     p.add_argument("--records", type=Path, nargs="+", help="read these records.json files (e.g. of several worlds) "
@@ -193,7 +210,7 @@ def main() -> int:
         use_or_make_world(a.world)
         records = []
         for pair in a.pairs:
-            records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k)
+            records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k, a.weights, a.conditions)
         rec_path.write_text(json.dumps(records, indent=0))
     from imp_core.localization.confidence import confidence_model
     from imp_core.localization.localizer import Localizer

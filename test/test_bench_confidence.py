@@ -53,3 +53,18 @@ def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, t
     assert capsys.readouterr().out.strip() == bench.table(held_records, 0.5, confidence_model("default"))
     with pytest.raises(ConfigError, match="acceptance.confidence_model: .*nope.json"):
         run(bench, monkeypatch, "--records", held, "--model", tmp_path / "nope.json", "--out", tmp_path / "d")
+
+
+def test_table_gives_the_confidence_of_right_poses(load_benchmark):
+    """The column a candidate matcher is judged by: min / p10 / median confidence of the poses within (0.25 m, 2 deg)
+    (with >= 20 inliers), per pair, condition and kind; '-' where there is none."""
+    from imp_core.localization.confidence import confidence_model, confidence_score
+
+    bench = load_benchmark("bench_confidence")
+    recs = records(np.random.default_rng(1), 60)
+    model = confidence_model("default")
+    right = sorted(confidence_score(r, model) for r in recs if r["kind"] == "retrieval")
+    lines = bench.table(recs, 0.5, model).splitlines()
+    row = next(line for line in lines if "retrieval" in line)
+    assert row.endswith(f"{right[0]:.3f} / {np.percentile(right, 10):.3f} / {np.median(right):.3f}"), row
+    assert next(line for line in lines if "far references" in line).endswith(" -")
