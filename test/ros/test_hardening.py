@@ -330,6 +330,7 @@ def test_truncated_mcap_replays_its_intact_part(run_graph, ros_world, tmp_path):
 def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path):
     """Replay publishes /clock with the source time; a localizer with use_sim_time stamps TF and diagnostics from
     it (the synthetic stamps are about 1000 s; wall-clock stamps would be about 1.8e9 s)."""
+    from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticArray
     from rosgraph_msgs.msg import Clock
     from tf2_msgs.msg import TFMessage
@@ -339,6 +340,7 @@ def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path)
     clocks, csub = ros.collect(Clock, "/clock")
     tfs, tsub = ros.collect(TFMessage, "/tf")
     diags, dsub = ros.collect(DiagnosticArray, "/diagnostics")
+    clock_pub = ros.node.create_publisher(Clock, "/clock", 10)
     topics = {"image_topic": "/sim/image", "camera_info_topic": "/sim/info", "result_topic": "/sim/result"}
     # /clock is volatile: the replay starts first and plays only once the localizer (started next) subscribes to
     # its images, by which time this test's subscription has discovered the replay's /clock publisher
@@ -360,18 +362,34 @@ def test_replay_clock_and_sim_time(ros, ros_map, ros_world, run_graph, tmp_path)
         assert all(b >= a for a, b in zip(c, c[1:])), c
         assert 999.0 < c[0], c
         assert c[-1] < 1002.0, c
+
         def sim_tf():
             return [cv.stamp_to_ns(tr.header.stamp) * 1e-9 for m in list(tfs) for tr in m.transforms
                     if tr.header.frame_id == "sim_map"]
 
-        # the localizer goes on publishing TF at 20 Hz; under load this subscription may see its first one only
-        # after the replay has ended (seen once in a full run with a training job on the other core)
-        wait_until(sim_tf, 30, "TF in sim_map from the localizer")
+        # with use_sim_time the localizer's TF (and diagnostics) timers run on /clock, which stopped with the replay
+        # (under 1 s of sim time): on a loaded machine this subscription matched the localizer's /tf publisher only
+        # after that (twice in full runs with a training job on the other core). So the test moves sim time on
+        # itself, in 10 ms steps and by at most 0.5 s, until a sim_map transform arrives.
+        sim_now = [c[-1]]
+
+        def sim_diag():
+            return [cv.stamp_to_ns(a.header.stamp) * 1e-9 for a in list(diags)
+                    if any("simloc" in st.name for st in a.status)]
+
+        def tf_and_diag_with_clock():
+            sim_now[0] = min(sim_now[0] + 0.01, c[-1] + 0.5)
+            sec = int(sim_now[0])
+            clock_pub.publish(Clock(clock=Time(sec=sec, nanosec=int(round((sim_now[0] - sec) * 1e9)))))
+            return sim_tf() and sim_diag()
+
+        wait_until(tf_and_diag_with_clock, 30, "TF in sim_map and diagnostics from the localizer")
         sim = sim_tf()
         assert all(999.0 < t < 1003.0 for t in sim), sim[:5]
-        d = [cv.stamp_to_ns(a.header.stamp) * 1e-9 for a in diags if any("simloc" in st.name for st in a.status)]
+        d = sim_diag()
         assert any(999.0 < t < 1003.0 for t in d), d[:5]
         assert all(t < 1003.0 for t in d), d[:5]
     finally:
+        ros.node.destroy_publisher(clock_pub)
         for sub in (csub, tsub, dsub):
             ros.node.destroy_subscription(sub)
