@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_localization import PAIRS  # noqa: E402  (the feature/matcher pairs, defined once)
+from bench_localization import PAIRS, matcher_conf  # noqa: E402  (the feature/matcher pairs, defined once)
 
 
 def wrong(rec: dict) -> bool:
@@ -51,13 +51,12 @@ def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[st
     from imp_core.mapping import build_map
 
     pycolmap.logging.minloglevel = 2
-    fconf, mconf = PAIRS[pair]
-    if weights and mconf["name"] in ("gm", "imp", "eimp"):  # the map is built with the pair's own matcher conf
-        mconf = {**mconf, "weights": str(weights)}
+    fconf, shipped = PAIRS[pair]
+    mconf = matcher_conf(pair, weights)  # localizing; the map is built with the pair's shipped matcher
     ds = open_dataset(world)
     map_dir = maps / pair.replace("+", "_")
     if not (map_dir / "map.json").is_file():
-        build_map(ds, map_dir, {"features": fconf, "matcher": PAIRS[pair][1]}, progress=True)
+        build_map(ds, map_dir, {"features": fconf, "matcher": shipped}, progress=True)
     loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}],
                      "acceptance": {"min_inliers": 4, "min_confidence": 0.0}})
     out = []
@@ -141,8 +140,10 @@ def fit(records: list, features: Sequence[str], l2: float = 1e-2) -> dict:
 def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
     """Per pair, condition and kind of run: wrong poses passing as OK and recall at (0.5 m, 5 deg), with the old
     gate (>= 20 inliers) and with the confidence gate as well."""
+    from imp_core.eval.metrics import THRESHOLDS
     from imp_core.localization.confidence import confidence_score
 
+    t_right, r_right = THRESHOLDS[0]
     lines = [f"{'pair':<18} {'cond':<6} {'run':<32} {'n':>4} {'wrongOK before':>15} {'>5deg OK before':>16} "
              f"{'wrongOK after':>14} {'>5deg OK after':>15} {'recall .5m,5deg before':>23} {'after':>6} "
              f"{'conf right min/p10/med':>24}"]
@@ -150,11 +151,15 @@ def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
     for pair, cond, kind in keys:
         rs = [r for r in records if r["pair"] == pair and r["condition"] == cond and r.get("kind", "") == kind]
         wb = wa = rb = ra = r5b = r5a = 0
+        right = []  # confidence of the poses within the finest threshold that pass the old gate
         for r in rs:
             if "r_err" not in r:
                 continue
             before = r["num_inliers"] >= 20
-            after = before and confidence_score(r, model) >= threshold
+            score = confidence_score(r, model) if before else 0.0
+            after = before and score >= threshold
+            if before and r["t_err"] <= t_right and r["r_err"] <= r_right:
+                right.append(score)
             bad = wrong(r)
             good = r["t_err"] <= 0.5 and r["r_err"] <= 5.0
             wb += before and bad
@@ -164,9 +169,7 @@ def table(records: list, threshold: float, model: Optional[dict] = None) -> str:
             rb += before and good
             ra += after and good
         n = len(rs)
-        right = sorted(confidence_score(r, model) for r in rs if "r_err" in r and r["t_err"] <= 0.25
-                       and r["r_err"] <= 2.0 and r["num_inliers"] >= 20)
-        conf = (f"{right[0]:.3f} / {float(np.percentile(right, 10)):.3f} / {float(np.median(right)):.3f}"
+        conf = (f"{min(right):.3f} / {float(np.percentile(right, 10)):.3f} / {float(np.median(right)):.3f}"
                 if right else "-")
         lines.append(f"{pair:<18} {cond:<6} {kind:<32} {n:>4} {wb:>15} {r5b:>16} {wa:>14} {r5a:>15} "
                      f"{100 * rb / n:>22.1f}% {100 * ra / n:>5.1f}% {conf:>24}")

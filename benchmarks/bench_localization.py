@@ -52,6 +52,17 @@ PAIRS = {
 MAP_MATCHER = {"xfeat": {"name": "nn"}, "aliked": {"name": "lightglue"}, "disk": {"name": "lightglue"},
                "sift": {"name": "nn", "ratio_threshold": 0.9}}
 STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
+
+
+def matcher_conf(pair: str, weights=None) -> dict:
+    """The localizing matcher of ``pair``: with ``weights``, IMP-family matchers load that checkpoint instead of
+    the shipped one (other matchers ignore it)."""
+    mconf = PAIRS[pair][1]
+    if weights and mconf["name"] in ("gm", "imp", "eimp"):
+        return {**mconf, "weights": str(weights)}
+    return mconf
+
+
 # --confs: named localizer confs (or any YAML path)
 CONFS = {"demo": ROOT / "config" / "localizer_synthetic.yaml", "stream": ROOT / "config" / "localizer_stream.yaml",
          "realtime": ROOT / "config" / "localizer_realtime.yaml"}
@@ -70,9 +81,7 @@ def run_pair(args: dict) -> dict:
     from imp_core.mapping import build_map
 
     pycolmap.logging.minloglevel = 2
-    fconf, mconf = PAIRS[args["pair"]]
-    if args.get("weights") and mconf["name"] in ("gm", "imp", "eimp"):
-        mconf = {**mconf, "weights": args["weights"]}
+    fconf, mconf = PAIRS[args["pair"]][0], matcher_conf(args["pair"], args.get("weights"))
     ds = open_dataset(args["world"])
     map_dir = Path(args["maps"]) / f"{fconf['name']}_{fconf['max_keypoints']}"
     t = time.time()
