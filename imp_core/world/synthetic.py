@@ -247,15 +247,16 @@ def make_world(root, preset: str = "default", seed: int = 0, overrides: Optional
 
     bar = tqdm(total=len(jobs), desc="rendering synthetic world", disable=not progress)
     supersample = int(conf["supersample"])
-    if int(workers) > 1 and mp.current_process().daemon:  # e.g. inside a multiprocessing.Pool task
+    workers = int(workers) if "fork" in mp.get_all_start_methods() else 1
+    if workers > 1 and mp.current_process().daemon:  # e.g. inside a multiprocessing.Pool task
         import warnings
 
         warnings.warn("make_world: rendering in one process (a daemonic process cannot start render workers)")
         workers = 1
-    if int(workers) > 1 and "fork" in mp.get_all_start_methods():
+    if workers > 1:
         _FORKED.update(renderer=renderer, root=root, cam=cam, supersample=supersample, jobs=jobs)
         try:
-            with mp.get_context("fork").Pool(int(workers), initializer=_render_worker_init) as pool:
+            with mp.get_context("fork").Pool(workers, initializer=_render_worker_init) as pool:
                 for _ in pool.imap_unordered(_render_forked, range(len(jobs)), chunksize=2):
                     bar.update(1)
         finally:

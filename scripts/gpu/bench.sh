@@ -5,8 +5,12 @@ export PYTHONUNBUFFERED=1
 export PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 W0=/tmp/w/world_s0; [ -f $W0/world.json ] || W0=/tmp/world0
-python3 scripts/gpu/shim_run.py benchmarks/bench_matchers.py --features xfeat --sizes 1024 2048 --inputs world --device cuda --repeats 3 --world $W0 --out $OUT --tag xfeat_cuda 2>&1 | grep -v "it/s\]" | tail -45
+bench() {  # extra bench_matchers.py arguments
+  python3 scripts/gpu/shim_run.py benchmarks/bench_matchers.py --features xfeat --sizes 1024 2048 --inputs world \
+    --device cuda --repeats 3 --world $W0 --out $OUT "$@" 2>&1 | grep -v "it/s\]" | tail -45
+}
+bench --tag xfeat_cuda
 if [ -f /tmp/w/run/last.pth ]; then
   cp /tmp/w/run/last.pth /tmp/ft_last.pth
-  python3 scripts/gpu/shim_run.py benchmarks/bench_matchers.py --features xfeat --sizes 1024 2048 --inputs world --device cuda --repeats 3 --world $W0 --out $OUT --tag xfeat_cuda_ft --weights imp=/tmp/ft_last.pth eimp=/tmp/ft_last.pth --matchers imp eimp eimp+stop 2>&1 | grep -v "it/s\]" | tail -25
+  bench --tag xfeat_cuda_ft --weights imp=/tmp/ft_last.pth eimp=/tmp/ft_last.pth --matchers imp eimp eimp+stop
 fi

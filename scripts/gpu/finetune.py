@@ -54,29 +54,22 @@ def _quiet():
     torch.set_num_threads(1)
 
 
-def job_world(seed):
+def job_world(seed, preset=PRESET, dump=True):
+    """Render the world of ``seed`` and dump it with XFeat (``dump``); the benchmarks' seed-0 world for ``bench.sh``
+    is rendered with ``preset="default", dump=False``."""
     _quiet()
     import nocolmap
     nocolmap.apply()
     from imp_core.training.dump import dump_synthetic
     from imp_core.world.synthetic import make_world
     t = time.time()
-    make_world(W / f"world_s{seed}", PRESET, seed, progress=False, workers=int(os.environ.get("RENDER_WORKERS", 3)))
-    t1 = time.time()
-    res = dump_synthetic(W / f"world_s{seed}", W / "raw" / f"syn_s{seed}.h5", {"features": FEATS},
-                         ["day", "night"])
-    return {"seed": seed, "render_s": t1 - t, "dump_s": time.time() - t1, **res}
-
-
-def job_world0():
-    """The benchmarks' seed-0 world, rendered for the CUDA matcher benchmark of the next call (no dump)."""
-    _quiet()
-    import nocolmap
-    nocolmap.apply()
-    from imp_core.world.synthetic import make_world
-    t = time.time()
-    make_world(W / "world_s0", "default", 0, progress=False, workers=int(os.environ.get("RENDER_WORKERS", 3)))
-    return time.time() - t
+    make_world(W / f"world_s{seed}", preset, seed, progress=False, workers=int(os.environ.get("RENDER_WORKERS", 3)))
+    out = {"seed": seed, "render_s": time.time() - t}
+    if dump:
+        t = time.time()
+        out.update(dump_synthetic(W / f"world_s{seed}", W / "raw" / f"syn_s{seed}.h5", {"features": FEATS},
+                                  ["day", "night"]), dump_s=time.time() - t)
+    return out
 
 
 def job_hom(i, photos):
@@ -119,10 +112,10 @@ def main():
     # not a multiprocessing.Pool: its workers are daemonic and could not start make_world's render workers
     with ProcessPoolExecutor(len(SEEDS) + HPROC + 1, mp_context=mp.get_context("spawn")) as ex:
         rw = [ex.submit(job_world, s) for s in SEEDS]
-        r0 = ex.submit(job_world0) if os.environ.get("WORLD0", "1") == "1" else None
+        r0 = ex.submit(job_world, 0, "default", False) if os.environ.get("WORLD0", "1") == "1" else None
         rh = [ex.submit(job_hom, i, c) for i, c in enumerate(chunks) if c]
         info = {"worlds": [r.result() for r in rw], "homography": [r.result() for r in rh],
-                "world0_s": r0.result() if r0 is not None else None}
+                "world0_s": r0.result()["render_s"] if r0 is not None else None}
     say("data", json.dumps(info))
     heldout = json.loads((GPU_DIR / "heldout.json").read_text())
     for s in SEEDS:
