@@ -181,6 +181,33 @@ def test_training_improves_matching_and_resumes(dump, tmp_path):
     assert lines[-1]["step"] == 54
 
 
+def test_resumed_run_trains_on_the_batches_an_uninterrupted_run_would(dump, tmp_path):
+    """A run stopped mid-epoch and resumed ends with the weights of one that never stopped: the resumed epoch goes
+    on with the batches not yet seen (before: it started the epoch again, so a run resumed every session kept
+    training on the epoch's first batches), in the second epoch, with and without per-dump weights, and from a
+    checkpoint written before checkpoints recorded the position in the epoch."""
+    for weights in (None, [1.0]):
+        conf = {"steps": 14, "batch_size": 8, "n_keypoints": 96, "min_inliers": 16, "max_inliers": 48, "lr": 1e-3,
+                "model": {"n_layers": 1}, "val_every": 100, "ckpt_every": 5, "log_every": 5, "val_fraction": 0.15,
+                "device": "cpu", "dump_weights": weights}
+        whole = train(dump, tmp_path / f"whole{weights}", conf, progress=False)
+        assert whole["step"] == 14
+        train(dump, tmp_path / f"parts{weights}", {**conf, "steps": 10}, progress=False)
+        last = tmp_path / f"parts{weights}" / "last.pth"
+        ck = torch.load(last, weights_only=True)
+        assert ck["epoch"] >= 1 and ck["epoch_step"] > 0, (ck["epoch"], ck["epoch_step"])
+        if weights:  # an older checkpoint: the position follows from the epoch's length
+            del ck["epoch_step"]
+            torch.save(ck, last)
+        train(dump, tmp_path / f"parts{weights}", conf, resume=True, progress=False)
+        a = torch.load(tmp_path / f"whole{weights}" / "last.pth", weights_only=True)
+        b = torch.load(tmp_path / f"parts{weights}" / "last.pth", weights_only=True)
+        assert b["iteration"] == 14 and b["epoch"] == a["epoch"] >= 1, (a["epoch"], b["epoch"])
+        assert b["epoch_step"] == a["epoch_step"]
+        for k, v in a["model"].items():
+            assert torch.allclose(v, b["model"][k], atol=1e-6), k
+
+
 def test_cli_help():
     from imp_core.training import commands
 

@@ -7,6 +7,7 @@ here serves both.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -133,6 +134,20 @@ def plot_log(log: List[Dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+class SkipSampler(torch.utils.data.Sampler):
+    """``sampler``'s indices without the first ``skip``: drawn in full, so the rest come in the order (and from the
+    generator state) of an uninterrupted epoch."""
+
+    def __init__(self, sampler, skip: int) -> None:
+        self.sampler, self.skip = sampler, int(skip)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.sampler) - self.skip, 0)
+
+
 class ConcatPairs(torch.utils.data.ConcatDataset):
     """Pairs of several dumps (same features) as one dataset; ``set_epoch`` reaches every part."""
 
@@ -219,6 +234,9 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     skipped = 0  # steps whose loss was not finite (no update)
     step, epoch, best = 0, 0, math.inf
+    batch_size = min(conf["batch_size"], len(train_set))
+    batches_per_epoch = len(train_set) // batch_size
+    epoch_start = 0  # the step the current epoch began at
     log: List[Dict[str, Any]] = []
     last = out / "last.pth"
     if resume:
@@ -228,6 +246,10 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         step, epoch, best = int(ck["iteration"]), int(ck["epoch"]), float(ck["min_loss"])
+        skipped = int(ck.get("skipped", 0))
+        # batches of the current epoch already trained on (older checkpoints: from the epoch length)
+        done = int(ck.get("epoch_step", step - epoch * batches_per_epoch))
+        epoch_start = step - min(max(done, 0), batches_per_epoch)
         if (out / "log.jsonl").is_file():
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
             log = [r for r in log if r["step"] <= step]
@@ -245,19 +267,22 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 
-    def loader(ds, shuffle):
+    def loader(ds, shuffle, skip_batches=0):
         gen = torch.Generator().manual_seed(conf["seed"] + epoch)
-        sampler = None
+        sampler: Any = None
         if shuffle and conf["dump_weights"]:  # each dump drawn with its weight, whatever its size
             sampler = torch.utils.data.WeightedRandomSampler(sample_weights(ds, conf["dump_weights"]), len(ds),
                                                              replacement=True, generator=gen)
-        return torch.utils.data.DataLoader(ds, batch_size=min(conf["batch_size"], len(ds)),
-                                           shuffle=shuffle and sampler is None, sampler=sampler,
+        elif shuffle:
+            sampler = torch.utils.data.RandomSampler(ds, generator=gen)
+        if skip_batches:  # a resumed epoch goes on where the interrupted one stopped, in the same order
+            sampler = SkipSampler(sampler, skip_batches * batch_size)
+        return torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler,
                                            num_workers=conf["num_workers"], drop_last=shuffle, generator=gen)
 
     def checkpoint(path: Path) -> None:
         save_checkpoint(path, model, epoch=epoch, iteration=step, min_loss=best, optimizer=opt.state_dict(),
-                        conf=json.dumps(model.conf))
+                        conf=json.dumps(model.conf), epoch_step=step - epoch_start, skipped=skipped)
 
     # the kept history goes to a new file that replaces the old one whole, then every row is flushed as written: a
     # run killed at any moment (a session ending) keeps its log up to the last step
@@ -288,7 +313,7 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             validate()
         while step < conf["steps"]:
             train_set.set_epoch(epoch)
-            for batch in loader(train_set, True):
+            for batch in loader(train_set, True, step - epoch_start):
                 batch = to_device(batch, device)
                 for g in opt.param_groups:
                     g["lr"] = lr_at(step, conf)
@@ -321,7 +346,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                     checkpoint(last)
                 if step >= conf["steps"]:
                     break
-            epoch += 1
+            else:
+                epoch, epoch_start = epoch + 1, step
     finally:
         bar.close()
         logf.close()
