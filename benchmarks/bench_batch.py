@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import multiprocessing as mp
 import os
 import sys
@@ -28,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 FEATURES = {"xfeat": ({"name": "xfeat", "max_keypoints": 2048}, {"name": "nn"}),
             "sift": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9})}
@@ -189,7 +189,7 @@ def main() -> int:
     table = format_table(rows, meta)
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    args.out.with_suffix(".json").write_text(dumps_strict({"meta": meta, "rows": rows}, indent=1))
     args.out.with_suffix(".txt").write_text(table + "\n")
     plot(rows, args.out.with_suffix(".png"))
     print(f"wrote {args.out.with_suffix('.json')}, .txt, .png")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,6 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_localization import PAIRS, matcher_conf  # noqa: E402  (the feature/matcher pairs, defined once)
+
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 
 def wrong(rec: dict) -> bool:
@@ -206,7 +209,9 @@ def main() -> int:
     rec_path = a.out / "records.json"
     files = a.records or ([rec_path] if a.reuse and rec_path.is_file() else [])
     if files:
-        records = [r for f in files for r in json.loads(f.read_text())]
+        # records are strict JSON: a measure that was not finite (a rotation std without covariance) is null
+        records = [{k: (math.nan if v is None else v) for k, v in r.items()}
+                   for f in files for r in json.loads(f.read_text())]
     else:
         from imp_core.world.synthetic import use_or_make_world
 
@@ -214,7 +219,7 @@ def main() -> int:
         records = []
         for pair in a.pairs:
             records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k, a.weights, a.conditions)
-        rec_path.write_text(json.dumps(records, indent=0))
+        rec_path.write_text(dumps_strict(records, indent=0))
     from imp_core.localization.confidence import confidence_model
     from imp_core.localization.localizer import Localizer
 

@@ -20,7 +20,6 @@ evaluation). Writes ``<out>/bench_early_stop_<features>.{json,txt}``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -32,6 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_matchers as bm  # noqa: E402  (pairs and features, defined once)
+
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 #: (checkpoints, stop_inliers, stop_inlier_ratio); None checkpoints = every iteration from index 2
 RULES = [
@@ -179,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"bench_early_stop_{a.features}"
     stem.with_suffix(".txt").write_text(text + "\n")
-    stem.with_suffix(".json").write_text(json.dumps({"summary": summary, "records": [
+    stem.with_suffix(".json").write_text(dumps_strict({"summary": summary, "records": [
         {k: v for k, v in r.items() if k != "pose"} for r in all_recs]}))
     print(f"wrote {stem}.txt, .json")
     return 0

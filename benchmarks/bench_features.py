@@ -13,7 +13,6 @@ with random weights (network cost only; its matches are meaningless and are not 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import os
 import statistics
@@ -29,6 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 DEFAULT_DATA = Path(os.environ.get("IMP_SHARED_DATA", ROOT.parent / "shared" / "data"))
 MATCHERS_FOR = {"aliked": ["nn", "lightglue"], "disk": ["nn", "lightglue"]}
@@ -218,7 +218,7 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, Any]]:
         args.out.mkdir(parents=True, exist_ok=True)
         meta = {"images": [str(x) for x in args.images], "frame_size": [640, 480], "runs": args.runs,
                 "max_keypoints": args.max_keypoints, "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-        (args.out / "bench_features.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+        (args.out / "bench_features.json").write_text(dumps_strict({"meta": meta, "results": results}, indent=2))
         (args.out / "bench_features.txt").write_text(table + "\n")
         plot(results, args.out / "bench_features.png")
         print(f"wrote {args.out / 'bench_features.json'} and bench_features.png")

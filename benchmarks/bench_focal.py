@@ -31,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 MAP_CONF = {"features": {"name": "xfeat", "max_keypoints": 2048}, "matcher": {"name": "lighterglue"}}
 DB_PX_PER_M = 500.0 / 14.0  # the database camera (focal 500) sees the facade at ~14 m (yaw 30 deg, 7 m away)
@@ -171,7 +172,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps({"summary": summary, "rows": results}, indent=1))
+    a.out.with_suffix(".json").write_text(dumps_strict({"summary": summary, "rows": results}, indent=1))
     a.out.with_suffix(".txt").write_text(table + "\n")
     _plot(results, a.out.with_suffix(".png"))
     return 0

@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 
 def main() -> int:
@@ -82,7 +83,7 @@ def main() -> int:
     sampled = "" if a.keypoints is None and a.max_inliers is None else \
         f"_{conf['n_keypoints']}kp_{conf['max_inliers']}"
     stem = a.out / f"bench_heldout_{a.run.name}{sampled}"
-    stem.with_suffix(".json").write_text(json.dumps({"run": str(a.run), "pairs": len(val), "rows": rows}, indent=1))
+    stem.with_suffix(".json").write_text(dumps_strict({"run": str(a.run), "pairs": len(val), "rows": rows}, indent=1))
     stem.with_suffix(".md").write_text(text + "\n")
     return 0
 

@@ -24,7 +24,6 @@ Writes benchmarks/results/bench_localization_realtime.{json,txt} (``--results``)
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import resource
 import sys
@@ -35,6 +34,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 PAIRS = {
     "sift+nn": ({"name": "sift", "max_keypoints": 2048}, {"name": "nn", "ratio_threshold": 0.9}),
@@ -247,7 +247,7 @@ def main_confs(a) -> int:
     a.results.mkdir(parents=True, exist_ok=True)
     stem = a.results / "bench_localization_realtime"
     (stem.with_suffix(".txt")).write_text(header + "\n" + table + "\n")
-    (stem.with_suffix(".json")).write_text(json.dumps({"machine": header, "rows": rows}, indent=1))
+    (stem.with_suffix(".json")).write_text(dumps_strict({"machine": header, "rows": rows}, indent=1))
     print(f"wrote {stem.with_suffix('.json')}, {stem.with_suffix('.txt')}")
     return 0
 
@@ -349,7 +349,7 @@ def main() -> int:
     table = format_table(rows)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1))
+    (a.out / "results.json").write_text(dumps_strict(rows, indent=1))
     plot_cdf(rows, a.out / "error_cdf.png")
     print(f"wrote {a.out / 'results.json'}, {a.out / 'error_cdf.png'}")
     return 0

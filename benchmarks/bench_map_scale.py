@@ -36,6 +36,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 BASE_FEATURES = {"name": "xfeat", "max_keypoints": 2048}
 BASE_MATCHER = {"name": "nn"}
@@ -370,7 +371,7 @@ def main() -> int:
     print(table)
     a.out.mkdir(parents=True, exist_ok=True)
     (a.out / "bench_map_scale.txt").write_text(table + "\n")
-    (a.out / "bench_map_scale.json").write_text(json.dumps({"rows": rows, "runs": runs, "args": {
+    (a.out / "bench_map_scale.json").write_text(dumps_strict({"rows": rows, "runs": runs, "args": {
         k: str(v) for k, v in vars(a).items() if k != "worker"}}, indent=1))
     plot(rows, a.out / "bench_map_scale.png")
     print(f"wrote {a.out / 'bench_map_scale.json'}, {a.out / 'bench_map_scale.png'}")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import json
 import platform
 import sys
 import threading
@@ -63,6 +62,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from imp_core.eval.report import dumps_strict  # noqa: E402
 from imp_core.matching.base import create_matcher  # noqa: E402
 from imp_core.types import Camera, Features, Pose, backproject  # noqa: E402
 
@@ -715,7 +715,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tag = args.tag or f"{args.features}_{args.device.split(':')[0]}"
     stem = out / f"bench_matchers_{tag}"
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=1))
+    Path(f"{stem}.json").write_text(dumps_strict(result, indent=1))
     n_geo = sum(p.context is not None for p in pairs)
     md = [f"# Matchers on {args.features} features ({args.device})", "",
           f"Run {meta['date']}, torch {meta['torch']}, {meta['threads']} thread(s); {len(pairs)} pairs "

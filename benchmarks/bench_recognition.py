@@ -20,7 +20,6 @@ Writes OUT/{results.json, table.txt, recognition.png}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imp_core.eval.metrics import THRESHOLDS  # noqa: E402
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 # map build confs (features, matcher, global descriptor) selectable with --features
 MAP_CONFS = {
@@ -166,7 +166,7 @@ def main() -> int:
         report["localization_night"][key] = r
         print(key, r, flush=True)
     report["seconds"] = time.time() - t0
-    (out / "results.json").write_text(json.dumps(report, indent=2))
+    (out / "results.json").write_text(dumps_strict(report, indent=2))
     table = format_table(report)
     (out / "table.txt").write_text(table)
     print(table)

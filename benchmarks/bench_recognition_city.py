@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from imp_core.eval.metrics import THRESHOLDS  # noqa: E402
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_recognition import recall as recognition_recall  # noqa: E402
@@ -227,7 +228,7 @@ def table(rep: dict) -> str:
 
 
 def write(rep: dict, stem: Path) -> None:
-    stem.with_suffix(".json").write_text(json.dumps(rep, indent=2, default=str))
+    stem.with_suffix(".json").write_text(dumps_strict(rep, indent=2, default=str))
     txt = table(rep)
     stem.with_suffix(".txt").write_text(txt)
     print(txt)

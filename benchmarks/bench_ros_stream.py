@@ -25,6 +25,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 
 def _prepare(a):
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
              f"({os.cpu_count()} CPUs)")]
     w = max(len(k) for k, _ in rows)
     print("\n".join(f"{k:<{w}}  {v}" for k, v in rows))
-    (a.out / "bench_ros_stream.json").write_text(json.dumps(rep, indent=2))
+    (a.out / "bench_ros_stream.json").write_text(dumps_strict(rep, indent=2))
     print(f"[bench] JSON: {a.out / 'bench_ros_stream.json'}")
     node.destroy_node()
     rclpy.shutdown()

@@ -13,13 +13,13 @@ Writes outputs/bench_sacre_coeur/{results.json, table.txt}; maps are kept under 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "test"))
+from imp_core.eval.report import dumps_strict  # noqa: E402
 
 
 def main() -> int:
@@ -93,7 +93,7 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     (a.out / "table.txt").write_text(table + "\n")
-    (a.out / "results.json").write_text(json.dumps(rows, indent=1, default=float))
+    (a.out / "results.json").write_text(dumps_strict(rows, indent=1, default=float))
     return 0
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,6 +14,8 @@ from imp_core.eval.metrics import THRESHOLDS, evaluate, query_errors
 from imp_core.eval.plots import plot_error_cdf, plot_trajectories
 from imp_core.eval.report import format_table, write_summary
 from imp_core.types import Pose
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def rot_z(deg: float) -> np.ndarray:
@@ -149,3 +152,36 @@ def test_eval_command_on_the_world(tiny_world, tmp_path, capsys):
     assert summary["night"]["recall"] == [0.0, 7 / 8, 7 / 8]  # 0.3 m off, and the last query missing
     assert (tmp_path / "plots/trajectory_method.png").is_file()
     assert (tmp_path / "plots/error_cdf.png").is_file()
+
+
+def _strict(text: str):
+    """json.loads that refuses Infinity / NaN, as jq, JavaScript and most JSON parsers do."""
+    def refuse(token):
+        raise ValueError(f"not JSON: {token}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_result_files_are_strict_json():
+    """Non-finite numbers (an unlocalized query's error, a median of nothing, a rotation std without covariance)
+    are written as null; numpy values as numbers; the committed benchmark results parse strictly (before, five of
+    them held ``Infinity``)."""
+    from imp_core.eval.report import dumps_strict, json_safe
+    from imp_core.localization.batch import result_record
+    from imp_core.types import LocalizationResult
+
+    obj = {"a": float("inf"), "b": [np.float32(2.5), -np.inf, np.nan], "c": np.array([[1.0, np.inf]]),
+           "d": (np.int64(3), "x", None)}
+    assert json_safe(obj) == {"a": None, "b": [2.5, None, None], "c": [[1.0, None]], "d": [3, "x", None]}
+    assert _strict(dumps_strict(obj, indent=1))["c"] == [[1.0, None]]
+    assert _strict(dumps_strict({"p": ROOT}, default=str)) == {"p": str(ROOT)}
+    assert _strict(dumps_strict({"v": object()}, default=lambda o: float("nan"))) == {"v": None}
+    rec = result_record("q.png", LocalizationResult(quality={"rotation_std_deg": float("inf"), "coverage": 0.5,
+                                                             "residual_px": float("nan")}))
+    assert _strict(json.dumps(rec))["quality"] == {"rotation_std_deg": None, "coverage": 0.5, "residual_px": None}
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    assert len(files) > 20
+    for path in files:
+        try:
+            _strict(path.read_text())
+        except ValueError as e:
+            raise AssertionError(f"{path.name}: {e}") from None

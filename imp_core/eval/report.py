@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Any, Dict, Mapping, Optional, Sequence
+
+import numpy as np
 
 from ..types import LocalizationResult
 from .latency import format_latency, latency_table
@@ -42,21 +44,37 @@ def format_table(results: Mapping[str, Mapping[str, dict]]) -> str:
     return "\n".join([fmt(head), line] + [fmt(r) for r in rows])
 
 
+def json_safe(o: Any) -> Any:
+    """``o`` with every non-finite number (an unlocalized query's error, a median of nothing) as None and numpy
+    scalars / arrays as Python numbers / lists, so that it is strict JSON (Python's json writes ``Infinity`` and
+    ``NaN``, which jq, JavaScript and most other parsers refuse)."""
+    if isinstance(o, np.ndarray):
+        o = o.tolist()
+    elif isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, Mapping):
+        return {k: json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [json_safe(v) for v in o]
+    return o
+
+
+def dumps_strict(o: Any, **kw: Any) -> str:
+    """``json.dumps`` of :func:`json_safe` (``o``), refusing anything non-finite left over (``kw``: indent, default,
+    ...; ``default``'s results are made safe too)."""
+    if "default" in kw:
+        user = kw.pop("default")
+        kw["default"] = lambda x: json_safe(user(x))
+    return json.dumps(json_safe(o), allow_nan=False, **kw)
+
+
 def write_summary(path, results: Mapping[str, Mapping[str, dict]], extra: Optional[dict] = None) -> Path:
     """JSON with the per-method, per-condition summaries (infinite medians written as null)."""
-
-    def clean(o):
-        if isinstance(o, float) and not math.isfinite(o):
-            return None
-        if isinstance(o, dict):
-            return {k: clean(v) for k, v in o.items()}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o]
-        return o
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean({"results": results, **(extra or {})}), indent=1))
+    path.write_text(dumps_strict({"results": results, **(extra or {})}, indent=1))
     return path
 
 

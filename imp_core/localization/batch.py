@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from ..eval.report import json_safe
 from ..imageio import read_image
 from ..types import LocalizationResult, Pose
 
@@ -192,7 +193,7 @@ def result_record(name: str, res: LocalizationResult, condition: str = "") -> di
            "timings_ms": {k: round(v, 2) for k, v in res.timings.items()}, "message": res.message}
     rec["reason"] = "" if res.success else (res.message or "not localized")
     rec["confidence"] = round(float(res.confidence), 4)
-    rec["quality"] = {k: (round(float(v), 4) if v == v else None) for k, v in res.quality.items()}
+    rec["quality"] = {k: round(float(v), 4) for k, v in res.quality.items()}  # not finite: null (json_safe)
     if res.camera is not None:
         rec["camera"] = {"model": res.camera.model, "width": res.camera.width, "height": res.camera.height,
                          "params": [float(v) for v in res.camera.params], "focal_estimated": bool(res.focal_estimated)}
@@ -202,7 +203,7 @@ def result_record(name: str, res: LocalizationResult, condition: str = "") -> di
         rec["center"] = res.pose.center.tolist()
     if res.covariance is not None:
         rec["covariance"] = np.asarray(res.covariance).round(10).tolist()
-    return rec
+    return json_safe(rec)
 
 
 def order_for_tracking(queries: Sequence) -> List:

@@ -22,7 +22,7 @@ from ..datasets import robotcar
 from ..datasets.base import DatasetError, LocalizationDataset, QueryItem
 from ..datasets.detect import open_dataset
 from ..eval.formats import write_results
-from ..eval.report import summarize_run
+from ..eval.report import dumps_strict, summarize_run
 from ..mapping import build_map
 from ..mapping.build import build_option_overrides
 from ..types import LocalizationResult
@@ -213,8 +213,8 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
     finally:
         loc.close()
     summary["table"] = "\n\n".join(tables)
-    (out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=1,
-                                                 default=_json_default))
+    (out / "summary.json").write_text(dumps_strict({k: v for k, v in summary.items() if k != "table"}, indent=1,
+                                                   default=_json_default))
     return summary
 
 

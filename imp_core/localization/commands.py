@@ -110,13 +110,13 @@ def _run(args) -> int:
     finally:
         loc.close()
     from ..eval.formats import write_results
-    from ..eval.report import summarize_run
+    from ..eval.report import dumps_strict, summarize_run
 
     write_results(args.out / "results.txt", {n: r.pose for n, r in results.items() if r.pose is not None})
     summary = summarize_run(results, queries, args.out)
     print(summary["table"])
-    (args.out / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "table"}, indent=2,
-                                                      default=float))
+    (args.out / "summary.json").write_text(dumps_strict({k: v for k, v in summary.items() if k != "table"},
+                                                        indent=2, default=float))
     print(f"results: {args.out / 'results.txt'}  log: {args.out / 'log.jsonl'}")
     return 0
 
