@@ -206,6 +206,11 @@ def test_resumed_run_trains_on_the_batches_an_uninterrupted_run_would(dump, tmp_
         assert b["epoch_step"] == a["epoch_step"]
         for k, v in a["model"].items():
             assert torch.allclose(v, b["model"][k], atol=1e-6), k
+    # other data (a recipe's next stage): a fresh pass over it begins, nothing of it is skipped
+    train([dump, dump], tmp_path / "partsNone", {**conf, "steps": 17, "dump_weights": None}, resume=True,
+          progress=False)
+    c = torch.load(tmp_path / "partsNone" / "last.pth", weights_only=True)
+    assert c["iteration"] == 17 and c["epoch_step"] == 3, (c["iteration"], c["epoch_step"])
 
 
 def test_cli_help():
