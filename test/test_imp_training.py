@@ -211,6 +211,13 @@ def test_resumed_run_trains_on_the_batches_an_uninterrupted_run_would(dump, tmp_
           progress=False)
     c = torch.load(tmp_path / "partsNone" / "last.pth", weights_only=True)
     assert c["iteration"] == 17 and c["epoch_step"] == 3, (c["iteration"], c["epoch_step"])
+    # other sampling of the same data: the epoch goes on; both changes are logged (the old best no longer compares)
+    res = train([dump, dump], tmp_path / "partsNone", {**conf, "steps": 18, "dump_weights": None, "n_keypoints": 80},
+                resume=True, progress=False)
+    c = torch.load(tmp_path / "partsNone" / "last.pth", weights_only=True)
+    assert c["epoch_step"] == 4
+    marks = [(r["step"], r["changed"]) for r in res["log"] if "previous_data" in r]
+    assert marks == [(14, []), (17, ["n_keypoints"])], marks
 
 
 def test_cli_help():

@@ -261,9 +261,9 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         changed = [k for k in sampling if prev.get("train", {}).get(k) != conf[k]]
         if before != data_names or changed:  # another held-out set: its losses do not compare with the old best
             best = math.inf
+            log.append({"step": step, "data": data_names, "previous_data": before, "changed": changed})
         if before != data_names:  # other pairs (a recipe's next stage): a fresh pass over them, nothing skipped
             epoch_start = step
-            log.append({"step": step, "data": data_names, "previous_data": before, "changed": changed})
     if started is not None:
         log.append({"step": 0, **started})
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
