@@ -4,7 +4,9 @@ within a time budget (``scripts/gpu/prepare.py`` writes what has to travel; docs
 Data, built in parallel processes: the preset's training worlds (seeds 11-14) rendered and dumped with XFeat on the
 GPU, minus the pairs held out on the preparing machine (``heldout.json``); homography pairs from the carried photos
 with seeds other than the local dump's (fresh warps). Training: from ``imp_xfeat.pth``, 1024 keypoints with
-U[32, 256] matches, 50/50 synthetic / homography, Adam 1e-4 constant for 70 % of the steps then down to 1e-5, fp32
+U[32, MAXIN] matches (default 1024: every ground-truth match of a pair can be drawn; at 256 a CPU fine-tune became
+more conservative and lost night poses, docs/IMP.md "fine-tunes at 1024 keypoints"), 50/50 synthetic /
+homography, Adam 1e-4 constant for 70 % of the steps then down to 1e-5, fp32
 with TF32 matrix products; the step count comes from a timed probe so that training ends by ``DEADLINE_S``.
 Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.png``, ``data.json`` and
 ``run.log`` go to ``OUT``. Where pycolmap is missing the worlds keep their database poses in JSON (``nocolmap.py``).
@@ -13,8 +15,8 @@ Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.p
 
 Env: OUT, DEADLINE_S (seconds from the start), GPU_DIR (default .gpu), WORK (default /tmp/w), DEV (cuda|cpu),
 PRESET (world preset), SEEDS ("11 12 13 14"), PPP (homography pairs per photo, 64), HPROC (homography processes, 8),
-MAXPHOTOS, BS (16), WORKERS (10 DataLoader workers), RENDER_WORKERS (3 per world), PROBE (40 steps), MINSTEPS
-(100), LOGEVERY (10), WORLD0 (1: also render the seed-0 world for ``bench.sh``).
+MAXPHOTOS, MAXIN (1024), BS (16), WORKERS (10 DataLoader workers), RENDER_WORKERS (3 per world), PROBE (40
+steps), MINSTEPS (100), LOGEVERY (10), WORLD0 (1: also render the seed-0 world for ``bench.sh``).
 """
 import json
 import multiprocessing as mp
@@ -132,7 +134,8 @@ def main():
     hom = sorted((W / "dumps").glob("hom_*.h5"))
     conf = {"variant": "imp", "init_weights": "imp_core/matching/imp/weights/imp_xfeat.pth",
             "model": {"n_layers": 9, "num_heads": 1, "sinkhorn_grad_iterations": 3, "keypoint_encoder": [32, 64]},
-            "n_keypoints": 1024, "min_inliers": 32, "max_inliers": 256, "batch_size": int(os.environ.get("BS", 16)),
+            "n_keypoints": 1024, "min_inliers": 32, "max_inliers": int(os.environ.get("MAXIN", 1024)),
+            "batch_size": int(os.environ.get("BS", 16)),
             "lr": 1e-4, "min_lr": 1e-6, "amp": False, "device": DEV,
             "num_workers": int(os.environ.get("WORKERS", 10)), "max_val_pairs": 24,
             "log_every": int(os.environ.get("LOGEVERY", 10)),
