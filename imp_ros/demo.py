@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from imp_core.eval.report import dumps_strict
 from imp_core.localization.localizer import choose_matcher
 from imp_core.mapping import DEFAULT_BUILD_CONF, build_map
 from imp_core.mapping.format import read_map_meta
@@ -201,7 +202,7 @@ def run(a: argparse.Namespace) -> int:
                        "domain_id": domain,
                        "stages": [{"stage": st, "frames": n, "of": total, "p50_ms": round(p50, 1)}
                                   for st, n, total, p50 in stages]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "summary.json").write_text(dumps_strict(summary, indent=2))
     print("\n" + summary["table"])
     print("\n[demo] stages that ran (frames, latency p50):")
     for st, n, total, p50 in stages:
