@@ -4,11 +4,11 @@ within a time budget (``scripts/gpu/prepare.py`` writes what has to travel; docs
 Data, built in parallel processes: the preset's training worlds (seeds 11-14) rendered and dumped with XFeat on the
 GPU, minus the pairs held out on the preparing machine (``heldout.json``); homography pairs from the carried photos
 with seeds other than the local dump's (fresh warps). Training: from ``imp_xfeat.pth``, 1024 keypoints with
-U[32, MAXIN] matches (default 1024: every ground-truth match of a pair can be drawn; at 256 a CPU fine-tune became
-more conservative and lost night poses, docs/IMP.md "fine-tunes at 1024 keypoints"), 50/50 synthetic /
-homography, Adam 1e-4 constant for 70 % of the steps then down to 1e-5, fp32
-with TF32 matrix products; the step count comes from a timed probe so that training ends by ``DEADLINE_S``.
-Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.png``, ``data.json`` and
+U[32, MAXIN] matches (default 1024: every ground-truth match of a pair can be drawn; CPU fine-tunes with 256 were
+below the shipped weights on a validation world at every snapshot, with 1024 above at two of three; docs/IMP.md
+"fine-tunes at 1024 keypoints"), 50/50 synthetic / homography, Adam 1e-4 constant for 70 % of the steps then down
+to 1e-5, fp32 with TF32 matrix products; the step count comes from a timed probe so that training ends by
+``DEADLINE_S``. Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.png``, ``data.json`` and
 ``run.log`` go to ``OUT``. Where pycolmap is missing the worlds keep their database poses in JSON (``nocolmap.py``).
 
     OUT=out DEADLINE_S=480 PYTHONPATH=/tmp/site:$PWD python3 scripts/gpu/finetune.py
