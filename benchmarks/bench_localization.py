@@ -57,8 +57,10 @@ STAGES = ("extraction", "retrieval", "matching", "pnp", "total")
 def matcher_conf(pair: str, weights=None) -> dict:
     """The localizing matcher of ``pair``: with ``weights``, IMP-family matchers load that checkpoint instead of
     the shipped one (other matchers ignore it)."""
+    from imp_core.matching.imp.model import VARIANTS
+
     mconf = PAIRS[pair][1]
-    if weights and mconf["name"] in ("gm", "imp", "eimp"):
+    if weights and mconf["name"] in VARIANTS:
         return {**mconf, "weights": str(weights)}
     return mconf
 

@@ -219,13 +219,11 @@ def run_benchmark(kind: str, data, out, map_dir=None, map_conf: Optional[dict] =
 
 
 def _json_default(o):
-    import math
-
+    """Numbers as floats, anything else as text (``dumps_strict`` writes the non-finite ones as null)."""
     try:
-        v = float(o)
+        return float(o)
     except (TypeError, ValueError):
         return str(o)
-    return None if not math.isfinite(v) else v
 
 
 # ------------------------------------------------------------------------------------------------ CLI
