@@ -220,6 +220,56 @@ def test_resumed_run_trains_on_the_batches_an_uninterrupted_run_would(dump, tmp_
     assert marks == [(14, []), (17, ["n_keypoints"])], marks
 
 
+def test_weight_average_is_the_mean_of_the_snapshots_across_resumes(dump, tmp_path):
+    """``average_every``: the exported file is the mean of the model at steps 4, 6 and 8 (``average_from`` 2),
+    although the run stopped after each of them; the mean is evaluated on the held-out pairs at the end."""
+    from imp_core.training.recipe import export_weights
+
+    conf = {"batch_size": 8, "n_keypoints": 96, "min_inliers": 16, "max_inliers": 48, "lr": 1e-3,
+            "model": {"n_layers": 1}, "val_every": 100, "ckpt_every": 2, "log_every": 5, "val_fraction": 0.15,
+            "device": "cpu", "average_every": 2, "average_from": 2}
+    run = tmp_path / "run"
+    snapshots = []
+    for steps in (4, 6, 8):
+        res = train(dump, run, {**conf, "steps": steps}, resume=steps > 4, progress=False)
+        ck = torch.load(run / "last.pth", weights_only=True)
+        snapshots.append(ck["model"])
+        assert ck["averaged"] == len(snapshots)
+    for k, v in snapshots[0].items():
+        mean = sum(s[k] for s in snapshots) / 3
+        assert torch.allclose(ck["average"][k], mean, atol=1e-6), k
+    assert not torch.allclose(snapshots[0]["final_proj.0.weight"], snapshots[-1]["final_proj.0.weight"])
+    rows = [r for r in res["log"] if "averaged" in r]
+    assert [(r["step"], r["averaged"]) for r in rows] == [(4, 1), (6, 2), (8, 3)] and "recall" in rows[-1]
+    exported = export_weights(run, tmp_path / "w.pth", which="last")
+    assert exported["averaged"] == 3
+    out = torch.load(tmp_path / "w.pth", weights_only=True)
+    assert set(out) == {"epoch", "iteration", "model", "min_loss", "conf"}
+    for k, v in ck["average"].items():
+        assert torch.equal(out["model"][k], v), k
+
+
+def test_restart_goes_on_from_the_weights_with_a_fresh_optimizer(dump, tmp_path):
+    """``restart``: a fine-tuning stage starts from the run's last weights and step, as a new run would (its own
+    Adam moments and pass over the data, the old best forgotten); an interrupted restart resumes as usual."""
+    conf = {"steps": 3, "batch_size": 8, "n_keypoints": 96, "min_inliers": 16, "max_inliers": 48, "lr": 1e-3,
+            "model": {"n_layers": 1}, "val_every": 100, "ckpt_every": 1, "log_every": 1, "val_fraction": 0.15,
+            "device": "cpu"}
+    with pytest.raises(ValueError, match="needs resume"):
+        train(dump, tmp_path / "x", conf, restart=True, progress=False)
+    run = tmp_path / "run"
+    train(dump, run, conf, progress=False)
+    res = train(dump, run, {**conf, "steps": 4}, resume=True, restart=True, progress=False)
+    ck = torch.load(run / "last.pth", weights_only=True)
+    assert ck["iteration"] == 4 and ck["epoch_step"] == 1
+    # one Adam step since the restart (a resume would be at 4), from the stage-3 weights
+    assert {int(v["step"]) for v in ck["optimizer"]["state"].values()} == {1}
+    assert any(r.get("restart") for r in res["log"] if r["step"] == 3)
+    train(dump, run, {**conf, "steps": 5}, resume=True, progress=False)
+    ck = torch.load(run / "last.pth", weights_only=True)
+    assert {int(v["step"]) for v in ck["optimizer"]["state"].values()} == {2}
+
+
 def test_cli_help():
     from imp_core.training import commands
 

@@ -311,6 +311,47 @@ def test_export_stores_the_calibrated_pool_threshold(tiny_world, tmp_path):
     assert model.conf["pool_threshold"] == cal["pool_threshold"]
     masses = pooling_masses(model, [syn])
     assert np.mean(masses[3]["matched"] < cal["pool_threshold"]) <= 0.02
+    # a preset's fixed threshold is stored as given, with what it prunes on the same pairs
+    out = export_weights(run, tmp_path / "fixed.pth", which="last", calibration_dumps=[syn], pool_threshold=0.07)
+    assert out["calibration"]["fixed"] and out["calibration"]["pool_threshold"] == 0.07
+    assert out["calibration"]["max_lost"] == pytest.approx(np.mean(masses[3]["matched"] < 0.07))
+    assert load_model(out["file"], "eimp")[0].conf["pool_threshold"] == 0.07
+
+
+def test_preset_restart_stage_fine_tunes_and_exports_the_weight_average(tiny_world, tmp_path, monkeypatch):
+    """A preset's last stage with ``restart`` and ``average_every`` (imp_xfeat's stage 4): entered from the stage
+    before, it starts a fresh optimizer; interrupted and run again, it resumes without restarting; the export is the
+    mean of its snapshots, with the preset's fixed pooling threshold, and the card says so."""
+    from imp_core.training import recipe
+
+    syn = tmp_path / "syn.h5"
+    dump_synthetic(tiny_world, syn, {"features": SIFT, "max_pairs": 30})
+    p = {"features": SIFT, "data": {"synthetic": {"preset": "tiny", "seeds": [0]},
+                                    "homography": {"roots": ["x"], "packages": ["y"]}},
+         "train": {**train_conf(steps=0, every=1, n_layers=5), "variant": "imp"}, "output": "w/imp_sift.pth",
+         "pool_threshold": 0.11,
+         "stages": [{"data": ["synthetic"], "steps": 2},
+                    {"data": ["synthetic"], "restart": True, "steps": 5,
+                     "train": {"average_every": 1, "average_from": 2, "lr": 1e-3}}]}
+    monkeypatch.setattr(recipe, "preset", lambda name: p)
+    monkeypatch.setattr(recipe, "build_data", lambda p, workdir, progress=True: {"synthetic": [syn],
+                                                                                 "homography": []})
+    recipe.run_preset("x", tmp_path / "work", steps=3, export=False, progress=False, repo_root=tmp_path)
+    run = tmp_path / "work" / "runs" / "x"
+    ck = torch.load(run / "last.pth", weights_only=True)
+    assert ck["iteration"] == 3 and ck["averaged"] == 1
+    assert {int(v["step"]) for v in ck["optimizer"]["state"].values()} == {1}  # fresh at step 2
+    res = recipe.run_preset("x", tmp_path / "work", progress=False, repo_root=tmp_path)
+    ck = torch.load(run / "last.pth", weights_only=True)
+    assert {int(v["step"]) for v in ck["optimizer"]["state"].values()} == {3}  # resumed, not restarted at 3
+    assert [r["step"] for r in res["log"] if r.get("restart")] == [2]
+    assert res["exported"]["averaged"] == 3
+    shipped = torch.load(tmp_path / "w" / "imp_sift.pth", weights_only=True)
+    for k, v in ck["average"].items():
+        assert torch.equal(shipped["model"][k], v), k
+    assert load_model(tmp_path / "w" / "imp_sift.pth", "eimp")[0].conf["pool_threshold"] == 0.11
+    card = open(res["card"]).read()
+    assert "mean of 3 snapshots (exported)" in card and "set by the preset" in card
 
 
 def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkeypatch):

@@ -61,8 +61,15 @@ def calibrate_pool_threshold(masses: Mapping[int, Mapping[str, np.ndarray]], max
         raise ValueError("no ground-truth matched tokens in the held-out pairs: cannot calibrate")
     th = min(float(np.quantile(d["matched"], max_lost)) for d in masses.values())
     th = math.floor(th * 100) / 100
+    return {**pool_threshold_table(masses, th), "max_lost": max_lost, "fixed": False}
+
+
+def pool_threshold_table(masses: Mapping[int, Mapping[str, np.ndarray]], th: float) -> Dict[str, Any]:
+    """The share of unmatched / matched tokens a threshold ``th`` would prune per pooling iteration
+    (``max_lost``: the largest share of matched tokens it prunes at any of them)."""
     table = {int(i): {"unmatched_below": float(np.mean(d["unmatched"] < th)) if len(d["unmatched"]) else 0.0,
-                      "matched_below": float(np.mean(d["matched"] < th)),
+                      "matched_below": float(np.mean(d["matched"] < th)) if len(d["matched"]) else 0.0,
                       "matched": int(len(d["matched"])), "unmatched": int(len(d["unmatched"]))}
              for i, d in masses.items()}
-    return {"pool_threshold": th, "max_lost": max_lost, "per_iteration": table}
+    return {"pool_threshold": float(th), "max_lost": max(r["matched_below"] for r in table.values()),
+            "per_iteration": table, "fixed": True}

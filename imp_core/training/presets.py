@@ -76,7 +76,7 @@ def _warm_preset(base: str, features: Dict[str, Any], steps: int, anneal_from: i
     what one CPU core does within a working session. ``variant`` "gm": the GM ablation of the base (its
     attention unshared, ``warm_start.unshare``)."""
     p = _preset(features, PRESETS[base]["train"]["model"]["keypoint_encoder"], steps, out)
-    p["stages"] = [p["stages"][-1]]
+    p["stages"] = [p["stages"][-1]]  # _preset's last stage (512 keypoints), not a base's later fine-tune
     width = 64  # the base's (XFeat) width: every tensor but the input projection is copied
     p["train"].update({"warm_start": PRESETS[base]["output"], "lr": 2e-4, "decay_step": anneal_from,
                        "decay": 0.994})

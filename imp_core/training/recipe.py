@@ -18,7 +18,7 @@ import torch
 from ..matching.imp.checkpoint import parse_checkpoint
 from ..matching.imp.model import IMPModel
 from ..world.synthetic import make_world
-from .calibrate import calibrate_pool_threshold, pooling_masses
+from .calibrate import calibrate_pool_threshold, pool_threshold_table, pooling_masses
 from .dump import dump_synthetic, read_dump_info
 from .homography import dump_homography
 from .presets import PRESETS
@@ -64,26 +64,33 @@ def build_data(p: Mapping[str, Any], workdir: Path, progress: bool = True) -> Di
 
 
 def export_weights(run_dir: Path, out: Path, which: str = "best",
-                   calibration_dumps: Sequence[Path] = ()) -> Dict[str, Any]:
-    """Copy the model of ``run_dir/{which}.pth`` (without optimizer state) to ``out``; with
-    ``calibration_dumps``, EIMP's pooling threshold is calibrated on their held-out pairs and stored in the conf."""
+                   calibration_dumps: Sequence[Path] = (), pool_threshold: Optional[float] = None) -> Dict[str, Any]:
+    """Copy the model of ``run_dir/{which}.pth`` (without optimizer state) to ``out``: its weight average where the
+    run kept one (``average_every``), else its weights. With ``calibration_dumps``, EIMP's pooling threshold is
+    calibrated on their held-out pairs and stored in the conf; a given ``pool_threshold`` is stored instead, with
+    what it prunes on those pairs."""
     src = run_dir / f"{which}.pth"
     ck = torch.load(src, map_location="cpu", weights_only=True)
     slim = {k: ck[k] for k in ("epoch", "iteration", "model", "min_loss", "conf") if k in ck}
+    averaged = int(ck.get("averaged", 0)) if ck.get("average") is not None else 0
+    if averaged:
+        slim["model"] = ck["average"]
     calibration = None
     if calibration_dumps:
-        state, conf = parse_checkpoint(ck, src)  # the file read above, not a second torch.load
+        state, conf = parse_checkpoint(slim, src)  # the file read above, not a second torch.load
         model = IMPModel({**conf, "variant": "eimp"})
         model.load_state_dict(state)
         train_conf = json.loads((run_dir / "conf.json").read_text())["train"]
-        calibration = calibrate_pool_threshold(pooling_masses(
-            model, calibration_dumps, val_fraction=train_conf["val_fraction"], seed=train_conf["seed"]))
+        masses = pooling_masses(model, calibration_dumps, val_fraction=train_conf["val_fraction"],
+                                seed=train_conf["seed"])
+        calibration = (calibrate_pool_threshold(masses) if pool_threshold is None
+                       else pool_threshold_table(masses, pool_threshold))
         slim["conf"] = json.dumps({**json.loads(slim.get("conf") or "{}"),
                                    "pool_threshold": calibration["pool_threshold"]})
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(slim, str(out))
-    return {"file": str(out), "bytes": out.stat().st_size, "step": int(ck["iteration"]),
-            "parameters": int(sum(v.numel() for v in ck["model"].values())), "calibration": calibration}
+    return {"file": str(out), "bytes": out.stat().st_size, "step": int(ck["iteration"]), "averaged": averaged,
+            "parameters": int(sum(v.numel() for v in slim["model"].values())), "calibration": calibration}
 
 
 def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping[str, Any],
@@ -101,7 +108,6 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
             info = read_dump_info(d)
             data_lines.append(f"| {src} | `{d.name}` | {info['pairs']} | {info['images']} |")
     last = evals[-1] if evals else {}
-    best = min(evals, key=lambda r: r["val_loss"]) if evals else {}
     conf = json.loads((run_dir / "conf.json").read_text())
     size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
                  f"exported at step {exported['step']}")
@@ -119,7 +125,15 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
                     if warm.get("unshared") else "")
         started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
                    f"{', '.join(warm['fresh']) or 'none'}{pca}{unshared})\n")
-    eval_rows = [_eval_row("lowest loss", best), _eval_row("last (exported)", last)]
+    model_evals = [r for r in evals if "averaged" not in r]
+    best = min(model_evals, key=lambda r: r["val_loss"]) if model_evals else {}
+    if exported.get("averaged"):  # the file is the mean of the last stage's snapshots, evaluated at the end
+        mean: Dict[str, Any] = next((r for r in reversed(evals) if "averaged" in r), {})
+        eval_rows = [_eval_row("lowest loss", best), _eval_row("last", model_evals[-1] if model_evals else {}),
+                     _eval_row(f"mean of {exported['averaged']} snapshots (exported)", mean)]
+        size_line += f" as the mean of the weights at {exported['averaged']} steps (`average_every`)"
+    else:
+        eval_rows = [_eval_row("lowest loss", best), _eval_row("last (exported)", last)]
     if warm is not None and evals and evals[0]["step"] == 0:  # the warm-started model before any step
         eval_rows.insert(0, _eval_row("start (warm)", evals[0]))
     text = f"""# Matcher weights `{where}` (preset `{name}`)
@@ -177,10 +191,18 @@ def _calibration_text(cal: Optional[Mapping[str, Any]]) -> str:
         return ""
     rows = "\n".join(f"| {i} | {r['unmatched_below']:.0%} | {r['matched_below']:.1%} | "
                      f"{r['unmatched']} | {r['matched']} |" for i, r in sorted(cal["per_iteration"].items()))
-    return f"""
+    if cal.get("fixed"):
+        head = f"""
+## EIMP pooling threshold (set by the preset; what it prunes on the held-out pairs, `imp_core/training/calibrate.py`)
+`pool_threshold` = {cal['pool_threshold']:.2f} (the preset's `pool_threshold`, see its comment): it prunes at most
+{cal['max_lost']:.1%} of the ground-truth matched tokens at any pooling iteration (1024 keypoints per image, all
+ground-truth matches kept)."""
+    else:
+        head = f"""
 ## EIMP pooling threshold (calibrated on the held-out pairs; `imp_core/training/calibrate.py`)
 `pool_threshold` = {cal['pool_threshold']:.2f}: the largest value that keeps {1 - cal['max_lost']:.0%} of the
-ground-truth matched tokens at every pooling iteration (1024 keypoints per image, all ground-truth matches kept).
+ground-truth matched tokens at every pooling iteration (1024 keypoints per image, all ground-truth matches kept)."""
+    return f"""{head}
 | iteration | unmatched tokens below | matched tokens below | unmatched | matched |
 |---|---|---|---|---|
 {rows}
@@ -210,17 +232,20 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
     res: Dict[str, Any] = {}
     last = run_dir / "last.pth"
     done = int(torch.load(last, map_location="cpu", weights_only=True)["iteration"]) if last.is_file() else 0
-    for stage in stages:
+    for i, stage in enumerate(stages):
         data = [d for key in stage["data"] for d in dumps[key]]
         if done >= stage["steps"]:
             continue
+        # a "restart" stage starts as a new run from the previous stage's last weights (fresh optimizer and pass
+        # over the data); a run interrupted inside it resumes as usual
+        restart = bool(stage.get("restart")) and i > 0 and done == stages[i - 1]["steps"]
         conf = {**p["train"], **stage.get("train", {}), "steps": stage["steps"], **runtime}
         if conf.get("warm_start"):  # a path inside the repository (another preset's shipped weights)
             conf["warm_start"] = str(root / conf["warm_start"])
         if stage.get("weights"):  # share of the draws per data source, spread evenly over its dumps
             conf["dump_weights"] = [stage["weights"][key] / len(dumps[key]) for key in stage["data"]
                                     for _ in dumps[key]]
-        res = train(data, run_dir, conf, resume=last.is_file(), progress=progress)
+        res = train(data, run_dir, conf, resume=last.is_file(), progress=progress, restart=restart)
         done = int(res["step"])
     out: Dict[str, Any] = {"run": str(run_dir), "train_s": time.time() - t0, **res}
     if export:
@@ -228,7 +253,8 @@ def run_preset(name: str, workdir, steps: Optional[int] = None, export: bool = T
         # matches), so losses of different stages do not compare
         pooled = p["train"]["variant"] != "gm"  # GM never pools: no threshold to calibrate
         exported = export_weights(run_dir, root / p["output"], which="last",
-                                  calibration_dumps=[d for paths in dumps.values() for d in paths] if pooled else [])
+                                  calibration_dumps=[d for paths in dumps.values() for d in paths] if pooled else [],
+                                  pool_threshold=p.get("pool_threshold"))
         card = model_card(name, p, run_dir, exported, dumps, root / "docs" / "models")
         out.update({"exported": exported, "card": str(card)})
     return out

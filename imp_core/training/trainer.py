@@ -63,6 +63,11 @@ default_conf: Dict[str, Any] = {
     # start from the tensors of another trained model that fit (warm_start.py), e.g. ALIKED from the XFeat weights
     "warm_start": None,
     "warm_start_descriptors": 20000,  # descriptors drawn from the training pairs for a new input projection's PCA
+    # weight averaging (SWA-style): the mean of the model at steps average_from + k * average_every (k >= 1). On a
+    # CPU, batches of 8 make single snapshots noisy; their mean is what a stage with averaging exports (the mean
+    # is kept in the checkpoints, so a resumed run goes on averaging, and evaluated on the held-out pairs at the end)
+    "average_every": None,
+    "average_from": 0,
 }
 
 
@@ -204,9 +209,18 @@ def sample_weights(ds: ConcatPairs, dump_weights) -> torch.Tensor:
     return torch.cat([torch.full((len(d),), wi / len(d)) for d, wi in zip(ds.parts, w)])
 
 
+def averaging_step(step: int, conf: Mapping[str, Any]) -> bool:
+    """Whether the model at ``step`` joins the weight average (``average_every`` / ``average_from``)."""
+    every = conf["average_every"]
+    return bool(every) and step > conf["average_from"] and (step - conf["average_from"]) % every == 0
+
+
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
-          progress: bool = True) -> Dict[str, Any]:
-    """Train on the dump at ``data_path``; writes ``last.pth``, ``best.pth``, ``log.jsonl``, ``curves.png``."""
+          progress: bool = True, restart: bool = False) -> Dict[str, Any]:
+    """Train on the dump at ``data_path``; writes ``last.pth``, ``best.pth``, ``log.jsonl``, ``curves.png``.
+
+    ``restart`` (with ``resume``): go on from ``last.pth``'s weights and step as a new run would, with a fresh
+    optimizer and a fresh pass over the data (a recipe's fine-tuning stage)."""
     from tqdm import tqdm
 
     conf = merge(default_conf, conf, where="train")
@@ -239,17 +253,26 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     epoch_start = 0  # the step the current epoch began at
     log: List[Dict[str, Any]] = []
     last = out / "last.pth"
+    average: Optional[Dict[str, torch.Tensor]] = None  # running mean of the model (average_every)
+    averaged = 0
+    if restart and not resume:
+        raise ValueError("restart goes on from a run's last.pth: it needs resume")
     if resume:
         if not last.is_file():
             raise FileNotFoundError(f"cannot resume: {last} does not exist")
         ck = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
         step, epoch, best = int(ck["iteration"]), int(ck["epoch"]), float(ck["min_loss"])
         skipped = int(ck.get("skipped", 0))
-        # batches of the current epoch already trained on (older checkpoints: from the epoch length)
-        done = int(ck.get("epoch_step", step - epoch * batches_per_epoch))
-        epoch_start = step - min(max(done, 0), batches_per_epoch)
+        if restart:  # a new run from these weights: its optimizer, its pass over the data, its average
+            epoch_start = step
+        else:
+            opt.load_state_dict(ck["optimizer"])
+            # batches of the current epoch already trained on (older checkpoints: from the epoch length)
+            done = int(ck.get("epoch_step", step - epoch * batches_per_epoch))
+            epoch_start = step - min(max(done, 0), batches_per_epoch)
+            if "average" in ck:
+                average, averaged = dict(ck["average"]), int(ck["averaged"])
         if (out / "log.jsonl").is_file():
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
             log = [r for r in log if r["step"] <= step]
@@ -264,6 +287,9 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             log.append({"step": step, "data": data_names, "previous_data": before, "changed": changed})
         if before != data_names:  # other pairs (a recipe's next stage): a fresh pass over them, nothing skipped
             epoch_start = step
+    if restart:
+        best = math.inf
+        log.append({"step": step, "restart": True})
     if started is not None:
         log.append({"step": 0, **started})
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
@@ -283,8 +309,22 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                                            num_workers=conf["num_workers"], drop_last=shuffle, generator=gen)
 
     def checkpoint(path: Path) -> None:
+        extra = {"average": average, "averaged": averaged} if average is not None else {}
         save_checkpoint(path, model, epoch=epoch, iteration=step, min_loss=best, optimizer=opt.state_dict(),
-                        conf=json.dumps(model.conf), epoch_step=step - epoch_start, skipped=skipped)
+                        conf=json.dumps(model.conf), epoch_step=step - epoch_start, skipped=skipped, **extra)
+
+    def add_to_average() -> None:
+        nonlocal average, averaged
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        averaged += 1
+        if average is None:
+            average = state
+            return
+        for k, v in state.items():
+            if v.is_floating_point():
+                average[k] += (v - average[k]) / averaged
+            else:  # counters (none in IMP today): the latest
+                average[k] = v
 
     # the kept history goes to a new file that replaces the old one whole, then every row is flushed as written: a
     # run killed at any moment (a session ending) keeps its log up to the last step
@@ -304,6 +344,13 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             return
         r = {"step": step, **evaluate(model, loader(val_set, False), device, conf["match_threshold"])}
         write(r)
+        if average is not None and step >= conf["steps"]:  # the mean the run exports, on the same pairs
+            current = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            model.load_state_dict(average)
+            write({"step": step, "averaged": averaged,
+                   **evaluate(model, loader(val_set, False), device, conf["match_threshold"])})
+            model.load_state_dict(current)
+            model.train()
         if r["val_loss"] < best:
             best = r["val_loss"]
             checkpoint(out / "best.pth")
@@ -342,6 +389,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
                         r.update({k: float(v.detach()) for k, v in losses.items()})
                         bar.set_postfix(loss=f"{r['loss']:.3f}", skipped=skipped)
                     write(r)
+                if averaging_step(step, conf):
+                    add_to_average()
                 if step % conf["val_every"] == 0 or step == conf["steps"]:
                     validate()
                 if step % conf["ckpt_every"] == 0 or step == conf["steps"]:
