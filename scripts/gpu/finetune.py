@@ -8,7 +8,8 @@ U[32, MAXIN] matches (default 1024: every ground-truth match of a pair can be dr
 below the shipped weights on a validation world at every snapshot, with 1024 above at two of three; docs/IMP.md
 "fine-tunes at 1024 keypoints"), 50/50 synthetic / homography, Adam 1e-4 constant for 70 % of the steps then down
 to 1e-5, fp32 with TF32 matrix products; the step count comes from a timed probe so that training ends by
-``DEADLINE_S``. Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), ``log.jsonl``, ``curves.png``, ``data.json`` and
+``DEADLINE_S``. Snapshots at 50 / 70 / 85 / 100 % (``ft_<step>.pth``), the mean of the weights at 8 steps of the
+second half (``ft_mean.pth``, exported like a shipped file), ``log.jsonl``, ``curves.png``, ``data.json`` and
 ``run.log`` go to ``OUT``. Where pycolmap is missing the worlds keep their database poses in JSON (``nocolmap.py``).
 
     OUT=out DEADLINE_S=480 PYTHONPATH=/tmp/site:$PWD python3 scripts/gpu/finetune.py
@@ -156,7 +157,10 @@ def main():
     say(f"probe: {sps * 1000:.1f} ms/step, {left:.0f} s left -> {n} steps, anneal from {decay_step}, "
         f"first losses {[round(x['loss'], 3) for x in rows[:3]]} last {rows[-1]['loss']:.3f}")
     run = W / "run"
-    conf.update({"decay_step": decay_step, "decay": decay, "ckpt_every": 10**9})
+    # the mean of the weights at 8 evenly spaced steps of the second half (trainer's average_every): single
+    # snapshots of CPU fine-tunes swung by a validation query from one to the next (docs/IMP.md)
+    conf.update({"decay_step": decay_step, "decay": decay, "ckpt_every": 10**9,
+                 "average_every": max(1, (n - n // 2) // 8), "average_from": n // 2})
     marks = sorted({int(n * f) for f in (0.5, 0.7, 0.85)} | {n})
     for i, m in enumerate(marks):
         r = train(data, run, {**conf, "steps": m, "val_every": m}, resume=i > 0, progress=False)
@@ -164,6 +168,12 @@ def main():
         val = [x for x in r["log"] if "val_loss" in x][-1]
         say(f"snapshot {m}: device held-out P {val['precision']:.3f} R {val['recall']:.3f} "
             f"loss {val['val_loss']:.3f}")
+    from imp_core.training.recipe import export_weights
+    mean = export_weights(run, OUT / "ft_mean.pth", which="last")
+    means = [x for x in r["log"] if "averaged" in x]
+    say(f"ft_mean.pth: mean of {mean['averaged']} snapshots" + (
+        f", device held-out P {means[-1]['precision']:.3f} R {means[-1]['recall']:.3f} loss "
+        f"{means[-1]['val_loss']:.3f}" if means else ""))
     shutil.copy(run / "log.jsonl", OUT / "log.jsonl")
     shutil.copy(run / "curves.png", OUT / "curves.png")
     say("done")
