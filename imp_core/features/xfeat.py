@@ -112,7 +112,7 @@ def _traced_per_shape_class():
     class TracedPerShape(torch.nn.Module):
         """The XFeat network as a frozen, inference-optimized TorchScript graph, one per input shape."""
 
-        def __init__(self, net):
+        def __init__(self, net: Any) -> None:
             super().__init__()
             self.net = net
             self._graphs: Dict[Any, Any] = {}

@@ -295,11 +295,11 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
     (out / "conf.json").write_text(json.dumps({"train": conf, "model": model.conf, "data": data_names},
                                               indent=1))
 
-    def loader(ds, shuffle, skip_batches=0):
+    def loader(ds: ConcatPairs, shuffle: bool, skip_batches: int = 0) -> torch.utils.data.DataLoader:
         gen = torch.Generator().manual_seed(conf["seed"] + epoch)
         sampler: Any = None
         if shuffle and conf["dump_weights"]:  # each dump drawn with its weight, whatever its size
-            sampler = torch.utils.data.WeightedRandomSampler(sample_weights(ds, conf["dump_weights"]), len(ds),
+            sampler = torch.utils.data.WeightedRandomSampler(sample_weights(ds, conf["dump_weights"]).tolist(), len(ds),
                                                              replacement=True, generator=gen)
         elif shuffle:
             sampler = torch.utils.data.RandomSampler(ds, generator=gen)
