@@ -42,6 +42,7 @@ def main() -> int:
 
     from imp_core.config import merge
     from imp_core.matching.imp.checkpoint import load_model
+    from imp_core.matching.imp.model import VARIANTS
     from imp_core.training.trainer import default_conf, evaluate, make_datasets
 
     torch.set_num_threads(a.threads)
@@ -56,8 +57,8 @@ def main() -> int:
     specs = []
     for s in a.weights:
         variant, sep, path = s.partition("=")
-        if not sep or variant not in ("gm", "imp", "eimp"):
-            raise SystemExit(f"weights must be VARIANT=PATH with VARIANT gm, imp or eimp, got {s!r}")
+        if not sep or variant not in VARIANTS:
+            raise SystemExit(f"weights must be VARIANT=PATH with VARIANT one of {VARIANTS}, got {s!r}")
         if not Path(path).is_file():
             raise SystemExit(f"{path} does not exist")
         specs.append(("imp" if variant == "eimp" else variant, path))

@@ -262,13 +262,14 @@ def imp_arch(weights: Optional[str], features: str, n_layers: Optional[int] = No
 def resolve_weights(spec: Sequence[str], features: str, random_init: bool) -> Dict[str, Optional[str]]:
     """Weights per IMP row: ``PATH`` (imp and eimp) or ``VARIANT=PATH``; default the shipped file."""
     from imp_core.matching.imp.checkpoint import shipped_weights
+    from imp_core.matching.imp.model import VARIANTS
 
     out: Dict[str, Optional[str]] = {}
     for s in spec:
         if "=" in s:
             k, v = s.split("=", 1)
-            if k not in ("gm", "imp", "eimp"):
-                raise SystemExit(f"--weights: variant must be gm, imp or eimp, got {k!r} in {s!r}")
+            if k not in VARIANTS:
+                raise SystemExit(f"--weights: variant must be one of {VARIANTS}, got {k!r} in {s!r}")
             out[k] = v
         else:
             out["imp"] = out["eimp"] = s

@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
-from .model import IMPModel, sharing_pattern
+from .model import VARIANTS, IMPModel, sharing_pattern
 
 # name -> (variant, descriptor_dim); imp and eimp files hold the same keys (EIMP adds no parameters).
 RELEASED: Dict[str, Tuple[str, int]] = {
@@ -63,8 +63,8 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "weights"  # weights trained by 
 
 def _shipped_prefix(variant: Optional[str]) -> str:
     """File prefix of the shipped weights for a variant: GM has its own (``gm_``), IMP and EIMP share ``imp_``."""
-    if variant not in (None, "gm", "imp", "eimp"):
-        raise ValueError(f"variant must be gm, imp or eimp, got {variant!r}")
+    if variant is not None and variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     return "gm_" if variant == "gm" else "imp_"
 
 

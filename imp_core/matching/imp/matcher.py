@@ -20,7 +20,7 @@ from ..base import MATCHERS, Matcher
 from .checkpoint import WHERE_TO_GET, load_model, shipped_features, shipped_weights
 from .geometry import PairGeometry, PnPGeometry, ReleasedPairGeometry
 from .iterative import MODES, IterativeMatcher
-from .model import IMPModel
+from .model import VARIANTS, IMPModel
 
 
 class IMPMatcher(Matcher):
@@ -60,8 +60,8 @@ class IMPMatcher(Matcher):
 
     def _init(self, conf: Dict[str, Any]) -> None:
         variant = conf["name"]
-        if variant not in ("gm", "imp", "eimp"):
-            raise ValueError(f"IMPMatcher name must be gm, imp or eimp, got {variant!r}")
+        if variant not in VARIANTS:
+            raise ValueError(f"IMPMatcher name must be one of {VARIANTS}, got {variant!r}")
         self.device = resolve_device(conf["device"])
         heads: Optional[List[int]] = None
         overrides = {k: v for k, v in conf["model"].items() if v is not None}
@@ -201,5 +201,5 @@ def batch_features(query: Features, refs: Sequence[Features], device: str) -> Di
     return data
 
 
-for _name in ("gm", "imp", "eimp"):
+for _name in VARIANTS:
     MATCHERS.register(_name)(IMPMatcher)
