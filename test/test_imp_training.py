@@ -132,6 +132,62 @@ def test_sampler_in_worker_processes(dump, context):
             assert torch.equal(b[k], torch.stack([ref[2 * j][k], ref[2 * j + 1][k]])), k
 
 
+def _nll_per_pair(prob, gt0, gt1, eps=1e-8):
+    """The matching loss written out pair by pair (the definition ``matching_nll`` vectorizes)."""
+    logp = torch.log(prob.clamp(min=eps))
+    out = []
+    for i in range(prob.shape[0]):
+        g0, g1 = gt0[i], gt1[i]
+        terms = []
+        if (g0 >= 0).any():
+            terms.append(-logp[i, :-1][g0 >= 0, g0[g0 >= 0]].mean())
+        inc = [-logp[i, :-1, -1][g0 == UNMATCHED].mean()] if (g0 == UNMATCHED).any() else []
+        inc += [-logp[i, -1, :-1][g1 == UNMATCHED].mean()] if (g1 == UNMATCHED).any() else []
+        if inc:
+            terms.append(torch.stack(inc).sum() / 2)
+        out.append(torch.stack(terms).sum() if terms else logp.new_zeros(()))
+    return torch.stack(out).mean()
+
+
+def test_matching_loss_and_its_gradient_per_pair():
+    """The vectorized loss (gathered entries, no per-pair slicing of the batch) equals the per-pair definition,
+    value and gradient, with pairs that have no matches, no unmatched rows, or nothing at all."""
+    from imp_core.training.losses import matching_nll
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(6):
+        logits = torch.randn(4, 31, 26, dtype=torch.double, generator=gen, requires_grad=True)
+        gt0 = torch.randint(-2, 25, (4, 30), generator=gen)
+        gt1 = torch.randint(-2, 30, (4, 25), generator=gen)
+        gt0[0], gt1[0] = IGNORE, IGNORE  # a pair with nothing: a zero loss that still counts in the mean
+        gt0[1] = torch.where(gt0[1] == UNMATCHED, IGNORE, gt0[1])
+        gt0[2] = UNMATCHED
+        want = _nll_per_pair(logits.softmax(-1).float(), gt0, gt1)  # the loss runs in float32
+        got = matching_nll(logits.softmax(-1), gt0, gt1)
+        assert torch.allclose(got, want, rtol=1e-6)
+        g_want, = torch.autograd.grad(want, logits)
+        g_got, = torch.autograd.grad(matching_nll(logits.softmax(-1), gt0, gt1), logits)
+        assert torch.allclose(g_got, g_want, rtol=1e-5, atol=1e-9)
+
+
+def test_cpu_batched_matrix_vector_gradient():
+    """``layers.bmv``'s CPU loop has its own backward (autograd's own for the loop zero-filled a whole batch per
+    element): the gradients are those of the batched product, also for transposed views as the Sinkhorn uses."""
+    from imp_core.matching.imp.layers import bmv, bmv_batched
+
+    gen = torch.Generator().manual_seed(0)
+    mats = torch.rand(3, 7, 5, dtype=torch.double, generator=gen, requires_grad=True)
+    vecs = torch.rand(3, 5, dtype=torch.double, generator=gen, requires_grad=True)
+    assert torch.autograd.gradcheck(bmv, (mats, vecs))
+    for m in (mats, mats.transpose(1, 2)):
+        v = vecs if m.shape[-1] == 5 else torch.rand(3, 7, dtype=torch.double, generator=gen, requires_grad=True)
+        a = torch.autograd.grad(bmv(m, v).square().sum(), (mats, v))
+        b = torch.autograd.grad(bmv_batched(m, v).square().sum(), (mats, v))
+        assert all(torch.allclose(x, y) for x, y in zip(a, b))
+    with torch.no_grad():  # inference keeps the plain loop
+        assert torch.allclose(bmv(mats, vecs), bmv_batched(mats, vecs))
+
+
 def test_pose_loss_prefers_true_assignment(dump):
     s = PairDataset(dump, n_keypoints=128, min_inliers=60, max_inliers=60, seed=0)[0]
     batch = {k: v[None] for k, v in s.items()}

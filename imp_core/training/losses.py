@@ -20,26 +20,30 @@ from .correspondences import UNMATCHED
 
 
 def matching_nll(prob: torch.Tensor, gt0: torch.Tensor, gt1: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """NLL of one iteration's assignment [B, N+1, M+1] given labels gt0 [B, N], gt1 [B, M]."""
-    logp = torch.log(prob.float().clamp(min=eps))
-    b, n1, m1 = logp.shape
-    losses = []
-    for i in range(b):
-        g0, g1 = gt0[i], gt1[i]
-        m = g0 >= 0
-        terms = []
-        if m.any():
-            terms.append(-logp[i, :-1][m, g0[m]].mean())
-        un0, un1 = g0 == UNMATCHED, g1 == UNMATCHED
-        inc = []
-        if un0.any():
-            inc.append(-logp[i, :-1, -1][un0].mean())
-        if un1.any():
-            inc.append(-logp[i, -1, :-1][un1].mean())
-        if inc:
-            terms.append(torch.stack(inc).sum() / 2)
-        losses.append(torch.stack(terms).sum() if terms else logp.new_zeros(()))
-    return torch.stack(losses).mean()
+    """NLL of one iteration's assignment [B, N+1, M+1] given labels gt0 [B, N], gt1 [B, M].
+
+    Per pair: the mean -log P of its ground-truth matches (when it has any) plus half the sum of the mean -log P
+    of its unmatched rows' and columns' dustbin entries (those it has); averaged over the batch. Only the entries
+    the loss reads are gathered and logged: a per-pair loop over the whole matrix cost a zero-filled batch-sized
+    gradient per pair and term in the backward pass (a third of a CPU training step)."""
+    prob = prob.float()
+    n = prob.shape[1] - 1
+
+    def masked_mean(logp: torch.Tensor, mask: torch.Tensor):
+        count = mask.sum(1)
+        return (logp * mask).sum(1) / count.clamp(min=1), count > 0
+
+    def log(x: torch.Tensor) -> torch.Tensor:
+        return torch.log(x.clamp(min=eps))
+
+    matched = gt0 >= 0
+    at_gt = torch.gather(prob[:, :n], 2, gt0.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    m, has_m = masked_mean(log(at_gt), matched)
+    u0, has_u0 = masked_mean(log(prob[:, :n, -1]), gt0 == UNMATCHED)
+    u1, has_u1 = masked_mean(log(prob[:, -1, :-1]), gt1 == UNMATCHED)
+    zero = prob.new_zeros(())
+    per_pair = -(torch.where(has_m, m, zero) + (torch.where(has_u0, u0, zero) + torch.where(has_u1, u1, zero)) / 2)
+    return per_pair.mean()
 
 
 def _normalize(kpts: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,32 @@ def bmv(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
     of GPU work in a 0.7 s step). Differentiable."""
     if mats.device.type != "cpu":
         return bmv_batched(mats, vecs)
+    if torch.is_grad_enabled() and (mats.requires_grad or vecs.requires_grad):
+        return _LoopedMV.apply(mats, vecs)
+    return _looped_mv(mats, vecs)
+
+
+def _looped_mv(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.mv(m, x) for m, x in zip(mats, vecs)])
+
+
+class _LoopedMV(torch.autograd.Function):
+    """The CPU loop of :func:`bmv` with its own backward. Left to autograd, the loop's backward undid each
+    ``select`` of the batch into a zero-filled tensor of the whole batch and stacked those: per training step
+    (batch 8, 1024 keypoints, 9 heads) about 6 s of 19 went into ``fill_`` and ``cat``. Here the matrices' gradient
+    is one batched outer product and the vectors' one ``mv`` per element."""
+
+    @staticmethod
+    def forward(ctx, mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        ctx.save_for_backward(mats, vecs)
+        return _looped_mv(mats, vecs)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        mats, vecs = ctx.saved_tensors
+        grad_mats = grad.unsqueeze(-1) * vecs.unsqueeze(-2) if ctx.needs_input_grad[0] else None
+        grad_vecs = _looped_mv(mats.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
+        return grad_mats, grad_vecs
 
 
 def bmv_batched(mats: torch.Tensor, vecs: torch.Tensor) -> torch.Tensor:
