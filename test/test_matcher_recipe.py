@@ -352,6 +352,7 @@ def test_preset_restart_stage_fine_tunes_and_exports_the_weight_average(tiny_wor
     assert load_model(tmp_path / "w" / "imp_sift.pth", "eimp")[0].conf["pool_threshold"] == 0.11
     card = open(res["card"]).read()
     assert "mean of 3 snapshots (exported)" in card and "set by the preset" in card
+    assert '"pool_threshold": 0.11' in card  # the file's, not the run's model conf
 
 
 def test_localizer_matcher_falls_back_where_eimp_has_no_weights(tmp_path, monkeypatch):

@@ -109,6 +109,9 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
             data_lines.append(f"| {src} | `{d.name}` | {info['pairs']} | {info['images']} |")
     last = evals[-1] if evals else {}
     conf = json.loads((run_dir / "conf.json").read_text())
+    cal = exported.get("calibration")
+    # the run's model conf with what the export stored over it (the pooling threshold)
+    model_conf = {**conf["model"], **({"pool_threshold": cal["pool_threshold"]} if cal else {})}
     size_line = (f"{exported['parameters']:,}; file size {exported['bytes'] / 1e6:.2f} MB; "
                  f"exported at step {exported['step']}")
     where = p.get("output") or Path(exported["file"]).name  # the preset's repository path of the file
@@ -141,7 +144,7 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
 Reproduce: `imp train-matcher --preset {name} --workdir WORKDIR` (resumable; then the same command exports).
 
 - Features: `{json.dumps(p['features'])}`
-- Model: `{json.dumps(conf['model'])}`
+- Model: `{json.dumps(model_conf)}`
 - Parameters: {size_line}
 - Trainer: `{json.dumps(trainer)}`
 {started}- Stages: `{json.dumps(p['stages'])}`
