@@ -40,20 +40,16 @@ def main() -> int:
 
     import torch
 
-    from imp_core.config import merge
     from imp_core.matching.imp.checkpoint import load_model
     from imp_core.matching.imp.model import VARIANTS
-    from imp_core.training.trainer import default_conf, evaluate, make_datasets
+    from imp_core.training.trainer import evaluate, make_datasets, run_conf
 
     torch.set_num_threads(a.threads)
-    conf_path = a.run / "conf.json"
-    if not conf_path.is_file():
-        raise SystemExit(f"--run {a.run}: no conf.json (not a training run directory)")
-    stored = json.loads(conf_path.read_text())
-    conf = merge(default_conf, stored["train"], where="train")
-    for key, val in (("n_keypoints", a.keypoints), ("max_inliers", a.max_inliers)):
-        if val is not None:
-            conf[key] = int(val)
+    try:
+        conf, data = run_conf(a.run, {k: v for k, v in (("n_keypoints", a.keypoints),
+                                                        ("max_inliers", a.max_inliers)) if v is not None})
+    except FileNotFoundError as e:
+        raise SystemExit(f"--run {e}") from None
     specs = []
     for s in a.weights:
         variant, sep, path = s.partition("=")
@@ -62,7 +58,7 @@ def main() -> int:
         if not Path(path).is_file():
             raise SystemExit(f"{path} does not exist")
         specs.append(("imp" if variant == "eimp" else variant, path))
-    _, val = make_datasets(stored["data"], conf)
+    _, val = make_datasets(data, conf)
     if val is None:
         raise SystemExit(f"{a.run}: the run has no held-out pairs")
     loader = torch.utils.data.DataLoader(val, batch_size=int(conf["batch_size"]), shuffle=False)

@@ -14,7 +14,6 @@ Writes ``<out>/bench_train_step.json`` (per-step seconds and losses, the median,
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -40,24 +39,21 @@ def main() -> int:
 
     import torch
 
-    from imp_core.config import merge
     from imp_core.matching.imp.checkpoint import load_model
     from imp_core.training.losses import total_loss
-    from imp_core.training.trainer import default_conf, make_datasets
+    from imp_core.training.trainer import make_datasets, run_conf
 
     torch.set_num_threads(a.threads)
-    conf_path = a.run / "conf.json"
-    if not conf_path.is_file():
-        raise SystemExit(f"--run {a.run}: no conf.json (not a training run directory)")
-    saved = json.loads(conf_path.read_text())
     over = {k: v for k, v in (("n_keypoints", a.keypoints), ("max_inliers", a.max_inliers),
                               ("batch_size", a.batch_size)) if v is not None}
-    conf = merge(default_conf, {**{k: v for k, v in saved["train"].items() if k in default_conf}, **over},
-                 where="train")
+    try:
+        conf, data = run_conf(a.run, over)
+    except FileNotFoundError as e:
+        raise SystemExit(f"--run {e}") from None
     weights = Path(a.weights) if a.weights else a.run / "last.pth"
     if not weights.is_file():
         raise SystemExit(f"{weights} does not exist (--weights PATH)")
-    train_set, _ = make_datasets(saved["data"], conf)
+    train_set, _ = make_datasets(data, conf)
     overrides = {k: v for k, v in conf["model"].items() if v is not None}
     model, _ = load_model(weights, conf["variant"], overrides)
     model.train()

@@ -326,6 +326,24 @@ def test_restart_goes_on_from_the_weights_with_a_fresh_optimizer(dump, tmp_path)
     assert {int(v["step"]) for v in ck["optimizer"]["state"].values()} == {2}
 
 
+def test_run_conf_reads_a_run_for_the_benchmarks(dump, tmp_path):
+    """``run_conf``: a run's trainer conf and dumps with overrides on top; keys an older trainer wrote and this one
+    no longer knows are left out; a directory that is not a run is named in the error."""
+    from imp_core.training.trainer import run_conf
+
+    run = tmp_path / "run"
+    train(dump, run, {"steps": 1, "batch_size": 2, "n_keypoints": 64, "max_inliers": 16, "min_inliers": 8,
+                      "model": {"n_layers": 1}, "val_every": 100, "ckpt_every": 1, "device": "cpu"}, progress=False)
+    saved = json.loads((run / "conf.json").read_text())
+    saved["train"]["retired_key"] = 1
+    (run / "conf.json").write_text(json.dumps(saved))
+    conf, data = run_conf(run, {"n_keypoints": 128})
+    assert data == [str(dump)] and conf["n_keypoints"] == 128 and conf["max_inliers"] == 16
+    assert "retired_key" not in conf
+    with pytest.raises(FileNotFoundError, match="no conf.json"):
+        run_conf(tmp_path)
+
+
 def test_cli_help():
     from imp_core.training import commands
 

@@ -13,7 +13,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple, cast
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union, cast
 
 import numpy as np
 import torch
@@ -213,6 +213,21 @@ def averaging_step(step: int, conf: Mapping[str, Any]) -> bool:
     """Whether the model at ``step`` joins the weight average (``average_every`` / ``average_from``)."""
     every = conf["average_every"]
     return bool(every) and step > conf["average_from"] and (step - conf["average_from"]) % every == 0
+
+
+def run_conf(run_dir: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None
+             ) -> Tuple[Dict[str, Any], List[str]]:
+    """(trainer conf, dump paths) of a training run directory's ``conf.json``, with ``overrides`` (e.g. another
+    keypoint count) on top: what benchmarks re-sample the run's pairs with. A key the trainer no longer knows (an
+    older run) is left out; a directory without ``conf.json`` is an error naming it."""
+    path = Path(run_dir) / "conf.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no conf.json (not a training run directory)")
+    saved = json.loads(path.read_text())
+    train_conf = {k: v for k, v in saved["train"].items() if k in default_conf}
+    conf = merge(default_conf, train_conf, dict(overrides or {}), where="train")
+    data = [saved["data"]] if isinstance(saved["data"], str) else list(saved["data"])
+    return conf, data
 
 
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
