@@ -303,6 +303,10 @@ def test_weight_average_is_the_mean_of_the_snapshots_across_resumes(dump, tmp_pa
     assert set(out) == {"epoch", "iteration", "model", "min_loss", "conf"}
     for k, v in ck["average"].items():
         assert torch.equal(out["model"][k], v), k
+    # resumed with averaging off: the old mean is not carried on (the export is the run's own weights again)
+    train(dump, run, {**conf, "steps": 9, "average_every": None}, resume=True, progress=False)
+    assert "average" not in torch.load(run / "last.pth", weights_only=True)
+    assert export_weights(run, tmp_path / "w2.pth", which="last")["averaged"] == 0
 
 
 def test_restart_goes_on_from_the_weights_with_a_fresh_optimizer(dump, tmp_path):

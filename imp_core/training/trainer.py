@@ -286,7 +286,7 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
             # batches of the current epoch already trained on (older checkpoints: from the epoch length)
             done = int(ck.get("epoch_step", step - epoch * batches_per_epoch))
             epoch_start = step - min(max(done, 0), batches_per_epoch)
-            if "average" in ck:
+            if "average" in ck and conf["average_every"]:  # resumed without averaging: the old mean is dropped
                 average, averaged = dict(ck["average"]), int(ck["averaged"])
         if (out / "log.jsonl").is_file():
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
@@ -314,8 +314,8 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         gen = torch.Generator().manual_seed(conf["seed"] + epoch)
         sampler: Any = None
         if shuffle and conf["dump_weights"]:  # each dump drawn with its weight, whatever its size
-            sampler = torch.utils.data.WeightedRandomSampler(sample_weights(ds, conf["dump_weights"]).tolist(), len(ds),
-                                                             replacement=True, generator=gen)
+            weights = sample_weights(ds, conf["dump_weights"]).tolist()
+            sampler = torch.utils.data.WeightedRandomSampler(weights, len(ds), replacement=True, generator=gen)
         elif shuffle:
             sampler = torch.utils.data.RandomSampler(ds, generator=gen)
         if skip_batches:  # a resumed epoch goes on where the interrupted one stopped, in the same order
