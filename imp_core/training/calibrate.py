@@ -61,7 +61,7 @@ def calibrate_pool_threshold(masses: Mapping[int, Mapping[str, np.ndarray]], max
         raise ValueError("no ground-truth matched tokens in the held-out pairs: cannot calibrate")
     th = min(float(np.quantile(d["matched"], max_lost)) for d in masses.values())
     th = math.floor(th * 100) / 100
-    return {**pool_threshold_table(masses, th), "max_lost": max_lost, "fixed": False}
+    return {**pool_threshold_table(masses, th), "max_lost": max_lost}
 
 
 def pool_threshold_table(masses: Mapping[int, Mapping[str, np.ndarray]], th: float) -> Dict[str, Any]:
@@ -72,4 +72,4 @@ def pool_threshold_table(masses: Mapping[int, Mapping[str, np.ndarray]], th: flo
                       "matched": int(len(d["matched"])), "unmatched": int(len(d["unmatched"]))}
              for i, d in masses.items()}
     return {"pool_threshold": float(th), "max_lost": max(r["matched_below"] for r in table.values()),
-            "per_iteration": table, "fixed": True}
+            "per_iteration": table}

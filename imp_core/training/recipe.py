@@ -83,8 +83,8 @@ def export_weights(run_dir: Path, out: Path, which: str = "best",
         train_conf = json.loads((run_dir / "conf.json").read_text())["train"]
         masses = pooling_masses(model, calibration_dumps, val_fraction=train_conf["val_fraction"],
                                 seed=train_conf["seed"])
-        calibration = (calibrate_pool_threshold(masses) if pool_threshold is None
-                       else pool_threshold_table(masses, pool_threshold))
+        calibration = {**(calibrate_pool_threshold(masses) if pool_threshold is None
+                          else pool_threshold_table(masses, pool_threshold)), "fixed": pool_threshold is not None}
         slim["conf"] = json.dumps({**json.loads(slim.get("conf") or "{}"),
                                    "pool_threshold": calibration["pool_threshold"]})
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -107,7 +107,6 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
         for d in paths:
             info = read_dump_info(d)
             data_lines.append(f"| {src} | `{d.name}` | {info['pairs']} | {info['images']} |")
-    last = evals[-1] if evals else {}
     conf = json.loads((run_dir / "conf.json").read_text())
     cal = exported.get("calibration")
     # the run's model conf with what the export stored over it (the pooling threshold)
@@ -128,11 +127,12 @@ def model_card(name: str, p: Mapping[str, Any], run_dir: Path, exported: Mapping
                     if warm.get("unshared") else "")
         started = (f"- Started from `{trainer['warm_start']}` (warm start: {warm['copied']} tensors copied; new: "
                    f"{', '.join(warm['fresh']) or 'none'}{pca}{unshared})\n")
-    model_evals = [r for r in evals if "averaged" not in r]
+    model_evals = [r for r in evals if "averaged" not in r]  # the run's weights (not their mean)
     best = min(model_evals, key=lambda r: r["val_loss"]) if model_evals else {}
+    last = model_evals[-1] if model_evals else {}
     if exported.get("averaged"):  # the file is the mean of the last stage's snapshots, evaluated at the end
         mean: Dict[str, Any] = next((r for r in reversed(evals) if "averaged" in r), {})
-        eval_rows = [_eval_row("lowest loss", best), _eval_row("last", model_evals[-1] if model_evals else {}),
+        eval_rows = [_eval_row("lowest loss", best), _eval_row("last", last),
                      _eval_row(f"mean of {exported['averaged']} snapshots (exported)", mean)]
         size_line += f" as the mean of the weights at {exported['averaged']} steps (`average_every`)"
     else:

@@ -215,6 +215,11 @@ def averaging_step(step: int, conf: Mapping[str, Any]) -> bool:
     return bool(every) and step > conf["average_from"] and (step - conf["average_from"]) % every == 0
 
 
+def data_list(data: Any) -> List[str]:
+    """A run's dump path(s) as a list of strings (one path or several, as ``train`` takes and ``conf.json`` keeps)."""
+    return [str(data)] if isinstance(data, (str, Path)) else [str(p) for p in data]
+
+
 def run_conf(run_dir: Union[str, Path], overrides: Optional[Mapping[str, Any]] = None
              ) -> Tuple[Dict[str, Any], List[str]]:
     """(trainer conf, dump paths) of a training run directory's ``conf.json``, with ``overrides`` (e.g. another
@@ -226,8 +231,7 @@ def run_conf(run_dir: Union[str, Path], overrides: Optional[Mapping[str, Any]] =
     saved = json.loads(path.read_text())
     train_conf = {k: v for k, v in saved["train"].items() if k in default_conf}
     conf = merge(default_conf, train_conf, dict(overrides or {}), where="train")
-    data = [saved["data"]] if isinstance(saved["data"], str) else list(saved["data"])
-    return conf, data
+    return conf, data_list(saved["data"])
 
 
 def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: bool = False,
@@ -291,10 +295,10 @@ def train(data_path, out_dir, conf: Optional[Mapping[str, Any]] = None, resume: 
         if (out / "log.jsonl").is_file():
             log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
             log = [r for r in log if r["step"] <= step]
-    data_names = [str(data_path)] if isinstance(data_path, (str, Path)) else [str(p) for p in data_path]
+    data_names = data_list(data_path)
     if resume and (out / "conf.json").is_file():
         prev = json.loads((out / "conf.json").read_text())
-        before = [prev.get("data")] if isinstance(prev.get("data"), str) else prev.get("data")
+        before = data_list(prev["data"]) if prev.get("data") is not None else None
         sampling = ("n_keypoints", "min_inliers", "max_inliers", "max_val_pairs", "val_fraction", "seed")
         changed = [k for k in sampling if prev.get("train", {}).get(k) != conf[k]]
         if before != data_names or changed:  # another held-out set: its losses do not compare with the old best
