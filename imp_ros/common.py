@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import sys
+import time
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -178,16 +180,37 @@ def param(node, name: str):
     return node.get_parameter(name).value
 
 
-def _spin_quietly(ex) -> None:
+def _destroyed_under_wait(e: BaseException) -> bool:
+    """rclpy's error for an entity destroyed while the executor was using it (its wait set, a take)."""
+    return "destruction was requested" in str(e) or "InvalidHandle" in type(e).__name__
+
+
+def _spin_quietly(ex, errors: list, streak_s: float = 2.0) -> None:
+    """``ex.spin()`` until the executor or the context is shut down. An entity destroyed under the executor's wait
+    raises InvalidHandle out of spin(); the executor itself is intact (the next wait is built without it), so it
+    spins on: before, the thread ended there and the node stopped serving without a word. Anything else a callback
+    raises ends the spin and lands in ``errors`` (``run`` then says so and exits non-zero). The same InvalidHandle
+    again and again for ``streak_s`` seconds (an entity that stays broken) counts as such an error too."""
     from rclpy.executors import ExternalShutdownException
 
-    try:
-        ex.spin()
-    except (ExternalShutdownException, KeyboardInterrupt):
-        pass
-    except Exception as e:  # an entity destroyed under the executor must not end in a traceback
-        if "destruction was requested" not in str(e) and "InvalidHandle" not in type(e).__name__:
-            raise
+    first = last = None
+    while True:
+        try:
+            ex.spin()
+            return
+        except (ExternalShutdownException, KeyboardInterrupt):
+            return
+        except Exception as e:
+            now = time.monotonic()
+            if not _destroyed_under_wait(e):
+                errors.append(e)
+                return
+            if last is None or now - last > 0.5:  # a new streak
+                first = now
+            last = now
+            if now - first > streak_s:
+                errors.append(e)
+                return
 
 
 SHUTDOWN_WATCHDOG_S = 60.0
@@ -246,6 +269,7 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
     node = None
     ex = None
     spinner = None
+    spin_errors: list = []
     code = 0
     try:
         starting.set()
@@ -263,11 +287,16 @@ def run(make_node: Callable[[], Any], executor_threads: int = 4, args=None, name
         ex.add_node(node)
         # spin() keeps one wait loop alive (a spin_once loop rebuilds it per callback, which starves image
         # subscriptions while a worker thread holds the GIL); this thread only watches for the stop conditions
-        spinner = threading.Thread(target=_spin_quietly, args=(ex,), name="executor", daemon=True)
+        spinner = threading.Thread(target=_spin_quietly, args=(ex, spin_errors), name="executor", daemon=True)
         spinner.start()
         while rclpy.ok() and not stop.is_set() and not getattr(node, "finished", False) and spinner.is_alive():
             stop.wait(0.1)
             install_handlers()  # again: a library imported later (at configure) may have replaced them
+        if spin_errors:  # a callback raised: the node cannot go on serving; say what and exit non-zero
+            e = spin_errors[0]
+            print(f"[{name}] error: the executor stopped: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            traceback.print_exception(type(e), e, e.__traceback__, file=sys.stderr)
+            code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         if ex is None:
             print(f"[{name}] interrupted during start-up", file=sys.stderr, flush=True)

@@ -9,12 +9,21 @@ import pytest
 
 from rosutil import RosTestNode, start_graph
 
+_RACES = []
+
 
 @pytest.fixture(scope="session")
 def ros():
     n = RosTestNode()
     yield n
+    _RACES.append(n.races)
     n.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _RACES and _RACES[0]:
+        terminalreporter.write_line(f"ROS test node: {_RACES[0]} wait(s) met an entity the tests destroyed meanwhile "
+                                    "(rclpy's InvalidHandle; the spin thread went on)")
 
 
 @pytest.fixture(scope="session")

@@ -19,9 +19,14 @@ os.environ.setdefault("AMENT_PREFIX_PATH", sys.prefix)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+_SPINNING: list = []  # the RosTestNodes of this process (a wait fails at once if one's spin thread ended)
+
+
 def wait_until(pred, timeout: float, what: str, poll: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        for n in _SPINNING:
+            n.alive()
         v = pred()
         if v:
             return v
@@ -41,12 +46,34 @@ class RosTestNode:
         self.ex = MultiThreadedExecutor(num_threads=2)
         self.ex.add_node(self.node)
         self._stop = threading.Event()
+        self.error: BaseException | None = None  # what ended the spin thread, if anything did
+        self.races = 0  # waits that met an entity the test destroyed meanwhile (and went on)
         self._t = threading.Thread(target=self._spin, daemon=True)
         self._t.start()
+        _SPINNING.append(self)
 
     def _spin(self) -> None:
-        while not self._stop.is_set():
-            self.ex.spin_once(timeout_sec=0.05)
+        try:
+            while not self._stop.is_set():
+                try:
+                    self.ex.spin_once(timeout_sec=0.05)
+                except Exception as e:
+                    # rclpy builds the wait set from a copy of the node's entities: a subscription, publisher or
+                    # client the test destroys meanwhile raises InvalidHandle there (its QoS event handler). The
+                    # executor is intact (the next spin_once starts a new wait); only the test thread's own
+                    # destruction raced it, so go on. Before, this ended the thread and every later test that
+                    # needed the node timed out waiting for a response that had arrived.
+                    if "InvalidHandle" not in type(e).__name__ and "destruction was requested" not in str(e):
+                        raise
+                    self.races += 1
+        except BaseException as e:
+            self.error = e
+            raise
+
+    def alive(self) -> None:
+        """Raise if the spin thread ended (instead of letting a caller time out on what it would have received)."""
+        if not self._t.is_alive() and not self._stop.is_set():
+            raise RuntimeError(f"the test node's spin thread ended: {self.error!r}") from self.error
 
     def collect(self, msg_type, topic: str, qos=None):
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -72,6 +99,8 @@ class RosTestNode:
 
         self._stop.set()
         self._t.join(timeout=5)
+        if self in _SPINNING:
+            _SPINNING.remove(self)
         self.node.destroy_node()
         rclpy.shutdown()
 

@@ -1,0 +1,31 @@
+"""The test node outlives an entity destroyed under its executor's wait (CI run of stop 29: rclpy raised
+InvalidHandle from a destroyed subscription's QoS event handler while the spin thread built its wait set; the thread
+ended and every later test that used the node timed out on responses and messages that had arrived)."""
+from __future__ import annotations
+
+import pytest
+
+from rosutil import wait_until
+
+pytestmark = [pytest.mark.ros]
+
+
+def test_test_node_spins_on_after_an_entity_destroyed_under_its_wait(ros):
+    from std_msgs.msg import String
+    from std_srvs.srv import Trigger
+
+    _, sub = ros.collect(String, "/imp_test/rosutil_race")
+    before = ros.races
+    # The race, held open: the subscription's event handler is destroyed but still among the node's waitables,
+    # so every wait the spin thread builds meets it (rclpy's own InvalidHandle, "destruction was requested").
+    sub.event_handlers[0].destroy()
+    wait_until(lambda: ros.races >= before + 3, 10, "the spin thread to meet the destroyed handler three times")
+    ros.node.destroy_subscription(sub)  # the race over: the handler leaves the node
+    ros.races = before  # the session summary counts the races the other tests met by chance, not this one
+    srv = ros.node.create_service(Trigger, "/imp_test/rosutil_ping",
+                                  lambda req, res: (setattr(res, "success", True), res)[1])
+    try:
+        assert ros.call(Trigger, "/imp_test/rosutil_ping", Trigger.Request(), timeout=30.0).success
+    finally:
+        ros.node.destroy_service(srv)
+    ros.alive()
