@@ -389,7 +389,7 @@ def test_synthetic_config_runs_eimp_with_the_shipped_xfeat_weights():
     assert mconf == {"name": "eimp", "device": "cpu"} and note == ""
     m = create_matcher({**mconf, "features": "xfeat"})
     assert Path(m.weights).name == "imp_xfeat.pth" and m.descriptor_dim == 64
-    assert m.model.conf["pool_threshold"] == 0.15  # calibrated at export (docs/models/imp_xfeat.md)
+    assert m.model.conf["pool_threshold"] == 0.15  # the preset's, stored at export (docs/models/imp_xfeat.md)
     mconf, note = choose_matcher(conf["matcher"], {"features": {"name": "sift"}, "matcher": {"name": "nn"}}, "cpu")
     assert mconf["name"] == "nn" and f"imp ships eimp weights for {ckpt.shipped_features('eimp')}" in note
     assert "xfeat" in ckpt.shipped_features()
