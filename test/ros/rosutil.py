@@ -53,6 +53,8 @@ class RosTestNode:
         _SPINNING.append(self)
 
     def _spin(self) -> None:
+        from imp_ros.common import _destroyed_under_wait
+
         try:
             while not self._stop.is_set():
                 try:
@@ -63,7 +65,7 @@ class RosTestNode:
                     # executor is intact (the next spin_once starts a new wait); only the test thread's own
                     # destruction raced it, so go on. Before, this ended the thread and every later test that
                     # needed the node timed out waiting for a response that had arrived.
-                    if "InvalidHandle" not in type(e).__name__ and "destruction was requested" not in str(e):
+                    if not _destroyed_under_wait(e):
                         raise
                     self.races += 1
         except BaseException as e:
