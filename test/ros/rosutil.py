@@ -34,6 +34,17 @@ def wait_until(pred, timeout: float, what: str, poll: float = 0.05):
     raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
 
 
+def held_open_race(node, topic: str):
+    """A subscription on ``node`` whose QoS event handler is destroyed but still among the node's waitables: every
+    wait set an executor builds for the node meets it and raises rclpy's own InvalidHandle ("destruction was
+    requested"), i.e. the race of an entity destroyed under a wait, held open until ``node.destroy_subscription``."""
+    from std_msgs.msg import String
+
+    sub = node.create_subscription(String, topic, lambda m: None, 10)
+    sub.event_handlers[0].destroy()
+    return sub
+
+
 class RosTestNode:
     """An rclpy node spun in a background thread, with message collectors."""
 

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rosutil import ROOT, wait_until
+from rosutil import ROOT, held_open_race, wait_until
 
 pytestmark = [pytest.mark.ros]
 
@@ -44,15 +44,12 @@ def _spin(ex, **kw):
 
 
 def test_executor_spins_past_an_entity_destroyed_under_its_wait(own_context):
-    from std_msgs.msg import String
-
     node, ex = own_context
     ticks = []
     node.create_timer(0.01, lambda: ticks.append(1))
     t, errors = _spin(ex)
     wait_until(lambda: len(ticks) >= 3, 10, "the timer to tick")
-    sub = node.create_subscription(String, "/imp_test/executor_race", lambda m: None, 10)
-    sub.event_handlers[0].destroy()  # destroyed, still among the node's waitables: every wait meets it
+    sub = held_open_race(node, "/imp_test/executor_race")
     time.sleep(0.3)  # well under the 2 s streak that would count as a broken node; the executor waits every 10 ms
     node.destroy_subscription(sub)
     n = len(ticks)
@@ -66,11 +63,8 @@ def test_executor_spins_past_an_entity_destroyed_under_its_wait(own_context):
 
 
 def test_an_entity_that_stays_broken_ends_the_spin_as_an_error(own_context):
-    from std_msgs.msg import String
-
     node, ex = own_context
-    sub = node.create_subscription(String, "/imp_test/executor_broken", lambda m: None, 10)
-    sub.event_handlers[0].destroy()
+    held_open_race(node, "/imp_test/executor_broken")
     t, errors = _spin(ex, streak_s=0.5)
     t.join(timeout=10)
     assert not t.is_alive()

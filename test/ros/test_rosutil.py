@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from rosutil import wait_until
+from rosutil import held_open_race, wait_until
 
 pytestmark = [pytest.mark.ros]
 
 
 def test_test_node_spins_on_after_an_entity_destroyed_under_its_wait(ros):
-    from std_msgs.msg import String
     from std_srvs.srv import Trigger
 
-    _, sub = ros.collect(String, "/imp_test/rosutil_race")
     before = ros.races
-    # The race, held open: the subscription's event handler is destroyed but still among the node's waitables,
-    # so every wait the spin thread builds meets it (rclpy's own InvalidHandle, "destruction was requested").
-    sub.event_handlers[0].destroy()
+    sub = held_open_race(ros.node, "/imp_test/rosutil_race")  # every wait the spin thread builds meets it
     wait_until(lambda: ros.races >= before + 3, 10, "the spin thread to meet the destroyed handler three times")
     ros.node.destroy_subscription(sub)  # the race over: the handler leaves the node
     srv = ros.node.create_service(Trigger, "/imp_test/rosutil_ping",
