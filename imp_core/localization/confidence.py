@@ -55,6 +55,7 @@ FEATURES: Dict[str, Callable[[Mapping[str, float]], float]] = {
     "coverage": lambda q: float(q["coverage"]),
     "log_rotation_std": _log_rotation_std,
     "best_reference_ratio": lambda q: float(q["best_reference_ratio"]),
+    "focal_estimated": lambda q: float(q.get("focal_estimated", 0.0)),
 }
 
 
@@ -126,7 +127,8 @@ def pose_quality(pnp, num_matches: int, contributions: np.ndarray,
     if pnp.covariance is not None:
         rot_std = float(np.degrees(np.sqrt(max(np.linalg.eigvalsh(pnp.covariance[3:, 3:]).max(), 0.0))))
     out = {"num_inliers": float(k), "inlier_ratio": float(ratio), "coverage": cov, "references_agreeing": float(refs),
-           "residual_px": float(pnp.residual_sigma_px), "rotation_std_deg": rot_std}
+           "residual_px": float(pnp.residual_sigma_px), "rotation_std_deg": rot_std,
+           "focal_estimated": float(bool(getattr(pnp, "focal_estimated", False)))}
     # the inlier ratio of the reference with most inliers (the overall ratio when per-reference counts are unknown)
     contrib = np.asarray(contributions)
     out["best_reference_ratio"] = (float(contrib[0]) / max(float(matches_per_reference[0]), 1.0)
