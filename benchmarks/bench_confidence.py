@@ -1,16 +1,17 @@
 #!/usr/bin/env python
 """Does the localizer's confidence keep wrong poses from passing as OK? (issue 9, item 4)
 
-Localizes every query of the synthetic world (day and night) against maps of several feature/matcher pairs with
-the confidence gate off, records each pose's quality measures (inlier count, inlier ratio, coverage) and its
-error, and then counts the wrong poses (> 5 deg or > 10 % of the scene depth) that pass as OK:
+Localizes every query of the synthetic world (day and night) against maps of several feature/matcher pairs,
+records the pose the localizer's search ends with, reported or not (with its second look for a pose it would not
+report), its quality measures (inlier count, inlier ratio, coverage, rotation std) and its error, and then counts
+the wrong poses (> 5 deg or > 10 % of the scene depth) that pass as OK:
 
 - before: the old gate (>= 20 inliers);
 - after: the confidence gate (``acceptance.min_confidence``) with the model in imp_core/localization/confidence.py.
 
-``--weights FILE`` localizes IMP-family pairs with another checkpoint and ``--conditions night`` keeps one
-condition; the table gives the confidence of the right poses (min / p10 / median), what a candidate matcher must
-not lower.
+``--second-look`` turns the localizer's second look on. ``--weights FILE`` localizes IMP-family pairs with another
+checkpoint and ``--conditions night`` keeps one condition; the table gives the confidence of the right poses (min /
+p10 / median), what a candidate matcher must not lower.
 
 ``--fit`` fits the logistic confidence model on these records (synthetic world only) and prints its coefficients;
 ``--save`` writes it, and ``--model FILE`` tabulates that model on other records (``--records``: other worlds,
@@ -36,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_localization import PAIRS, matcher_conf  # noqa: E402  (the feature/matcher pairs, defined once)
 
 from imp_core.eval.report import dumps_strict  # noqa: E402
+from imp_core.localization.localizer import _Why  # noqa: E402
 
 
 def wrong(rec: dict) -> bool:
@@ -44,7 +46,7 @@ def wrong(rec: dict) -> bool:
 
 
 def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[str] = None,
-            conditions: Optional[Sequence[str]] = None) -> list:
+            conditions: Optional[Sequence[str]] = None, second_look: bool = False) -> list:
     import pycolmap
     from tqdm import tqdm
 
@@ -60,41 +62,63 @@ def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[st
     map_dir = maps / pair.replace("+", "_")
     if not (map_dir / "map.json").is_file():
         build_map(ds, map_dir, {"features": fconf, "matcher": shipped}, progress=True)
+    # the localizer's own acceptance (confidence gate, min_inliers, second look): the pose recorded is the one its
+    # search ends with, reported or not (Localizer._search), and the table applies the gates to it afterwards
     loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}],
-                     "acceptance": {"min_inliers": 4, "min_confidence": 0.0}})
+                     "second_look": {"enabled": second_look}})
     out = []
     centers = {n: loc.map.pose(n).center for n in loc.map.names}
     queries = [q for q in ds.queries() if not conditions or q.condition in conditions]
     for q in tqdm(queries, desc=pair, unit="img"):
         image = read_image(q.path)
         for camera in (q.camera, None):  # given intrinsics, and unknown (focal estimated)
-            loc.reset()
-            res = loc.localize(image, camera, name=q.name)
-            rec = {"pair": pair, "name": q.name, "condition": q.condition, "status": res.status,
+            ctx = _context(loc, image, camera)
+            best = loc._search(ctx, {"matching": 0.0, "pnp": 0.0}, _Why())
+            rec = {"pair": pair, "name": q.name, "condition": q.condition,
+                   "status": "OK" if best is not None and loc._reports(best) else "LOST",
                    "kind": "retrieval" if camera is not None else "retrieval, unknown focal"}
-            if res.pose is not None:
-                rec.update(_errors(res.pose, res.inlier_points3D, q.gt_pose, res.quality))
+            if best is not None:
+                rec.update(_errors(best, q.gt_pose))
             out.append(rec)
             # hard negatives: the 5 most similar database images at least NEG_DIST away from the query, so that
-            # (nearly) every pose from them is wrong; what separates these from true poses is what the gate needs
+            # (nearly) every pose from them is wrong; what separates these from true poses is what the gate needs.
+            # Their second look stays among such images.
             far = [n for n in loc.map.names if np.linalg.norm(centers[n] - q.gt_pose.center) > NEG_DIST]
-            neg = _verify_refs(loc, image, camera, _ranked(loc, image, far)[:5])
+            neg = _verify_refs(loc, _context(loc, image, camera), _ranked(loc, image, far)[:5], set(far))
             if neg is not None:
                 out.append({"pair": pair, "name": q.name, "condition": q.condition,
                             "kind": "far references" + (", unknown focal" if camera is None else ""),
-                            **_errors(neg[0].pose, neg[0].inlier_points3D, q.gt_pose, neg[1])})
+                            **_errors(neg, q.gt_pose)})
     return out
 
 
 NEG_DIST = 20.0  # metres (the synthetic street is 60 m long; cameras see about 10-20 m ahead)
 
 
-def _errors(pose, points3D, gt, quality) -> dict:
+def _errors(scored, gt) -> dict:
+    """Errors of a search's pose (``Localizer.Scored``) against ``gt``, its quality measures and whether the second
+    look found it."""
     from imp_core.types import pose_error
 
-    t_err, r_err = pose_error(pose, gt)
+    pnp = scored.verified.pnp
+    t_err, r_err = pose_error(pnp.pose, gt)
+    points3D = pnp.inlier_points3D
     depth = float(np.median(gt.transform(points3D)[:, 2])) if points3D is not None and len(points3D) else 1.0
-    return {"t_err": t_err, "r_err": r_err, "depth": abs(depth), **quality}
+    return {"t_err": t_err, "r_err": r_err, "depth": abs(depth), **scored.quality,
+            "second_look": scored.verified.candidate.source == "second look"}
+
+
+def _context(loc, image, camera):
+    """The query context ``Localizer.localize`` builds for ``image`` (``camera`` None: focal estimated)."""
+    from imp_core.localization.pnp import estimates_focal
+    from imp_core.stages import QueryContext
+
+    loc.reset()
+    cam, pnp_conf = loc._frame_camera(image.shape[1], image.shape[0], camera, None)
+    ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
+    ctx.extras["pnp_conf"] = pnp_conf
+    ctx.extras["estimate_focal"] = estimates_focal(pnp_conf)
+    return ctx
 
 
 def _ranked(loc, image, names):
@@ -107,20 +131,19 @@ def _ranked(loc, image, names):
     return [n for n in stage.ranking(ctx) if n in keep]
 
 
-def _verify_refs(loc, image, camera, refs):
-    from imp_core.localization.confidence import pose_quality
-    from imp_core.stages import Candidate, QueryContext
+def _verify_refs(loc, ctx, refs, among):
+    """The pose from ``refs`` as the localizer scores it, with its second look (among the images ``among``) when
+    it would not be reported; None when no pose."""
+    from imp_core.stages import Candidate
 
     if not refs:
         return None
-    cam, pnp_conf = loc._frame_camera(image.shape[1], image.shape[0], camera, None)  # as Localizer.localize
-    ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
-    ctx.extras["pnp_conf"] = pnp_conf
-    v = loc._verify(ctx, Candidate(refs, 0, "negatives"), {"matching": 0.0, "pnp": 0.0})
+    timings = {"matching": 0.0, "pnp": 0.0}
+    v = loc._verify(ctx, Candidate(refs, 0, "negatives"), timings)
     if v is None:
         return None
-    return v.pnp, pose_quality(v.pnp, v.num_matches, v.contributions, v.matches_per_reference,
-                                loc.confidence_model)
+    scored = loc.score(v)
+    return scored if loc._reports(scored) else loc.second_look(ctx, scored, timings, among=among)
 
 
 def fit(records: list, features: Sequence[str], l2: float = 1e-2) -> dict:
@@ -191,6 +214,8 @@ def main() -> int:
     p.add_argument("--weights", default=None, help="IMP-family pairs: localize with this checkpoint (the map is "
                    "built with the shipped one; e.g. a candidate's confidence on right night poses)")
     p.add_argument("--conditions", nargs="+", default=None, help="only these query conditions (e.g. night)")
+    p.add_argument("--second-look", action="store_true", help="localize with the localizer's second_look on (a "
+                   "pose it would not report is verified again against the references near it)")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
     p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
     p.add_argument("--records", type=Path, nargs="+", help="read these records.json files (e.g. of several worlds) "
@@ -218,7 +243,8 @@ def main() -> int:
         use_or_make_world(a.world)
         records = []
         for pair in a.pairs:
-            records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k, a.weights, a.conditions)
+            records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k, a.weights, a.conditions,
+                               a.second_look)
         rec_path.write_text(dumps_strict(records, indent=0))
     from imp_core.localization.confidence import confidence_model
     from imp_core.localization.localizer import Localizer

@@ -68,3 +68,24 @@ def test_table_gives_the_confidence_of_right_poses(load_benchmark):
     row = next(line for line in lines if "retrieval" in line)
     assert row.endswith(f"{right[0]:.3f} / {np.percentile(right, 10):.3f} / {np.median(right):.3f}"), row
     assert next(line for line in lines if "far references" in line).endswith(" -")
+
+
+def test_collect_records_the_pose_the_search_ends_with(load_benchmark, tiny_world, tiny_map, tmp_path):
+    """``collect`` localizes as the localizer does (its gates, and with ``second_look`` its second look): the
+    recorded status is OK exactly when the recorded pose passes both gates; on the tiny world's night queries the
+    second look gives some of the reported poses (the tiny street has no references 20 m away: no negatives)."""
+    bench = load_benchmark("bench_confidence")
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "sift_nn").symlink_to(tiny_map)
+    recs = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"], second_look=True)
+    assert {r["name"] for r in recs} == set(tiny_world.query_names("night"))
+    assert {"retrieval", "retrieval, unknown focal"} <= {r["kind"] for r in recs}
+    for r in recs:
+        if r["kind"].startswith("retrieval") and "r_err" in r:
+            passes = r["num_inliers"] >= 20 and r["confidence"] >= 0.5
+            assert (r["status"] == "OK") == passes, r
+        assert "r_err" not in r or isinstance(r["second_look"], bool)
+    assert any(r["status"] == "OK" and r["second_look"] for r in recs)
+    plain = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"])
+    assert not any(r.get("second_look") for r in plain)
