@@ -214,8 +214,9 @@ def test_leave_one_out_in_reference_geometry(shared_data, tmp_path, pair):
     XFeat + LighterGlue max 0.08 degrees, focal -0.5 .. +1.7 %; with --localize-matcher eimp max 0.11 degrees,
     focal -0.5 .. +1.5 % (2026-12-03 with EIMP's pose checks seeded); with MKL_CBWR=COMPATIBLE (CI's numerics) EIMP
     max 0.24 degrees, focal -0.6 .. +1.4 %. With the step-7400 imp_xfeat.pth (2026-12-05, `--pairs xfeat+lighterglue
-    --localize-matcher eimp`; benchmarks/results/bench_sacre_coeur_reference_eimp.txt): EIMP max 0.12 degrees,
-    focal -0.6 .. +1.0 %."""
+    --localize-matcher eimp`): EIMP max 0.12 degrees, focal -0.6 .. +1.0 %; since PnP reports the inliers of its
+    refined pose (c5318f1, same command, benchmarks/results/bench_sacre_coeur_reference_eimp.txt): max 0.10
+    degrees, focal -0.5 .. +0.7 %."""
     confs = {"the map's matcher": None}
     if pair.startswith("xfeat"):
         confs["eimp"] = {"matcher": {"name": "eimp"}}
