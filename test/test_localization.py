@@ -229,7 +229,8 @@ def test_second_look_verifies_the_references_near_an_unreported_pose(tiny_map, t
     from imp_core.stages import Candidate, QueryContext
 
     conf = {"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
-            "coarse": [{"name": "retrieval", "top_k": 4}]}
+            "coarse": [{"name": "retrieval", "top_k": 4}], "second_look": {"enabled": True}}
+    assert Localizer.default_conf["second_look"]["enabled"] is False  # opt-in (docs/CONFIDENCE.md)
     loc = Localizer(conf)
     n = tiny_world.query_names("day")[0]
     gt = tiny_world.pose(n)
@@ -251,7 +252,7 @@ def test_second_look_verifies_the_references_near_an_unreported_pose(tiny_map, t
     assert timings["second_look"] > 0
     # restricted to images it may not use (bench_confidence keeps hard negatives among far images): the first pose
     assert loc.second_look(ctx, first, timings, among=set()) is first
-    off = Localizer({**conf, "second_look": {"enabled": False}}, overrides=None)
+    off = Localizer({**conf, "second_look": {"enabled": False}})
     assert off.second_look(ctx, first, {}) is first
 
     # through localize(): nothing is reported here (min_inliers out of reach), so every frame takes the second look
