@@ -344,7 +344,8 @@ class Localizer:
                     why: Optional["_Why"] = None, among: Optional[Collection[str]] = None) -> Scored:
         """``second_look`` (see the conf): verify the references near ``first``'s pose (only those in ``among``
         when given) and return the better pose, by ``Scored.rank``. ``first`` itself when the option is off, when
-        no reference is near, or when they are the references it came from."""
+        no reference is near, or when they are the references it came from. Its time goes under "second_look"
+        (its matching and PnP also count under "matching" and "pnp", as every verification's do)."""
         if self._second is None:
             return first
         t0 = time.perf_counter()
