@@ -72,7 +72,8 @@ def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[st
     for q in tqdm(queries, desc=pair, unit="img"):
         image = read_image(q.path)
         for camera in (q.camera, None):  # given intrinsics, and unknown (focal estimated)
-            ctx = _context(loc, image, camera)
+            loc.reset()
+            ctx = loc.query_context(image, camera)  # one extraction serves the search and the negatives
             best = loc._search(ctx, {"matching": 0.0, "pnp": 0.0}, _Why())
             rec = {"pair": pair, "name": q.name, "condition": q.condition,
                    "status": "OK" if best is not None and loc._reports(best) else "LOST",
@@ -84,7 +85,7 @@ def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[st
             # (nearly) every pose from them is wrong; what separates these from true poses is what the gate needs.
             # Their second look stays among such images.
             far = [n for n in loc.map.names if np.linalg.norm(centers[n] - q.gt_pose.center) > NEG_DIST]
-            neg = _verify_refs(loc, _context(loc, image, camera), _ranked(loc, image, far)[:5], set(far))
+            neg = _verify_refs(loc, ctx, _ranked(loc, ctx, far)[:5], set(far))
             if neg is not None:
                 out.append({"pair": pair, "name": q.name, "condition": q.condition,
                             "kind": "far references" + (", unknown focal" if camera is None else ""),
@@ -108,25 +109,10 @@ def _errors(scored, gt) -> dict:
             "second_look": scored.verified.candidate.source == "second look"}
 
 
-def _context(loc, image, camera):
-    """The query context ``Localizer.localize`` builds for ``image`` (``camera`` None: focal estimated)."""
-    from imp_core.localization.pnp import estimates_focal
-    from imp_core.stages import QueryContext
-
-    loc.reset()
-    cam, pnp_conf = loc._frame_camera(image.shape[1], image.shape[0], camera, None)
-    ctx = QueryContext(image=image, camera=cam, features=loc.extractor.extract(image))
-    ctx.extras["pnp_conf"] = pnp_conf
-    ctx.extras["estimate_focal"] = estimates_focal(pnp_conf)
-    return ctx
-
-
-def _ranked(loc, image, names):
-    """``names`` sorted by global-descriptor similarity to the query (most similar first)."""
-    from imp_core.stages import QueryContext
-
+def _ranked(loc, ctx, names):
+    """``names`` sorted by global-descriptor similarity to the query of ``ctx`` (most similar first; the search
+    on ``ctx`` has computed its descriptor already)."""
     stage = next(s for s in loc.stages if s.conf["name"] == "retrieval")
-    ctx = QueryContext(image=image, camera=None, features=loc.extractor.extract(image))
     keep = set(names)
     return [n for n in stage.ranking(ctx) if n in keep]
 

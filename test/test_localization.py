@@ -226,7 +226,7 @@ def test_second_look_verifies_the_references_near_an_unreported_pose(tiny_map, t
     them) are verified as one more cluster and the better pose is kept. Here retrieval is poor by construction: one
     reference that sees the place among the three farthest from it, so the first pose rests on one image."""
     from imp_core.localization.tracking import TrackingStage
-    from imp_core.stages import Candidate, QueryContext
+    from imp_core.stages import Candidate
 
     conf = {"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
             "coarse": [{"name": "retrieval", "top_k": 4}], "second_look": {"enabled": True}}
@@ -237,7 +237,7 @@ def test_second_look_verifies_the_references_near_an_unreported_pose(tiny_map, t
     dist = {r: float(np.linalg.norm(loc.map.pose(r).center - gt.center)) for r in loc.map.names}
     by_dist = sorted(dist, key=dist.get)
     image, camera = tiny_world.image(n), tiny_world.camera(n)
-    ctx = QueryContext(image=image, camera=camera, features=loc.extractor.extract(image))
+    ctx = loc.query_context(image, camera)
     timings = {"matching": 0.0, "pnp": 0.0}
     first = loc.score(loc._verify(ctx, Candidate([by_dist[0]] + by_dist[-3:], 0, "retrieval"), timings))
     assert pose_error(first.verified.pnp.pose, gt)[1] < 2.0

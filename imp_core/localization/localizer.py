@@ -178,9 +178,9 @@ class Localizer:
             s.conf["name"] for s in self.stages}
         self.tracker = Tracker(self.conf["tracking"])
         look = dict(self.conf["second_look"])
+        enabled = look.pop("enabled")
         self._second: Optional[TrackingStage] = (
-            TrackingStage({"name": "tracking", **{k: v for k, v in look.items() if k != "enabled"}}, lmap=self._map)
-            if look.pop("enabled") else None)
+            TrackingStage({"name": "tracking", **look}, lmap=self._map) if enabled else None)
         if self.conf["warmup"]:
             self.warmup()
 
@@ -280,6 +280,19 @@ class Localizer:
             raise RuntimeError("localizer is closed")
         t0 = time.perf_counter()
         self.tracker.new_frame(stamp)
+        ctx = self.query_context(image, camera, prior if prior is not None else self.tracker.prior, name,
+                                 estimate_focal)
+        timings: Dict[str, float] = {"extraction": 1000 * (time.perf_counter() - t0), "matching": 0.0, "pnp": 0.0}
+        why = _Why()
+        best = self._search(ctx, timings, why)
+        result = self._result(ctx, best, why, timings)
+        timings["total"] = 1000 * (time.perf_counter() - t0)
+        return result
+
+    def query_context(self, image: np.ndarray, camera: Optional[Camera] = None, prior: Optional[Pose] = None,
+                      name: str = "", estimate_focal: Optional[bool] = None) -> QueryContext:
+        """A frame's query context as ``localize`` starts its search from: the camera (COLMAP's guess when None)
+        with its PnP conf, the features extracted, ``prior`` as given (``localize`` passes the tracking prior)."""
         image = np.asarray(image)
         if image.ndim < 2:
             raise ValueError(f"image {name or ''} must be HxW or HxWx3, got shape {image.shape}")
@@ -287,18 +300,11 @@ class Localizer:
         if image.shape[0] != camera.height or image.shape[1] != camera.width:
             raise ValueError(f"image {name or ''} is {image.shape[1::-1][:2]} but its camera is "
                              f"{camera.width}x{camera.height}")
-        feats = self._extractor.extract(image)
-        timings: Dict[str, float] = {"extraction": 1000 * (time.perf_counter() - t0), "matching": 0.0, "pnp": 0.0}
-        ctx = QueryContext(image=image, camera=camera, features=feats,
-                           prior=prior if prior is not None else self.tracker.prior,
+        ctx = QueryContext(image=image, camera=camera, features=self._extractor.extract(image), prior=prior,
                            label_keypoints=bool(self.conf["label_keypoints"]))
         ctx.extras["pnp_conf"] = pnp_conf
         ctx.extras["estimate_focal"] = estimates_focal(pnp_conf)  # the matcher's pose checks treat it alike
-        why = _Why()
-        best = self._search(ctx, timings, why)
-        result = self._result(ctx, best, why, timings)
-        timings["total"] = 1000 * (time.perf_counter() - t0)
-        return result
+        return ctx
 
     def _search(self, ctx: QueryContext, timings: Dict[str, float], why: "_Why") -> Optional[Scored]:
         """LBR's progressive acceptance: each coarse stage in turn proposes candidate clusters, tried in order (at

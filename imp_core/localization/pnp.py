@@ -123,10 +123,11 @@ def _estimate(points2D: np.ndarray, points3D: np.ndarray, camera: Camera, conf: 
             return None
     pose = Pose.from_pycolmap(ret["cam_from_world"])
     inliers = np.asarray(ret["inlier_mask"], dtype=bool)
-    pose, camera, inliers, ret = _consistent_inliers(pose, camera, inliers, ret, points2D, points3D, conf, ref)
-    if pose is None:
+    kept = _consistent_inliers(pose, camera, inliers, ret, points2D, points3D, conf, ref)
+    if kept is None:
         return None
-    err = reprojection_errors(pose, camera, points2D[inliers], points3D[inliers])
+    pose, camera, inliers, ret, err_all = kept
+    err = err_all[inliers]
     n = max(int(inliers.sum()), 1)
     # residual std per coordinate from the inliers (2 coords per point, 6 dof, +1 with the focal length)
     dof = 7 if focal else 6
@@ -146,18 +147,19 @@ def _consistent_inliers(pose: Pose, camera: Camera, inliers: np.ndarray, ret: di
     inliers, such matches inflate the residual std and with it the covariance (rotation std 1.9 deg for a pose
     0.3 deg off). So the matches within ``ransac_max_error`` of the refined pose become the inliers and the pose
     (and focal length, when estimated) is refined again on them, until the set is stable (``rounds`` at most).
-    Returns (pose, camera, inliers, ret) with ``ret`` the last refinement's (its covariance); (None, ...) when
-    fewer than 4 matches are left."""
+    Returns (pose, camera, inliers, ret, the reprojection errors of every match for that pose) with ``ret`` the
+    last refinement's (its covariance); None when fewer than 4 (5 with the focal length) matches are left or the
+    focal length degenerates."""
     import pycolmap
 
     focal = bool(ref.refine_focal_length)
+    err = reprojection_errors(pose, camera, points2D, points3D)
     for _ in range(rounds):
-        err = reprojection_errors(pose, camera, points2D, points3D)
         now = err <= float(conf["ransac_max_error"])
         if np.array_equal(now, inliers):
             break
         if now.sum() < (5 if focal else 4):
-            return None, camera, inliers, ret
+            return None
         cam = camera.to_pycolmap()
         new = pycolmap.refine_absolute_pose(pose.to_pycolmap(), points2D + 0.5, points3D, now, cam, ref,
                                             return_covariance=True)
@@ -166,9 +168,10 @@ def _consistent_inliers(pose: Pose, camera: Camera, inliers: np.ndarray, ret: di
         try:
             camera = Camera.from_pycolmap(cam) if focal else camera
         except ValueError:
-            return None, camera, inliers, ret
+            return None
         pose, inliers, ret = Pose.from_pycolmap(new["cam_from_world"]), now, new
-    return pose, camera, inliers, ret
+        err = reprojection_errors(pose, camera, points2D, points3D)
+    return pose, camera, inliers, ret, err
 
 
 def _estimate_auto_focal(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
