@@ -9,7 +9,9 @@ the wrong poses (> 5 deg or > 10 % of the scene depth) that pass as OK:
 - before: the old gate (>= 20 inliers);
 - after: the confidence gate (``acceptance.min_confidence``) with the model in imp_core/localization/confidence.py.
 
-``--second-look`` turns the localizer's second look on. ``--weights FILE`` localizes IMP-family pairs with another
+``--no-second-look`` localizes without the localizer's second look (on by default) and ``--threshold`` sets the
+confidence threshold of the search as well as of the table (``--no-second-look --threshold 0.5``: the defaults
+before 2026-12-05). ``--weights FILE`` localizes IMP-family pairs with another
 checkpoint and ``--conditions night`` keeps one condition; the table gives the confidence of the right poses (min /
 p10 / median), what a candidate matcher must not lower.
 
@@ -46,7 +48,10 @@ def wrong(rec: dict) -> bool:
 
 
 def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[str] = None,
-            conditions: Optional[Sequence[str]] = None, second_look: bool = False) -> list:
+            conditions: Optional[Sequence[str]] = None, second_look: Optional[bool] = None,
+            min_confidence: Optional[float] = None) -> list:
+    """Records of every query of ``world`` localized against ``pair``'s map, with the localizer's defaults unless
+    ``second_look`` / ``min_confidence`` are given (the search's pose depends on both: a trusted pose ends it)."""
     import pycolmap
     from tqdm import tqdm
 
@@ -64,8 +69,12 @@ def collect(world: Path, maps: Path, pair: str, top_k: int, weights: Optional[st
         build_map(ds, map_dir, {"features": fconf, "matcher": shipped}, progress=True)
     # the localizer's own acceptance (confidence gate, min_inliers, second look): the pose recorded is the one its
     # search ends with, reported or not (Localizer._search), and the table applies the gates to it afterwards
-    loc = Localizer({"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}],
-                     "second_look": {"enabled": second_look}})
+    lconf = {"map": str(map_dir), "matcher": mconf, "coarse": [{"name": "retrieval", "top_k": top_k}]}
+    if second_look is not None:
+        lconf["second_look"] = {"enabled": second_look}
+    if min_confidence is not None:
+        lconf["acceptance"] = {"min_confidence": min_confidence}
+    loc = Localizer(lconf)
     out = []
     centers = {n: loc.map.pose(n).center for n in loc.map.names}
     queries = [q for q in ds.queries() if not conditions or q.condition in conditions]
@@ -200,13 +209,15 @@ def main() -> int:
     p.add_argument("--weights", default=None, help="IMP-family pairs: localize with this checkpoint (the map is "
                    "built with the shipped one; e.g. a candidate's confidence on right night poses)")
     p.add_argument("--conditions", nargs="+", default=None, help="only these query conditions (e.g. night)")
-    p.add_argument("--second-look", action="store_true", help="localize with the localizer's second_look on (a "
-                   "pose it would not report is verified again against the references near it)")
+    p.add_argument("--second-look", action=argparse.BooleanOptionalAction, default=None,
+                   help="localize with the localizer's second_look on / off (default: the localizer's, on: a pose it "
+                   "would not report is verified again against the references near it)")
     p.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench_confidence")
     p.add_argument("--reuse", action="store_true", help="reuse out/records.json instead of localizing again")
     p.add_argument("--records", type=Path, nargs="+", help="read these records.json files (e.g. of several worlds) "
                    "instead of localizing")
-    p.add_argument("--threshold", type=float, help="confidence threshold (default: the localizer's)")
+    p.add_argument("--threshold", type=float, help="confidence threshold of the search and the table (default: the "
+                   "localizer's; the old default was --threshold 0.5 --no-second-look)")
     p.add_argument("--model", default="default", help="confidence model to tabulate: a name in confidence.CONF_MODELS "
                    "or a JSON file written by --save (e.g. fitted on other worlds' records)")
     p.add_argument("--fit", action="store_true", help="fit the confidence model on the records, print it and use it "
@@ -230,7 +241,7 @@ def main() -> int:
         records = []
         for pair in a.pairs:
             records += collect(a.world, a.maps or a.out / "maps", pair, a.top_k, a.weights, a.conditions,
-                               a.second_look)
+                               a.second_look, a.threshold)
         rec_path.write_text(dumps_strict(records, indent=0))
     from imp_core.localization.confidence import confidence_model
     from imp_core.localization.localizer import Localizer

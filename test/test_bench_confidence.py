@@ -32,6 +32,7 @@ def run(bench, monkeypatch, *args):
 
 def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, tmp_path, monkeypatch, capsys):
     from imp_core.config import ConfigError
+    from imp_core.localization import Localizer
     from imp_core.localization.confidence import confidence_model
 
     bench = load_benchmark("bench_confidence")
@@ -47,10 +48,11 @@ def test_a_model_fitted_on_some_records_is_tabulated_on_others(load_benchmark, t
     capsys.readouterr()
     run(bench, monkeypatch, "--records", held, "--model", tmp_path / "model.json", "--out", tmp_path / "b")
     printed = capsys.readouterr().out
-    expected = bench.table(held_records, 0.5, model)
+    threshold = Localizer.default_conf["acceptance"]["min_confidence"]  # the table's default: the localizer's
+    expected = bench.table(held_records, threshold, model)
     assert printed.strip() == expected and (tmp_path / "b" / "table.txt").read_text().strip() == expected
     run(bench, monkeypatch, "--records", held, "--out", tmp_path / "c")  # the shipped model by default
-    assert capsys.readouterr().out.strip() == bench.table(held_records, 0.5, confidence_model("default"))
+    assert capsys.readouterr().out.strip() == bench.table(held_records, threshold, confidence_model("default"))
     with pytest.raises(ConfigError, match="acceptance.confidence_model: .*nope.json"):
         run(bench, monkeypatch, "--records", held, "--model", tmp_path / "nope.json", "--out", tmp_path / "d")
 
@@ -71,21 +73,30 @@ def test_table_gives_the_confidence_of_right_poses(load_benchmark):
 
 
 def test_collect_records_the_pose_the_search_ends_with(load_benchmark, tiny_world, tiny_map, tmp_path):
-    """``collect`` localizes as the localizer does (its gates, and with ``second_look`` its second look): the
-    recorded status is OK exactly when the recorded pose passes both gates; on the tiny world's night queries the
-    second look gives some of the reported poses (the tiny street has no references 20 m away: no negatives)."""
+    """``collect`` localizes as the localizer does (its gates and its second look, on by default): the recorded
+    status is OK exactly when the recorded pose passes both gates; on the tiny world's night queries the second look
+    gives some of the reported poses (the tiny street has no references 20 m away: no negatives). With the second
+    look off and another threshold (the defaults before 2026-12-05) the search and the status follow those."""
+    from imp_core.localization import Localizer
+
     bench = load_benchmark("bench_confidence")
     maps = tmp_path / "maps"
     maps.mkdir()
     (maps / "sift_nn").symlink_to(tiny_map)
-    recs = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"], second_look=True)
-    assert {r["name"] for r in recs} == set(tiny_world.query_names("night"))
-    assert {"retrieval", "retrieval, unknown focal"} <= {r["kind"] for r in recs}
-    for r in recs:
-        if r["kind"].startswith("retrieval") and "r_err" in r:
-            passes = r["num_inliers"] >= 20 and r["confidence"] >= 0.5
-            assert (r["status"] == "OK") == passes, r
-        assert "r_err" not in r or isinstance(r["second_look"], bool)
+
+    def check(recs, threshold):
+        assert {r["name"] for r in recs} == set(tiny_world.query_names("night"))
+        assert {"retrieval", "retrieval, unknown focal"} <= {r["kind"] for r in recs}
+        for r in recs:
+            if r["kind"].startswith("retrieval") and "r_err" in r:
+                passes = r["num_inliers"] >= 20 and r["confidence"] >= threshold
+                assert (r["status"] == "OK") == passes, r
+            assert "r_err" not in r or isinstance(r["second_look"], bool)
+
+    recs = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"])
+    check(recs, Localizer.default_conf["acceptance"]["min_confidence"])
     assert any(r["status"] == "OK" and r["second_look"] for r in recs)
-    plain = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"])
+    plain = bench.collect(tiny_world.root, maps, "sift+nn", 4, conditions=["night"], second_look=False,
+                          min_confidence=0.5)
+    check(plain, 0.5)
     assert not any(r.get("second_look") for r in plain)

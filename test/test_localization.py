@@ -230,7 +230,9 @@ def test_second_look_verifies_the_references_near_an_unreported_pose(tiny_map, t
 
     conf = {"map": str(tiny_map), "matcher": {"name": "nn", "ratio_threshold": 0.9},
             "coarse": [{"name": "retrieval", "top_k": 4}], "second_look": {"enabled": True}}
-    assert Localizer.default_conf["second_look"]["enabled"] is False  # opt-in (docs/CONFIDENCE.md)
+    # on by default, with the confidence threshold it was validated with (docs/CONFIDENCE.md)
+    assert Localizer.default_conf["second_look"]["enabled"] is True
+    assert Localizer.default_conf["acceptance"]["min_confidence"] == 0.6
     loc = Localizer(conf)
     n = tiny_world.query_names("day")[0]
     gt = tiny_world.pose(n)

@@ -19,7 +19,9 @@ back OK 51.7 degrees off. What separates true poses from wrong ones is how the i
 
 The score (see :func:`confidence_score`) is a logistic model of some of these (by name, :data:`FEATURES`), fitted
 on the synthetic world (not on the real photos, which only evaluate it). The localizer's
-``acceptance.min_confidence`` (0.5: more likely right than wrong) is the threshold; ``acceptance.confidence_model``
+``acceptance.min_confidence`` is the threshold: 0.6, with the localizer's second look (a pose it would not report is
+verified again against the references near it, which can bring a wrong pose back with a little more support); 0.5,
+more likely right than wrong, is the one without it. ``acceptance.confidence_model``
 names the model (:data:`CONF_MODELS`) or gives one fitted on other data as a JSON file (:func:`confidence_model`).
 """
 from __future__ import annotations

@@ -255,7 +255,7 @@ def test_diagnostics_timer_survives_a_failed_configure(ros):
 def test_localize_service_does_not_block_tf(ros, loc, ros_world):
     """Issue: 3 ~/localize calls stalled TF map->odom for ~1 s. Now the largest gap between the localizer's TF
     messages (by their stamps: when the node published them) stays below the TF future-dating while the service
-    is called 3 times during an image stream."""
+    is called (3 times, or more until the calls took long enough to have blocked TF) during an image stream."""
     from imp_msgs.srv import LocalizeImage
     from tf2_msgs.msg import TFMessage
 
@@ -278,8 +278,10 @@ def test_localize_service_does_not_block_tf(ros, loc, ros_world):
         wait_until(lambda: len(tfs) > 5, 10, "TF from the localizer")
         t.start()
         n0 = len(tfs)
-        took = []
-        for _ in range(3):
+        took: list = []
+        # at least 3 calls, and more (10 at most) until they took long enough to have blocked TF on the old
+        # executor: a fast or idle machine answers one in about 0.1 s
+        while len(took) < 3 or (len(took) < 10 and (sum(took) <= 3 * TF_FUTURE or max(took) <= TF_FUTURE)):
             t0 = time.monotonic()
             req = LocalizeImage.Request(image=cv.rgb_to_image(w.image(name), "bgr8", "camera_optical"),
                                         camera_info=info)
@@ -296,7 +298,7 @@ def test_localize_service_does_not_block_tf(ros, loc, ros_world):
         gaps = np.diff(stamps) * 1e-9
         print(f"service calls {np.round(took, 3).tolist()} s; TF messages {len(stamps)}, largest gap "
               f"{gaps.max() * 1e3:.0f} ms")
-        assert sum(took) > 3 * TF_FUTURE  # the calls took long enough to have blocked TF on the old executor
+        assert sum(took) > 3 * TF_FUTURE and max(took) > TF_FUTURE  # long enough to have blocked the old executor
         assert gaps.max() < TF_FUTURE, gaps.max()
     finally:
         stop.set()
