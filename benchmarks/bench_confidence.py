@@ -137,8 +137,7 @@ def _verify_refs(loc, ctx, refs, among):
     v = loc._verify(ctx, Candidate(refs, 0, "negatives"), timings)
     if v is None:
         return None
-    scored = loc.score(v)
-    return scored if loc._reports(scored) else loc.second_look(ctx, scored, timings, among=among)
+    return loc.conclude(ctx, loc.score(v), timings, among=among)
 
 
 def fit(records: list, features: Sequence[str], l2: float = 1e-2) -> dict:

@@ -314,10 +314,7 @@ class Localizer:
         and whose best reference contributes ``min_best_reference_inliers`` is taken at once. Otherwise the best
         pose seen (trusted first, then most inliers) is returned, None when no candidate gave a pose. A pose that
         would not be reported gets its second look (``second_look``)."""
-        best = self._progressive(ctx, timings, why)
-        if best is not None and not self._reports(best):
-            best = self.second_look(ctx, best, timings, why)
-        return best
+        return self.conclude(ctx, self._progressive(ctx, timings, why), timings, why)
 
     def _progressive(self, ctx: QueryContext, timings: Dict[str, float], why: "_Why") -> Optional[Scored]:
         """The candidates of the coarse stages in turn, up to the first accepted pose (``_search``)."""
@@ -347,6 +344,14 @@ class Localizer:
         quality = pose_quality(ver.pnp, ver.num_matches, ver.contributions, ver.matches_per_reference,
                                self.confidence_model)
         return Scored(ver, quality, quality["confidence"] >= self.conf["acceptance"]["min_confidence"])
+
+    def conclude(self, ctx: QueryContext, best: Optional[Scored], timings: Dict[str, float],
+                 why: Optional["_Why"] = None, among: Optional[Collection[str]] = None) -> Optional[Scored]:
+        """The pose a search ends with, given the best it found: that pose when it is reported (or None), else its
+        second look (``second_look``; ``among`` restricts the references it may use)."""
+        if best is None or self._reports(best):
+            return best
+        return self.second_look(ctx, best, timings, why, among)
 
     def second_look(self, ctx: QueryContext, first: Scored, timings: Dict[str, float],
                     why: Optional["_Why"] = None, among: Optional[Collection[str]] = None) -> Scored:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -150,8 +150,6 @@ def _consistent_inliers(pose: Pose, camera: Camera, inliers: np.ndarray, ret: di
     Returns (pose, camera, inliers, ret, the reprojection errors of every match for that pose) with ``ret`` the
     last refinement's (its covariance); None when fewer than 4 (5 with the focal length) matches are left or the
     focal length degenerates."""
-    import pycolmap
-
     focal = bool(ref.refine_focal_length)
     err = reprojection_errors(pose, camera, points2D, points3D)
     for _ in range(rounds):
@@ -160,18 +158,31 @@ def _consistent_inliers(pose: Pose, camera: Camera, inliers: np.ndarray, ret: di
             break
         if now.sum() < (5 if focal else 4):
             return None
-        cam = camera.to_pycolmap()
-        new = pycolmap.refine_absolute_pose(pose.to_pycolmap(), points2D + 0.5, points3D, now, cam, ref,
-                                            return_covariance=True)
-        if new is None:
-            break
         try:
-            camera = Camera.from_pycolmap(cam) if focal else camera
+            new = _refine(pose, camera, points2D, points3D, now, ref, covariance=True)
         except ValueError:
             return None
-        pose, inliers, ret = Pose.from_pycolmap(new["cam_from_world"]), now, new
+        if new is None:
+            break
+        (pose, camera, ret), inliers = new, now
         err = reprojection_errors(pose, camera, points2D, points3D)
     return pose, camera, inliers, ret, err
+
+
+def _refine(pose: Pose, camera: Camera, points2D: np.ndarray, points3D: np.ndarray, mask: np.ndarray, ref,
+            covariance: bool = False) -> Optional[Tuple[Pose, Camera, dict]]:
+    """pycolmap's refinement of ``pose`` (and of ``camera``'s focal length when ``ref`` refines it) on the matches
+    in ``mask``: (pose, camera, pycolmap's result), None when it fails. Raises ValueError when the refined focal
+    length degenerates (non-positive / non-finite)."""
+    import pycolmap
+
+    cam = camera.to_pycolmap()
+    ret = pycolmap.refine_absolute_pose(pose.to_pycolmap(), points2D + 0.5, points3D, mask, cam, ref,
+                                        return_covariance=covariance)
+    if ret is None:
+        return None
+    camera = Camera.from_pycolmap(cam) if ref.refine_focal_length else camera  # refined in place
+    return Pose.from_pycolmap(ret["cam_from_world"]), camera, ret
 
 
 def _estimate_auto_focal(points2D: np.ndarray, points3D: np.ndarray, camera: Camera,
@@ -223,15 +234,11 @@ def _least_squares_sse(res: PnPResult, points2D: np.ndarray, points3D: np.ndarra
     ref.loss_function_scale = 1e3 * float(conf["ransac_max_error"])  # Cauchy this wide: least squares
     ref.gradient_tolerance = 1e-10
     ref.max_num_iterations = int(conf["refine_iterations"])
-    cam = res.camera.to_pycolmap()
-    ret = pycolmap.refine_absolute_pose(res.pose.to_pycolmap(), points2D + 0.5, points3D,
-                                        np.ones(len(points2D), bool), cam, ref)
-    pose, camera = res.pose, res.camera
-    if ret is not None:
-        try:
-            pose, camera = Pose.from_pycolmap(ret["cam_from_world"]), Camera.from_pycolmap(cam)
-        except ValueError:
-            pass
+    try:
+        new = _refine(res.pose, res.camera, points2D, points3D, np.ones(len(points2D), bool), ref)
+    except ValueError:  # a degenerate focal length: the fit as it was
+        new = None
+    pose, camera = (new[0], new[1]) if new is not None else (res.pose, res.camera)
     return float(np.sum(reprojection_errors(pose, camera, points2D, points3D) ** 2))
 
 
